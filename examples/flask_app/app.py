@@ -1,0 +1,192 @@
+"""Example upstream app for sting-proxy.
+
+An ordinary Flask app with server-side sessions kept in Redis by Flask-Session,
+configured like the "seed" deployment that sting-proxy sits in front of:
+
+    SESSION_TYPE='redis', SESSION_USE_SIGNER=True, SESSION_PERMANENT=True,
+    PERMANENT_SESSION_LIFETIME=24h, SESSION_REDIS=redis.from_url(REDIS_URL)
+
+The app knows nothing about the proxy. The integration tests run it behind
+sting-proxy to check what gets forwarded (see /echo) and that the proxy can read
+the session that this app wrote to Redis. It works unchanged with
+Flask-Session 0.8.0 (stores msgpack) and 0.6.0 (stores pickle); see
+tests/python/requirements-fs08.txt and requirements-fs06.txt.
+
+Configuration (environment):
+    SESSION_SECRET_KEY   Flask SECRET_KEY, signs the session id cookie
+                         (default 'dev-secret-change-me')
+    REDIS_URL            default redis://127.0.0.1:6379/0
+    SESSION_KEY_PREFIX   Redis key prefix (default 'sting:session:')
+    SESSION_COOKIE_NAME  default 'session'
+    APP_HOST, APP_PORT   listen address for `python app.py` (127.0.0.1:5000)
+
+Run with Flask's threaded dev server (`python app.py`) or with gunicorn
+(`gunicorn app:app`).
+"""
+
+import hashlib
+import os
+import time
+from datetime import timedelta
+
+import redis
+from flask import Flask, Response, jsonify, request, session
+from flask_session import Session
+
+SECRET_KEY = os.environ.get("SESSION_SECRET_KEY", "dev-secret-change-me")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+SESSION_KEY_PREFIX = os.environ.get("SESSION_KEY_PREFIX", "sting:session:")
+SESSION_COOKIE_NAME = os.environ.get("SESSION_COOKIE_NAME", "session")
+APP_HOST = os.environ.get("APP_HOST", "127.0.0.1")
+APP_PORT = int(os.environ.get("APP_PORT", "5000"))
+
+CHUNK = 64 * 1024
+PATTERN = b"0123456789"
+
+app = Flask(__name__)
+app.config.update(
+    SECRET_KEY=SECRET_KEY,
+    SESSION_TYPE="redis",
+    SESSION_USE_SIGNER=True,  # deprecated in Flask-Session 0.8 (warns), still signs
+    SESSION_PERMANENT=True,
+    PERMANENT_SESSION_LIFETIME=timedelta(hours=24),
+    SESSION_KEY_PREFIX=SESSION_KEY_PREFIX,
+    SESSION_COOKIE_NAME=SESSION_COOKIE_NAME,
+    SESSION_REDIS=redis.from_url(REDIS_URL),
+)
+Session(app)
+
+
+def page(title, body):
+    html = (
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\">"
+        f"<title>{title}</title></head>\n<body><h1>{title}</h1>\n{body}\n</body></html>\n"
+    )
+    return Response(html, mimetype="text/html")
+
+
+@app.get("/")
+def home():
+    return page("Home", "<p>Public home page of the sting-proxy example app.</p>")
+
+
+@app.get("/healthz")
+def healthz():
+    return Response("ok", mimetype="text/plain")
+
+
+@app.route("/echo", methods=["GET", "POST"])
+@app.route("/echo/<path:rest>", methods=["GET", "POST"])
+def echo(rest=None):
+    """Show exactly what reached the app (as forwarded by the proxy)."""
+    return jsonify(
+        method=request.method,
+        path=request.path,
+        raw_uri=request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI"),
+        query=request.query_string.decode("latin-1"),
+        headers={name.lower(): value for name, value in request.headers.items()},
+        body=request.get_data().decode("utf-8", "replace"),
+        session=dict(session),
+    )
+
+
+@app.route("/login", methods=["POST"])
+def login():
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        data = request.form
+    user_id = data.get("user_id")
+    if user_id in (None, ""):
+        return jsonify(ok=False, error="user_id required"), 400
+    session["user_id"] = user_id
+    for field in ("email", "role"):
+        if data.get(field) not in (None, ""):
+            session[field] = data.get(field)
+    return jsonify(ok=True, user_id=user_id)
+
+
+@app.route("/logout", methods=["GET", "POST"])
+def logout():
+    # An empty, modified session makes Flask-Session delete the Redis key and
+    # send a Set-Cookie that expires the cookie.
+    session.clear()
+    return jsonify(ok=True)
+
+
+@app.get("/anon")
+def anon():
+    """Create/refresh an anonymous session (has a sid, no user)."""
+    session["visits"] = session.get("visits", 0) + 1
+    return jsonify(visits=session["visits"], session=dict(session))
+
+
+# The next three are meant to be protected by the proxy's rules; the app itself
+# does not check anything.
+@app.get("/dashboard")
+def dashboard():
+    return page("Dashboard", f"<p>Hello {session.get('user_id', 'stranger')}.</p>")
+
+
+@app.get("/api/data")
+def api_data():
+    return jsonify(data=[1, 2, 3, "four", {"five": 5}])
+
+
+@app.get("/admin/panel")
+def admin_panel():
+    return page("Admin panel", "<p>Admins only (enforced by the proxy).</p>")
+
+
+@app.route("/upload", methods=["POST"])
+def upload():
+    digest = hashlib.sha256()
+    total = 0
+    while True:
+        chunk = request.stream.read(CHUNK)
+        if not chunk:
+            break
+        total += len(chunk)
+        digest.update(chunk)
+    return jsonify(bytes=total, sha256=digest.hexdigest())
+
+
+@app.get("/download")
+def download():
+    """Stream N bytes of b'0123456789' repeated; no Content-Length."""
+    try:
+        n = max(0, int(request.args.get("bytes", "0")))
+    except ValueError:
+        return jsonify(ok=False, error="bytes must be an integer"), 400
+    buf = PATTERN * (CHUNK // len(PATTERN) + 2)
+
+    def generate():
+        sent = 0
+        while sent < n:
+            size = min(CHUNK, n - sent)
+            start = sent % len(PATTERN)
+            yield buf[start:start + size]
+            sent += size
+
+    return Response(generate(), mimetype="application/octet-stream")
+
+
+@app.get("/set-cookie-test")
+def set_cookie_test():
+    resp = jsonify(ok=True)
+    resp.set_cookie("a", "1", path="/")
+    resp.set_cookie("b", "2", httponly=True)
+    return resp
+
+
+@app.get("/slow")
+def slow():
+    try:
+        ms = max(0, int(request.args.get("ms", "0")))
+    except ValueError:
+        return jsonify(ok=False, error="ms must be an integer"), 400
+    time.sleep(ms / 1000.0)
+    return jsonify(ok=True, slept_ms=ms)
+
+
+if __name__ == "__main__":
+    app.run(host=APP_HOST, port=APP_PORT, threaded=True, debug=False, use_reloader=False)

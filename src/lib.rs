@@ -1,0 +1,42 @@
+//! sting-proxy: a pingora reverse-proxy sidecar for Flask apps whose sessions live in Redis
+//! (Flask-Session, signed cookies) and whose users log in through Ory Kratos.
+//!
+//! A map of the crate, in the order a request meets it:
+//!
+//! - [`config`]: one TOML file + environment overrides → a validated [`config::Config`].
+//! - [`server`]: assembles the pingora server (proxy, admin, background services).
+//! - [`proxy`]: the `ProxyHttp` phases; thin, delegating to the modules below.
+//! - [`client_ip`]: who the client is, trusting `X-Forwarded-For` only from configured proxies.
+//! - [`cookies`]: reading `Cookie`, noticing cleared cookies in `Set-Cookie`.
+//! - [`authenticate`]: identity, cheapest layer first: Flask session, then Kratos.
+//! - [`flask_cookie`]: Flask-Session's signer (HMAC-SHA1, `flask-session` salt, key rotation).
+//! - [`session_lookup`]: sid → identity via an in-process cache and one Redis `GET`.
+//! - [`session_value`]: decoding stored sessions (pickle, msgpack, JSON).
+//! - [`kratos`]: whoami with caching, single-flight ([`single_flight`]) and a [`circuit_breaker`].
+//! - [`rules`]: path-prefix authorisation rules.
+//! - [`headers`]: identity header names; stripping forged ones.
+//! - [`local_response`]: answers the proxy writes itself.
+//! - [`admin`]: `/healthz` and `/readyz` on the admin listener.
+//! - [`store`]: the shared Redis handle; [`keys`]: every Redis key name.
+//! - [`check`]: the `check` command (config, Redis and Kratos diagnostics).
+
+pub mod admin;
+pub mod authenticate;
+pub mod check;
+pub mod circuit_breaker;
+pub mod client_ip;
+pub mod config;
+pub mod cookies;
+pub mod flask_cookie;
+pub mod headers;
+pub mod identity;
+pub mod keys;
+pub mod kratos;
+pub mod local_response;
+pub mod proxy;
+pub mod rules;
+pub mod server;
+pub mod session_lookup;
+pub mod session_value;
+pub mod single_flight;
+pub mod store;

@@ -1,0 +1,239 @@
+//! The pingora `ProxyHttp` implementation: each phase does one thing and delegates. I/O.
+//!
+//! - `request_filter`: client address, request id, identity, authorisation; denials are
+//!   answered here and end the request (`Ok(true)`).
+//! - `upstream_peer`: the one app, built once at start-up.
+//! - `upstream_request_filter`: strip forged identity headers, set ours and `X-Forwarded-*`.
+//! - `response_filter`: notice the app clearing its session cookie (logout) and evict caches.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+
+use crate::authenticate::{AuthOutcome, Authenticator};
+use crate::client_ip;
+use crate::config::Config;
+use crate::cookies::{self, CookieChange};
+use crate::headers::{self, *};
+use crate::identity::Identity;
+use crate::local_response::LocalResponse;
+use crate::rules::{self, Decision};
+
+/// Per-request state, created by pingora for every request.
+pub struct RequestCtx {
+    pub started: Instant,
+    pub request_id: String,
+    pub client_ip: Option<IpAddr>,
+    pub identity: Option<Arc<Identity>>,
+    pub flask_sid: Option<String>,
+    pub outcome: AuthOutcome,
+}
+
+/// The sidecar: immutable after start-up, shared by every worker thread.
+pub struct Sidecar {
+    cfg: Arc<Config>,
+    peer: HttpPeer,
+    auth: Arc<Authenticator>,
+}
+
+impl Sidecar {
+    pub fn new(cfg: Arc<Config>, peer: HttpPeer, auth: Arc<Authenticator>) -> Self {
+        Self { cfg, peer, auth }
+    }
+
+    /// The answer for a request that may not pass, or `None` to let it through.
+    fn denial(&self, req: &RequestHeader, ctx: &RequestCtx, store_down: bool, aal2: Option<&Option<String>>) -> Option<LocalResponse> {
+        let path = req.uri.path();
+        let requirement = rules::requirement_for(&self.cfg.rules, path);
+        let role = ctx.identity.as_ref().and_then(|i| i.role.as_deref());
+        let browser = wants_html(req);
+        match rules::decide(requirement, role, ctx.identity.is_some()) {
+            Decision::Allow => None,
+            Decision::Unauthenticated => {
+                if let Some(redirect) = aal2 {
+                    // A Kratos session exists but needs a second factor: not "anonymous".
+                    return Some(match (browser, redirect) {
+                        (true, Some(to)) => LocalResponse::redirect(to.clone()),
+                        _ => LocalResponse::json(403, serde_json::json!({
+                            "error": "session_aal2_required",
+                            "message": "a second authentication factor is required",
+                            "redirect_browser_to": redirect,
+                        })),
+                    });
+                }
+                if store_down {
+                    // Fail closed, and say why: we could not check the session, it may be valid.
+                    let mut r = LocalResponse::json(self.cfg.auth.store_down_status, serde_json::json!({
+                        "error": "session_store_unavailable",
+                        "message": "the session store is unavailable; try again shortly",
+                    }));
+                    r.retry_after = Some(5);
+                    return Some(r);
+                }
+                Some(if browser {
+                    LocalResponse::redirect(self.login_redirect(req))
+                } else {
+                    LocalResponse::json(401, serde_json::json!({
+                        "error": "unauthenticated",
+                        "message": "a valid session is required",
+                        "login_url": self.cfg.auth.login_url,
+                    }))
+                })
+            }
+            Decision::Forbidden => Some(LocalResponse::json(403, serde_json::json!({
+                "error": "forbidden",
+                "message": "your role does not allow this resource",
+            }))),
+        }
+    }
+
+    /// `login_url?next=<original path and query>`.
+    fn login_redirect(&self, req: &RequestHeader) -> String {
+        let original = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let sep = if self.cfg.auth.login_url.contains('?') { '&' } else { '?' };
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair(&self.cfg.auth.return_to_param, original)
+            .finish();
+        format!("{}{sep}{query}", self.cfg.auth.login_url)
+    }
+}
+
+/// A navigation from a browser (as opposed to an API or XHR call).
+fn wants_html(req: &RequestHeader) -> bool {
+    req.headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+/// A request id from the client is kept when it is short and plain; otherwise we make one.
+fn request_id(req: &RequestHeader) -> String {
+    match req.headers.get(X_REQUEST_ID).map(|v| v.as_bytes()) {
+        Some(v) if !v.is_empty() && v.len() <= 128 && v.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b)) => {
+            String::from_utf8_lossy(v).into_owned()
+        }
+        _ => uuid::Uuid::new_v4().simple().to_string(),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Sidecar {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx {
+            started: Instant::now(),
+            request_id: String::new(),
+            client_ip: None,
+            identity: None,
+            flask_sid: None,
+            outcome: AuthOutcome::Anonymous,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        let peer_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let req = session.req_header();
+        ctx.request_id = request_id(req);
+        ctx.client_ip = peer_ip.map(|ip| {
+            let xff = req.headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok());
+            client_ip::resolve(ip, xff, &self.cfg.trusted_proxies)
+        });
+
+        let found = self.auth.identify(req).await;
+        ctx.identity = found.identity;
+        ctx.flask_sid = found.flask_sid;
+        ctx.outcome = found.outcome;
+
+        match self.denial(session.req_header(), ctx, found.store_down, found.aal2_required.as_ref()) {
+            None => Ok(false),
+            Some(resp) => {
+                resp.write(session, &ctx.request_id).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(self.peer.clone()))
+    }
+
+    async fn upstream_request_filter(&self, session: &mut Session, up: &mut RequestHeader, ctx: &mut Self::CTX) -> Result<()> {
+        headers::strip_identity_headers(up);
+        if let Some(id) = &ctx.identity {
+            up.insert_header(X_USER_ID, id.user_id.as_str())?;
+            if let Some(e) = &id.email {
+                up.insert_header(X_USER_EMAIL, e.as_str())?;
+            }
+            if let Some(r) = &id.role {
+                up.insert_header(X_USER_ROLE, r.as_str())?;
+            }
+            up.insert_header(X_SESSION_ID, id.session_id.as_str())?;
+            up.insert_header(X_AUTH_SOURCE, id.source.as_str())?;
+            if let Some(aal) = &id.aal {
+                up.insert_header(X_AUTH_AAL, aal.as_str())?;
+            }
+        }
+        up.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+
+        // X-Forwarded-For: the client's chain if its sender is trusted, else only what we saw.
+        let peer_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_canonical());
+        if let Some(peer) = peer_ip {
+            let trusted = self.cfg.trusted_proxies.iter().any(|n| n.contains(&peer));
+            let prior = if trusted {
+                let parts: Vec<&str> = up.headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
+                (!parts.is_empty()).then(|| parts.join(", "))
+            } else {
+                None
+            };
+            let xff = match prior {
+                Some(p) => format!("{p}, {peer}"),
+                None => peer.to_string(),
+            };
+            up.insert_header(X_FORWARDED_FOR, xff)?;
+            let proto = if trusted {
+                up.headers.get(X_FORWARDED_PROTO).and_then(|v| v.to_str().ok()).filter(|p| *p == "https" || *p == "http").unwrap_or("http").to_owned()
+            } else {
+                "http".to_owned()
+            };
+            up.insert_header(X_FORWARDED_PROTO, proto)?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Self::CTX) -> Result<()> {
+        // Logout is the app clearing its cookie: forget the identity now, not after the cache TTL.
+        let now = chrono::Utc::now();
+        if let Some(sid) = &ctx.flask_sid {
+            if let Some(CookieChange::Cleared) = cookies::change_in_response(resp, &self.cfg.session.cookie_name, now) {
+                self.auth.sessions().evict(sid);
+            }
+        }
+        if let Some(kratos) = self.auth.kratos() {
+            if let Some(CookieChange::Cleared) = cookies::change_in_response(resp, kratos.cookie_name(), now) {
+                if let Some(cred) = self.auth.kratos_credential(session.req_header()) {
+                    kratos.forget(cred).await;
+                }
+            }
+        }
+        resp.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut Self::CTX) {
+        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        tracing::debug!(
+            request_id = %ctx.request_id,
+            status,
+            auth = ctx.outcome.as_str(),
+            latency_us = ctx.started.elapsed().as_micros() as u64,
+            error = e.map(|e| e.to_string()),
+            "request"
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! Assembles the pingora server from a [`Config`]: the proxy service, the admin service and the
+//! Redis connector. Runs until a signal: SIGTERM = graceful (stop accepting, let in-flight
+//! requests finish within the grace period), SIGINT = fast, SIGQUIT = hand the listeners to a
+//! new process started with `--upgrade`.
+
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
+use pingora::prelude::*;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+
+use crate::admin::AdminApp;
+use crate::authenticate::Authenticator;
+use crate::config::Config;
+use crate::kratos::KratosClient;
+use crate::proxy::Sidecar;
+use crate::session_lookup::SessionResolver;
+use crate::store::RedisStore;
+
+/// Builds every service and blocks until shutdown.
+pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    let store = RedisStore::new(
+        cfg.redis.url.expose(),
+        Duration::from_millis(cfg.redis.connect_timeout_ms),
+        Duration::from_millis(cfg.redis.command_timeout_ms),
+    )
+    .context("redis.url")?;
+
+    let sessions = SessionResolver::new(&cfg.session, store.clone());
+    let kratos = if cfg.kratos.public_url.is_empty() {
+        None
+    } else {
+        let memory_ttl = Duration::from_secs(cfg.session.cache_ttl_seconds);
+        Some(KratosClient::new(&cfg.kratos, store.clone(), memory_ttl).context("building the Kratos HTTP client")?)
+    };
+    let auth = Arc::new(Authenticator::new(cfg.session.cookie_name.clone(), sessions, kratos));
+
+    let upstream = cfg
+        .upstream_addr
+        .to_socket_addrs()
+        .with_context(|| format!("upstream.url: cannot resolve {}", cfg.upstream_addr))?
+        .next()
+        .with_context(|| format!("upstream.url: {} resolves to no address", cfg.upstream_addr))?;
+    let mut peer = HttpPeer::new(upstream, false, String::new());
+    peer.options.connection_timeout = Some(Duration::from_millis(cfg.upstream.connect_timeout_ms));
+    peer.options.read_timeout = Some(Duration::from_millis(cfg.upstream.read_timeout_ms));
+    peer.options.write_timeout = Some(Duration::from_millis(cfg.upstream.write_timeout_ms));
+    peer.options.idle_timeout = Some(Duration::from_secs(cfg.upstream.idle_timeout_seconds));
+
+    let opt = Opt { upgrade, ..Default::default() };
+    let conf = ServerConf {
+        threads: cfg.server.threads,
+        work_stealing: cfg.server.work_stealing,
+        grace_period_seconds: Some(cfg.server.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(cfg.server.graceful_shutdown_timeout_seconds),
+        upgrade_sock: cfg.server.upgrade_sock.clone(),
+        pid_file: cfg.server.pid_file.clone(),
+        upstream_keepalive_pool_size: cfg.upstream.keepalive_pool_size,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Sidecar::new(cfg.clone(), peer, auth),
+        "sting-proxy",
+    );
+    proxy.add_tcp(&cfg.listen.to_string());
+    if cfg.server.h2c {
+        if let Some(app) = proxy.app_logic_mut() {
+            let mut options = HttpServerOptions::default();
+            options.h2c = true;
+            app.server_options = Some(options);
+        }
+    }
+
+    let mut admin = Service::new("sting-admin".to_string(), AdminApp::new(store.clone()));
+    admin.add_tcp(&cfg.admin_listen.to_string());
+
+    server.add_service(background_service("redis-connector", RedisConnector(store)));
+    server.add_service(proxy);
+    server.add_service(admin);
+    tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, upstream = %cfg.upstream_addr, "sting-proxy starting");
+    server.run_forever();
+}
+
+/// Connects the shared Redis handle in the background, so start-up never waits on Redis.
+struct RedisConnector(RedisStore);
+
+#[async_trait]
+impl BackgroundService for RedisConnector {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            _ = self.0.connect_forever() => {}
+            _ = shutdown.changed() => return,
+        }
+        // The connection's driver task lives on this service's runtime: keep it until shutdown.
+        let _ = shutdown.changed().await;
+    }
+}

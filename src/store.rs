@@ -1,0 +1,111 @@
+//! The Redis handle shared by the request path, the admin endpoints and background work. I/O.
+//!
+//! Cloning a [`RedisStore`] is shallow (one `Arc`). The connection is a redis-rs
+//! `ConnectionManager` (one multiplexed connection that reconnects by itself). It is made by
+//! [`RedisStore::connect_forever`], run as a background service, so the proxy starts and serves
+//! public routes even when Redis is down at boot (fail open for public routes, see
+//! `docs/operations.md`). Until then every call fails fast with [`StoreError::NotConnected`].
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::FromRedisValue;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not connected to Redis yet")]
+    NotConnected,
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("Redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: redis::Client,
+    conn: OnceLock<ConnectionManager>,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+}
+
+impl RedisStore {
+    /// A handle for `url`; does no I/O until [`RedisStore::connect_forever`] runs.
+    pub fn new(url: &str, connect_timeout: Duration, command_timeout: Duration) -> redis::RedisResult<Self> {
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client: redis::Client::open(url)?,
+                conn: OnceLock::new(),
+                connect_timeout,
+                command_timeout,
+            }),
+        })
+    }
+
+    /// Connects, retrying with capped backoff until it succeeds; later drops are repaired by the
+    /// `ConnectionManager` itself.
+    pub async fn connect_forever(&self) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            if self.inner.conn.get().is_some() {
+                return;
+            }
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(self.inner.connect_timeout)
+                .set_response_timeout(self.inner.command_timeout)
+                .set_number_of_retries(2)
+                .set_max_delay(500);
+            match ConnectionManager::new_with_config(self.inner.client.clone(), config).await {
+                Ok(conn) => {
+                    let _ = self.inner.conn.set(conn);
+                    tracing::info!("connected to Redis");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Redis unreachable");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.inner.conn.get().is_some()
+    }
+
+    /// Runs one command within the command timeout.
+    pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let mut conn = self.inner.conn.get().ok_or(StoreError::NotConnected)?.clone();
+        let timeout = self.inner.command_timeout;
+        match tokio::time::timeout(timeout, cmd.query_async(&mut conn)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(StoreError::Timeout(timeout)),
+        }
+    }
+
+    /// Runs one pipeline (one round trip) within the command timeout.
+    pub async fn pipeline<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StoreError> {
+        let mut conn = self.inner.conn.get().ok_or(StoreError::NotConnected)?.clone();
+        let timeout = self.inner.command_timeout;
+        match tokio::time::timeout(timeout, pipe.query_async(&mut conn)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(StoreError::Timeout(timeout)),
+        }
+    }
+
+    /// `PING`, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let pong: String = self.query(&redis::cmd("PING")).await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError::Redis(redis::RedisError::from((redis::ErrorKind::ResponseError, "unexpected PING reply"))))
+        }
+    }
+}
