@@ -1,0 +1,62 @@
+//! The command line: config errors name key and source, `check` reports, `--help` keeps secrets out.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(proxy_binary());
+    cmd.args(args).env_remove("SESSION_SECRET_KEY").env_remove("REDIS_URL").env_remove("KRATOS_PUBLIC_URL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// An unknown key in the file stops start-up with the key and the file named, exit code 2.
+#[test]
+fn unknown_config_key_is_named_with_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.toml");
+    std::fs::write(&f, "[upstream]\nurll = \"http://x\"\n").unwrap();
+    let (code, _, err) = run(&["serve", "--config", f.to_str().unwrap()], &[("SESSION_SECRET_KEY", "k")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("urll") && err.contains("bad.toml"), "{err}");
+}
+
+/// A bad environment value names the variable.
+#[test]
+fn bad_env_value_is_named() {
+    let (code, _, err) = run(&["check"], &[("SESSION_SECRET_KEY", "k"), ("STING_LISTEN", "not-an-address")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("STING_LISTEN") && err.contains("server.listen"), "{err}");
+}
+
+/// `check` on the shipped config against a live Redis reports its eviction and notification settings.
+#[test]
+fn check_reports_redis_settings() {
+    let redis = RedisServer::start();
+    let conf = repo_root().join("conf/sting-proxy.toml");
+    let (code, out, err) = run(&["check", "--config", conf.to_str().unwrap()], &[("SESSION_SECRET_KEY", "k"), ("REDIS_URL", &redis.url())]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("maxmemory-policy") && out.contains("notify-keyspace-events"), "{out}");
+    let (code, out, _) = run(&["check"], &[("SESSION_SECRET_KEY", "k"), ("REDIS_URL", &format!("redis://127.0.0.1:{}/0", free_port()))]);
+    assert_eq!(code, 1);
+    assert!(out.contains("FAIL  redis"), "{out}");
+}
+
+/// Secrets never appear in `--help` or in a config error.
+#[test]
+fn secrets_stay_out_of_help_and_errors() {
+    let (_, out, _) = run(&["--help"], &[("SESSION_SECRET_KEY", "hunter2-secret")]);
+    assert!(!out.contains("hunter2"));
+    let (code, _, err) = run(&["check"], &[("SESSION_SECRET_KEY", "hunter2-secret"), ("ANALYTICS_ENABLED", "maybe")]);
+    assert_eq!(code, 2);
+    assert!(!err.contains("hunter2") && err.contains("ANALYTICS_ENABLED"), "{err}");
+    let (code, out, _) = run(&["--version"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("sting-proxy "));
+}

@@ -1,0 +1,555 @@
+//! Test harness: real processes on free ports. A `redis-server`, the example Flask app (real
+//! Flask-Session from PyPI, in the venvs `scripts/setup-python` makes), a Kratos stub serving
+//! Kratos's real response shapes (Kratos itself cannot run here), and the `sting-proxy` binary.
+//! Every process is killed when its handle drops.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const SECRET: &str = "integration-secret";
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls until `f` is true or `timeout` passes; panics with `what` on timeout.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+fn accepts(port: u16) -> bool {
+    TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200)).is_ok()
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+// ------------------------------------------------------------------------------------------
+// Redis
+// ------------------------------------------------------------------------------------------
+
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut s = RedisServer { port, child: None, _dir: dir };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self._dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/ci installs it)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until("redis-server", Duration::from_secs(10), || {
+            redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+    }
+
+    /// Stops the server (to test Redis outages); `restart` brings it back on the same port.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c);
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The example Flask app
+// ------------------------------------------------------------------------------------------
+
+/// Which Flask-Session the app runs with, hence which format it stores.
+#[derive(Clone, Copy, Debug)]
+pub enum FlaskSession {
+    /// 0.8.0: msgpack.
+    V08,
+    /// 0.6.0: pickle.
+    V06,
+}
+
+pub fn venv_python(v: FlaskSession) -> PathBuf {
+    let name = match v {
+        FlaskSession::V08 => "fs08",
+        FlaskSession::V06 => "fs06",
+    };
+    let root = std::env::var_os("STING_TEST_VENVS").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".venv"));
+    let py = root.join(name).join("bin/python");
+    assert!(py.exists(), "{} missing: run scripts/setup-python first (scripts/test does)", py.display());
+    py
+}
+
+pub struct FlaskApp {
+    pub port: u16,
+    child: Child,
+}
+
+impl FlaskApp {
+    pub fn start(redis: &RedisServer, version: FlaskSession) -> Self {
+        Self::start_with_secret(redis, version, SECRET)
+    }
+
+    pub fn start_with_secret(redis: &RedisServer, version: FlaskSession, secret: &str) -> Self {
+        let port = free_port();
+        let child = Command::new(venv_python(version))
+            .arg(repo_root().join("examples/flask_app/app.py"))
+            .env("SESSION_SECRET_KEY", secret)
+            .env("REDIS_URL", redis.url())
+            .env("APP_PORT", port.to_string())
+            .env("APP_HOST", "127.0.0.1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the Flask app");
+        let app = FlaskApp { port, child };
+        wait_until("Flask app", Duration::from_secs(20), || accepts(port));
+        app
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for FlaskApp {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Kratos stub: serves Kratos's real whoami shapes (tests/fixtures/kratos), counts calls
+// ------------------------------------------------------------------------------------------
+
+/// What the stub answers for one credential.
+#[derive(Clone)]
+pub enum StubAnswer {
+    /// 200 with the fixture session, identity id and email replaced, `expires_at` = now + ttl.
+    Session { identity_id: String, email: String, role: Option<String>, aal: String, expires_in: Duration },
+    /// 403 `session_aal2_required` (the fixture body).
+    Aal2Required,
+    /// Any status with an empty body (e.g. 500, 429).
+    Status(u16),
+}
+
+pub struct KratosStub {
+    pub port: u16,
+    calls: Arc<AtomicUsize>,
+    delay_ms: Arc<AtomicU64>,
+    answers: Arc<Mutex<HashMap<String, StubAnswer>>>,
+}
+
+impl KratosStub {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stub = KratosStub {
+            port,
+            calls: Arc::default(),
+            delay_ms: Arc::default(),
+            answers: Arc::default(),
+        };
+        let (calls, delay, answers) = (stub.calls.clone(), stub.delay_ms.clone(), stub.answers.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (calls, delay, answers) = (calls.clone(), delay.clone(), answers.clone());
+                std::thread::spawn(move || serve_kratos(conn, &calls, &delay, &answers));
+            }
+        });
+        stub
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Registers the answer for a credential value (token, cookie value or bearer token).
+    pub fn answer(&self, credential: &str, a: StubAnswer) {
+        self.answers.lock().unwrap().insert(credential.to_owned(), a);
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn set_delay(&self, d: Duration) {
+        self.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(repo_root().join("tests/fixtures/kratos").join(name)).unwrap()
+}
+
+fn serve_kratos(mut conn: TcpStream, calls: &AtomicUsize, delay: &AtomicU64, answers: &Mutex<HashMap<String, StubAnswer>>) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut headers = HashMap::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            }
+        }
+        calls.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(delay.load(Ordering::SeqCst)));
+        let credential = headers
+            .get("x-session-token")
+            .cloned()
+            .or_else(|| {
+                headers.get("cookie").and_then(|c| {
+                    c.split(';').find_map(|p| p.trim().strip_prefix("ory_kratos_session=").map(str::to_owned))
+                })
+            })
+            .or_else(|| headers.get("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_owned)));
+        let answer = credential.and_then(|c| answers.lock().unwrap().get(&c).cloned());
+        let (status, body) = match (request_line.starts_with("GET /sessions/whoami"), answer) {
+            (false, _) => (404, String::new()),
+            (true, None) => (401, fixture("kratos_whoami_401.json")),
+            (true, Some(StubAnswer::Aal2Required)) => (403, fixture("kratos_whoami_403.json")),
+            (true, Some(StubAnswer::Status(s))) => (s, String::new()),
+            (true, Some(StubAnswer::Session { identity_id, email, role, aal, expires_in })) => {
+                let mut v: serde_json::Value = serde_json::from_str(&fixture("kratos_whoami_200.json")).unwrap();
+                let expires = chrono::Utc::now() + chrono::Duration::from_std(expires_in).unwrap();
+                v["expires_at"] = serde_json::json!(expires.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+                v["identity"]["id"] = serde_json::json!(identity_id);
+                v["identity"]["traits"]["email"] = serde_json::json!(email);
+                v["authenticator_assurance_level"] = serde_json::json!(aal);
+                if let Some(r) = role {
+                    v["identity"]["metadata_public"] = serde_json::json!({"role": r});
+                }
+                (200, v.to_string())
+            }
+        };
+        let reason = match status {
+            200 => "OK",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "Not Found",
+            _ => "Error",
+        };
+        let resp = format!(
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if conn.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The proxy
+// ------------------------------------------------------------------------------------------
+
+/// Settings for one proxy run; `extra_toml` is appended to the generated config file.
+pub struct ProxyOpts<'a> {
+    pub redis_url: String,
+    pub upstream: String,
+    pub kratos: Option<String>,
+    pub secret: &'a str,
+    pub fallbacks: &'a [&'a str],
+    pub cache_ttl_seconds: u64,
+    pub extra_toml: &'a str,
+    pub env: Vec<(&'a str, String)>,
+}
+
+impl<'a> ProxyOpts<'a> {
+    pub fn new(redis: &RedisServer, upstream: String) -> Self {
+        ProxyOpts {
+            redis_url: redis.url(),
+            upstream,
+            kratos: None,
+            secret: SECRET,
+            fallbacks: &[],
+            cache_ttl_seconds: 5,
+            extra_toml: "",
+            env: Vec::new(),
+        }
+    }
+}
+
+/// Rules used by most tests, mirroring the shipped config.
+pub const DEFAULT_RULES: &str = r#"
+[[auth.rules]]
+prefix = "/admin"
+require = "role"
+roles = ["admin"]
+
+[[auth.rules]]
+prefix = "/dashboard"
+require = "session"
+
+[[auth.rules]]
+prefix = "/api/"
+require = "session"
+"#;
+
+pub struct Proxy {
+    pub port: u16,
+    pub admin_port: u16,
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+}
+
+/// Every variable the proxy reads, removed so the caller's environment cannot leak in.
+const PROXY_ENV: &[&str] = &[
+    "REDIS_URL", "SESSION_SECRET_KEY", "SESSION_SECRET_KEY_FALLBACKS", "SESSION_USE_SIGNER", "SESSION_KEY_PREFIX",
+    "SESSION_COOKIE_NAME", "SESSION_LIFETIME_HOURS", "ANALYTICS_ENABLED", "ANALYTICS_RETENTION_DAYS", "STING_LISTEN",
+    "STING_ADMIN_LISTEN", "STING_UPSTREAM", "KRATOS_PUBLIC_URL", "STING_TRUSTED_PROXIES", "STING_REQUIRE_AUTH",
+    "STING_LOGIN_URL", "STING_THREADS", "STING_GRACE_PERIOD_SECONDS", "STING_SESSION_CACHE_TTL_SECONDS",
+];
+
+pub fn proxy_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_sting-proxy")
+}
+
+impl Proxy {
+    pub fn start(opts: ProxyOpts) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let admin_port = free_port();
+        let fallbacks: Vec<String> = opts.fallbacks.iter().map(|f| format!("{f:?}")).collect();
+        let kratos = opts.kratos.as_deref().map(|u| format!("public_url = {u:?}\n")).unwrap_or_default();
+        let toml = format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin_port}"
+threads = 2
+grace_period_seconds = 1
+graceful_shutdown_timeout_seconds = 1
+upgrade_sock = "{sock}"
+pid_file = "{pid}"
+
+[upstream]
+url = "{upstream}"
+
+[redis]
+url = "{redis}"
+
+[session]
+secret_key = "{secret}"
+secret_key_fallbacks = [{fallbacks}]
+cache_ttl_seconds = {ttl}
+
+[kratos]
+{kratos}
+{extra}
+"#,
+            sock = dir.path().join("upgrade.sock").display(),
+            pid = dir.path().join("proxy.pid").display(),
+            upstream = opts.upstream,
+            redis = opts.redis_url,
+            secret = opts.secret,
+            fallbacks = fallbacks.join(", "),
+            ttl = opts.cache_ttl_seconds,
+            extra = opts.extra_toml,
+        );
+        let conf = dir.path().join("sting-proxy.toml");
+        std::fs::write(&conf, toml).unwrap();
+        let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
+        let mut cmd = Command::new(proxy_binary());
+        for v in PROXY_ENV {
+            cmd.env_remove(v);
+        }
+        cmd.args(["serve", "--config"]).arg(&conf).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log);
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start sting-proxy");
+        let mut proxy = Proxy { port, admin_port, child: Some(child), dir };
+        let (p, a) = (port, admin_port);
+        let started = Instant::now();
+        while !(accepts(p) && accepts(a)) {
+            if let Some(status) = proxy.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("sting-proxy exited with {status}:\n{}", proxy.log());
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "sting-proxy did not listen:\n{}", proxy.log());
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        proxy
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Waits until `/readyz` says Redis is connected.
+    pub fn wait_ready(&self) {
+        let url = self.admin_url("/readyz");
+        wait_until("proxy /readyz", Duration::from_secs(10), || client().get(&url).send().is_ok_and(|r| r.status() == 200));
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c);
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// HTTP helpers
+// ------------------------------------------------------------------------------------------
+
+/// A client that follows no redirects and keeps no cookies: tests say exactly what they send.
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// The value of cookie `name` from a response's `Set-Cookie` headers.
+pub fn set_cookie_value(resp: &reqwest::blocking::Response, name: &str) -> Option<String> {
+    resp.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
+        let first = v.split(';').next()?;
+        let (k, val) = first.split_once('=')?;
+        (k.trim() == name).then(|| val.trim().to_owned())
+    })
+}
+
+/// Logs in through `base` (proxy or app) as the given user; returns the session cookie value.
+pub fn login(base: &str, user_id: &str, role: &str) -> String {
+    let resp = client()
+        .post(format!("{base}/login"))
+        .json(&serde_json::json!({"user_id": user_id, "email": format!("{user_id}@example.com"), "role": role}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "login failed");
+    set_cookie_value(&resp, "session").expect("login sets the session cookie")
+}
+
+/// GET `/echo` through `url` with a cookie; returns the JSON the app saw.
+pub fn echo(url: &str, cookie: Option<&str>, extra: &[(&str, &str)]) -> serde_json::Value {
+    let mut req = client().get(url);
+    if let Some(c) = cookie {
+        req = req.header("cookie", format!("session={c}"));
+    }
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().unwrap();
+    assert_eq!(resp.status(), 200, "echo through {url}");
+    resp.json().unwrap()
+}
+
+/// A header the app received, as `/echo` reports it.
+pub fn seen<'a>(echo: &'a serde_json::Value, header: &str) -> Option<&'a str> {
+    echo["headers"][header].as_str()
+}
+
+/// Reads a whole HTTP response from a raw socket (for tests that need exact bytes).
+pub fn raw_request(port: u16, request: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}
+
+impl Proxy {
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let start = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if start.elapsed() > within {
+                kill(&mut child);
+                panic!("sting-proxy did not exit within {within:?} of SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
