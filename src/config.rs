@@ -283,12 +283,63 @@ pub struct AnalyticsSection {
     pub enabled: bool,
     /// `ANALYTICS_RETENTION_DAYS`: TTL of every analytics key.
     pub retention_days: u64,
+    /// `GEOIP_DATABASE`: a MaxMind-format `.mmdb` (GeoLite2-City or compatible); empty = no geo.
+    pub geoip_database: String,
+    /// Events waiting for the writer; when full, new events are dropped and counted.
+    pub queue_capacity: usize,
+    /// A batch is written when it holds this many events ...
+    pub batch_max_events: usize,
+    /// ... or when its first event is this old.
+    pub batch_max_delay_ms: u64,
+    /// Recent actions kept per session.
+    pub max_actions_per_session: usize,
+    /// Sessions without activity for this long are ended by the sweep.
+    pub idle_timeout_minutes: u64,
+    /// How often the sweep looks for sessions whose app key is gone or that went idle.
+    pub sweep_interval_seconds: u64,
+    /// Listen for Redis keyspace notifications to see session expiry at once (needs
+    /// `notify-keyspace-events` with `Egx`; the sweep covers it otherwise).
+    pub keyspace_notifications: bool,
+    /// Operator route templates (`/files/:name`), tried before the automatic id detection.
+    pub route_templates: Vec<String>,
+    /// File extensions counted as static assets (hits, never page views).
+    pub asset_extensions: Vec<String>,
+    /// Path prefixes counted as static assets.
+    pub asset_prefixes: Vec<String>,
+    /// Named actions: method + route template → name.
+    pub actions: Vec<ActionRuleSection>,
 }
 
 impl Default for AnalyticsSection {
     fn default() -> Self {
-        Self { enabled: true, retention_days: 30 }
+        let assets = crate::route_template::AssetRules::default();
+        Self {
+            enabled: true,
+            retention_days: 30,
+            geoip_database: String::new(),
+            queue_capacity: 65_536,
+            batch_max_events: 1_000,
+            batch_max_delay_ms: 50,
+            max_actions_per_session: 100,
+            idle_timeout_minutes: 30,
+            sweep_interval_seconds: 60,
+            keyspace_notifications: true,
+            route_templates: Vec::new(),
+            asset_extensions: assets.extensions,
+            asset_prefixes: assets.prefixes,
+            actions: Vec::new(),
+        }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRuleSection {
+    /// HTTP method, or `*` for any.
+    pub method: String,
+    /// A route template as the analytics see it (`/documents/:id`).
+    pub route: String,
+    pub name: String,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -336,6 +387,7 @@ pub mod env {
     pub const STING_THREADS: &str = "STING_THREADS";
     pub const STING_GRACE_PERIOD_SECONDS: &str = "STING_GRACE_PERIOD_SECONDS";
     pub const STING_SESSION_CACHE_TTL_SECONDS: &str = "STING_SESSION_CACHE_TTL_SECONDS";
+    pub const GEOIP_DATABASE: &str = "GEOIP_DATABASE";
 }
 
 impl Config {
@@ -404,6 +456,7 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         self.over(STING_SESSION_CACHE_TTL_SECONDS, "session.cache_ttl_seconds", &mut f.session.cache_ttl_seconds, number)?;
         self.over(ANALYTICS_ENABLED, "analytics.enabled", &mut f.analytics.enabled, boolean)?;
         let s_ret = self.over(ANALYTICS_RETENTION_DAYS, "analytics.retention_days", &mut f.analytics.retention_days, number)?;
+        let s_geo = self.over(GEOIP_DATABASE, "analytics.geoip_database", &mut f.analytics.geoip_database, text)?;
         let s_kratos = self.over(KRATOS_PUBLIC_URL, "kratos.public_url", &mut f.kratos.public_url, text)?;
         let s_login = self.over(STING_LOGIN_URL, "auth.login_url", &mut f.auth.login_url, text)?;
         let mut env_rules: Option<Vec<String>> = None;
@@ -460,6 +513,22 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         }
         if f.analytics.retention_days == 0 || f.analytics.retention_days > 3650 {
             return Err(invalid("analytics.retention_days", &s_ret, "must be between 1 and 3650".into()));
+        }
+        if !f.analytics.geoip_database.is_empty() && !Path::new(&f.analytics.geoip_database).is_file() {
+            return Err(invalid("analytics.geoip_database", &s_geo, format!("{:?} is not a readable file", f.analytics.geoip_database)));
+        }
+        if f.analytics.queue_capacity == 0 || f.analytics.batch_max_events == 0 {
+            return Err(invalid("analytics.queue_capacity", &fs, "queue_capacity and batch_max_events must be at least 1".into()));
+        }
+        if f.analytics.sweep_interval_seconds == 0 {
+            return Err(invalid("analytics.sweep_interval_seconds", &fs, "must be at least 1".into()));
+        }
+        crate::route_template::RouteTemplater::new(&f.analytics.route_templates)
+            .map_err(|m| invalid("analytics.route_templates", &fs, m))?;
+        for a in &f.analytics.actions {
+            if !a.route.starts_with('/') || a.name.is_empty() || a.method.is_empty() {
+                return Err(invalid("analytics.actions", &fs, format!("action {:?}: route must start with '/', name and method must not be empty", a.name)));
+            }
         }
         if !f.kratos.public_url.is_empty() {
             f.kratos.public_url = f.kratos.public_url.trim_end_matches('/').to_owned();
@@ -678,6 +747,6 @@ mod tests {
     #[test]
     fn shipped_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/sting-proxy.toml");
-        Config::load_with_env(Some(&path), env_of(&[])).unwrap();
+        Config::load_with_env(Some(&path), env_of(&[SECRET])).unwrap();
     }
 }

@@ -1,4 +1,8 @@
 //! Every Redis key the proxy reads or writes is spelled here and nowhere else. Pure functions.
+//!
+//! The Lua scripts in `session_scripts` receive their keys from these functions (as `KEYS`), and
+//! the one key they must derive at run time (a user's active set, whose user id lives in the
+//! session record) from [`ACTIVE_USER_PREFIX`].
 
 /// The app's Flask-Session key for `sid` (read only for us).
 pub fn flask_session(prefix: &str, sid: &str) -> String {
@@ -13,11 +17,105 @@ pub fn kratos_cache(credential_hash_hex: &str) -> String {
     format!("sting:kratos:{credential_hash_hex}")
 }
 
+/// Per-session analytics record (hash).
+pub fn analytics_session(sid: &str) -> String {
+    format!("sting:analytics:session:{sid}")
+}
+
+/// A session's recent actions (capped list, newest first).
+pub fn session_actions(sid: &str) -> String {
+    format!("sting:analytics:session:{sid}:actions")
+}
+
+/// A user's sessions by start time (sorted set).
+pub fn user_sessions(user_id: &str) -> String {
+    format!("sting:analytics:user:{user_id}:sessions")
+}
+
+/// All active sessions (set). `SCARD sting:active:sessions` is the seed's ops command.
+pub const ACTIVE_SESSIONS: &str = "sting:active:sessions";
+
+/// Prefix of a user's active sessions set; see [`active_user`].
+pub const ACTIVE_USER_PREFIX: &str = "sting:active:users:";
+
+/// A user's active sessions (set).
+pub fn active_user(user_id: &str) -> String {
+    format!("{ACTIVE_USER_PREFIX}{user_id}")
+}
+
+/// Which analytics period a key covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Period {
+    /// `YYYY-MM-DD` (UTC).
+    Day,
+    /// `YYYY-MM-DDTHH` (UTC).
+    Hour,
+}
+
+impl Period {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Day => "daily",
+            Period::Hour => "hourly",
+        }
+    }
+
+    /// The period label for a unix time in milliseconds.
+    pub fn label(self, ts_ms: i64) -> String {
+        let t = chrono::DateTime::from_timestamp_millis(ts_ms).unwrap_or_default();
+        match self {
+            Period::Day => t.format("%Y-%m-%d").to_string(),
+            Period::Hour => t.format("%Y-%m-%dT%H").to_string(),
+        }
+    }
+}
+
+/// Analytics counters for one period (hash): page_views, hits, sessions_started, ...
+pub fn analytics_period(period: Period, label: &str) -> String {
+    format!("sting:analytics:{}:{label}", period.as_str())
+}
+
+/// A breakdown of one period (sorted set): `pages`, `browsers`, `os`, `devices`, `countries`,
+/// `cities`, `page_sessions` (HyperLogLog-free: distinct sessions per page are not kept).
+pub fn analytics_breakdown(period: Period, label: &str, dimension: &str) -> String {
+    format!("sting:analytics:{}:{label}:{dimension}", period.as_str())
+}
+
+/// Distinct users of one period (HyperLogLog).
+pub fn analytics_unique_users(period: Period, label: &str) -> String {
+    format!("sting:analytics:{}:{label}:users", period.as_str())
+}
+
+/// Request metrics for one period (hash): requests, status classes, bytes, latency buckets.
+pub fn metrics_period(period: Period, label: &str) -> String {
+    format!("sting:metrics:{}:{label}", period.as_str())
+}
+
+/// One AAL2 step-up event (JSON string, kept 7 days as in the seed).
+pub fn aal2_event(sid: &str, ts_secs: i64) -> String {
+    format!("sting:aal2:{sid}:{ts_secs}")
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn key_shapes() {
-        assert_eq!(super::flask_session("sting:session:", "abc"), "sting:session:abc");
-        assert_eq!(super::kratos_cache("00ff"), "sting:kratos:00ff");
+        assert_eq!(flask_session("sting:session:", "abc"), "sting:session:abc");
+        assert_eq!(kratos_cache("00ff"), "sting:kratos:00ff");
+        assert_eq!(analytics_session("s1"), "sting:analytics:session:s1");
+        assert_eq!(session_actions("s1"), "sting:analytics:session:s1:actions");
+        assert_eq!(user_sessions("u1"), "sting:analytics:user:u1:sessions");
+        assert_eq!(active_user("u1"), "sting:active:users:u1");
+        // 2026-11-30T13:05:00Z
+        let ts = 1_796_043_900_000;
+        assert_eq!(Period::Day.label(ts), "2026-11-30");
+        assert_eq!(Period::Hour.label(ts), "2026-11-30T13");
+        assert_eq!(analytics_period(Period::Day, "2026-11-30"), "sting:analytics:daily:2026-11-30");
+        assert_eq!(analytics_breakdown(Period::Hour, "2026-11-30T13", "pages"), "sting:analytics:hourly:2026-11-30T13:pages");
+        assert_eq!(analytics_unique_users(Period::Day, "2026-11-30"), "sting:analytics:daily:2026-11-30:users");
+        assert_eq!(metrics_period(Period::Day, "2026-11-30"), "sting:metrics:daily:2026-11-30");
+        assert_eq!(aal2_event("s1", 5), "sting:aal2:s1:5");
     }
 }

@@ -11,7 +11,7 @@
 //! - [`authenticate`]: identity, cheapest layer first: Flask session, then Kratos.
 //! - [`flask_cookie`]: Flask-Session's signer (HMAC-SHA1, `flask-session` salt, key rotation).
 //! - [`session_lookup`]: sid → identity via an in-process cache and one Redis `GET`.
-//! - [`session_value`]: decoding stored sessions (pickle, msgpack, JSON).
+//! - [`session_value`]: decoding stored sessions (pickle via [`pickle_fields`], msgpack, JSON).
 //! - [`kratos`]: whoami with caching, single-flight ([`single_flight`]) and a [`circuit_breaker`].
 //! - [`rules`]: path-prefix authorisation rules.
 //! - [`headers`]: identity header names; stripping forged ones.
@@ -19,24 +19,44 @@
 //! - [`admin`]: `/healthz` and `/readyz` on the admin listener.
 //! - [`store`]: the shared Redis handle; [`keys`]: every Redis key name.
 //! - [`check`]: the `check` command (config, Redis and Kratos diagnostics).
+//!
+//! Analytics, off the request path:
+//!
+//! - [`request_event`]: the compact record the `logging` phase hands over.
+//! - [`capture`]: the bounded queue and the batching writer (one atomic pipeline per batch).
+//! - [`route_template`]: raw path → bounded route template; assets vs page views.
+//! - [`device`]: User-Agent → browser, OS and device kind (desktop/mobile/tablet/bot).
+//! - [`geo`]: client IP → country and city from a MaxMind `.mmdb` file.
+//! - [`aggregate`]: a batch of events → summed Redis writes.
+//! - [`session_scripts`]: the Lua scripts that start, touch and end sessions exactly once.
+//! - [`session_lifecycle`]: expiry via keyspace notifications, and the sweep.
 
 pub mod admin;
+pub mod aggregate;
 pub mod authenticate;
+pub mod capture;
 pub mod check;
 pub mod circuit_breaker;
 pub mod client_ip;
 pub mod config;
 pub mod cookies;
+pub mod device;
 pub mod flask_cookie;
+pub mod geo;
 pub mod headers;
 pub mod identity;
 pub mod keys;
 pub mod kratos;
 pub mod local_response;
+pub mod pickle_fields;
 pub mod proxy;
+pub mod request_event;
+pub mod route_template;
 pub mod rules;
 pub mod server;
+pub mod session_lifecycle;
 pub mod session_lookup;
+pub mod session_scripts;
 pub mod session_value;
 pub mod single_flight;
 pub mod store;

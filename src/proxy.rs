@@ -4,7 +4,9 @@
 //!   answered here and end the request (`Ok(true)`).
 //! - `upstream_peer`: the one app, built once at start-up.
 //! - `upstream_request_filter`: strip forged identity headers, set ours and `X-Forwarded-*`.
-//! - `response_filter`: notice the app clearing its session cookie (logout) and evict caches.
+//! - `response_filter`: notice the app issuing or clearing its session cookie (login, logout)
+//!   and evict caches.
+//! - `logging`: hand one compact event to the analytics writer (`try_send`, never waits).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,6 +18,9 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
 use crate::authenticate::{AuthOutcome, Authenticator};
+use crate::capture::CaptureHandle;
+use crate::request_event::{CaptureEvent, RequestEvent, SessionSignal};
+use crate::route_template;
 use crate::client_ip;
 use crate::config::Config;
 use crate::cookies::{self, CookieChange};
@@ -27,6 +32,13 @@ use crate::rules::{self, Decision};
 /// Per-request state, created by pingora for every request.
 pub struct RequestCtx {
     pub started: Instant,
+    /// Unix ms at arrival, for analytics.
+    pub started_ms: i64,
+    pub upstream_started: Option<Instant>,
+    pub upstream_latency_us: Option<u64>,
+    /// The request looked like a browser navigation.
+    pub navigation: bool,
+    pub signal: SessionSignal,
     pub request_id: String,
     pub client_ip: Option<IpAddr>,
     pub identity: Option<Arc<Identity>>,
@@ -39,11 +51,12 @@ pub struct Sidecar {
     cfg: Arc<Config>,
     peer: HttpPeer,
     auth: Arc<Authenticator>,
+    capture: Option<CaptureHandle>,
 }
 
 impl Sidecar {
-    pub fn new(cfg: Arc<Config>, peer: HttpPeer, auth: Arc<Authenticator>) -> Self {
-        Self { cfg, peer, auth }
+    pub fn new(cfg: Arc<Config>, peer: HttpPeer, auth: Arc<Authenticator>, capture: Option<CaptureHandle>) -> Self {
+        Self { cfg, peer, auth, capture }
     }
 
     /// The answer for a request that may not pass, or `None` to let it through.
@@ -103,6 +116,42 @@ impl Sidecar {
     }
 }
 
+impl Sidecar {
+    /// The analytics record of a finished request: only what the proxy already holds.
+    fn event(&self, session: &Session, ctx: &mut RequestCtx, status: u16) -> RequestEvent {
+        let req = session.req_header();
+        let text = |name: &str| {
+            req.headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.chars().take(MAX_EVENT_TEXT).collect::<String>())
+        };
+        // The session: the identity's, or a live anonymous Flask session; never a dead sid.
+        let sid = match &ctx.identity {
+            Some(id) => Some(id.session_id.clone()),
+            None if ctx.outcome == AuthOutcome::FlaskAnonymousSession => ctx.flask_sid.clone(),
+            None => None,
+        };
+        RequestEvent {
+            ts_ms: ctx.started_ms,
+            sid,
+            identity: ctx.identity.clone(),
+            method: req.method.clone(),
+            path: req.uri.path().chars().take(MAX_EVENT_TEXT * 4).collect(),
+            status,
+            latency_us: ctx.started.elapsed().as_micros() as u64,
+            upstream_latency_us: ctx.upstream_latency_us,
+            bytes_in: session.body_bytes_read() as u64,
+            bytes_out: session.body_bytes_sent() as u64,
+            ip: ctx.client_ip,
+            user_agent: text("user-agent"),
+            referrer: text("referer"),
+            navigation: ctx.navigation,
+            signal: std::mem::replace(&mut ctx.signal, SessionSignal::None),
+        }
+    }
+}
+
+/// Longest User-Agent or Referer kept in an analytics event.
+const MAX_EVENT_TEXT: usize = 512;
+
 /// A navigation from a browser (as opposed to an API or XHR call).
 fn wants_html(req: &RequestHeader) -> bool {
     req.headers
@@ -128,6 +177,11 @@ impl ProxyHttp for Sidecar {
     fn new_ctx(&self) -> Self::CTX {
         RequestCtx {
             started: Instant::now(),
+            started_ms: chrono::Utc::now().timestamp_millis(),
+            upstream_started: None,
+            upstream_latency_us: None,
+            navigation: false,
+            signal: SessionSignal::None,
             request_id: String::new(),
             client_ip: None,
             identity: None,
@@ -144,6 +198,9 @@ impl ProxyHttp for Sidecar {
             let xff = req.headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok());
             client_ip::resolve(ip, xff, &self.cfg.trusted_proxies)
         });
+
+        let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
+        ctx.navigation = route_template::is_navigation(header("accept"), header("x-requested-with"), header("sec-fetch-mode"));
 
         let found = self.auth.identify(req).await;
         ctx.identity = found.identity;
@@ -164,6 +221,7 @@ impl ProxyHttp for Sidecar {
     }
 
     async fn upstream_request_filter(&self, session: &mut Session, up: &mut RequestHeader, ctx: &mut Self::CTX) -> Result<()> {
+        ctx.upstream_started = Some(Instant::now());
         headers::strip_identity_headers(up);
         if let Some(id) = &ctx.identity {
             up.insert_header(X_USER_ID, id.user_id.as_str())?;
@@ -208,11 +266,26 @@ impl ProxyHttp for Sidecar {
 
     async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Self::CTX) -> Result<()> {
         // Logout is the app clearing its cookie: forget the identity now, not after the cache TTL.
+        if let Some(t) = ctx.upstream_started {
+            ctx.upstream_latency_us = Some(t.elapsed().as_micros() as u64);
+        }
         let now = chrono::Utc::now();
-        if let Some(sid) = &ctx.flask_sid {
-            if let Some(CookieChange::Cleared) = cookies::change_in_response(resp, &self.cfg.session.cookie_name, now) {
-                self.auth.sessions().evict(sid);
+        match cookies::change_in_response(resp, &self.cfg.session.cookie_name, now) {
+            Some(CookieChange::Cleared) => {
+                if let Some(sid) = &ctx.flask_sid {
+                    self.auth.sessions().evict(sid);
+                }
+                ctx.signal = SessionSignal::Cleared;
             }
+            // Flask-Session re-sends the same cookie on every response; only a new sid is news.
+            Some(CookieChange::Set(value)) => {
+                if let Ok(sid) = self.auth.sessions().verified_sid(&value) {
+                    if ctx.flask_sid.as_deref() != Some(sid) {
+                        ctx.signal = SessionSignal::Issued { sid: sid.to_owned() };
+                    }
+                }
+            }
+            None => {}
         }
         if let Some(kratos) = self.auth.kratos() {
             if let Some(CookieChange::Cleared) = cookies::change_in_response(resp, kratos.cookie_name(), now) {
@@ -227,6 +300,9 @@ impl ProxyHttp for Sidecar {
 
     async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut Self::CTX) {
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        if let Some(capture) = &self.capture {
+            capture.record(CaptureEvent::Request(Box::new(self.event(session, ctx, status))));
+        }
         tracing::debug!(
             request_id = %ctx.request_id,
             status,

@@ -17,6 +17,8 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
+use crate::capture;
+use crate::session_lifecycle::{ExpiryListener, Sweeper};
 use crate::authenticate::Authenticator;
 use crate::config::Config;
 use crate::kratos::KratosClient;
@@ -69,9 +71,39 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
+    // Analytics: the writer and the lifecycle services, all off the request path.
+    let capture = if cfg.analytics.enabled {
+        let grace = Duration::from_secs(cfg.server.grace_period_seconds);
+        let (handle, writer) = capture::channel(&cfg.analytics, store.clone(), grace).context("analytics")?;
+        server.add_service(background_service("analytics-writer", writer));
+        if cfg.analytics.keyspace_notifications {
+            server.add_service(background_service(
+                "session-expiry-listener",
+                ExpiryListener {
+                    redis_url: cfg.redis.url.expose().to_owned(),
+                    key_prefix: cfg.session.key_prefix.clone(),
+                    capture: handle.clone(),
+                },
+            ));
+        }
+        server.add_service(background_service(
+            "session-sweeper",
+            Sweeper {
+                store: store.clone(),
+                key_prefix: cfg.session.key_prefix.clone(),
+                interval: Duration::from_secs(cfg.analytics.sweep_interval_seconds),
+                idle_timeout: Duration::from_secs(cfg.analytics.idle_timeout_minutes * 60),
+                capture: handle.clone(),
+            },
+        ));
+        Some(handle)
+    } else {
+        None
+    };
+
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Sidecar::new(cfg.clone(), peer, auth),
+        Sidecar::new(cfg.clone(), peer, auth, capture),
         "sting-proxy",
     );
     proxy.add_tcp(&cfg.listen.to_string());

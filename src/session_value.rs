@@ -2,8 +2,9 @@
 //!
 //! The format is chosen by the first byte, because one Redis holds both after an upgrade of
 //! Flask-Session: `0x80` + protocol byte = pickle (0.4 – 0.6), a msgpack map (0.7+), `{` = JSON
-//! (written by other code). Pickle is read by `serde-pickle`, which never executes anything:
-//! class references (datetimes, custom objects) are replaced by `None`.
+//! (written by other code). Pickle is read by [`crate::pickle_fields`], a non-executing stack
+//! machine that keeps only the top-level dict's scalar entries: class references (datetimes,
+//! custom objects) are never resolved, and nesting cannot exhaust the stack.
 
 use std::collections::HashMap;
 
@@ -133,24 +134,20 @@ fn msgpack_map(bytes: &[u8]) -> Result<FlatMap, DecodeError> {
 }
 
 fn pickle_map(bytes: &[u8]) -> Result<FlatMap, DecodeError> {
-    use serde_pickle::{DeOptions, HashableValue, Value};
-    let options = DeOptions::new().replace_unresolved_globals().replace_recursive_structures().decode_strings();
-    let value = serde_pickle::value_from_slice(bytes, options)
-        .map_err(|e| DecodeError::Malformed(Format::Pickle, e.to_string()))?;
-    let Value::Dict(dict) = value else {
-        return Err(DecodeError::NotAMap(Format::Pickle));
-    };
-    Ok(dict
+    use crate::pickle_fields::{top_level_dict, PickleError, Scalar};
+    let entries = top_level_dict(bytes).map_err(|e| match e {
+        PickleError::NotADict => DecodeError::NotAMap(Format::Pickle),
+        e => DecodeError::Malformed(Format::Pickle, e.to_string()),
+    })?;
+    Ok(entries
         .into_iter()
-        .filter_map(|(k, v)| {
-            let HashableValue::String(key) = k else { return None };
-            let text = match v {
-                Value::String(s) => scalar_text(s),
-                Value::I64(i) => Some(i.to_string()),
-                Value::Int(i) => Some(i.to_string()),
-                _ => None,
+        .map(|(key, value)| {
+            let text = match value {
+                Scalar::Str(s) => scalar_text(s),
+                Scalar::Int(i) => Some(i.to_string()),
+                Scalar::Other => None,
             };
-            Some((key, text))
+            (key, text)
         })
         .collect())
 }

@@ -91,8 +91,12 @@ impl RedisStore {
 
     /// Runs one pipeline (one round trip) within the command timeout.
     pub async fn pipeline<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StoreError> {
+        self.pipeline_within(pipe, self.inner.command_timeout).await
+    }
+
+    /// Runs one pipeline within `timeout` (background batches may take longer than a request may).
+    pub async fn pipeline_within<T: FromRedisValue>(&self, pipe: &redis::Pipeline, timeout: Duration) -> Result<T, StoreError> {
         let mut conn = self.inner.conn.get().ok_or(StoreError::NotConnected)?.clone();
-        let timeout = self.inner.command_timeout;
         match tokio::time::timeout(timeout, pipe.query_async(&mut conn)).await {
             Ok(r) => Ok(r?),
             Err(_) => Err(StoreError::Timeout(timeout)),

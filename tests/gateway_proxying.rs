@@ -88,3 +88,20 @@ fn keep_alive_connections_are_reused() {
         assert_eq!(v["path"], format!("/echo/{i}"));
     }
 }
+
+/// With `server.h2c = true`, HTTP/2 cleartext clients (prior knowledge) are served too.
+#[test]
+fn h2c_clients_are_served_when_enabled() {
+    let redis = RedisServer::start();
+    let app = FlaskApp::start(&redis, FlaskSession::V08);
+    let h2 = reqwest::blocking::Client::builder().http2_prior_knowledge().build().unwrap();
+    let plain = Proxy::start(ProxyOpts::new(&redis, app.url()));
+    assert!(h2.get(plain.url("/echo")).send().is_err(), "h2c is off by default");
+
+    let proxy = Proxy::start(ProxyOpts { server_toml: "h2c = true", ..ProxyOpts::new(&redis, app.url()) });
+    let r = h2.get(proxy.url("/echo")).send().unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().unwrap();
+    assert_eq!(v["path"], "/echo");
+}

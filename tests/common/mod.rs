@@ -318,6 +318,8 @@ pub struct ProxyOpts<'a> {
     pub fallbacks: &'a [&'a str],
     pub cache_ttl_seconds: u64,
     pub extra_toml: &'a str,
+    /// Lines added to the `[server]` table.
+    pub server_toml: &'a str,
     pub env: Vec<(&'a str, String)>,
 }
 
@@ -331,6 +333,7 @@ impl<'a> ProxyOpts<'a> {
             fallbacks: &[],
             cache_ttl_seconds: 5,
             extra_toml: "",
+            server_toml: "",
             env: Vec::new(),
         }
     }
@@ -388,6 +391,7 @@ grace_period_seconds = 1
 graceful_shutdown_timeout_seconds = 1
 upgrade_sock = "{sock}"
 pid_file = "{pid}"
+{server_extra}
 
 [upstream]
 url = "{upstream}"
@@ -412,6 +416,7 @@ cache_ttl_seconds = {ttl}
             fallbacks = fallbacks.join(", "),
             ttl = opts.cache_ttl_seconds,
             extra = opts.extra_toml,
+            server_extra = opts.server_toml,
         );
         let conf = dir.path().join("sting-proxy.toml");
         std::fs::write(&conf, toml).unwrap();

@@ -1,0 +1,15 @@
+//! Feeds arbitrary bytes to the session-value decoder, as if read from Redis. The decoder must
+//! return, never panic, overflow the stack or allocate without bound; libFuzzer reports any of
+//! those (run with `-rss_limit_mb` and `-timeout` to catch the last two).
+//!
+//! Seed the corpus with real values (e.g. the pickle hex constants in `src/pickle_fields.rs`)
+//! to get past the format detection quickly.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sting_proxy::session_value::{decode, FieldNames};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = decode(data, &FieldNames::default(), 1 << 20);
+});

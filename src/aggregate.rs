@@ -1,0 +1,339 @@
+//! Pre-aggregation of one batch of enriched events into the Redis writes that record it: one
+//! pipeline per batch. Pure (builds commands); no I/O.
+//!
+//! A batch of N requests on a few sessions becomes a few dozen commands: counters are summed in
+//! memory first and sent as one `HINCRBY`/`ZINCRBY` per distinct field, and each session is
+//! touched once per batch by the `TOUCH` script. Every key written gets its retention TTL in the
+//! same pipeline.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::device::Device;
+use crate::geo::Location;
+use crate::keys::{self, Period};
+use crate::request_event::{EndReason, RequestEvent, SessionSignal};
+use crate::session_scripts::{self, Touch};
+
+/// Upper bounds (ms) of the request-latency histogram buckets.
+pub const LATENCY_BUCKETS_MS: &[u64] = &[1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+
+/// One request with everything the writer worked out about it.
+pub struct Enriched<'a> {
+    pub event: &'a RequestEvent,
+    pub template: &'a str,
+    pub page_view: bool,
+    /// A named action from the configured rules (`login`, `upload_document`, ...).
+    pub action: Option<&'a str>,
+    pub device: &'a Device,
+    pub location: &'a Location,
+}
+
+/// Settings the writes depend on.
+#[derive(Debug, Clone)]
+pub struct WriteSettings {
+    pub ttl_secs: u64,
+    pub actions_cap: usize,
+}
+
+type PeriodKey = (Period, String);
+
+/// The writes for one batch, summed.
+#[derive(Default, Debug)]
+pub struct Batch {
+    /// analytics hash per period → field → increment
+    analytics: BTreeMap<PeriodKey, BTreeMap<&'static str, i64>>,
+    /// metrics hash per period → field → increment
+    metrics: BTreeMap<PeriodKey, BTreeMap<String, i64>>,
+    /// breakdown zset per (period, dimension) → member → increment
+    breakdowns: BTreeMap<(PeriodKey, &'static str), BTreeMap<String, i64>>,
+    users: BTreeMap<PeriodKey, BTreeSet<String>>,
+    touches: BTreeMap<String, Touch>,
+    /// sid → actions in time order
+    actions: BTreeMap<String, Vec<String>>,
+    ends: Vec<(String, i64, EndReason)>,
+    pub events: usize,
+}
+
+fn periods(ts_ms: i64) -> [PeriodKey; 2] {
+    [(Period::Day, Period::Day.label(ts_ms)), (Period::Hour, Period::Hour.label(ts_ms))]
+}
+
+impl Batch {
+    pub fn add_request(&mut self, e: &Enriched<'_>) {
+        let ev = e.event;
+        self.events += 1;
+        let status_class = match ev.status {
+            100..=199 => "status_1xx",
+            200..=299 => "status_2xx",
+            300..=399 => "status_3xx",
+            400..=499 => "status_4xx",
+            500..=599 => "status_5xx",
+            _ => "status_other",
+        };
+        let latency_ms = ev.latency_us / 1000;
+        let bucket = LATENCY_BUCKETS_MS
+            .iter()
+            .find(|b| latency_ms <= **b)
+            .map(|b| format!("latency_le_{b}ms"))
+            .unwrap_or_else(|| "latency_gt_max".to_owned());
+        let bot = e.device.kind == crate::device::DeviceKind::Bot;
+        for pk in periods(ev.ts_ms) {
+            let m = self.metrics.entry(pk.clone()).or_default();
+            *m.entry("requests".into()).or_default() += 1;
+            *m.entry(status_class.into()).or_default() += 1;
+            *m.entry(bucket.clone()).or_default() += 1;
+            *m.entry("latency_total_us".into()).or_default() += ev.latency_us as i64;
+            *m.entry("bytes_in".into()).or_default() += ev.bytes_in as i64;
+            *m.entry("bytes_out".into()).or_default() += ev.bytes_out as i64;
+            if let Some(u) = ev.upstream_latency_us {
+                *m.entry("upstream_latency_total_us".into()).or_default() += u as i64;
+                *m.entry("upstream_requests".into()).or_default() += 1;
+            }
+
+            let a = self.analytics.entry(pk.clone()).or_default();
+            *a.entry("hits").or_default() += 1;
+            if ev.status >= 500 {
+                *a.entry("errors").or_default() += 1;
+            }
+            if e.page_view {
+                *a.entry("page_views").or_default() += 1;
+                if bot {
+                    *a.entry("bot_page_views").or_default() += 1;
+                }
+                let mut bump = |dim: &'static str, member: &str| {
+                    if !member.is_empty() {
+                        *self.breakdowns.entry((pk.clone(), dim)).or_default().entry(member.to_owned()).or_default() += 1;
+                    }
+                };
+                bump("pages", e.template);
+                bump("browsers", &e.device.browser);
+                bump("os", &e.device.os);
+                bump("devices", e.device.kind.as_str());
+                bump("countries", e.location.country.as_deref().unwrap_or("unknown"));
+                if let Some(city) = &e.location.city {
+                    bump("cities", city);
+                }
+            }
+            if let Some(id) = &ev.identity {
+                self.users.entry(pk).or_default().insert(id.user_id.clone());
+            }
+        }
+
+        if let Some(sid) = &ev.sid {
+            let t = self.touches.entry(sid.clone()).or_insert_with(|| Touch {
+                sid: sid.clone(),
+                first_ts_ms: ev.ts_ms,
+                last_ts_ms: ev.ts_ms,
+                ..Touch::default()
+            });
+            t.first_ts_ms = t.first_ts_ms.min(ev.ts_ms);
+            t.last_ts_ms = t.last_ts_ms.max(ev.ts_ms);
+            t.hits += 1;
+            t.page_views += i64::from(e.page_view);
+            if let Some(ip) = ev.ip {
+                t.ip = ip.to_string();
+            }
+            t.country = e.location.country.clone().unwrap_or_default();
+            t.city = e.location.city.clone().unwrap_or_default();
+            t.browser = e.device.browser.clone();
+            t.os = e.device.os.clone();
+            t.device = e.device.kind.as_str().to_owned();
+            if let Some(id) = &ev.identity {
+                t.user_id = Some(id.user_id.clone());
+                t.email = id.email.clone();
+                t.auth_source = id.source.as_str().to_owned();
+                if id.aal.is_some() {
+                    t.aal = id.aal.clone();
+                }
+            } else if t.auth_source.is_empty() {
+                t.auth_source = "anonymous".to_owned();
+            }
+            let acts = self.actions.entry(sid.clone()).or_default();
+            if e.page_view {
+                acts.push(session_scripts::action_json(ev.ts_ms, "page_view", Some(e.template)));
+            }
+            if let Some(name) = e.action {
+                acts.push(session_scripts::action_json(ev.ts_ms, name, Some(e.template)));
+            }
+        }
+
+        match &ev.signal {
+            SessionSignal::None => {}
+            // A new session cookie: the session starts now, even before its first use.
+            SessionSignal::Issued { sid } => {
+                self.touches.entry(sid.clone()).or_insert_with(|| Touch {
+                    sid: sid.clone(),
+                    first_ts_ms: ev.ts_ms,
+                    last_ts_ms: ev.ts_ms,
+                    auth_source: "anonymous".to_owned(),
+                    ip: ev.ip.map(|i| i.to_string()).unwrap_or_default(),
+                    browser: e.device.browser.clone(),
+                    os: e.device.os.clone(),
+                    device: e.device.kind.as_str().to_owned(),
+                    country: e.location.country.clone().unwrap_or_default(),
+                    city: e.location.city.clone().unwrap_or_default(),
+                    ..Touch::default()
+                });
+            }
+            SessionSignal::Cleared => {
+                if let Some(sid) = &ev.sid {
+                    self.actions.entry(sid.clone()).or_default().push(session_scripts::action_json(ev.ts_ms, "logout", Some(e.template)));
+                    self.ends.push((sid.clone(), ev.ts_ms, EndReason::Logout));
+                }
+            }
+        }
+    }
+
+    pub fn add_end(&mut self, sid: String, ts_ms: i64, reason: EndReason) {
+        self.events += 1;
+        self.ends.push((sid, ts_ms, reason));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events == 0
+    }
+
+    /// One pipeline recording the whole batch. Touches run before ends, so a session that starts
+    /// and logs out within one batch is recorded whole.
+    pub fn to_pipeline(&self, s: &WriteSettings) -> redis::Pipeline {
+        let mut p = redis::pipe();
+        let ttl = s.ttl_secs as i64;
+        for ((period, label), fields) in &self.analytics {
+            let key = keys::analytics_period(*period, label);
+            for (f, n) in fields {
+                p.hincr(&key, *f, *n).ignore();
+            }
+            p.expire(&key, ttl).ignore();
+        }
+        for ((period, label), fields) in &self.metrics {
+            let key = keys::metrics_period(*period, label);
+            for (f, n) in fields {
+                p.hincr(&key, f, *n).ignore();
+            }
+            p.expire(&key, ttl).ignore();
+        }
+        for (((period, label), dim), members) in &self.breakdowns {
+            let key = keys::analytics_breakdown(*period, label, dim);
+            for (m, n) in members {
+                p.zincr(&key, m, *n).ignore();
+            }
+            p.expire(&key, ttl).ignore();
+        }
+        for ((period, label), users) in &self.users {
+            let key = keys::analytics_unique_users(*period, label);
+            p.pfadd(&key, users.iter().collect::<Vec<_>>()).ignore();
+            p.expire(&key, ttl).ignore();
+        }
+        for t in self.touches.values() {
+            p.add_command(session_scripts::touch_cmd(t, s.ttl_secs, s.actions_cap)).ignore();
+        }
+        for (sid, acts) in &self.actions {
+            if acts.is_empty() {
+                continue;
+            }
+            let key = keys::session_actions(sid);
+            let newest: Vec<&String> = acts.iter().rev().take(s.actions_cap).rev().collect();
+            p.lpush(&key, newest).ignore();
+            p.ltrim(&key, 0, s.actions_cap as isize - 1).ignore();
+            p.expire(&key, ttl).ignore();
+        }
+        for (sid, ts, reason) in &self.ends {
+            let at_last = matches!(reason, EndReason::Expired | EndReason::Idle);
+            p.add_command(session_scripts::end_cmd(sid, *ts, reason.as_str(), at_last, s.ttl_secs)).ignore();
+        }
+        p
+    }
+
+    /// Commands in the pipeline (for the commands-per-request figure).
+    pub fn command_count(&self, s: &WriteSettings) -> usize {
+        self.to_pipeline(s).cmd_iter().count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::DeviceKind;
+    use crate::identity::{AuthSource, Identity};
+    use std::sync::Arc;
+
+    fn event(ts_ms: i64, sid: Option<&str>, user: Option<&str>, path: &str, status: u16) -> RequestEvent {
+        RequestEvent {
+            ts_ms,
+            sid: sid.map(str::to_owned),
+            identity: user.map(|u| {
+                Arc::new(Identity {
+                    user_id: u.into(),
+                    email: None,
+                    role: None,
+                    session_id: sid.unwrap_or("").into(),
+                    source: AuthSource::FlaskSession,
+                    aal: None,
+                    methods: vec![],
+                })
+            }),
+            method: http::Method::GET,
+            path: path.into(),
+            status,
+            latency_us: 1500,
+            upstream_latency_us: Some(1000),
+            bytes_in: 10,
+            bytes_out: 100,
+            ip: Some("81.2.69.1".parse().unwrap()),
+            user_agent: None,
+            referrer: None,
+            navigation: true,
+            signal: SessionSignal::None,
+        }
+    }
+
+    fn device() -> Device {
+        Device { browser: "Chrome".into(), os: "Linux".into(), kind: DeviceKind::Desktop }
+    }
+
+    fn batch_of(n: i64) -> Batch {
+        let d = device();
+        let loc = Location { country: Some("GB".into()), city: Some("London".into()) };
+        let evs: Vec<RequestEvent> = (0..n).map(|i| event(1_796_043_900_000 + i, Some("s1"), Some("u1"), "/x", 200)).collect();
+        let mut b = Batch::default();
+        for (i, ev) in evs.iter().enumerate() {
+            b.add_request(&Enriched { event: ev, template: "/x", page_view: i % 2 == 0, action: None, device: &d, location: &loc });
+        }
+        b
+    }
+
+    #[test]
+    fn counters_are_summed_per_batch() {
+        let b = batch_of(10);
+        let day = (Period::Day, "2026-11-30".to_owned());
+        assert_eq!(b.analytics[&day]["hits"], 10);
+        assert_eq!(b.analytics[&day]["page_views"], 5);
+        assert_eq!(b.breakdowns[&(day.clone(), "pages")]["/x"], 5);
+        assert_eq!(b.metrics[&day]["latency_le_1ms"], 10);
+        let t = &b.touches["s1"];
+        assert_eq!((t.hits, t.page_views, t.user_id.as_deref()), (10, 5, Some("u1")));
+        assert_eq!(b.actions["s1"].len(), 5);
+        // The command count depends on distinct keys and fields, not on the number of events.
+        let s = WriteSettings { ttl_secs: 60, actions_cap: 100 };
+        assert_eq!(b.command_count(&s), batch_of(1000).command_count(&s));
+    }
+
+    #[test]
+    fn logout_signal_ends_the_session_after_its_touch() {
+        let d = device();
+        let loc = Location::default();
+        let mut ev = event(1_796_043_900_000, Some("s1"), Some("u1"), "/logout", 200);
+        ev.signal = SessionSignal::Cleared;
+        let mut b = Batch::default();
+        b.add_request(&Enriched { event: &ev, template: "/logout", page_view: false, action: None, device: &d, location: &loc });
+        assert_eq!(b.ends, vec![("s1".to_owned(), 1_796_043_900_000, EndReason::Logout)]);
+        let cmds: Vec<String> = b
+            .to_pipeline(&WriteSettings { ttl_secs: 60, actions_cap: 10 })
+            .cmd_iter()
+            .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
+            .collect();
+        let touch = cmds.iter().position(|c| c.contains("HSETNX', h, 'start_time'")).unwrap();
+        let end = cmds.iter().position(|c| c.contains("'end_time'") && c.contains("logout")).unwrap();
+        assert!(touch < end);
+    }
+}

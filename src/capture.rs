@@ -1,0 +1,265 @@
+//! The analytics writer: takes request events off a bounded channel, batches them, enriches
+//! each distinct UA and IP once, pre-aggregates, and sends one atomic pipeline per batch. I/O.
+//!
+//! The request path only ever calls [`CaptureHandle::record`], a `try_send` that never waits:
+//! a full queue drops the event and counts it rather than slow a request. On a Redis error the
+//! writer keeps its batch and retries with capped backoff; meanwhile new events wait in the
+//! queue (bounded). Each batch is one `MULTI`/`EXEC`, so a connection lost mid-write leaves
+//! nothing half applied and the retry cannot double count. On SIGTERM the writer keeps draining
+//! for the grace period (in-flight requests still log), then flushes and stops.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::sync::mpsc;
+
+use crate::aggregate::{Batch, Enriched, WriteSettings};
+use crate::config::{ActionRuleSection, AnalyticsSection};
+use crate::device::{self, Device};
+use crate::geo::{GeoDb, Location};
+use crate::request_event::{CaptureEvent, RequestEvent};
+use crate::route_template::{self, AssetRules, RouteTemplater};
+use crate::store::RedisStore;
+
+/// Counters of the capture pipeline, for logs, `/readyz` and metrics.
+#[derive(Default, Debug)]
+pub struct CaptureStats {
+    pub queued: AtomicU64,
+    pub dropped: AtomicU64,
+    pub written: AtomicU64,
+    pub batches: AtomicU64,
+    pub retries: AtomicU64,
+    pub commands: AtomicU64,
+}
+
+impl CaptureStats {
+    pub fn snapshot(&self) -> serde_json::Value {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "queued": g(&self.queued), "dropped": g(&self.dropped), "written": g(&self.written),
+            "batches": g(&self.batches), "retries": g(&self.retries), "redis_commands": g(&self.commands),
+        })
+    }
+}
+
+/// The sending side, cloned into the proxy and the lifecycle services. Cheap to clone.
+#[derive(Clone)]
+pub struct CaptureHandle {
+    tx: mpsc::Sender<CaptureEvent>,
+    pub stats: Arc<CaptureStats>,
+}
+
+impl CaptureHandle {
+    /// Hands an event to the writer without waiting; a full queue drops it (counted).
+    pub fn record(&self, event: CaptureEvent) {
+        match self.tx.try_send(event) {
+            Ok(()) => {
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// For background producers (expiry listener, sweep) that may wait for room.
+    pub async fn send(&self, event: CaptureEvent) {
+        if self.tx.send(event).await.is_ok() {
+            self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Everything the writer needs to turn events into writes; built once from the config.
+pub struct Enricher {
+    templater: RouteTemplater,
+    assets: AssetRules,
+    actions: Vec<ActionRuleSection>,
+    geo: Option<GeoDb>,
+}
+
+/// Distinct UAs and IPs remembered between batches; cleared when they grow past this.
+const ENRICH_CACHE_MAX: usize = 50_000;
+
+impl Enricher {
+    pub fn new(cfg: &AnalyticsSection) -> anyhow::Result<Self> {
+        let geo = if cfg.geoip_database.is_empty() {
+            None
+        } else {
+            Some(GeoDb::open(std::path::Path::new(&cfg.geoip_database))?)
+        };
+        Ok(Self {
+            templater: RouteTemplater::new(&cfg.route_templates).map_err(anyhow::Error::msg)?,
+            assets: AssetRules { extensions: cfg.asset_extensions.clone(), prefixes: cfg.asset_prefixes.clone() },
+            actions: cfg.actions.clone(),
+            geo,
+        })
+    }
+
+    fn action_for(&self, method: &http::Method, template: &str) -> Option<&str> {
+        self.actions
+            .iter()
+            .find(|a| (a.method == "*" || a.method.eq_ignore_ascii_case(method.as_str())) && a.route == template)
+            .map(|a| a.name.as_str())
+    }
+}
+
+pub struct Writer {
+    rx: Mutex<Option<mpsc::Receiver<CaptureEvent>>>,
+    store: RedisStore,
+    enricher: Enricher,
+    settings: WriteSettings,
+    max_events: usize,
+    max_delay: Duration,
+    grace: Duration,
+    stats: Arc<CaptureStats>,
+}
+
+/// Builds the channel: the handle for producers and the writer service that drains it.
+pub fn channel(cfg: &AnalyticsSection, store: RedisStore, grace: Duration) -> anyhow::Result<(CaptureHandle, Writer)> {
+    let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+    let stats = Arc::new(CaptureStats::default());
+    let writer = Writer {
+        rx: Mutex::new(Some(rx)),
+        store,
+        enricher: Enricher::new(cfg)?,
+        settings: WriteSettings {
+            ttl_secs: cfg.retention_days * 86_400,
+            actions_cap: cfg.max_actions_per_session.max(1),
+        },
+        max_events: cfg.batch_max_events,
+        max_delay: Duration::from_millis(cfg.batch_max_delay_ms),
+        grace,
+        stats: stats.clone(),
+    };
+    Ok((CaptureHandle { tx, stats }, writer))
+}
+
+#[derive(Default)]
+struct Caches {
+    devices: HashMap<String, Device>,
+    locations: HashMap<IpAddr, Location>,
+}
+
+impl Writer {
+    /// Turns a list of events into one batch of writes, parsing each distinct UA and IP once.
+    fn build(&self, events: &[CaptureEvent], caches: &mut Caches) -> Batch {
+        if caches.devices.len() > ENRICH_CACHE_MAX {
+            caches.devices.clear();
+        }
+        if caches.locations.len() > ENRICH_CACHE_MAX {
+            caches.locations.clear();
+        }
+        let unknown_device = device::parse("");
+        let nowhere = Location::default();
+        let mut batch = Batch::default();
+        for ev in events {
+            match ev {
+                CaptureEvent::SessionEnded { sid, ts_ms, reason } => batch.add_end(sid.clone(), *ts_ms, *reason),
+                CaptureEvent::Request(r) => {
+                    if let Some(ua) = &r.user_agent {
+                        if !caches.devices.contains_key(ua) {
+                            caches.devices.insert(ua.clone(), device::parse(ua));
+                        }
+                    }
+                    if let (Some(ip), Some(geo)) = (r.ip, &self.enricher.geo) {
+                        caches.locations.entry(ip).or_insert_with(|| geo.lookup(ip));
+                    }
+                }
+            }
+        }
+        for ev in events {
+            let CaptureEvent::Request(r) = ev else { continue };
+            let r: &RequestEvent = r;
+            let template = self.enricher.templater.template(&r.path);
+            let is_asset = self.enricher.assets.is_asset(&r.path);
+            let page_view = route_template::is_page_view(&r.method, r.status, is_asset, r.navigation);
+            let device = r.user_agent.as_ref().and_then(|ua| caches.devices.get(ua)).unwrap_or(&unknown_device);
+            let location = r.ip.and_then(|ip| caches.locations.get(&ip)).unwrap_or(&nowhere);
+            let action = self.enricher.action_for(&r.method, &template);
+            batch.add_request(&Enriched { event: r, template: &template, page_view, action, device, location });
+        }
+        batch
+    }
+
+    /// Writes one batch, retrying with capped backoff until it lands or `deadline` passes.
+    async fn write(&self, batch: &Batch, deadline: Option<Instant>) -> bool {
+        let mut pipe = batch.to_pipeline(&self.settings);
+        pipe.atomic();
+        let commands = pipe.cmd_iter().count() as u64;
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.store.pipeline_within::<()>(&pipe, Duration::from_secs(5)).await {
+                Ok(()) => {
+                    self.stats.written.fetch_add(batch.events as u64, Ordering::Relaxed);
+                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    self.stats.commands.fetch_add(commands, Ordering::Relaxed);
+                    return true;
+                }
+                Err(e) => {
+                    if deadline.is_some_and(|d| Instant::now() + delay > d) {
+                        tracing::error!(error = %e, events = batch.events, "analytics batch dropped at shutdown: Redis unavailable");
+                        self.stats.dropped.fetch_add(batch.events as u64, Ordering::Relaxed);
+                        return false;
+                    }
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, events = batch.events, retry_in_ms = delay.as_millis() as u64, "analytics write failed; keeping the batch");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Collects up to `max_events`, waiting at most `max_delay` after the first.
+    async fn collect(&self, rx: &mut mpsc::Receiver<CaptureEvent>, first: CaptureEvent, out: &mut Vec<CaptureEvent>) {
+        out.push(first);
+        let until = tokio::time::Instant::now() + self.max_delay;
+        while out.len() < self.max_events {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(ev)) => out.push(ev),
+                _ => break,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Writer {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(mut rx) = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        let mut caches = Caches::default();
+        let mut events = Vec::with_capacity(self.max_events);
+        let mut stop_at: Option<Instant> = None;
+        loop {
+            let first = match stop_at {
+                None => tokio::select! {
+                    ev = rx.recv() => ev,
+                    _ = shutdown.changed() => {
+                        // In-flight requests still finish (and log) during the grace period.
+                        stop_at = Some(Instant::now() + self.grace);
+                        continue;
+                    }
+                },
+                Some(t) => match tokio::time::timeout_at(t.into(), rx.recv()).await {
+                    Ok(ev) => ev,
+                    Err(_) => rx.try_recv().ok(),
+                },
+            };
+            let Some(first) = first else { break };
+            events.clear();
+            self.collect(&mut rx, first, &mut events).await;
+            let batch = self.build(&events, &mut caches);
+            // At shutdown, retries are bounded by the remaining graceful-shutdown time.
+            let deadline = stop_at.map(|t| t + Duration::from_secs(3));
+            self.write(&batch, deadline).await;
+        }
+        tracing::info!(stats = %self.stats.snapshot(), "analytics writer stopped");
+    }
+}

@@ -1,0 +1,142 @@
+//! Noticing that sessions ended without a request saying so: Redis keyspace notifications for
+//! the app's session keys (immediate), and a periodic sweep of `sting:active:sessions` (the
+//! fallback, as the seed's `SessionCleanup`, and the idle timeout). Both feed the analytics
+//! writer; ending a session is idempotent, so several instances may sweep at once. I/O.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::capture::CaptureHandle;
+use crate::keys;
+use crate::request_event::{CaptureEvent, EndReason};
+use crate::store::RedisStore;
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Subscribes to `expired` and `del` key events and ends the sessions whose app key went away.
+pub struct ExpiryListener {
+    pub redis_url: String,
+    pub key_prefix: String,
+    pub capture: CaptureHandle,
+}
+
+impl ExpiryListener {
+    async fn listen(&self) -> redis::RedisResult<()> {
+        let client = redis::Client::open(self.redis_url.as_str())?;
+        let db = client.get_connection_info().redis.db;
+        let mut pubsub = client.get_async_pubsub().await?;
+        let expired = format!("__keyevent@{db}__:expired");
+        let deleted = format!("__keyevent@{db}__:del");
+        pubsub.subscribe(&[expired.as_str(), deleted.as_str()]).await?;
+        tracing::info!("listening for session key expiry (keyspace notifications)");
+        let mut messages = pubsub.on_message();
+        while let Some(msg) = messages.next().await {
+            let Ok(key) = msg.get_payload::<String>() else { continue };
+            let Some(sid) = key.strip_prefix(self.key_prefix.as_str()) else { continue };
+            // `del` is the app's `session.clear()`: a logout; `expired` is the lifetime running out.
+            let reason = if msg.get_channel_name() == deleted { EndReason::Logout } else { EndReason::Expired };
+            self.capture.send(CaptureEvent::SessionEnded { sid: sid.to_owned(), ts_ms: now_ms(), reason }).await;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ExpiryListener {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            tokio::select! {
+                r = self.listen() => {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "keyspace notification listener lost; the sweep still ends sessions");
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Walks the active set with `SSCAN` and ends sessions whose app key is gone or that went idle.
+pub struct Sweeper {
+    pub store: RedisStore,
+    pub key_prefix: String,
+    pub interval: Duration,
+    pub idle_timeout: Duration,
+    pub capture: CaptureHandle,
+}
+
+/// Active sessions examined per round trip.
+const SWEEP_BATCH: usize = 500;
+
+impl Sweeper {
+    /// One pass over the active set; returns how many sessions it ended.
+    pub async fn sweep_once(&self) -> Result<usize, crate::store::StoreError> {
+        let mut cursor: u64 = 0;
+        let mut ended = 0;
+        loop {
+            let (next, sids): (u64, Vec<String>) = self
+                .store
+                .query(redis::cmd("SSCAN").arg(keys::ACTIVE_SESSIONS).arg(cursor).arg("COUNT").arg(SWEEP_BATCH))
+                .await?;
+            if !sids.is_empty() {
+                let mut pipe = redis::pipe();
+                for sid in &sids {
+                    pipe.cmd("HMGET").arg(keys::analytics_session(sid)).arg("last_time").arg("auth_source");
+                    pipe.exists(keys::flask_session(&self.key_prefix, sid));
+                }
+                let replies: Vec<redis::Value> = self.store.pipeline_within(&pipe, Duration::from_secs(5)).await?;
+                let now = now_ms();
+                for (i, sid) in sids.iter().enumerate() {
+                    let (last, source): (Option<i64>, Option<String>) =
+                        redis::from_redis_value(&replies[2 * i]).unwrap_or((None, None));
+                    let app_key_exists: bool = redis::from_redis_value(&replies[2 * i + 1]).unwrap_or(true);
+                    // Kratos sessions have no app key; only the idle timeout ends them here.
+                    let flask = source.as_deref() != Some("kratos");
+                    let reason = if flask && !app_key_exists {
+                        Some(EndReason::Expired)
+                    } else if last.is_some_and(|l| now - l > self.idle_timeout.as_millis() as i64) || last.is_none() {
+                        Some(EndReason::Idle)
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = reason {
+                        ended += 1;
+                        self.capture.send(CaptureEvent::SessionEnded { sid: sid.clone(), ts_ms: now, reason }).await;
+                    }
+                }
+            }
+            if next == 0 {
+                return Ok(ended);
+            }
+            cursor = next;
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Sweeper {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            match self.sweep_once().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(ended = n, "sweep ended sessions"),
+                Err(e) => tracing::warn!(error = %e, "session sweep failed; will retry"),
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The two Lua scripts that keep per-session analytics exact when several proxy instances
+//! share one Redis. Pure (command builders); the writer sends them.
+//!
+//! Counters that only add (page views, hits, breakdowns) are plain `HINCRBY`/`ZINCRBY` and are
+//! exact by themselves. What needs a decision — "is this the first sight of the session?",
+//! "is this the first time we learn its user?", "has it already ended?" — must be decided and
+//! acted on atomically, or two instances both count a start. Each script is one `EVAL` (full
+//! text, not `EVALSHA`: a restarted Redis has no script cache, and a `NOSCRIPT` halfway through
+//! a pipeline would leave the batch half applied).
+
+use crate::keys::{self, Period};
+
+/// Per session, per batch: first sight, activity, user attach, AAL2 step-up.
+///
+/// KEYS: 1 session hash, 2 active sessions, 3 user's sessions zset, 4 user's active set,
+///       5 daily hash, 6 hourly hash, 7 AAL2 event key, 8 actions list.
+/// ARGV: 1 sid, 2 user_id|'', 3 first ts ms, 4 last ts ms, 5 page views, 6 hits, 7 ip,
+///       8 country, 9 city, 10 browser, 11 os, 12 device, 13 auth source, 14 aal|'',
+///       15 ttl s, 16 email|'', 17 aal2 event JSON, 18 login action JSON, 19 actions cap.
+/// Returns {started, user_attached, aal2_step_up} as 0/1.
+pub const TOUCH: &str = r#"
+local h = KEYS[1]
+local ttl = tonumber(ARGV[15])
+local started = redis.call('HSETNX', h, 'start_time', ARGV[3])
+if started == 1 then
+  redis.call('HSET', h, 'session_id', ARGV[1], 'page_views', 0, 'hits', 0, 'last_time', ARGV[3],
+    'first_ip', ARGV[7], 'browser', ARGV[10], 'os', ARGV[11], 'device', ARGV[12], 'auth_source', ARGV[13])
+  redis.call('HINCRBY', KEYS[5], 'sessions_started', 1)
+  redis.call('HINCRBY', KEYS[6], 'sessions_started', 1)
+end
+redis.call('HINCRBY', h, 'page_views', ARGV[5])
+redis.call('HINCRBY', h, 'hits', ARGV[6])
+local last = tonumber(redis.call('HGET', h, 'last_time') or '0')
+if tonumber(ARGV[4]) > last then redis.call('HSET', h, 'last_time', ARGV[4]) end
+if ARGV[7] ~= '' then redis.call('HSET', h, 'ip', ARGV[7]) end
+if ARGV[8] ~= '' then redis.call('HSET', h, 'country', ARGV[8]) end
+if ARGV[9] ~= '' then redis.call('HSET', h, 'city', ARGV[9]) end
+local ended = redis.call('HEXISTS', h, 'end_time') == 1
+if not ended then
+  redis.call('SADD', KEYS[2], ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+local attached = 0
+if ARGV[2] ~= '' then
+  attached = redis.call('HSETNX', h, 'user_id', ARGV[2])
+  if attached == 1 then
+    if ARGV[16] ~= '' then redis.call('HSET', h, 'email', ARGV[16]) end
+    local start = redis.call('HGET', h, 'start_time')
+    redis.call('ZADD', KEYS[3], start, ARGV[1])
+    redis.call('EXPIRE', KEYS[3], ttl)
+    redis.call('HINCRBY', KEYS[5], 'logins', 1)
+    redis.call('HINCRBY', KEYS[6], 'logins', 1)
+    redis.call('LPUSH', KEYS[8], ARGV[18])
+    redis.call('LTRIM', KEYS[8], 0, tonumber(ARGV[19]) - 1)
+    redis.call('EXPIRE', KEYS[8], ttl)
+  end
+  if not ended and redis.call('HGET', h, 'user_id') == ARGV[2] then
+    redis.call('SADD', KEYS[4], ARGV[1])
+    redis.call('EXPIRE', KEYS[4], ttl)
+  end
+end
+local stepped = 0
+if ARGV[14] ~= '' then
+  local prev = redis.call('HGET', h, 'aal')
+  if ARGV[14] == 'aal2' and prev ~= 'aal2' then
+    redis.call('SET', KEYS[7], ARGV[17], 'EX', 604800)
+    redis.call('HINCRBY', KEYS[5], 'aal2_step_ups', 1)
+    stepped = 1
+  end
+  redis.call('HSET', h, 'aal', ARGV[14])
+end
+redis.call('EXPIRE', h, ttl)
+redis.call('EXPIRE', KEYS[5], ttl)
+redis.call('EXPIRE', KEYS[6], ttl)
+return {started, attached, stepped}
+"#;
+
+/// Ends a session once: sets end time and duration, leaves the active sets, counts the end and
+/// its duration (total and histogram bucket) in the period of the end.
+///
+/// KEYS: 1 session hash, 2 active sessions, 3 daily hash, 4 hourly hash.
+/// ARGV: 1 sid, 2 end ts ms, 3 reason, 4 ttl s, 5 active-user key prefix,
+///       6 '1' to end at the last activity instead (expiry, idle), 7 bucket bounds "60,300,...".
+/// Returns the duration in seconds, or -1 when there was nothing to end.
+pub const END: &str = r#"
+local h = KEYS[1]
+if redis.call('EXISTS', h) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[1])
+  return -1
+end
+if redis.call('HEXISTS', h, 'end_time') == 1 then return -1 end
+local start = tonumber(redis.call('HGET', h, 'start_time') or ARGV[2])
+local stop = tonumber(ARGV[2])
+if ARGV[6] == '1' then stop = tonumber(redis.call('HGET', h, 'last_time') or ARGV[2]) end
+if stop < start then stop = start end
+local dur = math.floor((stop - start) / 1000)
+redis.call('HSET', h, 'end_time', stop, 'duration', dur, 'end_reason', ARGV[3])
+redis.call('SREM', KEYS[2], ARGV[1])
+local uid = redis.call('HGET', h, 'user_id')
+if uid then redis.call('SREM', ARGV[5] .. uid, ARGV[1]) end
+local bucket = 'duration_gt_max'
+for b in string.gmatch(ARGV[7], '[^,]+') do
+  if dur <= tonumber(b) then bucket = 'duration_le_' .. b break end
+end
+for i = 3, 4 do
+  redis.call('HINCRBY', KEYS[i], 'sessions_ended', 1)
+  redis.call('HINCRBY', KEYS[i], 'duration_total_s', dur)
+  redis.call('HINCRBY', KEYS[i], bucket, 1)
+  redis.call('EXPIRE', KEYS[i], ARGV[4])
+end
+redis.call('HINCRBY', KEYS[3], 'ended_' .. ARGV[3], 1)
+redis.call('EXPIRE', h, ARGV[4])
+return dur
+"#;
+
+/// Upper bounds (seconds) of the session-duration histogram buckets.
+pub const DURATION_BUCKETS: &[u64] = &[10, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400];
+
+/// Inputs of one [`TOUCH`] call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Touch {
+    pub sid: String,
+    pub user_id: Option<String>,
+    pub email: Option<String>,
+    pub first_ts_ms: i64,
+    pub last_ts_ms: i64,
+    pub page_views: i64,
+    pub hits: i64,
+    pub ip: String,
+    pub country: String,
+    pub city: String,
+    pub browser: String,
+    pub os: String,
+    pub device: String,
+    pub auth_source: String,
+    pub aal: Option<String>,
+}
+
+/// The `EVAL` command for one session touch.
+pub fn touch_cmd(t: &Touch, ttl_secs: u64, actions_cap: usize) -> redis::Cmd {
+    let user = t.user_id.as_deref().unwrap_or("");
+    let day = Period::Day.label(t.first_ts_ms);
+    let hour = Period::Hour.label(t.first_ts_ms);
+    let aal2_json = serde_json::json!({
+        "session_id": t.sid, "user_id": t.user_id, "timestamp": t.last_ts_ms / 1000, "aal": "aal2",
+    })
+    .to_string();
+    let login_json = action_json(t.first_ts_ms, "login", None);
+    let mut c = redis::cmd("EVAL");
+    c.arg(TOUCH)
+        .arg(8)
+        .arg(keys::analytics_session(&t.sid))
+        .arg(keys::ACTIVE_SESSIONS)
+        .arg(keys::user_sessions(user))
+        .arg(keys::active_user(user))
+        .arg(keys::analytics_period(Period::Day, &day))
+        .arg(keys::analytics_period(Period::Hour, &hour))
+        .arg(keys::aal2_event(&t.sid, t.last_ts_ms / 1000))
+        .arg(keys::session_actions(&t.sid))
+        .arg(&t.sid)
+        .arg(user)
+        .arg(t.first_ts_ms)
+        .arg(t.last_ts_ms)
+        .arg(t.page_views)
+        .arg(t.hits)
+        .arg(&t.ip)
+        .arg(&t.country)
+        .arg(&t.city)
+        .arg(&t.browser)
+        .arg(&t.os)
+        .arg(&t.device)
+        .arg(&t.auth_source)
+        .arg(t.aal.as_deref().unwrap_or(""))
+        .arg(ttl_secs)
+        .arg(t.email.as_deref().unwrap_or(""))
+        .arg(aal2_json)
+        .arg(login_json)
+        .arg(actions_cap.max(1));
+    c
+}
+
+/// One entry of a session's action list: `{"timestamp": ISO-8601, "action": ..., "page": ...}`.
+pub fn action_json(ts_ms: i64, action: &str, page: Option<&str>) -> String {
+    let ts = chrono::DateTime::from_timestamp_millis(ts_ms).unwrap_or_default();
+    serde_json::json!({
+        "timestamp": ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "action": action,
+        "page": page,
+    })
+    .to_string()
+}
+
+/// The `EVAL` command that ends `sid` at `ts_ms` (or at its last activity when `at_last_activity`).
+pub fn end_cmd(sid: &str, ts_ms: i64, reason: &str, at_last_activity: bool, ttl_secs: u64) -> redis::Cmd {
+    let bounds: Vec<String> = DURATION_BUCKETS.iter().map(u64::to_string).collect();
+    let mut c = redis::cmd("EVAL");
+    c.arg(END)
+        .arg(4)
+        .arg(keys::analytics_session(sid))
+        .arg(keys::ACTIVE_SESSIONS)
+        .arg(keys::analytics_period(Period::Day, &Period::Day.label(ts_ms)))
+        .arg(keys::analytics_period(Period::Hour, &Period::Hour.label(ts_ms)))
+        .arg(sid)
+        .arg(ts_ms)
+        .arg(reason)
+        .arg(ttl_secs)
+        .arg(keys::ACTIVE_USER_PREFIX)
+        .arg(if at_last_activity { "1" } else { "0" })
+        .arg(bounds.join(","));
+    c
+}
