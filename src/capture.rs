@@ -217,16 +217,29 @@ impl Writer {
         }
     }
 
-    /// Collects up to `max_events`, waiting at most `max_delay` after the first.
-    async fn collect(&self, rx: &mut mpsc::Receiver<CaptureEvent>, first: CaptureEvent, out: &mut Vec<CaptureEvent>) {
+    /// Collects up to `max_events`, waiting at most `max_delay` after the first; stops early
+    /// when shutdown begins (returns true then) so nothing waits out a long batch delay.
+    async fn collect(&self, rx: &mut mpsc::Receiver<CaptureEvent>, first: CaptureEvent, out: &mut Vec<CaptureEvent>, shutdown: &mut ShutdownWatch, watching: bool) -> bool {
         out.push(first);
         let until = tokio::time::Instant::now() + self.max_delay;
         while out.len() < self.max_events {
-            match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(ev)) => out.push(ev),
-                _ => break,
+            tokio::select! {
+                r = tokio::time::timeout_at(until, rx.recv()) => match r {
+                    Ok(Some(ev)) => out.push(ev),
+                    _ => break,
+                },
+                _ = shutdown.changed(), if watching => {
+                    while out.len() < self.max_events {
+                        match rx.try_recv() {
+                            Ok(ev) => out.push(ev),
+                            Err(_) => break,
+                        }
+                    }
+                    return true;
+                }
             }
         }
+        false
     }
 }
 
@@ -254,7 +267,9 @@ impl BackgroundService for Writer {
             };
             let Some(first) = first else { break };
             events.clear();
-            self.collect(&mut rx, first, &mut events).await;
+            if self.collect(&mut rx, first, &mut events, &mut shutdown, stop_at.is_none()).await {
+                stop_at = Some(Instant::now() + self.grace);
+            }
             let batch = self.build(&events, &mut caches);
             // At shutdown, retries are bounded by the remaining graceful-shutdown time.
             let deadline = stop_at.map(|t| t + Duration::from_secs(3));

@@ -33,6 +33,7 @@ redis.call('HINCRBY', h, 'hits', ARGV[6])
 local last = tonumber(redis.call('HGET', h, 'last_time') or '0')
 if tonumber(ARGV[4]) > last then redis.call('HSET', h, 'last_time', ARGV[4]) end
 if ARGV[7] ~= '' then redis.call('HSET', h, 'ip', ARGV[7]) end
+if ARGV[13] ~= 'anonymous' and ARGV[13] ~= '' then redis.call('HSET', h, 'auth_source', ARGV[13]) end
 if ARGV[8] ~= '' then redis.call('HSET', h, 'country', ARGV[8]) end
 if ARGV[9] ~= '' then redis.call('HSET', h, 'city', ARGV[9]) end
 local ended = redis.call('HEXISTS', h, 'end_time') == 1

@@ -4,48 +4,14 @@
 //!
 //! I/O: runs one Python process and writes files only under a fresh temporary directory.
 
+mod common;
+
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use common::make_mmdb;
 
 use sting_proxy::device::{self, DeviceKind};
 use sting_proxy::geo::{GeoDb, GeoError, Location};
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The fs08 venv's interpreter; `STING_TEST_VENVS` moves the venvs (as in tests/common).
-fn fs08_python() -> PathBuf {
-    let venvs = std::env::var_os("STING_TEST_VENVS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv"));
-    let py = venvs.join("fs08/bin/python");
-    assert!(
-        py.exists(),
-        "{} missing: run scripts/setup-python first (scripts/test does)",
-        py.display()
-    );
-    py
-}
-
-/// Writes the test database into `dir` and returns its path.
-fn make_mmdb(dir: &Path) -> PathBuf {
-    let out = dir.join("test.mmdb");
-    let script = repo_root().join("tests/python/make_mmdb.py");
-    let result = Command::new(fs08_python())
-        .arg(&script)
-        .arg(&out)
-        .output()
-        .expect("run make_mmdb.py");
-    assert!(
-        result.status.success(),
-        "make_mmdb.py failed ({}):\n{}",
-        result.status,
-        String::from_utf8_lossy(&result.stderr)
-    );
-    out
-}
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

@@ -135,6 +135,20 @@ pub fn venv_python(v: FlaskSession) -> PathBuf {
     py
 }
 
+/// Writes a small GeoLite2-City-shaped database (tests/python/make_mmdb.py, real mmdb-writer
+/// from PyPI) into `dir`: 81.2.69.0/24 GB London, 89.160.20.0/24 SE Linköping, 203.0.113.0/24
+/// DE Munich, 198.51.100.0/24 US (no city), 2001:db8::/32 JP Tokyo.
+pub fn make_mmdb(dir: &Path) -> PathBuf {
+    let out = dir.join("test.mmdb");
+    let result = Command::new(venv_python(FlaskSession::V08))
+        .arg(repo_root().join("tests/python/make_mmdb.py"))
+        .arg(&out)
+        .output()
+        .expect("run make_mmdb.py");
+    assert!(result.status.success(), "make_mmdb.py failed ({}):\n{}", result.status, String::from_utf8_lossy(&result.stderr));
+    out
+}
+
 pub struct FlaskApp {
     pub port: u16,
     child: Child,
