@@ -294,7 +294,7 @@ pub struct AnalyticsSection {
     /// Recent actions kept per session.
     pub max_actions_per_session: usize,
     /// Sessions without activity for this long are ended by the sweep.
-    pub idle_timeout_minutes: u64,
+    pub idle_timeout_seconds: u64,
     /// How often the sweep looks for sessions whose app key is gone or that went idle.
     pub sweep_interval_seconds: u64,
     /// Listen for Redis keyspace notifications to see session expiry at once (needs
@@ -321,7 +321,7 @@ impl Default for AnalyticsSection {
             batch_max_events: 1_000,
             batch_max_delay_ms: 50,
             max_actions_per_session: 100,
-            idle_timeout_minutes: 30,
+            idle_timeout_seconds: 1800,
             sweep_interval_seconds: 60,
             keyspace_notifications: true,
             route_templates: Vec::new(),

@@ -26,7 +26,7 @@ pub enum EndReason {
     Logout,
     /// The app's session key expired or was deleted.
     Expired,
-    /// No activity for `analytics.idle_timeout_minutes`.
+    /// No activity for `analytics.idle_timeout_seconds`.
     Idle,
 }
 

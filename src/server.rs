@@ -92,7 +92,7 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
                 store: store.clone(),
                 key_prefix: cfg.session.key_prefix.clone(),
                 interval: Duration::from_secs(cfg.analytics.sweep_interval_seconds),
-                idle_timeout: Duration::from_secs(cfg.analytics.idle_timeout_minutes * 60),
+                idle_timeout: Duration::from_secs(cfg.analytics.idle_timeout_seconds),
                 capture: handle.clone(),
             },
         ));

@@ -352,3 +352,58 @@ fn pattern_matches(pattern: &str, key: &str) -> bool {
     }
     go(pattern.as_bytes(), key.as_bytes())
 }
+
+/// A session without activity for the idle timeout is ended by the sweep, at its last activity.
+#[test]
+fn idle_sessions_are_ended_by_the_sweep() {
+    let s = setup("keyspace_notifications = false\nsweep_interval_seconds = 1\nidle_timeout_seconds = 1");
+    let cookie = login_as(&s.proxy, "heidi", CHROME_MAC, "81.2.69.1");
+    let sid = sid_of(&cookie);
+    browse(&s.proxy, "/", Some(&cookie), CHROME_MAC, "81.2.69.1");
+    let key = format!("sting:analytics:session:{sid}");
+    wait_field(&s.redis, &key, "end_reason", "idle");
+    let rec = session_record(&s.redis, &sid);
+    assert_eq!(rec["end_time"], rec["last_time"], "an idle session ends at its last activity");
+}
+
+/// Configured actions are recorded by name in the session's action list.
+#[test]
+fn named_actions_are_recorded() {
+    let s = setup("[[analytics.actions]]\nmethod = \"POST\"\nroute = \"/upload\"\nname = \"upload_document\"");
+    let cookie = login_as(&s.proxy, "ivan", CHROME_MAC, "81.2.69.1");
+    let sid = sid_of(&cookie);
+    let r = client().post(s.proxy.url("/upload")).header("cookie", format!("session={cookie}")).body("hello").send().unwrap();
+    assert_eq!(r.status(), 200);
+    let key = format!("sting:analytics:session:{sid}:actions");
+    wait_until("upload_document action", Duration::from_secs(15), || {
+        let actions: Vec<String> = s.redis.conn().lrange(&key, 0, -1).unwrap();
+        actions.iter().any(|a| a.contains("\"upload_document\"") && a.contains("\"/upload\""))
+    });
+}
+
+/// A Kratos session at AAL2 records the step-up event (kept 7 days) and the session's AAL.
+#[test]
+fn aal2_step_up_is_recorded() {
+    let redis = RedisServer::start();
+    let app = FlaskApp::start(&redis, FlaskSession::V08);
+    let kratos = KratosStub::start();
+    kratos.answer(
+        "strong",
+        StubAnswer::Session { identity_id: "id-2fa".into(), email: "s@example.com".into(), role: None, aal: "aal2".into(), expires_in: Duration::from_secs(3600) },
+    );
+    let proxy = Proxy::start(ProxyOpts { kratos: Some(kratos.url()), extra_toml: "[analytics]\nbatch_max_delay_ms = 5", ..ProxyOpts::new(&redis, app.url()) });
+    proxy.wait_ready();
+    for _ in 0..3 {
+        echo(&proxy.url("/echo"), None, &[("x-session-token", "strong")]);
+    }
+    let kratos_sid = "7458af86-c1d8-401c-978a-8da89133f98b";
+    wait_field(&redis, &format!("sting:analytics:session:{kratos_sid}"), "aal", "aal2");
+    let mut c = redis.conn();
+    let events: Vec<String> = redis::cmd("KEYS").arg(format!("sting:aal2:{kratos_sid}:*")).query(&mut c).unwrap();
+    assert_eq!(events.len(), 1, "one step-up, however many requests: {events:?}");
+    let ttl: i64 = c.ttl(&events[0]).unwrap();
+    assert!(ttl > 7 * 86_400 - 60 && ttl <= 7 * 86_400);
+    let body: serde_json::Value = serde_json::from_str(&c.get::<_, String>(&events[0]).unwrap()).unwrap();
+    assert_eq!(body["user_id"], "id-2fa");
+    assert_eq!(session_record(&redis, kratos_sid)["auth_source"], "kratos");
+}
