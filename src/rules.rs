@@ -39,10 +39,38 @@ impl Rule {
     }
 }
 
-/// The requirement for `path` (the path only, no query string).
+/// The requirement for `path` (the path only, no query string), as the app will route it.
 pub fn requirement_for<'a>(rules: &'a [Rule], path: &str) -> &'a Requirement {
     const PUBLIC: &Requirement = &Requirement::Public;
-    rules.iter().find(|r| r.matches(path)).map(|r| &r.requirement).unwrap_or(PUBLIC)
+    let path = normalize_path(path);
+    rules.iter().find(|r| r.matches(&path)).map(|r| &r.requirement).unwrap_or(PUBLIC)
+}
+
+/// The path the app will see: percent-decoded (WSGI servers decode `PATH_INFO`, `%2F` included),
+/// with repeated slashes merged (Werkzeug merges them) and `.`/`..` segments resolved. Rules are
+/// matched on this, so `/%61dmin`, `//admin` and `/x/../admin` cannot slip past an `/admin` rule.
+pub fn normalize_path(path: &str) -> String {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len() + 1);
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    // Keep a trailing slash: `/api/` rules match `/api/` itself.
+    if out.is_empty() || (decoded.ends_with('/') && !segments.is_empty()) {
+        out.push('/');
+    }
+    out
 }
 
 /// Outcome of checking a caller against a requirement.
@@ -105,11 +133,32 @@ mod tests {
     }
 
     #[test]
+    fn encoded_and_dotted_paths_cannot_bypass_a_rule() {
+        let r = rules();
+        let admin = Requirement::Role(vec!["admin".into()]);
+        for p in ["/%61dmin/panel", "//admin/panel", "/x/../admin/panel", "/./admin", "/%2Fadmin", "/admin%2Fpanel", "/dashboard/../admin"] {
+            assert_eq!(requirement_for(&r, p), &admin, "{p}");
+        }
+        assert_eq!(normalize_path("/api/"), "/api/");
+        assert_eq!(normalize_path("/../.."), "/");
+        assert_eq!(normalize_path(""), "/");
+    }
+
+    #[test]
     fn prefix_must_be_absolute() {
         assert!(Rule::new("admin".into(), Requirement::Session).is_err());
     }
 
     proptest! {
+        /// Normalising always yields an absolute path without empty, `.` or `..` segments.
+        #[test]
+        fn normalized_paths_are_canonical(p in "[/a-z.%0-9]{0,40}") {
+            let n = normalize_path(&p);
+            prop_assert!(n.starts_with('/'));
+            let inner = n.trim_start_matches('/').trim_end_matches('/');
+            prop_assert!(inner.is_empty() || inner.split('/').all(|s| !s.is_empty() && s != "." && s != ".."));
+        }
+
         /// A protected prefix protects every path below it, whatever follows.
         #[test]
         fn everything_below_a_prefix_is_covered(tail in "(/[a-z0-9%.]{0,8}){0,4}") {
