@@ -61,8 +61,13 @@ impl Sidecar {
 
     /// The answer for a request that may not pass, or `None` to let it through.
     fn denial(&self, req: &RequestHeader, ctx: &RequestCtx, store_down: bool, aal2: Option<&Option<String>>) -> Option<LocalResponse> {
-        let path = req.uri.path();
-        let requirement = rules::requirement_for(&self.cfg.rules, path);
+        let Some(path) = routable_path(req) else {
+            return Some(LocalResponse::json(400, serde_json::json!({
+                "error": "bad_request_target",
+                "message": "the request path must be absolute and free of dot segments",
+            })));
+        };
+        let requirement = rules::requirement_for(&self.cfg.rules, &path);
         let role = ctx.identity.as_ref().and_then(|i| i.role.as_deref());
         let browser = wants_html(req);
         match rules::decide(requirement, role, ctx.identity.is_some()) {
@@ -151,6 +156,22 @@ impl Sidecar {
 
 /// Longest User-Agent or Referer kept in an analytics event.
 const MAX_EVENT_TEXT: usize = 512;
+
+/// The path the app will route, from the request target as received. pingora maps a target
+/// without a leading `/` (`GET admin/panel`) to the URI `/` but forwards the raw bytes, which
+/// Werkzeug routes as `/admin/panel`: such targets are refused, as are dot segments.
+fn routable_path(req: &RequestHeader) -> Option<String> {
+    let raw = req.raw_path();
+    let path = if raw.starts_with(b"/") {
+        let raw = std::str::from_utf8(raw).ok()?;
+        raw.split('?').next().unwrap_or(raw)
+    } else if raw.starts_with(b"http://") || raw.starts_with(b"https://") {
+        req.uri.path()
+    } else {
+        return None;
+    };
+    rules::route_path(path)
+}
 
 /// A navigation from a browser (as opposed to an API or XHR call).
 fn wants_html(req: &RequestHeader) -> bool {

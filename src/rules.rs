@@ -39,38 +39,37 @@ impl Rule {
     }
 }
 
-/// The requirement for `path` (the path only, no query string), as the app will route it.
+/// The requirement for a path already passed through [`route_path`].
 pub fn requirement_for<'a>(rules: &'a [Rule], path: &str) -> &'a Requirement {
     const PUBLIC: &Requirement = &Requirement::Public;
-    let path = normalize_path(path);
-    rules.iter().find(|r| r.matches(&path)).map(|r| &r.requirement).unwrap_or(PUBLIC)
+    rules.iter().find(|r| r.matches(path)).map(|r| &r.requirement).unwrap_or(PUBLIC)
 }
 
-/// The path the app will see: percent-decoded (WSGI servers decode `PATH_INFO`, `%2F` included),
-/// with repeated slashes merged (Werkzeug merges them) and `.`/`..` segments resolved. Rules are
-/// matched on this, so `/%61dmin`, `//admin` and `/x/../admin` cannot slip past an `/admin` rule.
-pub fn normalize_path(path: &str) -> String {
+/// The path the app will route, or `None` for a path the proxy refuses (400).
+///
+/// WSGI servers percent-decode `PATH_INFO` (`%2F` included) and Werkzeug merges repeated
+/// slashes, so rules are matched on the decoded, merged path: `/%61dmin` and `//admin` meet the
+/// `/admin` rule. Dot segments (`/x/../admin`, `%2e%2e`) are refused outright: Werkzeug does not
+/// resolve them, so resolving them here would let `/admin/files/../../public` pass as public
+/// while the app routes it under `/admin`. Browsers never send them.
+pub fn route_path(path: &str) -> Option<String> {
     let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
-    let mut segments: Vec<&str> = Vec::new();
-    for seg in decoded.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            s => segments.push(s),
-        }
+    if !decoded.starts_with('/') {
+        return None;
     }
-    let mut out = String::with_capacity(decoded.len() + 1);
-    for s in &segments {
+    let mut out = String::with_capacity(decoded.len());
+    for seg in decoded.split('/').filter(|s| !s.is_empty()) {
+        if seg == "." || seg == ".." {
+            return None;
+        }
         out.push('/');
-        out.push_str(s);
+        out.push_str(seg);
     }
     // Keep a trailing slash: `/api/` rules match `/api/` itself.
-    if out.is_empty() || (decoded.ends_with('/') && !segments.is_empty()) {
+    if out.is_empty() || decoded.ends_with('/') {
         out.push('/');
     }
-    out
+    Some(out)
 }
 
 /// Outcome of checking a caller against a requirement.
@@ -133,15 +132,18 @@ mod tests {
     }
 
     #[test]
-    fn encoded_and_dotted_paths_cannot_bypass_a_rule() {
+    fn encoded_paths_meet_their_rule_and_dot_segments_are_refused() {
         let r = rules();
         let admin = Requirement::Role(vec!["admin".into()]);
-        for p in ["/%61dmin/panel", "//admin/panel", "/x/../admin/panel", "/./admin", "/%2Fadmin", "/admin%2Fpanel", "/dashboard/../admin"] {
-            assert_eq!(requirement_for(&r, p), &admin, "{p}");
+        for p in ["/%61dmin/panel", "//admin/panel", "/%2Fadmin", "/admin%2Fpanel", "/admin"] {
+            assert_eq!(requirement_for(&r, &route_path(p).unwrap()), &admin, "{p}");
         }
-        assert_eq!(normalize_path("/api/"), "/api/");
-        assert_eq!(normalize_path("/../.."), "/");
-        assert_eq!(normalize_path(""), "/");
+        for p in ["/x/../admin/panel", "/./admin", "/admin/files/../../public", "/%2e%2e/admin", "admin", "%2Fadmin/../x", ""] {
+            assert_eq!(route_path(p), None, "{p}");
+        }
+        assert_eq!(route_path("/api/").as_deref(), Some("/api/"));
+        assert_eq!(route_path("/").as_deref(), Some("/"));
+        assert_eq!(route_path("/a.b/c..d/").as_deref(), Some("/a.b/c..d/"));
     }
 
     #[test]
@@ -150,10 +152,10 @@ mod tests {
     }
 
     proptest! {
-        /// Normalising always yields an absolute path without empty, `.` or `..` segments.
+        /// Accepted paths are absolute, without empty, `.` or `..` segments.
         #[test]
-        fn normalized_paths_are_canonical(p in "[/a-z.%0-9]{0,40}") {
-            let n = normalize_path(&p);
+        fn routed_paths_are_canonical(p in "[/a-z.%0-9]{0,40}") {
+            let Some(n) = route_path(&p) else { return Ok(()) };
             prop_assert!(n.starts_with('/'));
             let inner = n.trim_start_matches('/').trim_end_matches('/');
             prop_assert!(inner.is_empty() || inner.split('/').all(|s| !s.is_empty() && s != "." && s != ".."));

@@ -53,7 +53,8 @@ fn require_auth_and_login_url_from_environment() {
     assert_eq!(r.headers()["location"], "https://login.example.com/in?x=1&next=%2Fecho%2Fa");
 }
 
-/// Encoded, doubled or dotted paths that Flask routes to a protected page are protected too.
+/// Encoded or doubled paths that Flask routes to a protected page are protected too; dot
+/// segments and targets without a leading slash are refused.
 #[test]
 fn path_tricks_do_not_bypass_rules() {
     let redis = RedisServer::start();
@@ -61,12 +62,19 @@ fn path_tricks_do_not_bypass_rules() {
     let proxy = Proxy::start(ProxyOpts { extra_toml: DEFAULT_RULES, ..ProxyOpts::new(&redis, app.url()) });
     proxy.wait_ready();
     let user = login(&proxy.url(""), "plain", "user");
-    for path in ["/%61dmin/panel", "//admin/panel", "/x/../admin/panel", "/%2Fadmin/panel"] {
-        // Raw socket: HTTP clients would normalise these paths before sending them.
+    // Raw socket: HTTP clients would normalise these paths before sending them.
+    let status_of = |path: &str| {
         let resp = raw_request(
             proxy.port,
             &format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nCookie: session={user}\r\nConnection: close\r\n\r\n"),
         );
-        assert!(resp.starts_with("HTTP/1.1 403"), "{path}: {}", resp.lines().next().unwrap_or(""));
+        resp.lines().next().unwrap_or("").to_owned()
+    };
+    for path in ["/%61dmin/panel", "//admin/panel", "/%2Fadmin/panel"] {
+        assert!(status_of(path).starts_with("HTTP/1.1 403"), "{path}: {}", status_of(path));
     }
+    for path in ["/x/../admin/panel", "/admin/x/../../echo", "/%2e%2e/admin/panel", "admin/panel"] {
+        assert!(status_of(path).starts_with("HTTP/1.1 400"), "{path}: {}", status_of(path));
+    }
+    assert!(status_of("/echo/ok").starts_with("HTTP/1.1 200"));
 }
