@@ -33,6 +33,8 @@ pub struct Enriched<'a> {
 pub struct WriteSettings {
     pub ttl_secs: u64,
     pub actions_cap: usize,
+    /// Idle ends are re-checked against this when written.
+    pub idle_timeout_ms: u64,
 }
 
 type PeriodKey = (Period, String);
@@ -239,7 +241,8 @@ impl Batch {
         }
         for (sid, ts, reason) in &self.ends {
             let at_last = matches!(reason, EndReason::Expired | EndReason::Idle);
-            p.add_command(session_scripts::end_cmd(sid, *ts, reason.as_str(), at_last, s.ttl_secs)).ignore();
+            let idle_check = if *reason == EndReason::Idle { s.idle_timeout_ms.max(1) } else { 0 };
+            p.add_command(session_scripts::end_cmd(sid, *ts, reason.as_str(), at_last, idle_check, s.ttl_secs)).ignore();
         }
         p
     }
@@ -314,7 +317,7 @@ mod tests {
         assert_eq!((t.hits, t.page_views, t.user_id.as_deref()), (10, 5, Some("u1")));
         assert_eq!(b.actions["s1"].len(), 5);
         // The command count depends on distinct keys and fields, not on the number of events.
-        let s = WriteSettings { ttl_secs: 60, actions_cap: 100 };
+        let s = WriteSettings { ttl_secs: 60, actions_cap: 100, idle_timeout_ms: 1000 };
         assert_eq!(b.command_count(&s), batch_of(1000).command_count(&s));
     }
 
@@ -328,7 +331,7 @@ mod tests {
         b.add_request(&Enriched { event: &ev, template: "/logout", page_view: false, action: None, device: &d, location: &loc });
         assert_eq!(b.ends, vec![("s1".to_owned(), 1_796_043_900_000, EndReason::Logout)]);
         let cmds: Vec<String> = b
-            .to_pipeline(&WriteSettings { ttl_secs: 60, actions_cap: 10 })
+            .to_pipeline(&WriteSettings { ttl_secs: 60, actions_cap: 10, idle_timeout_ms: 1000 })
             .cmd_iter()
             .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
             .collect();

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use crate::aggregate::{Batch, Enriched, WriteSettings};
 use crate::config::{ActionRuleSection, AnalyticsSection};
 use crate::device::{self, Device};
+use crate::keys;
 use crate::geo::{GeoDb, Location};
 use crate::request_event::{CaptureEvent, RequestEvent};
 use crate::route_template::{self, AssetRules, RouteTemplater};
@@ -110,6 +111,25 @@ impl Enricher {
     }
 }
 
+/// Longest wait for one batch write outside shutdown.
+pub const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The shutdown timeline. pingora cancels background tasks when the grace period ends, so the
+/// writer keeps receiving events from in-flight requests for the first half of it and must
+/// have written everything before its end.
+#[derive(Clone, Copy)]
+struct Phase {
+    drain_until: Instant,
+    hard_deadline: Instant,
+}
+
+impl Phase {
+    fn starting_now(grace: Duration) -> Self {
+        let now = Instant::now();
+        Phase { drain_until: now + grace / 2, hard_deadline: now + grace.saturating_sub(Duration::from_millis(200)) }
+    }
+}
+
 pub struct Writer {
     rx: Mutex<Option<mpsc::Receiver<CaptureEvent>>>,
     store: RedisStore,
@@ -132,6 +152,7 @@ pub fn channel(cfg: &AnalyticsSection, store: RedisStore, grace: Duration) -> an
         settings: WriteSettings {
             ttl_secs: cfg.retention_days * 86_400,
             actions_cap: cfg.max_actions_per_session.max(1),
+            idle_timeout_ms: cfg.idle_timeout_seconds * 1000,
         },
         max_events: cfg.batch_max_events,
         max_delay: Duration::from_millis(cfg.batch_max_delay_ms),
@@ -188,32 +209,52 @@ impl Writer {
         batch
     }
 
-    /// Writes one batch, retrying with capped backoff until it lands or `deadline` passes.
-    async fn write(&self, batch: &Batch, deadline: Option<Instant>) -> bool {
+    /// Writes one batch as one `MULTI`/`EXEC`, retrying transient failures with capped backoff.
+    ///
+    /// The transaction also sets a marker key; before each retry the writer asks whether the
+    /// marker exists, because a reply lost after Redis committed would otherwise be counted
+    /// twice. At shutdown, retries stop at the hard deadline (pingora cancels the runtime then).
+    async fn write(&self, batch: &Batch, shutdown: &mut ShutdownWatch, phase: &mut Option<Phase>) {
+        let marker = keys::analytics_batch(&uuid::Uuid::new_v4().simple().to_string());
         let mut pipe = batch.to_pipeline(&self.settings);
+        pipe.set_ex(&marker, 1, 86_400).ignore();
         pipe.atomic();
         let commands = pipe.cmd_iter().count() as u64;
         let mut delay = Duration::from_millis(50);
+        let mut attempt = 0u32;
         loop {
-            match self.store.pipeline_within::<()>(&pipe, Duration::from_secs(5)).await {
+            let timeout = match phase {
+                Some(p) => p.hard_deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(50)),
+                None => BATCH_TIMEOUT,
+            };
+            let result = if attempt > 0 && self.store.query::<bool>(redis::cmd("EXISTS").arg(&marker)).await.unwrap_or(false) {
+                Ok(())
+            } else {
+                self.store.pipeline_within::<()>(&pipe, timeout).await
+            };
+            attempt += 1;
+            let e = match result {
                 Ok(()) => {
                     self.stats.written.fetch_add(batch.events as u64, Ordering::Relaxed);
                     self.stats.batches.fetch_add(1, Ordering::Relaxed);
                     self.stats.commands.fetch_add(commands, Ordering::Relaxed);
-                    return true;
+                    return;
                 }
-                Err(e) => {
-                    if deadline.is_some_and(|d| Instant::now() + delay > d) {
-                        tracing::error!(error = %e, events = batch.events, "analytics batch dropped at shutdown: Redis unavailable");
-                        self.stats.dropped.fetch_add(batch.events as u64, Ordering::Relaxed);
-                        return false;
-                    }
-                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, events = batch.events, retry_in_ms = delay.as_millis() as u64, "analytics write failed; keeping the batch");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
+                Err(e) => e,
+            };
+            let out_of_time = phase.as_ref().is_some_and(|p| Instant::now() + delay >= p.hard_deadline);
+            if !e.is_transient() || out_of_time {
+                tracing::error!(error = %e, events = batch.events, "analytics batch dropped");
+                self.stats.dropped.fetch_add(batch.events as u64, Ordering::Relaxed);
+                return;
             }
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, events = batch.events, retry_in_ms = delay.as_millis() as u64, "analytics write failed; keeping the batch");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed(), if phase.is_none() => *phase = Some(Phase::starting_now(self.grace)),
+            }
+            delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
 
@@ -247,33 +288,36 @@ impl Writer {
 impl BackgroundService for Writer {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let Some(mut rx) = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        // Connect from this service's runtime: the connection's driver task then lives exactly
+        // as long as the writer, through the final flush.
+        tokio::select! {
+            _ = self.store.connect_forever() => {}
+            _ = shutdown.changed() => {}
+        }
         let mut caches = Caches::default();
         let mut events = Vec::with_capacity(self.max_events);
-        let mut stop_at: Option<Instant> = None;
+        let mut phase: Option<Phase> = if *shutdown.borrow() { Some(Phase::starting_now(self.grace)) } else { None };
         loop {
-            let first = match stop_at {
+            let first = match phase {
                 None => tokio::select! {
                     ev = rx.recv() => ev,
                     _ = shutdown.changed() => {
-                        // In-flight requests still finish (and log) during the grace period.
-                        stop_at = Some(Instant::now() + self.grace);
+                        phase = Some(Phase::starting_now(self.grace));
                         continue;
                     }
                 },
-                Some(t) => match tokio::time::timeout_at(t.into(), rx.recv()).await {
+                Some(p) => match tokio::time::timeout_at(p.drain_until.into(), rx.recv()).await {
                     Ok(ev) => ev,
                     Err(_) => rx.try_recv().ok(),
                 },
             };
             let Some(first) = first else { break };
             events.clear();
-            if self.collect(&mut rx, first, &mut events, &mut shutdown, stop_at.is_none()).await {
-                stop_at = Some(Instant::now() + self.grace);
+            if self.collect(&mut rx, first, &mut events, &mut shutdown, phase.is_none()).await {
+                phase = Some(Phase::starting_now(self.grace));
             }
             let batch = self.build(&events, &mut caches);
-            // At shutdown, retries are bounded by the remaining graceful-shutdown time.
-            let deadline = stop_at.map(|t| t + Duration::from_secs(3));
-            self.write(&batch, deadline).await;
+            self.write(&batch, &mut shutdown, &mut phase).await;
         }
         tracing::info!(stats = %self.stats.snapshot(), "analytics writer stopped");
     }

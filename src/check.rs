@@ -79,7 +79,8 @@ pub fn advise_policy(policy: &str) -> &'static str {
 
 /// Keyspace notifications let the proxy see session expiry at once instead of by sweeping.
 pub fn advise_events(events: &str) -> &'static str {
-    let has_keyspace = events.contains('K') || events.contains('E');
+    // The listener subscribes to `__keyevent@…` channels, which only `E` enables.
+    let has_keyspace = events.contains('E');
     let has_expired = events.contains('x') || events.contains('A');
     let has_generic = events.contains('g') || events.contains('A');
     if has_keyspace && has_expired && has_generic {
@@ -111,5 +112,6 @@ mod tests {
         assert!(advise_events("").contains("sweep"));
         assert!(advise_events("Egx").starts_with("good"));
         assert!(advise_events("KEA").starts_with("good"));
+        assert!(advise_events("Kgx").contains("sweep"), "K alone feeds no key-event channel");
     }
 }

@@ -76,7 +76,7 @@ pub fn analytics_period(period: Period, label: &str) -> String {
 }
 
 /// A breakdown of one period (sorted set): `pages`, `browsers`, `os`, `devices`, `countries`,
-/// `cities`, `page_sessions` (HyperLogLog-free: distinct sessions per page are not kept).
+/// `cities`.
 pub fn analytics_breakdown(period: Period, label: &str, dimension: &str) -> String {
     format!("sting:analytics:{}:{label}:{dimension}", period.as_str())
 }
@@ -89,6 +89,12 @@ pub fn analytics_unique_users(period: Period, label: &str) -> String {
 /// Request metrics for one period (hash): requests, status classes, bytes, latency buckets.
 pub fn metrics_period(period: Period, label: &str) -> String {
     format!("sting:metrics:{}:{label}", period.as_str())
+}
+
+/// Marks a written analytics batch (1 day), so a retry after a lost reply can tell the batch
+/// already landed instead of counting it twice.
+pub fn analytics_batch(batch_id: &str) -> String {
+    format!("sting:analytics:batch:{batch_id}")
 }
 
 /// One AAL2 step-up event (JSON string, kept 7 days as in the seed).

@@ -129,10 +129,13 @@ impl Sidecar {
             req.headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.chars().take(MAX_EVENT_TEXT).collect::<String>())
         };
         // The session: the identity's, or a live anonymous Flask session; never a dead sid.
-        let sid = match &ctx.identity {
-            Some(id) => Some(id.session_id.clone()),
-            None if ctx.outcome == AuthOutcome::FlaskAnonymousSession => ctx.flask_sid.clone(),
-            None => None,
+        // A request that made the app issue a session (a login without a prior session)
+        // belongs to the session it created.
+        let sid = match (&ctx.identity, &ctx.signal) {
+            (Some(id), _) => Some(id.session_id.clone()),
+            (None, _) if ctx.outcome == AuthOutcome::FlaskAnonymousSession => ctx.flask_sid.clone(),
+            (None, SessionSignal::Issued { sid }) => Some(sid.clone()),
+            (None, _) => None,
         };
         RequestEvent {
             ts_ms: ctx.started_ms,

@@ -74,7 +74,15 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
     // Analytics: the writer and the lifecycle services, all off the request path.
     let capture = if cfg.analytics.enabled {
         let grace = Duration::from_secs(cfg.server.grace_period_seconds);
-        let (handle, writer) = capture::channel(&cfg.analytics, store.clone(), grace).context("analytics")?;
+        // Its own connection: batches may take longer than a request-path command may, and the
+        // writer drives it from its own runtime (see `capture::Writer::start`).
+        let analytics_store = RedisStore::new(
+            cfg.redis.url.expose(),
+            Duration::from_millis(cfg.redis.connect_timeout_ms),
+            capture::BATCH_TIMEOUT,
+        )
+        .context("redis.url")?;
+        let (handle, writer) = capture::channel(&cfg.analytics, analytics_store.clone(), grace).context("analytics")?;
         server.add_service(background_service("analytics-writer", writer));
         if cfg.analytics.keyspace_notifications {
             server.add_service(background_service(
@@ -89,7 +97,7 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
         server.add_service(background_service(
             "session-sweeper",
             Sweeper {
-                store: store.clone(),
+                store: analytics_store,
                 key_prefix: cfg.session.key_prefix.clone(),
                 interval: Duration::from_secs(cfg.analytics.sweep_interval_seconds),
                 idle_timeout: Duration::from_secs(cfg.analytics.idle_timeout_seconds),

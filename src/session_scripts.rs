@@ -81,7 +81,9 @@ return {started, attached, stepped}
 ///
 /// KEYS: 1 session hash, 2 active sessions, 3 daily hash, 4 hourly hash.
 /// ARGV: 1 sid, 2 end ts ms, 3 reason, 4 ttl s, 5 active-user key prefix,
-///       6 '1' to end at the last activity instead (expiry, idle), 7 bucket bounds "60,300,...".
+///       6 '1' to end at the last activity instead (expiry, idle), 7 bucket bounds "60,300,...",
+///       8 idle threshold ms: when > 0, end only if the session is still idle (the sweep's
+///       reading may be stale by the time the batch is written).
 /// Returns the duration in seconds, or -1 when there was nothing to end.
 pub const END: &str = r#"
 local h = KEYS[1]
@@ -90,6 +92,11 @@ if redis.call('EXISTS', h) == 0 then
   return -1
 end
 if redis.call('HEXISTS', h, 'end_time') == 1 then return -1 end
+local idle = tonumber(ARGV[8])
+if idle > 0 then
+  local seen = tonumber(redis.call('HGET', h, 'last_time') or '0')
+  if tonumber(ARGV[2]) - seen < idle then return -1 end
+end
 local start = tonumber(redis.call('HGET', h, 'start_time') or ARGV[2])
 local stop = tonumber(ARGV[2])
 if ARGV[6] == '1' then stop = tonumber(redis.call('HGET', h, 'last_time') or ARGV[2]) end
@@ -191,8 +198,9 @@ pub fn action_json(ts_ms: i64, action: &str, page: Option<&str>) -> String {
     .to_string()
 }
 
-/// The `EVAL` command that ends `sid` at `ts_ms` (or at its last activity when `at_last_activity`).
-pub fn end_cmd(sid: &str, ts_ms: i64, reason: &str, at_last_activity: bool, ttl_secs: u64) -> redis::Cmd {
+/// The `EVAL` command that ends `sid` at `ts_ms` (or at its last activity when
+/// `at_last_activity`); with `idle_check_ms > 0` only if it has been idle that long.
+pub fn end_cmd(sid: &str, ts_ms: i64, reason: &str, at_last_activity: bool, idle_check_ms: u64, ttl_secs: u64) -> redis::Cmd {
     let bounds: Vec<String> = DURATION_BUCKETS.iter().map(u64::to_string).collect();
     let mut c = redis::cmd("EVAL");
     c.arg(END)
@@ -207,6 +215,7 @@ pub fn end_cmd(sid: &str, ts_ms: i64, reason: &str, at_last_activity: bool, ttl_
         .arg(ttl_secs)
         .arg(keys::ACTIVE_USER_PREFIX)
         .arg(if at_last_activity { "1" } else { "0" })
-        .arg(bounds.join(","));
+        .arg(bounds.join(","))
+        .arg(idle_check_ms);
     c
 }

@@ -34,6 +34,23 @@ struct Inner {
     command_timeout: Duration,
 }
 
+impl StoreError {
+    /// Worth retrying: the connection or Redis itself was briefly unavailable. Anything else
+    /// (a script error, a wrong type) would fail the same way again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::NotConnected | StoreError::Timeout(_) => true,
+            StoreError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || matches!(e.kind(), redis::ErrorKind::BusyLoadingError | redis::ErrorKind::TryAgain)
+            }
+        }
+    }
+}
+
 impl RedisStore {
     /// A handle for `url`; does no I/O until [`RedisStore::connect_forever`] runs.
     pub fn new(url: &str, connect_timeout: Duration, command_timeout: Duration) -> redis::RedisResult<Self> {
