@@ -25,7 +25,7 @@ use crate::client_ip;
 use crate::config::Config;
 use crate::cookies::{self, CookieChange};
 use crate::headers::{self, *};
-use crate::identity::Identity;
+use crate::identity::{AuthSource, Identity};
 use crate::local_response::LocalResponse;
 use crate::rules::{self, Decision};
 
@@ -315,6 +315,10 @@ impl ProxyHttp for Sidecar {
             if let Some(CookieChange::Cleared) = cookies::change_in_response(resp, kratos.cookie_name(), now) {
                 if let Some(cred) = self.auth.kratos_credential(session.req_header()) {
                     kratos.forget(cred).await;
+                }
+                // Kratos's logout flow: the Kratos session this request carried ends here.
+                if ctx.identity.as_ref().is_some_and(|i| i.source == AuthSource::Kratos) {
+                    ctx.signal = SessionSignal::Cleared;
                 }
             }
         }

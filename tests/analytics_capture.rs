@@ -407,3 +407,28 @@ fn aal2_step_up_is_recorded() {
     assert_eq!(body["user_id"], "id-2fa");
     assert_eq!(session_record(&redis, kratos_sid)["auth_source"], "kratos");
 }
+
+/// A Kratos logout seen by the proxy (the response expires `ory_kratos_session`) ends the
+/// Kratos session, and the next request with that cookie asks Kratos again.
+#[test]
+fn kratos_logout_ends_the_kratos_session() {
+    let redis = RedisServer::start();
+    let app = FlaskApp::start(&redis, FlaskSession::V08);
+    let kratos = KratosStub::start();
+    kratos.answer(
+        "k-cookie",
+        StubAnswer::Session { identity_id: "id-k".into(), email: "k@example.com".into(), role: None, aal: "aal1".into(), expires_in: Duration::from_secs(3600) },
+    );
+    let proxy = Proxy::start(ProxyOpts { kratos: Some(kratos.url()), extra_toml: "[analytics]\nbatch_max_delay_ms = 5", ..ProxyOpts::new(&redis, app.url()) });
+    proxy.wait_ready();
+    let c = client();
+    let with_cookie = |path: &str| c.get(proxy.url(path)).header("cookie", "ory_kratos_session=k-cookie").header("accept", "text/html").send().unwrap();
+    assert_eq!(with_cookie("/").status(), 200);
+    let out = with_cookie("/self-service/logout");
+    assert_eq!(set_cookie_value(&out, "ory_kratos_session").as_deref(), Some(""));
+    let kratos_sid = "7458af86-c1d8-401c-978a-8da89133f98b";
+    wait_field(&redis, &format!("sting:analytics:session:{kratos_sid}"), "end_reason", "logout");
+    assert_eq!(kratos.calls(), 1);
+    with_cookie("/");
+    assert_eq!(kratos.calls(), 2, "the cached answer was forgotten at logout");
+}

@@ -178,6 +178,15 @@ def set_cookie_test():
     return resp
 
 
+@app.get("/self-service/logout")
+def kratos_style_logout():
+    """Stands in for Kratos's logout flow when Kratos is served on the same origin: it answers
+    by expiring the `ory_kratos_session` cookie, which is all the proxy needs to see."""
+    resp = jsonify(ok=True)
+    resp.delete_cookie("ory_kratos_session")
+    return resp
+
+
 @app.get("/slow")
 def slow():
     try:
