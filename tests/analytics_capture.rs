@@ -387,10 +387,7 @@ fn aal2_step_up_is_recorded() {
     let redis = RedisServer::start();
     let app = FlaskApp::start(&redis, FlaskSession::V08);
     let kratos = KratosStub::start();
-    kratos.answer(
-        "strong",
-        StubAnswer::Session { identity_id: "id-2fa".into(), email: "s@example.com".into(), role: None, aal: "aal2".into(), expires_in: Duration::from_secs(3600) },
-    );
+    kratos.answer("strong", StubAnswer::session("id-2fa", None, "aal2"));
     let proxy = Proxy::start(ProxyOpts { kratos: Some(kratos.url()), extra_toml: "[analytics]\nbatch_max_delay_ms = 5", ..ProxyOpts::new(&redis, app.url()) });
     proxy.wait_ready();
     for _ in 0..3 {
@@ -415,10 +412,7 @@ fn kratos_logout_ends_the_kratos_session() {
     let redis = RedisServer::start();
     let app = FlaskApp::start(&redis, FlaskSession::V08);
     let kratos = KratosStub::start();
-    kratos.answer(
-        "k-cookie",
-        StubAnswer::Session { identity_id: "id-k".into(), email: "k@example.com".into(), role: None, aal: "aal1".into(), expires_in: Duration::from_secs(3600) },
-    );
+    kratos.answer("k-cookie", StubAnswer::session("id-k", None, "aal1"));
     let proxy = Proxy::start(ProxyOpts { kratos: Some(kratos.url()), extra_toml: "[analytics]\nbatch_max_delay_ms = 5", ..ProxyOpts::new(&redis, app.url()) });
     proxy.wait_ready();
     let c = client();

@@ -96,6 +96,11 @@ fn sigterm_exits_cleanly() {
     let redis = RedisServer::start();
     let app = FlaskApp::start(&redis, FlaskSession::V08);
     let mut proxy = Proxy::start(ProxyOpts::new(&redis, app.url()));
+    proxy.wait_ready();
+    assert_eq!(client().get(proxy.url("/")).send().unwrap().status(), 200);
+    // pingora installs its signal handlers only after the listeners are up; a SIGTERM in that
+    // instant takes the default action. Give the main loop a moment to start listening.
+    std::thread::sleep(Duration::from_millis(300));
     let status = proxy.terminate(Duration::from_secs(15));
     assert!(status.success(), "exit status {status}:\n{}", proxy.log());
 }

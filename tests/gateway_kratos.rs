@@ -8,13 +8,7 @@ use std::time::Duration;
 use common::*;
 
 fn session(id: &str, role: Option<&str>) -> StubAnswer {
-    StubAnswer::Session {
-        identity_id: id.into(),
-        email: format!("{id}@example.com"),
-        role: role.map(str::to_owned),
-        aal: "aal1".into(),
-        expires_in: Duration::from_secs(3600),
-    }
+    StubAnswer::session(id, role, "aal1")
 }
 
 fn proxy_with_kratos<'a>(redis: &RedisServer, app: &FlaskApp, kratos: &KratosStub, extra: &'a str) -> Proxy {
@@ -59,7 +53,8 @@ fn concurrent_misses_collapse_into_one_whoami_call() {
     let app = FlaskApp::start(&redis, FlaskSession::V08);
     let kratos = KratosStub::start();
     kratos.answer("shared-token", session("id-shared", None));
-    kratos.set_delay(Duration::from_millis(400));
+    // Long enough that all 24 requests arrive while the first call is still in flight.
+    kratos.set_delay(Duration::from_millis(1500));
     let proxy = proxy_with_kratos(&redis, &app, &kratos, "");
     let url = proxy.url("/echo");
     let threads: Vec<_> = (0..24)

@@ -202,6 +202,19 @@ pub enum StubAnswer {
     Status(u16),
 }
 
+impl StubAnswer {
+    /// A live session (1 h) for identity `id` with email `{id}@example.com`.
+    pub fn session(id: &str, role: Option<&str>, aal: &str) -> Self {
+        StubAnswer::Session {
+            identity_id: id.into(),
+            email: format!("{id}@example.com"),
+            role: role.map(str::to_owned),
+            aal: aal.into(),
+            expires_in: Duration::from_secs(3600),
+        }
+    }
+}
+
 pub struct KratosStub {
     pub port: u16,
     calls: Arc<AtomicUsize>,
