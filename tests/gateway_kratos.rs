@@ -55,7 +55,7 @@ fn concurrent_misses_collapse_into_one_whoami_call() {
     kratos.answer("shared-token", session("id-shared", None));
     // Long enough that all 24 requests arrive while the first call is still in flight.
     kratos.set_delay(Duration::from_millis(1500));
-    let proxy = proxy_with_kratos(&redis, &app, &kratos, "");
+    let proxy = proxy_with_kratos(&redis, &app, &kratos, "timeout_ms = 5000\n");
     let url = proxy.url("/echo");
     let threads: Vec<_> = (0..24)
         .map(|_| {
