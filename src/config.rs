@@ -308,6 +308,14 @@ pub struct AnalyticsSection {
     pub asset_prefixes: Vec<String>,
     /// Named actions: method + route template → name.
     pub actions: Vec<ActionRuleSection>,
+    /// Where the analytics REST API is served (never forwarded to the app).
+    pub api_prefix: String,
+    /// Roles whose sessions may read the API.
+    pub admin_roles: Vec<String>,
+    /// `STING_ANALYTICS_TOKEN` (comma-separated): bearer tokens that may read the API.
+    pub api_tokens: Vec<Secret>,
+    /// Browser origins allowed to call the API cross-origin (same origin always is).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for AnalyticsSection {
@@ -328,6 +336,10 @@ impl Default for AnalyticsSection {
             asset_extensions: assets.extensions,
             asset_prefixes: assets.prefixes,
             actions: Vec::new(),
+            api_prefix: "/api/analytics/".into(),
+            admin_roles: vec!["admin".into()],
+            api_tokens: Vec::new(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -388,6 +400,7 @@ pub mod env {
     pub const STING_GRACE_PERIOD_SECONDS: &str = "STING_GRACE_PERIOD_SECONDS";
     pub const STING_SESSION_CACHE_TTL_SECONDS: &str = "STING_SESSION_CACHE_TTL_SECONDS";
     pub const GEOIP_DATABASE: &str = "GEOIP_DATABASE";
+    pub const STING_ANALYTICS_TOKEN: &str = "STING_ANALYTICS_TOKEN";
 }
 
 impl Config {
@@ -457,6 +470,9 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         self.over(ANALYTICS_ENABLED, "analytics.enabled", &mut f.analytics.enabled, boolean)?;
         let s_ret = self.over(ANALYTICS_RETENTION_DAYS, "analytics.retention_days", &mut f.analytics.retention_days, number)?;
         let s_geo = self.over(GEOIP_DATABASE, "analytics.geoip_database", &mut f.analytics.geoip_database, text)?;
+        let s_tok = self.over(STING_ANALYTICS_TOKEN, "analytics.api_tokens", &mut f.analytics.api_tokens, |v| {
+            list(v).map(|l| l.into_iter().map(Secret::new).collect())
+        })?;
         let s_kratos = self.over(KRATOS_PUBLIC_URL, "kratos.public_url", &mut f.kratos.public_url, text)?;
         let s_login = self.over(STING_LOGIN_URL, "auth.login_url", &mut f.auth.login_url, text)?;
         let mut env_rules: Option<Vec<String>> = None;
@@ -519,6 +535,12 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         }
         if f.analytics.queue_capacity == 0 || f.analytics.batch_max_events == 0 {
             return Err(invalid("analytics.queue_capacity", &fs, "queue_capacity and batch_max_events must be at least 1".into()));
+        }
+        if !(f.analytics.api_prefix.starts_with('/') && f.analytics.api_prefix.ends_with('/')) {
+            return Err(invalid("analytics.api_prefix", &fs, "must start and end with '/'".into()));
+        }
+        if f.analytics.api_tokens.iter().any(|t| t.expose().len() < 16) {
+            return Err(invalid("analytics.api_tokens", &s_tok, "every token must be at least 16 characters".into()));
         }
         if f.analytics.sweep_interval_seconds == 0 {
             return Err(invalid("analytics.sweep_interval_seconds", &fs, "must be at least 1".into()));

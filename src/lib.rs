@@ -17,6 +17,7 @@
 //! - [`headers`]: identity header names; stripping forged ones.
 //! - [`local_response`]: answers the proxy writes itself.
 //! - [`admin`]: `/healthz` and `/readyz` on the admin listener.
+//! - [`analytics_api`]: the analytics REST API the proxy answers itself (admin or token only).
 //! - [`store`]: the shared Redis handle; [`keys`]: every Redis key name.
 //! - [`check`]: the `check` command (config, Redis and Kratos diagnostics).
 //!
@@ -33,6 +34,7 @@
 
 pub mod admin;
 pub mod aggregate;
+pub mod analytics_api;
 pub mod authenticate;
 pub mod capture;
 pub mod check;

@@ -17,7 +17,9 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
+use crate::analytics_api::{self, Access, ApiAccess};
 use crate::authenticate::{AuthOutcome, Authenticator};
+use crate::store::RedisStore;
 use crate::capture::CaptureHandle;
 use crate::request_event::{CaptureEvent, RequestEvent, SessionSignal};
 use crate::route_template;
@@ -39,6 +41,8 @@ pub struct RequestCtx {
     /// The request looked like a browser navigation.
     pub navigation: bool,
     pub signal: SessionSignal,
+    /// Answered by the proxy's own API: not app traffic, so not recorded in analytics.
+    pub own_endpoint: bool,
     pub request_id: String,
     pub client_ip: Option<IpAddr>,
     pub identity: Option<Arc<Identity>>,
@@ -52,11 +56,45 @@ pub struct Sidecar {
     peer: HttpPeer,
     auth: Arc<Authenticator>,
     capture: Option<CaptureHandle>,
+    store: RedisStore,
+    api_access: ApiAccess,
 }
 
 impl Sidecar {
-    pub fn new(cfg: Arc<Config>, peer: HttpPeer, auth: Arc<Authenticator>, capture: Option<CaptureHandle>) -> Self {
-        Self { cfg, peer, auth, capture }
+    pub fn new(cfg: Arc<Config>, peer: HttpPeer, auth: Arc<Authenticator>, capture: Option<CaptureHandle>, store: RedisStore) -> Self {
+        let api_access = ApiAccess::new(&cfg.analytics);
+        Self { cfg, peer, auth, capture, store, api_access }
+    }
+
+    /// Answers an analytics API request (never forwarded): origin, then credentials, then the
+    /// endpoint. A matching bearer token skips identification, so the token is never sent to
+    /// Kratos as if it were a Kratos credential.
+    async fn serve_api(&self, session: &mut Session, ctx: &mut RequestCtx, rest: &str) -> Result<bool> {
+        let req = session.req_header();
+        let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
+        let resp = if !self.api_access.origin_allowed(header("origin"), header("host")) {
+            LocalResponse::json(403, serde_json::json!({"error": "forbidden_origin", "message": "cross-origin requests are not allowed"}))
+        } else {
+            let bearer = self.api_access.bearer_matches(header("authorization"));
+            if !bearer {
+                let found = self.auth.identify(req).await;
+                ctx.identity = found.identity;
+                ctx.outcome = found.outcome;
+            }
+            match self.api_access.check(bearer, ctx.identity.as_deref()) {
+                Access::Unauthenticated => LocalResponse::json(401, serde_json::json!({
+                    "error": "unauthenticated",
+                    "message": "an admin session or an analytics bearer token is required",
+                })),
+                Access::Forbidden(why) => LocalResponse::json(403, serde_json::json!({"error": "forbidden", "message": why})),
+                Access::Granted => match analytics_api::route(req.method.as_str(), rest) {
+                    Err(e) => e.response(),
+                    Ok(ep) => analytics_api::serve(&self.store, ep, req.uri.query()).await,
+                },
+            }
+        };
+        resp.write(session, &ctx.request_id).await?;
+        Ok(true)
     }
 
     /// The answer for a request that may not pass, or `None` to let it through.
@@ -206,6 +244,7 @@ impl ProxyHttp for Sidecar {
             upstream_latency_us: None,
             navigation: false,
             signal: SessionSignal::None,
+            own_endpoint: false,
             request_id: String::new(),
             client_ip: None,
             identity: None,
@@ -225,6 +264,17 @@ impl ProxyHttp for Sidecar {
 
         let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
         ctx.navigation = route_template::is_navigation(header("accept"), header("x-requested-with"), header("sec-fetch-mode"));
+
+        // The proxy's own API: matched on the path the app would route, so no spelling of it
+        // ever reaches the app.
+        if let Some(path) = routable_path(req) {
+            let prefix = self.cfg.analytics.api_prefix.as_str();
+            if let Some(rest) = path.strip_prefix(prefix).or_else(|| (path == prefix.trim_end_matches('/')).then_some("")) {
+                let rest = rest.to_owned();
+                ctx.own_endpoint = true;
+                return self.serve_api(session, ctx, &rest).await;
+            }
+        }
 
         let found = self.auth.identify(req).await;
         ctx.identity = found.identity;
@@ -328,7 +378,7 @@ impl ProxyHttp for Sidecar {
 
     async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut Self::CTX) {
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
-        if let Some(capture) = &self.capture {
+        if let (Some(capture), false) = (&self.capture, ctx.own_endpoint) {
             capture.record(CaptureEvent::Request(Box::new(self.event(session, ctx, status))));
         }
         tracing::debug!(

@@ -111,7 +111,7 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Sidecar::new(cfg.clone(), peer, auth, capture),
+        Sidecar::new(cfg.clone(), peer, auth, capture, store.clone()),
         "sting-proxy",
     );
     proxy.add_tcp(&cfg.listen.to_string());

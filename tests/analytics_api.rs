@@ -1,0 +1,149 @@
+//! The analytics REST API: access control, exact numbers after a known scenario, parameter
+//! validation, and that nothing under the API prefix ever reaches the app.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const TOKEN: &str = "integration-analytics-token";
+
+struct Setup {
+    redis: RedisServer,
+    _app: FlaskApp,
+    proxy: Proxy,
+}
+
+fn setup() -> Setup {
+    let redis = RedisServer::start();
+    let app = FlaskApp::start(&redis, FlaskSession::V08);
+    let mut opts = ProxyOpts::new(&redis, app.url());
+    opts.extra_toml = "[analytics]\nbatch_max_delay_ms = 5\nallowed_origins = [\"https://ops.example.com\"]";
+    opts.env = vec![("STING_ANALYTICS_TOKEN", format!("another-token-0123456789,{TOKEN}"))];
+    let proxy = Proxy::start(opts);
+    proxy.wait_ready();
+    Setup { redis, _app: app, proxy }
+}
+
+fn get(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = client().get(proxy.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(Value::Null))
+}
+
+fn with_token(proxy: &Proxy, path: &str) -> (u16, Value) {
+    get(proxy, path, &[("authorization", &format!("Bearer {TOKEN}"))])
+}
+
+fn page_view(proxy: &Proxy, cookie: &str, path: &str) {
+    let r = client().get(proxy.url(path)).header("cookie", format!("session={cookie}")).header("accept", "text/html").send().unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+fn wait_page_views(redis: &RedisServer, sid: &str, n: i64) {
+    let key = format!("sting:analytics:session:{sid}");
+    wait_until(&format!("{key} page_views = {n}"), Duration::from_secs(15), || {
+        redis::cmd("HGET").arg(&key).arg("page_views").query::<Option<i64>>(&mut redis.conn()).unwrap() == Some(n)
+    });
+}
+
+/// Only an admin session or a configured bearer token reads the API; everything else is
+/// refused with a JSON body, and cross-origin browsers are refused unless configured.
+#[test]
+fn access_control() {
+    let s = setup();
+    let path = "/api/analytics/sessions/active";
+    assert_eq!(get(&s.proxy, path, &[]).0, 401);
+    assert_eq!(get(&s.proxy, path, &[("authorization", "Bearer wrong-token-0123456789")]).0, 401);
+    let user = login(&s.proxy.url(""), "plain", "user");
+    let (status, body) = get(&s.proxy, path, &[("cookie", &format!("session={user}"))]);
+    assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")));
+    let admin = login(&s.proxy.url(""), "boss", "admin");
+    assert_eq!(get(&s.proxy, path, &[("cookie", &format!("session={admin}"))]).0, 200);
+    assert_eq!(with_token(&s.proxy, path).0, 200);
+    let auth = format!("Bearer {TOKEN}");
+    assert_eq!(get(&s.proxy, path, &[("authorization", &auth), ("origin", "https://evil.example")]).0, 403);
+    assert_eq!(get(&s.proxy, path, &[("authorization", &auth), ("origin", "https://ops.example.com")]).0, 200);
+}
+
+/// After a known scenario the seed's three endpoints and the session endpoint give exact numbers.
+#[test]
+fn endpoints_report_the_scenario_exactly() {
+    let s = setup();
+    let alice = login(&s.proxy.url(""), "alice", "user");
+    let bob = login(&s.proxy.url(""), "bob", "user");
+    let (alice_sid, bob_sid) = (alice.rsplit_once('.').unwrap().0.to_owned(), bob.rsplit_once('.').unwrap().0.to_owned());
+    for p in ["/", "/echo/a", "/echo/users/1"] {
+        page_view(&s.proxy, &alice, p);
+    }
+    page_view(&s.proxy, &bob, "/");
+    page_view(&s.proxy, &bob, "/echo/b");
+    wait_page_views(&s.redis, &alice_sid, 3);
+    wait_page_views(&s.redis, &bob_sid, 2);
+    client().post(s.proxy.url("/logout")).header("cookie", format!("session={bob}")).send().unwrap();
+    wait_until("bob's session ended", Duration::from_secs(15), || {
+        with_token(&s.proxy, &format!("/api/analytics/sessions/{bob_sid}")).1["end_reason"] == "logout"
+    });
+
+    let (status, active) = with_token(&s.proxy, "/api/analytics/sessions/active");
+    assert_eq!(status, 200);
+    assert_eq!(active["active_sessions"], 1);
+    assert!(chrono::DateTime::parse_from_rfc3339(active["timestamp"].as_str().unwrap()).is_ok());
+
+    let (_, stats) = with_token(&s.proxy, "/api/analytics/sessions/stats");
+    assert_eq!(stats["total_sessions_today"], 2);
+    assert_eq!(stats["unique_users_today"], 2);
+    assert_eq!(stats["active_sessions"], 1);
+    assert_eq!(stats["sessions_ended_today"], 1);
+    assert_eq!(stats["page_views_today"], 5);
+    assert!(stats["average_duration_minutes"].as_f64().unwrap() >= 0.0);
+
+    let (_, hist) = with_token(&s.proxy, "/api/analytics/users/alice/sessions?limit=10");
+    assert_eq!(hist["user_id"], "alice");
+    assert_eq!(hist["total_count"], 1);
+    let sess = &hist["sessions"][0];
+    assert_eq!(sess["session_id"], alice_sid.as_str());
+    assert_eq!(sess["page_views"], 3);
+    assert_eq!(sess["end_time"], Value::Null);
+    for field in ["start_time", "duration", "ip_address", "location", "device"] {
+        assert!(sess.get(field).is_some(), "{field}");
+    }
+
+    let (_, detail) = with_token(&s.proxy, &format!("/api/analytics/sessions/{alice_sid}"));
+    let views = detail["actions"].as_array().unwrap().iter().filter(|a| a["action"] == "page_view").count();
+    assert_eq!(views, 3);
+    assert_eq!(with_token(&s.proxy, "/api/analytics/sessions/no-such-session").0, 404);
+}
+
+/// Bad parameters get a 400 naming the parameter; unknown endpoints and methods get JSON errors.
+#[test]
+fn bad_requests_are_explained() {
+    let s = setup();
+    for q in ["limit=0", "limit=501", "limit=ten"] {
+        let (status, body) = with_token(&s.proxy, &format!("/api/analytics/users/u/sessions?{q}"));
+        assert_eq!((status, body["parameter"].as_str()), (400, Some("limit")), "{q}");
+    }
+    assert_eq!(with_token(&s.proxy, "/api/analytics/nope").0, 404);
+    let r = client().post(s.proxy.url("/api/analytics/sessions/active")).header("authorization", format!("Bearer {TOKEN}")).send().unwrap();
+    assert_eq!(r.status(), 405);
+}
+
+/// No spelling of an API path reaches the app: every answer is the proxy's own JSON.
+#[test]
+fn api_paths_never_reach_the_app() {
+    let s = setup();
+    let auth = format!("Bearer {TOKEN}");
+    for path in ["/api/analytics/sessions/active", "/api/analytics", "/api/analytics/echo", "//api/analytics/sessions/active", "/api/%61nalytics/sessions/active", "/api/analytics/../echo"] {
+        let resp = raw_request(s.proxy.port, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"));
+        let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");
+        let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        assert!(v.get("active_sessions").is_some() || v.get("error").is_some(), "{path} answered by the app? {resp}");
+        assert!(!body.contains("\"headers\""), "{path} reached the app's /echo: {resp}");
+    }
+}
