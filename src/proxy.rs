@@ -98,14 +98,15 @@ impl Sidecar {
     }
 
     /// The answer for a request that may not pass, or `None` to let it through.
-    fn denial(&self, req: &RequestHeader, ctx: &RequestCtx, store_down: bool, aal2: Option<&Option<String>>) -> Option<LocalResponse> {
-        let Some(path) = routable_path(req) else {
+    /// `path` is the request's [`routable_path`]; `None` means the target is refused.
+    fn denial(&self, req: &RequestHeader, path: Option<&str>, ctx: &RequestCtx, store_down: bool, aal2: Option<&Option<String>>) -> Option<LocalResponse> {
+        let Some(path) = path else {
             return Some(LocalResponse::json(400, serde_json::json!({
                 "error": "bad_request_target",
                 "message": "the request path must be absolute and free of dot segments",
             })));
         };
-        let requirement = rules::requirement_for(&self.cfg.rules, &path);
+        let requirement = rules::requirement_for(&self.cfg.rules, path);
         let role = ctx.identity.as_ref().and_then(|i| i.role.as_deref());
         let browser = wants_html(req);
         match rules::decide(requirement, role, ctx.identity.is_some()) {
@@ -267,7 +268,8 @@ impl ProxyHttp for Sidecar {
 
         // The proxy's own API: matched on the path the app would route, so no spelling of it
         // ever reaches the app.
-        if let Some(path) = routable_path(req) {
+        let path = routable_path(req);
+        if let Some(path) = &path {
             let prefix = self.cfg.analytics.api_prefix.as_str();
             if let Some(rest) = path.strip_prefix(prefix).or_else(|| (path == prefix.trim_end_matches('/')).then_some("")) {
                 let rest = rest.to_owned();
@@ -281,7 +283,7 @@ impl ProxyHttp for Sidecar {
         ctx.flask_sid = found.flask_sid;
         ctx.outcome = found.outcome;
 
-        match self.denial(session.req_header(), ctx, found.store_down, found.aal2_required.as_ref()) {
+        match self.denial(session.req_header(), path.as_deref(), ctx, found.store_down, found.aal2_required.as_ref()) {
             None => Ok(false),
             Some(resp) => {
                 resp.write(session, &ctx.request_id).await?;
