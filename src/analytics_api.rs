@@ -81,6 +81,9 @@ pub enum Endpoint<'a> {
     SessionStats,
     UserSessions { user_id: &'a str },
     Session { sid: &'a str },
+    TopPages,
+    Devices,
+    Geo,
 }
 
 /// Why a request is not a valid API call.
@@ -111,6 +114,9 @@ pub fn route<'a>(method: &str, rest: &'a str) -> Result<Endpoint<'a>, ApiError> 
         ["sessions", "stats"] => Endpoint::SessionStats,
         ["users", user_id, "sessions"] if valid_id(user_id) => Endpoint::UserSessions { user_id },
         ["sessions", sid] if valid_id(sid) => Endpoint::Session { sid },
+        ["pages", "top"] => Endpoint::TopPages,
+        ["devices"] => Endpoint::Devices,
+        ["geo"] => Endpoint::Geo,
         _ => return Err(ApiError::NotFound),
     };
     if method != "GET" && method != "HEAD" {
@@ -124,20 +130,53 @@ fn valid_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_graphic() && !b"*?[]:".contains(&b))
 }
 
+fn param(query: Option<&str>, name: &str) -> Option<String> {
+    query.into_iter().flat_map(|q| form_urlencoded::parse(q.as_bytes())).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
 /// `limit` from a query string: default 50, 1..=MAX_LIMIT.
 pub fn parse_limit(query: Option<&str>) -> Result<usize, ApiError> {
-    let raw = query
-        .into_iter()
-        .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
-        .find(|(k, _)| k == "limit")
-        .map(|(_, v)| v.into_owned());
-    match raw {
-        None => Ok(50),
+    parse_limit_or(query, 50)
+}
+
+fn parse_limit_or(query: Option<&str>, default: usize) -> Result<usize, ApiError> {
+    match param(query, "limit") {
+        None => Ok(default),
         Some(v) => match v.parse::<usize>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
             _ => Err(ApiError::BadParameter { parameter: "limit", message: format!("must be a whole number from 1 to {MAX_LIMIT}") }),
         },
     }
+}
+
+/// `period=day|hour` (default day) and `date` (`YYYY-MM-DD` or `YYYY-MM-DDTHH`, default now),
+/// checked, as the key label.
+pub fn parse_period(query: Option<&str>) -> Result<(Period, String), ApiError> {
+    let period = match param(query, "period").as_deref() {
+        None | Some("day") => Period::Day,
+        Some("hour") => Period::Hour,
+        Some(_) => return Err(ApiError::BadParameter { parameter: "period", message: "must be \"day\" or \"hour\"".into() }),
+    };
+    let label = match param(query, "date") {
+        None => period.label(chrono::Utc::now().timestamp_millis()),
+        Some(d) => {
+            let ok = match period {
+                Period::Day => chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d").is_ok(),
+                Period::Hour => chrono::NaiveDateTime::parse_from_str(&format!("{d}:00"), "%Y-%m-%dT%H:%M").is_ok() && d.len() == 13,
+            };
+            if !ok {
+                let shape = if period == Period::Day { "YYYY-MM-DD" } else { "YYYY-MM-DDTHH" };
+                return Err(ApiError::BadParameter { parameter: "date", message: format!("must be {shape} (UTC)") });
+            }
+            d
+        }
+    };
+    Ok((period, label))
+}
+
+/// `[{"name": member, "count": n}, ...]` from a `ZREVRANGE ... WITHSCORES` reply.
+fn ranked(rows: Vec<(String, f64)>) -> serde_json::Value {
+    serde_json::json!(rows.into_iter().map(|(name, n)| serde_json::json!({"name": name, "count": n as i64})).collect::<Vec<_>>())
 }
 
 fn iso(ms: Option<i64>) -> serde_json::Value {
@@ -250,6 +289,30 @@ async fn answer(store: &RedisStore, ep: Endpoint<'_>, query: Option<&str>) -> Re
             let sessions: Vec<serde_json::Value> = sids.iter().zip(&records).map(|(sid, rec)| session_json(sid, rec)).collect();
             Ok(ok(serde_json::json!({"user_id": user_id, "sessions": sessions, "total_count": total})))
         }
+        Endpoint::TopPages | Endpoint::Devices | Endpoint::Geo => {
+            let (period, label) = parse_period(query).map_err(AnswerError::Api)?;
+            let limit = parse_limit_or(query, 10).map_err(AnswerError::Api)?;
+            let dims: &[&str] = match ep {
+                Endpoint::TopPages => &["pages"],
+                Endpoint::Devices => &["browsers", "os", "devices"],
+                _ => &["countries", "cities"],
+            };
+            let mut pipe = redis::pipe();
+            for d in dims {
+                pipe.zrevrange_withscores(keys::analytics_breakdown(period, &label, d), 0, limit as isize - 1);
+            }
+            let rows: Vec<Vec<(String, f64)>> = store.pipeline(&pipe).await?;
+            let mut body = serde_json::json!({"period": if period == Period::Day { "day" } else { "hour" }, "date": label});
+            for (d, r) in dims.iter().zip(rows) {
+                let name = if *d == "devices" { "device_types" } else { d };
+                body[name] = ranked(r);
+            }
+            if let Some(types) = body.get("device_types").and_then(|v| v.as_array()) {
+                let bots = types.iter().find(|t| t["name"] == "bot").map(|t| t["count"].clone()).unwrap_or(serde_json::json!(0));
+                body["bots"] = bots;
+            }
+            Ok(ok(body))
+        }
         Endpoint::Session { sid } => {
             let (rec, actions): (HashMap<String, String>, Vec<String>) = store
                 .pipeline(redis::pipe().hgetall(keys::analytics_session(sid)).lrange(keys::session_actions(sid), 0, 99))
@@ -318,6 +381,12 @@ mod tests {
         assert_eq!(route("POST", "sessions/active"), Err(ApiError::MethodNotAllowed));
         assert_eq!(route("GET", "users/a:b/sessions"), Err(ApiError::NotFound));
         assert_eq!(route("GET", "nope"), Err(ApiError::NotFound));
+        assert_eq!(route("GET", "pages/top"), Ok(Endpoint::TopPages));
+        assert_eq!(parse_period(Some("period=hour&date=2026-11-30T13")), Ok((Period::Hour, "2026-11-30T13".into())));
+        assert_eq!(parse_period(Some("date=2026-11-30")), Ok((Period::Day, "2026-11-30".into())));
+        for (q, p) in [("period=week", "period"), ("date=2026-13-01", "date"), ("period=hour&date=2026-11-30", "date"), ("date=x", "date")] {
+            assert!(matches!(parse_period(Some(q)), Err(ApiError::BadParameter { parameter, .. }) if parameter == p), "{q}");
+        }
         assert_eq!(parse_limit(None), Ok(50));
         assert_eq!(parse_limit(Some("limit=3&x=1")), Ok(3));
         for bad in ["limit=0", "limit=501", "limit=abc", "limit=-1"] {

@@ -147,3 +147,48 @@ fn api_paths_never_reach_the_app() {
         assert!(!body.contains("\"headers\""), "{path} reached the app's /echo: {resp}");
     }
 }
+
+/// Top pages, devices and geo report the day's page views by template, device and country;
+/// bad `period`/`date` values are rejected by name.
+#[test]
+fn breakdown_endpoints() {
+    let s = setup();
+    let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+    let googlebot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    let view = |path: &str, ua: &str| {
+        let r = client().get(s.proxy.url(path)).header("accept", "text/html").header("user-agent", ua).send().unwrap();
+        assert_eq!(r.status(), 200);
+    };
+    let hour_before = chrono::Utc::now().format("%Y-%m-%dT%H").to_string();
+    for i in 0..3 {
+        view(&format!("/echo/items/{i}"), chrome);
+    }
+    view("/", chrome);
+    view("/", googlebot);
+    wait_until("5 page views counted", Duration::from_secs(15), || with_token(&s.proxy, "/api/analytics/sessions/stats").1["page_views_today"] == 5);
+
+    let (status, top) = with_token(&s.proxy, "/api/analytics/pages/top?limit=2");
+    assert_eq!(status, 200);
+    assert_eq!(top["period"], "day");
+    assert_eq!(top["pages"], serde_json::json!([{"name": "/echo/items/:id", "count": 3}, {"name": "/", "count": 2}]));
+
+    let (_, dev) = with_token(&s.proxy, "/api/analytics/devices");
+    assert_eq!(dev["bots"], 1);
+    assert!(dev["browsers"].as_array().unwrap().iter().any(|b| b["name"] == "Chrome" && b["count"] == 4));
+    assert!(dev["device_types"].as_array().unwrap().iter().any(|b| b["name"] == "desktop" && b["count"] == 4));
+
+    let (_, geo) = with_token(&s.proxy, "/api/analytics/geo");
+    assert_eq!(geo["countries"], serde_json::json!([{"name": "unknown", "count": 5}]), "no GeoIP database configured");
+
+    let hour = chrono::Utc::now().format("%Y-%m-%dT%H").to_string();
+    let (_, hourly) = with_token(&s.proxy, &format!("/api/analytics/pages/top?period=hour&date={hour}"));
+    // Unless the views straddled an hour boundary, the hour holds them all.
+    if hour == hour_before {
+        assert_eq!(hourly["pages"][0]["count"], 3);
+    }
+    assert_eq!(hourly["date"], hour.as_str());
+    for (q, p) in [("period=week", "period"), ("date=yesterday", "date"), ("limit=1000", "limit")] {
+        let (status, body) = with_token(&s.proxy, &format!("/api/analytics/pages/top?{q}"));
+        assert_eq!((status, body["parameter"].as_str()), (400, Some(p)), "{q}");
+    }
+}
