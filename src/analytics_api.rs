@@ -84,6 +84,8 @@ pub enum Endpoint<'a> {
     TopPages,
     Devices,
     Geo,
+    Durations,
+    Timeseries,
 }
 
 /// Why a request is not a valid API call.
@@ -113,10 +115,12 @@ pub fn route<'a>(method: &str, rest: &'a str) -> Result<Endpoint<'a>, ApiError> 
         ["sessions", "active"] => Endpoint::ActiveSessions,
         ["sessions", "stats"] => Endpoint::SessionStats,
         ["users", user_id, "sessions"] if valid_id(user_id) => Endpoint::UserSessions { user_id },
+        ["sessions", "durations"] => Endpoint::Durations,
         ["sessions", sid] if valid_id(sid) => Endpoint::Session { sid },
         ["pages", "top"] => Endpoint::TopPages,
         ["devices"] => Endpoint::Devices,
         ["geo"] => Endpoint::Geo,
+        ["timeseries"] => Endpoint::Timeseries,
         _ => return Err(ApiError::NotFound),
     };
     if method != "GET" && method != "HEAD" {
@@ -172,6 +176,65 @@ pub fn parse_period(query: Option<&str>) -> Result<(Period, String), ApiError> {
         }
     };
     Ok((period, label))
+}
+
+/// Most points one timeseries answer may hold.
+pub const MAX_POINTS: usize = 744;
+
+/// Metrics a timeseries can show, and the analytics-hash field behind each (None = the HLL).
+fn timeseries_field(metric: &str) -> Option<Option<&'static str>> {
+    Some(match metric {
+        "page_views" => Some("page_views"),
+        "sessions_started" => Some("sessions_started"),
+        "hits" => Some("hits"),
+        "errors" => Some("errors"),
+        "unique_users" => None,
+        _ => return None,
+    })
+}
+
+/// The period labels from `from` to `to` (inclusive), by granularity; defaults: the last 24
+/// hours or the last 30 days.
+pub fn timeseries_labels(query: Option<&str>) -> Result<(Period, Vec<String>), ApiError> {
+    let granularity = match param(query, "granularity").as_deref() {
+        None | Some("hour") => Period::Hour,
+        Some("day") => Period::Day,
+        Some(_) => return Err(ApiError::BadParameter { parameter: "granularity", message: "must be \"hour\" or \"day\"".into() }),
+    };
+    let step = match granularity {
+        Period::Hour => chrono::Duration::hours(1),
+        Period::Day => chrono::Duration::days(1),
+    };
+    let parse = |name: &'static str, v: String| -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+        let t = match granularity {
+            Period::Hour => chrono::NaiveDateTime::parse_from_str(&format!("{v}:00"), "%Y-%m-%dT%H:%M").ok().filter(|_| v.len() == 13),
+            Period::Day => chrono::NaiveDate::parse_from_str(&v, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)),
+        };
+        let shape = if granularity == Period::Day { "YYYY-MM-DD" } else { "YYYY-MM-DDTHH" };
+        t.map(|t| t.and_utc()).ok_or(ApiError::BadParameter { parameter: name, message: format!("must be {shape} (UTC)") })
+    };
+    let now = chrono::Utc::now();
+    let to = match param(query, "to") {
+        Some(v) => parse("to", v)?,
+        None => now,
+    };
+    let from = match param(query, "from") {
+        Some(v) => parse("from", v)?,
+        None => to - step * if granularity == Period::Hour { 23 } else { 29 },
+    };
+    if from > to {
+        return Err(ApiError::BadParameter { parameter: "from", message: "must not be after `to`".into() });
+    }
+    let mut labels = Vec::new();
+    let mut t = from;
+    while t <= to {
+        if labels.len() == MAX_POINTS {
+            return Err(ApiError::BadParameter { parameter: "from", message: format!("range holds more than {MAX_POINTS} points") });
+        }
+        labels.push(granularity.label(t.timestamp_millis()));
+        t += step;
+    }
+    Ok((granularity, labels))
 }
 
 /// `[{"name": member, "count": n}, ...]` from a `ZREVRANGE ... WITHSCORES` reply.
@@ -313,6 +376,54 @@ async fn answer(store: &RedisStore, ep: Endpoint<'_>, query: Option<&str>) -> Re
             }
             Ok(ok(body))
         }
+        Endpoint::Durations => {
+            let (period, label) = parse_period(query).map_err(AnswerError::Api)?;
+            let h: HashMap<String, i64> = store.query(redis::cmd("HGETALL").arg(keys::analytics_period(period, &label))).await?;
+            let ended = h.get("sessions_ended").copied().unwrap_or(0);
+            let total = h.get("duration_total_s").copied().unwrap_or(0);
+            let mut buckets: Vec<(Option<u64>, i64)> = crate::session_scripts::DURATION_BUCKETS
+                .iter()
+                .map(|b| (Some(*b), h.get(&format!("duration_le_{b}")).copied().unwrap_or(0)))
+                .collect();
+            buckets.push((None, h.get("duration_gt_max").copied().unwrap_or(0)));
+            // The median lies in the first bucket whose running count reaches half the sessions.
+            let mut running = 0;
+            let median = buckets.iter().find_map(|(le, n)| {
+                running += n;
+                (ended > 0 && running * 2 >= ended).then_some(*le)
+            });
+            Ok(ok(serde_json::json!({
+                "period": if period == Period::Day { "day" } else { "hour" },
+                "date": label,
+                "sessions_ended": ended,
+                "average_seconds": if ended > 0 { total as f64 / ended as f64 } else { 0.0 },
+                "median_le_seconds": median.flatten(),
+                "buckets": buckets.iter().map(|(le, n)| serde_json::json!({"le_seconds": le, "count": n})).collect::<Vec<_>>(),
+            })))
+        }
+        Endpoint::Timeseries => {
+            let metric = param(query, "metric").unwrap_or_else(|| "page_views".into());
+            let field = timeseries_field(&metric).ok_or(AnswerError::Api(ApiError::BadParameter {
+                parameter: "metric",
+                message: "must be page_views, sessions_started, unique_users, hits or errors".into(),
+            }))?;
+            let (granularity, labels) = timeseries_labels(query).map_err(AnswerError::Api)?;
+            let mut pipe = redis::pipe();
+            for l in &labels {
+                match field {
+                    Some(f) => pipe.hget(keys::analytics_period(granularity, l), f),
+                    None => pipe.cmd("PFCOUNT").arg(keys::analytics_unique_users(granularity, l)),
+                };
+            }
+            let values: Vec<Option<i64>> = store.pipeline(&pipe).await?;
+            let points: Vec<serde_json::Value> =
+                labels.iter().zip(values).map(|(l, v)| serde_json::json!({"t": l, "value": v.unwrap_or(0)})).collect();
+            Ok(ok(serde_json::json!({
+                "metric": metric,
+                "granularity": if granularity == Period::Day { "day" } else { "hour" },
+                "points": points,
+            })))
+        }
         Endpoint::Session { sid } => {
             let (rec, actions): (HashMap<String, String>, Vec<String>) = store
                 .pipeline(redis::pipe().hgetall(keys::analytics_session(sid)).lrange(keys::session_actions(sid), 0, 99))
@@ -382,6 +493,13 @@ mod tests {
         assert_eq!(route("GET", "users/a:b/sessions"), Err(ApiError::NotFound));
         assert_eq!(route("GET", "nope"), Err(ApiError::NotFound));
         assert_eq!(route("GET", "pages/top"), Ok(Endpoint::TopPages));
+        assert_eq!(route("GET", "sessions/durations"), Ok(Endpoint::Durations));
+        let (g, labels) = timeseries_labels(Some("granularity=day&from=2026-11-28&to=2026-11-30")).unwrap();
+        assert_eq!((g, labels), (Period::Day, vec!["2026-11-28".to_string(), "2026-11-29".into(), "2026-11-30".into()]));
+        assert_eq!(timeseries_labels(None).unwrap().1.len(), 24);
+        for (q, p) in [("granularity=week", "granularity"), ("from=2026-11-30T10&to=2026-11-30T09", "from"), ("granularity=day&from=2020-01-01", "from"), ("to=soon", "to")] {
+            assert!(matches!(timeseries_labels(Some(q)), Err(ApiError::BadParameter { parameter, .. }) if parameter == p), "{q}");
+        }
         assert_eq!(parse_period(Some("period=hour&date=2026-11-30T13")), Ok((Period::Hour, "2026-11-30T13".into())));
         assert_eq!(parse_period(Some("date=2026-11-30")), Ok((Period::Day, "2026-11-30".into())));
         for (q, p) in [("period=week", "period"), ("date=2026-13-01", "date"), ("period=hour&date=2026-11-30", "date"), ("date=x", "date")] {

@@ -115,6 +115,24 @@ fn endpoints_report_the_scenario_exactly() {
         assert!(sess.get(field).is_some(), "{field}");
     }
 
+    let (_, durations) = with_token(&s.proxy, "/api/analytics/sessions/durations");
+    assert_eq!(durations["sessions_ended"], 1);
+    let in_buckets: i64 = durations["buckets"].as_array().unwrap().iter().map(|b| b["count"].as_i64().unwrap()).sum();
+    assert_eq!(in_buckets, 1, "{durations}");
+    assert!(durations["median_le_seconds"].as_u64().is_some());
+
+    // Summed over the default windows (24 hours, 30 days), so an hour or day boundary in the
+    // middle of the test cannot change the totals.
+    for granularity in ["hour", "day"] {
+        let (status, ts) = with_token(&s.proxy, &format!("/api/analytics/timeseries?metric=page_views&granularity={granularity}"));
+        assert_eq!(status, 200);
+        let total: i64 = ts["points"].as_array().unwrap().iter().map(|p| p["value"].as_i64().unwrap()).sum();
+        assert_eq!(total, 5, "{granularity}: {ts}");
+    }
+    let (_, starts) = with_token(&s.proxy, "/api/analytics/timeseries?metric=sessions_started&granularity=day");
+    assert_eq!(starts["points"].as_array().unwrap().iter().map(|p| p["value"].as_i64().unwrap()).sum::<i64>(), 2);
+    assert_eq!(with_token(&s.proxy, "/api/analytics/timeseries?metric=bogus").1["parameter"], "metric");
+
     let (_, detail) = with_token(&s.proxy, &format!("/api/analytics/sessions/{alice_sid}"));
     let views = detail["actions"].as_array().unwrap().iter().filter(|a| a["action"] == "page_view").count();
     assert_eq!(views, 3);
