@@ -122,24 +122,9 @@ impl Batch {
         }
 
         if let Some(sid) = &ev.sid {
-            let t = self.touches.entry(sid.clone()).or_insert_with(|| Touch {
-                sid: sid.clone(),
-                first_ts_ms: ev.ts_ms,
-                last_ts_ms: ev.ts_ms,
-                ..Touch::default()
-            });
-            t.first_ts_ms = t.first_ts_ms.min(ev.ts_ms);
-            t.last_ts_ms = t.last_ts_ms.max(ev.ts_ms);
+            let t = self.touch(sid, e);
             t.hits += 1;
             t.page_views += i64::from(e.page_view);
-            if let Some(ip) = ev.ip {
-                t.ip = ip.to_string();
-            }
-            t.country = e.location.country.clone().unwrap_or_default();
-            t.city = e.location.city.clone().unwrap_or_default();
-            t.browser = e.device.browser.clone();
-            t.os = e.device.os.clone();
-            t.device = e.device.kind.as_str().to_owned();
             if let Some(id) = &ev.identity {
                 t.user_id = Some(id.user_id.clone());
                 t.email = id.email.clone();
@@ -163,19 +148,10 @@ impl Batch {
             SessionSignal::None => {}
             // A new session cookie: the session starts now, even before its first use.
             SessionSignal::Issued { sid } => {
-                self.touches.entry(sid.clone()).or_insert_with(|| Touch {
-                    sid: sid.clone(),
-                    first_ts_ms: ev.ts_ms,
-                    last_ts_ms: ev.ts_ms,
-                    auth_source: "anonymous".to_owned(),
-                    ip: ev.ip.map(|i| i.to_string()).unwrap_or_default(),
-                    browser: e.device.browser.clone(),
-                    os: e.device.os.clone(),
-                    device: e.device.kind.as_str().to_owned(),
-                    country: e.location.country.clone().unwrap_or_default(),
-                    city: e.location.city.clone().unwrap_or_default(),
-                    ..Touch::default()
-                });
+                let t = self.touch(sid, e);
+                if t.auth_source.is_empty() {
+                    t.auth_source = "anonymous".to_owned();
+                }
             }
             SessionSignal::Cleared => {
                 if let Some(sid) = &ev.sid {
@@ -186,13 +162,32 @@ impl Batch {
         }
     }
 
+    /// The batch's touch for `sid`, widened to this request's time and carrying its latest
+    /// address, location and device.
+    fn touch(&mut self, sid: &str, e: &Enriched<'_>) -> &mut Touch {
+        let ev = e.event;
+        let t = self.touches.entry(sid.to_owned()).or_insert_with(|| Touch {
+            sid: sid.to_owned(),
+            first_ts_ms: ev.ts_ms,
+            last_ts_ms: ev.ts_ms,
+            ..Touch::default()
+        });
+        t.first_ts_ms = t.first_ts_ms.min(ev.ts_ms);
+        t.last_ts_ms = t.last_ts_ms.max(ev.ts_ms);
+        if let Some(ip) = ev.ip {
+            t.ip = ip.to_string();
+        }
+        t.country = e.location.country.clone().unwrap_or_default();
+        t.city = e.location.city.clone().unwrap_or_default();
+        t.browser = e.device.browser.clone();
+        t.os = e.device.os.clone();
+        t.device = e.device.kind.as_str().to_owned();
+        t
+    }
+
     pub fn add_end(&mut self, sid: String, ts_ms: i64, reason: EndReason) {
         self.events += 1;
         self.ends.push((sid, ts_ms, reason));
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.events == 0
     }
 
     /// One pipeline recording the whole batch. Touches run before ends, so a session that starts

@@ -4,9 +4,10 @@
 //! The request path only ever calls [`CaptureHandle::record`], a `try_send` that never waits:
 //! a full queue drops the event and counts it rather than slow a request. On a Redis error the
 //! writer keeps its batch and retries with capped backoff; meanwhile new events wait in the
-//! queue (bounded). Each batch is one `MULTI`/`EXEC`, so a connection lost mid-write leaves
-//! nothing half applied and the retry cannot double count. On SIGTERM the writer keeps draining
-//! for the grace period (in-flight requests still log), then flushes and stops.
+//! queue (bounded). Each batch is one `MULTI`/`EXEC` that also sets a marker key, so a
+//! connection lost before `EXEC` applies nothing and a retry after a lost reply is recognised
+//! instead of counted twice. On SIGTERM the writer takes events for the first half of the grace
+//! period (in-flight requests still log) and writes them before it ends.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -28,7 +29,7 @@ use crate::request_event::{CaptureEvent, RequestEvent};
 use crate::route_template::{self, AssetRules, RouteTemplater};
 use crate::store::RedisStore;
 
-/// Counters of the capture pipeline, for logs, `/readyz` and metrics.
+/// Counters of the capture pipeline, logged when the writer stops (and for metrics to come).
 #[derive(Default, Debug)]
 pub struct CaptureStats {
     pub queued: AtomicU64,
