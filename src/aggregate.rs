@@ -235,9 +235,7 @@ impl Batch {
             p.expire(&key, ttl).ignore();
         }
         for (sid, ts, reason) in &self.ends {
-            let at_last = matches!(reason, EndReason::Expired | EndReason::Idle);
-            let idle_check = if *reason == EndReason::Idle { s.idle_timeout_ms.max(1) } else { 0 };
-            p.add_command(session_scripts::end_cmd(sid, *ts, reason.as_str(), at_last, idle_check, s.ttl_secs)).ignore();
+            p.add_command(session_scripts::end_for(sid, *ts, *reason, s.idle_timeout_ms, s.ttl_secs)).ignore();
         }
         p
     }

@@ -218,7 +218,7 @@ impl Writer {
     async fn write(&self, batch: &Batch, shutdown: &mut ShutdownWatch, phase: &mut Option<Phase>) {
         let marker = keys::analytics_batch(&uuid::Uuid::new_v4().simple().to_string());
         let mut pipe = batch.to_pipeline(&self.settings);
-        pipe.set_ex(&marker, 1, 86_400).ignore();
+        pipe.set_ex(&marker, 1, keys::ANALYTICS_BATCH_TTL_SECS).ignore();
         pipe.atomic();
         let commands = pipe.cmd_iter().count() as u64;
         let mut delay = Duration::from_millis(50);

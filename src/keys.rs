@@ -14,7 +14,7 @@ pub fn flask_session(prefix: &str, sid: &str) -> String {
 
 /// Cached Kratos whoami answer, keyed by the SHA-256 of the credential (never the credential).
 pub fn kratos_cache(credential_hash_hex: &str) -> String {
-    format!("sting:kratos:{credential_hash_hex}")
+    format!("{KRATOS_CACHE_PREFIX}{credential_hash_hex}")
 }
 
 /// Per-session analytics record (hash).
@@ -31,6 +31,13 @@ pub fn session_actions(sid: &str) -> String {
 pub fn user_sessions(user_id: &str) -> String {
     format!("sting:analytics:user:{user_id}:sessions")
 }
+
+/// The most recently started sessions (sorted set, sid scored by start time in ms), capped at
+/// [`RECENT_SESSIONS_CAP`] by the `TOUCH` script: the "recent sessions" list without a scan.
+pub const RECENT_SESSIONS: &str = "sting:analytics:sessions:recent";
+
+/// How many sessions [`RECENT_SESSIONS`] keeps.
+pub const RECENT_SESSIONS_CAP: usize = 10_000;
 
 /// All active sessions (set). `SCARD sting:active:sessions` is the seed's ops command.
 pub const ACTIVE_SESSIONS: &str = "sting:active:sessions";
@@ -91,16 +98,31 @@ pub fn metrics_period(period: Period, label: &str) -> String {
     format!("sting:metrics:{}:{label}", period.as_str())
 }
 
-/// Marks a written analytics batch (1 day), so a retry after a lost reply can tell the batch
-/// already landed instead of counting it twice.
+/// Prefix of the batch markers; see [`analytics_batch`].
+pub const ANALYTICS_BATCH_PREFIX: &str = "sting:analytics:batch:";
+
+/// How long a batch marker lives: far longer than any retry.
+pub const ANALYTICS_BATCH_TTL_SECS: u64 = 86_400;
+
+/// Marks a written analytics batch, so a retry after a lost reply can tell the batch already
+/// landed instead of counting it twice.
 pub fn analytics_batch(batch_id: &str) -> String {
-    format!("sting:analytics:batch:{batch_id}")
+    format!("{ANALYTICS_BATCH_PREFIX}{batch_id}")
 }
 
-/// One AAL2 step-up event (JSON string, kept 7 days as in the seed).
+/// Prefix of the AAL2 step-up events; see [`aal2_event`].
+pub const AAL2_PREFIX: &str = "sting:aal2:";
+
+/// How long an AAL2 step-up event is kept (7 days, as in the seed).
+pub const AAL2_EVENT_TTL_SECS: u64 = 7 * 86_400;
+
+/// One AAL2 step-up event (JSON string).
 pub fn aal2_event(sid: &str, ts_secs: i64) -> String {
-    format!("sting:aal2:{sid}:{ts_secs}")
+    format!("{AAL2_PREFIX}{sid}:{ts_secs}")
 }
+
+/// Prefix of the cached Kratos answers; see [`kratos_cache`].
+pub const KRATOS_CACHE_PREFIX: &str = "sting:kratos:";
 
 #[cfg(test)]
 mod tests {

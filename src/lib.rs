@@ -17,9 +17,12 @@
 //! - [`headers`]: identity header names; stripping forged ones.
 //! - [`local_response`]: answers the proxy writes itself.
 //! - [`admin`]: `/healthz` and `/readyz` on the admin listener.
-//! - [`analytics_api`]: the analytics REST API the proxy answers itself (admin or token only).
+//! - [`analytics_api`]: the analytics REST API the proxy answers itself (admin or token only);
+//!   [`analytics_queries`]: the reads behind it, shared with the ops CLI.
 //! - [`store`]: the shared Redis handle; [`keys`]: every Redis key name.
 //! - [`check`]: the `check` command (config, Redis and Kratos diagnostics).
+//! - [`ops_cli`]: the ops commands (`sessions`, `stats`, `top`, `cleanup`, `validate` via
+//!   [`integrity`]), printed with [`terminal`].
 //!
 //! Analytics, off the request path:
 //!
@@ -35,6 +38,7 @@
 pub mod admin;
 pub mod aggregate;
 pub mod analytics_api;
+pub mod analytics_queries;
 pub mod authenticate;
 pub mod capture;
 pub mod check;
@@ -47,9 +51,11 @@ pub mod flask_cookie;
 pub mod geo;
 pub mod headers;
 pub mod identity;
+pub mod integrity;
 pub mod keys;
 pub mod kratos;
 pub mod local_response;
+pub mod ops_cli;
 pub mod pickle_fields;
 pub mod proxy;
 pub mod request_event;
@@ -62,3 +68,4 @@ pub mod session_scripts;
 pub mod session_value;
 pub mod single_flight;
 pub mod store;
+pub mod terminal;

@@ -25,7 +25,11 @@ impl LocalResponse {
     }
 
     pub fn text(status: u16, body: &'static str) -> Self {
-        Self { status, content_type: "text/plain; charset=utf-8", body: Bytes::from_static(body.as_bytes()), location: None, retry_after: None }
+        Self::static_body(status, "text/plain; charset=utf-8", body)
+    }
+
+    pub fn static_body(status: u16, content_type: &'static str, body: &'static str) -> Self {
+        Self { status, content_type, body: Bytes::from_static(body.as_bytes()), location: None, retry_after: None }
     }
 
     pub async fn write(self, session: &mut Session, request_id: &str) -> Result<()> {

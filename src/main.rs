@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sting_proxy::config::Config;
+use sting_proxy::ops_cli::{Ops, PeriodArg, SessionsCommand, TopWhat};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -22,6 +23,9 @@ struct Cli {
     /// TOML configuration file (also for `serve` when no subcommand is given).
     #[arg(long, short, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Print JSON (the analytics API's shapes) instead of tables, for scripts.
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -34,6 +38,36 @@ enum Command {
     },
     /// Validate the configuration, then check Redis and Kratos and advise on their settings.
     Check,
+    /// Inspect sessions: `active`, `list [--user U]`, `show SID`.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+    /// A day's numbers, as the `sessions/stats` endpoint gives them.
+    Stats {
+        /// The UTC day, YYYY-MM-DD (default today).
+        #[arg(long)]
+        date: Option<String>,
+    },
+    /// Page views ranked by page (route template), device or country.
+    Top {
+        #[arg(value_enum)]
+        what: TopWhat,
+        #[arg(long, value_enum, default_value = "day")]
+        period: PeriodArg,
+        /// YYYY-MM-DD, or YYYY-MM-DDTHH with --period hour (UTC; default now).
+        #[arg(long)]
+        date: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// End the active sessions whose app session is gone or that went idle; print how many.
+    Cleanup,
+    /// Check the analytics keys' integrity (dangling entries, keys without TTL); exit 1 if
+    /// problems are found and not repaired.
+    Validate {
+        /// Repair what is found: remove dangling entries, add missing TTLs.
+        #[arg(long)]
+        fix: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,11 +82,12 @@ fn main() -> ExitCode {
     };
     let result = match cli.command.unwrap_or(Command::Serve { upgrade: false }) {
         Command::Serve { upgrade } => sting_proxy::server::run(cfg, upgrade),
-        Command::Check => sting_proxy::check::run(&cfg).map(|ok| {
-            if !ok {
-                std::process::exit(1);
-            }
-        }),
+        Command::Check => exit_on_problems(sting_proxy::check::run(&cfg)),
+        Command::Sessions(c) => ops(&cfg, Ops::Sessions(c), cli.json),
+        Command::Stats { date } => ops(&cfg, Ops::Stats { date }, cli.json),
+        Command::Top { what, period, date, limit } => ops(&cfg, Ops::Top { what, period, date, limit }, cli.json),
+        Command::Cleanup => ops(&cfg, Ops::Cleanup, cli.json),
+        Command::Validate { fix } => ops(&cfg, Ops::Validate { fix }, cli.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -61,6 +96,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn ops(cfg: &Config, op: Ops, json: bool) -> anyhow::Result<()> {
+    exit_on_problems(sting_proxy::ops_cli::run(cfg, op, json))
+}
+
+/// A report that found problems exits 1 (an error exits 1 too, after printing it).
+fn exit_on_problems(report: anyhow::Result<bool>) -> anyhow::Result<()> {
+    if !report? {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// Logs go to stderr; `RUST_LOG` picks the level (default `info`), `STING_LOG_FORMAT=json`

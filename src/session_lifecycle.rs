@@ -77,7 +77,45 @@ pub struct Sweeper {
 }
 
 /// Active sessions examined per round trip.
-const SWEEP_BATCH: usize = 500;
+pub const SWEEP_BATCH: usize = 500;
+
+/// Which of `sids` have ended at `now_ms`: their app session key is gone (`Expired`; Kratos
+/// sessions have no app key) or they have been idle longer than `idle_timeout_ms` (`Idle`).
+/// One round trip. Shared by the sweep and `sting-proxy cleanup`.
+pub async fn find_ended(
+    store: &RedisStore,
+    key_prefix: &str,
+    idle_timeout_ms: i64,
+    sids: &[String],
+    now_ms: i64,
+) -> Result<Vec<(String, EndReason)>, crate::store::StoreError> {
+    if sids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for sid in sids {
+        pipe.cmd("HMGET").arg(keys::analytics_session(sid)).arg("last_time").arg("auth_source");
+        pipe.exists(keys::flask_session(key_prefix, sid));
+    }
+    let replies: Vec<redis::Value> = store.pipeline_within(&pipe, Duration::from_secs(5)).await?;
+    let mut ended = Vec::new();
+    for (i, sid) in sids.iter().enumerate() {
+        let (last, source): (Option<i64>, Option<String>) = redis::from_redis_value(&replies[2 * i]).unwrap_or((None, None));
+        let app_key_exists: bool = redis::from_redis_value(&replies[2 * i + 1]).unwrap_or(true);
+        let flask = source.as_deref() != Some("kratos");
+        let reason = if flask && !app_key_exists {
+            Some(EndReason::Expired)
+        } else if last.is_none_or(|l| now_ms - l > idle_timeout_ms) {
+            Some(EndReason::Idle)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            ended.push((sid.clone(), reason));
+        }
+    }
+    Ok(ended)
+}
 
 impl Sweeper {
     /// One pass over the active set; returns how many sessions it ended.
@@ -89,32 +127,10 @@ impl Sweeper {
                 .store
                 .query(redis::cmd("SSCAN").arg(keys::ACTIVE_SESSIONS).arg(cursor).arg("COUNT").arg(SWEEP_BATCH))
                 .await?;
-            if !sids.is_empty() {
-                let mut pipe = redis::pipe();
-                for sid in &sids {
-                    pipe.cmd("HMGET").arg(keys::analytics_session(sid)).arg("last_time").arg("auth_source");
-                    pipe.exists(keys::flask_session(&self.key_prefix, sid));
-                }
-                let replies: Vec<redis::Value> = self.store.pipeline_within(&pipe, Duration::from_secs(5)).await?;
-                let now = now_ms();
-                for (i, sid) in sids.iter().enumerate() {
-                    let (last, source): (Option<i64>, Option<String>) =
-                        redis::from_redis_value(&replies[2 * i]).unwrap_or((None, None));
-                    let app_key_exists: bool = redis::from_redis_value(&replies[2 * i + 1]).unwrap_or(true);
-                    // Kratos sessions have no app key; only the idle timeout ends them here.
-                    let flask = source.as_deref() != Some("kratos");
-                    let reason = if flask && !app_key_exists {
-                        Some(EndReason::Expired)
-                    } else if last.is_some_and(|l| now - l > self.idle_timeout.as_millis() as i64) || last.is_none() {
-                        Some(EndReason::Idle)
-                    } else {
-                        None
-                    };
-                    if let Some(reason) = reason {
-                        ended += 1;
-                        self.capture.send(CaptureEvent::SessionEnded { sid: sid.clone(), ts_ms: now, reason }).await;
-                    }
-                }
+            let now = now_ms();
+            for (sid, reason) in find_ended(&self.store, &self.key_prefix, self.idle_timeout.as_millis() as i64, &sids, now).await? {
+                ended += 1;
+                self.capture.send(CaptureEvent::SessionEnded { sid, ts_ms: now, reason }).await;
             }
             if next == 0 {
                 return Ok(ended);

@@ -9,14 +9,16 @@
 //! a pipeline would leave the batch half applied).
 
 use crate::keys::{self, Period};
+use crate::request_event::EndReason;
 
 /// Per session, per batch: first sight, activity, user attach, AAL2 step-up.
 ///
 /// KEYS: 1 session hash, 2 active sessions, 3 user's sessions zset, 4 user's active set,
-///       5 daily hash, 6 hourly hash, 7 AAL2 event key, 8 actions list.
+///       5 daily hash, 6 hourly hash, 7 AAL2 event key, 8 actions list, 9 recent sessions zset.
 /// ARGV: 1 sid, 2 user_id|'', 3 first ts ms, 4 last ts ms, 5 page views, 6 hits, 7 ip,
 ///       8 country, 9 city, 10 browser, 11 os, 12 device, 13 auth source, 14 aal|'',
-///       15 ttl s, 16 email|'', 17 aal2 event JSON, 18 login action JSON, 19 actions cap.
+///       15 ttl s, 16 email|'', 17 aal2 event JSON, 18 login action JSON, 19 actions cap,
+///       20 recent sessions cap, 21 AAL2 event ttl s.
 /// Returns {started, user_attached, aal2_step_up} as 0/1.
 pub const TOUCH: &str = r#"
 local h = KEYS[1]
@@ -27,6 +29,9 @@ if started == 1 then
     'first_ip', ARGV[7], 'browser', ARGV[10], 'os', ARGV[11], 'device', ARGV[12], 'auth_source', ARGV[13])
   redis.call('HINCRBY', KEYS[5], 'sessions_started', 1)
   redis.call('HINCRBY', KEYS[6], 'sessions_started', 1)
+  redis.call('ZADD', KEYS[9], ARGV[3], ARGV[1])
+  redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -(tonumber(ARGV[20]) + 1))
+  redis.call('EXPIRE', KEYS[9], ttl)
 end
 redis.call('HINCRBY', h, 'page_views', ARGV[5])
 redis.call('HINCRBY', h, 'hits', ARGV[6])
@@ -64,7 +69,7 @@ local stepped = 0
 if ARGV[14] ~= '' then
   local prev = redis.call('HGET', h, 'aal')
   if ARGV[14] == 'aal2' and prev ~= 'aal2' then
-    redis.call('SET', KEYS[7], ARGV[17], 'EX', 604800)
+    redis.call('SET', KEYS[7], ARGV[17], 'EX', ARGV[21])
     redis.call('HINCRBY', KEYS[5], 'aal2_step_ups', 1)
     stepped = 1
   end
@@ -156,7 +161,7 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, actions_cap: usize) -> redis::Cmd {
     let login_json = action_json(t.first_ts_ms, "login", None);
     let mut c = redis::cmd("EVAL");
     c.arg(TOUCH)
-        .arg(8)
+        .arg(9)
         .arg(keys::analytics_session(&t.sid))
         .arg(keys::ACTIVE_SESSIONS)
         .arg(keys::user_sessions(user))
@@ -165,6 +170,7 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, actions_cap: usize) -> redis::Cmd {
         .arg(keys::analytics_period(Period::Hour, &hour))
         .arg(keys::aal2_event(&t.sid, t.last_ts_ms / 1000))
         .arg(keys::session_actions(&t.sid))
+        .arg(keys::RECENT_SESSIONS)
         .arg(&t.sid)
         .arg(user)
         .arg(t.first_ts_ms)
@@ -183,7 +189,9 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, actions_cap: usize) -> redis::Cmd {
         .arg(t.email.as_deref().unwrap_or(""))
         .arg(aal2_json)
         .arg(login_json)
-        .arg(actions_cap.max(1));
+        .arg(actions_cap.max(1))
+        .arg(keys::RECENT_SESSIONS_CAP)
+        .arg(keys::AAL2_EVENT_TTL_SECS);
     c
 }
 
@@ -198,9 +206,18 @@ pub fn action_json(ts_ms: i64, action: &str, page: Option<&str>) -> String {
     .to_string()
 }
 
+/// The `EVAL` command that ends `sid` for `reason`: a logout ends it at `ts_ms`; an expiry or
+/// idle end at its last activity, and an idle end only if it is still idle for `idle_timeout_ms`
+/// when the script runs (the reading that found it idle may be stale).
+pub fn end_for(sid: &str, ts_ms: i64, reason: EndReason, idle_timeout_ms: u64, ttl_secs: u64) -> redis::Cmd {
+    let at_last = matches!(reason, EndReason::Expired | EndReason::Idle);
+    let idle_check = if reason == EndReason::Idle { idle_timeout_ms.max(1) } else { 0 };
+    end_cmd(sid, ts_ms, reason.as_str(), at_last, idle_check, ttl_secs)
+}
+
 /// The `EVAL` command that ends `sid` at `ts_ms` (or at its last activity when
 /// `at_last_activity`); with `idle_check_ms > 0` only if it has been idle that long.
-pub fn end_cmd(sid: &str, ts_ms: i64, reason: &str, at_last_activity: bool, idle_check_ms: u64, ttl_secs: u64) -> redis::Cmd {
+fn end_cmd(sid: &str, ts_ms: i64, reason: &str, at_last_activity: bool, idle_check_ms: u64, ttl_secs: u64) -> redis::Cmd {
     let bounds: Vec<String> = DURATION_BUCKETS.iter().map(u64::to_string).collect();
     let mut c = redis::cmd("EVAL");
     c.arg(END)

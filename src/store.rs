@@ -68,28 +68,28 @@ impl RedisStore {
     /// `ConnectionManager` itself.
     pub async fn connect_forever(&self) {
         let mut delay = Duration::from_millis(100);
-        loop {
-            if self.inner.conn.get().is_some() {
-                return;
-            }
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(self.inner.connect_timeout)
-                .set_response_timeout(self.inner.command_timeout)
-                .set_number_of_retries(2)
-                .set_max_delay(500);
-            match ConnectionManager::new_with_config(self.inner.client.clone(), config).await {
-                Ok(conn) => {
-                    let _ = self.inner.conn.set(conn);
-                    tracing::info!("connected to Redis");
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Redis unreachable");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
+        while let Err(e) = self.connect_once().await {
+            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Redis unreachable");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
         }
+    }
+
+    /// One connection attempt (the ops CLI's: it reports a failure instead of waiting).
+    pub async fn connect_once(&self) -> Result<(), StoreError> {
+        if self.inner.conn.get().is_some() {
+            return Ok(());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(self.inner.connect_timeout)
+            .set_response_timeout(self.inner.command_timeout)
+            .set_number_of_retries(2)
+            .set_max_delay(500);
+        let conn = ConnectionManager::new_with_config(self.inner.client.clone(), config).await?;
+        if self.inner.conn.set(conn).is_ok() {
+            tracing::info!("connected to Redis");
+        }
+        Ok(())
     }
 
     pub fn is_connected(&self) -> bool {

@@ -12,7 +12,7 @@ const TOKEN: &str = "integration-analytics-token";
 
 struct Setup {
     redis: RedisServer,
-    _app: FlaskApp,
+    app: FlaskApp,
     proxy: Proxy,
 }
 
@@ -24,7 +24,7 @@ fn setup() -> Setup {
     opts.env = vec![("STING_ANALYTICS_TOKEN", format!("another-token-0123456789,{TOKEN}"))];
     let proxy = Proxy::start(opts);
     proxy.wait_ready();
-    Setup { redis, _app: app, proxy }
+    Setup { redis, app, proxy }
 }
 
 fn get(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
@@ -164,6 +164,11 @@ fn api_paths_never_reach_the_app() {
         assert!(v.get("active_sessions").is_some() || v.get("error").is_some(), "{path} answered by the app? {resp}");
         assert!(!body.contains("\"headers\""), "{path} reached the app's /echo: {resp}");
     }
+    // The app logs every request it serves: a control request shows up, no API request does.
+    assert_eq!(client().get(s.proxy.url("/echo/control")).send().unwrap().status(), 200);
+    wait_until("the app logs the control request", Duration::from_secs(10), || s.app.requests_log().iter().any(|l| l.contains("/echo/control")));
+    let log = s.app.requests_log();
+    assert!(!log.iter().any(|l| l.contains("api/") || l.contains("%61")), "the app saw API requests: {log:?}");
 }
 
 /// Top pages, devices and geo report the day's page views by template, device and country;
@@ -209,4 +214,138 @@ fn breakdown_endpoints() {
         let (status, body) = with_token(&s.proxy, &format!("/api/analytics/pages/top?{q}"));
         assert_eq!((status, body["parameter"].as_str()), (400, Some(p)), "{q}");
     }
+}
+
+/// The recent-sessions list, peak hours and stats for a given day report the scenario exactly.
+#[test]
+fn recent_sessions_peak_hours_and_stats_by_date() {
+    let s = setup();
+    let started = chrono::Utc::now();
+    let carol = login(&s.proxy.url(""), "carol", "user");
+    let dave = login(&s.proxy.url(""), "dave", "user");
+    let (carol_sid, dave_sid) = (carol.rsplit_once('.').unwrap().0.to_owned(), dave.rsplit_once('.').unwrap().0.to_owned());
+    for _ in 0..4 {
+        page_view(&s.proxy, &carol, "/");
+    }
+    page_view(&s.proxy, &dave, "/echo/x");
+    wait_page_views(&s.redis, &carol_sid, 4);
+    wait_page_views(&s.redis, &dave_sid, 1);
+
+    let (status, recent) = with_token(&s.proxy, "/api/analytics/sessions?limit=10");
+    assert_eq!(status, 200);
+    assert_eq!(recent["total_count"], 2);
+    let ids: Vec<&str> = recent["sessions"].as_array().unwrap().iter().map(|x| x["session_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![dave_sid.as_str(), carol_sid.as_str()], "newest first");
+    assert_eq!(with_token(&s.proxy, "/api/analytics/sessions?limit=1").1["sessions"].as_array().unwrap().len(), 1);
+
+    let (status, peak) = with_token(&s.proxy, "/api/analytics/activity/peak-hours?days=7");
+    assert_eq!(status, 200);
+    assert_eq!((peak["days"].as_i64(), peak["timezone"].as_str()), (Some(7), Some("UTC")));
+    assert_eq!(peak["total"], 5, "{peak}");
+    let matrix = peak["matrix"].as_array().unwrap();
+    assert_eq!(matrix.len(), 7);
+    assert!(matrix.iter().all(|row| row.as_array().unwrap().len() == 24));
+    let cells: i64 = matrix.iter().flat_map(|r| r.as_array().unwrap()).map(|v| v.as_i64().unwrap()).sum();
+    assert_eq!(cells, 5);
+    // The peak cell is the weekday of this test (at its start or, across midnight, its end).
+    let now = chrono::Utc::now();
+    use chrono::Datelike;
+    let weekday = peak["peak"]["weekday_index"].as_u64().unwrap() as u32;
+    assert!([started, now].iter().any(|t| t.weekday().num_days_from_monday() == weekday), "{peak}");
+    let p = &peak["peak"];
+    assert_eq!(matrix[p["weekday_index"].as_u64().unwrap() as usize][p["hour"].as_u64().unwrap() as usize], p["value"]);
+    let (_, logins) = with_token(&s.proxy, "/api/analytics/activity/peak-hours?metric=sessions_started");
+    assert_eq!(logins["total"], 2);
+    for (q, param) in [("days=0", "days"), ("days=32", "days"), ("metric=unique_users", "metric")] {
+        let (status, body) = with_token(&s.proxy, &format!("/api/analytics/activity/peak-hours?{q}"));
+        assert_eq!((status, body["parameter"].as_str()), (400, Some(param)), "{q}");
+    }
+
+    let today = started.format("%Y-%m-%d").to_string();
+    let (_, stats) = with_token(&s.proxy, &format!("/api/analytics/sessions/stats?date={today}"));
+    assert_eq!(stats["date"].as_str(), Some(today.as_str()));
+    if now.date_naive() == started.date_naive() {
+        assert_eq!(stats["page_views_today"], 5);
+    }
+    let (_, old) = with_token(&s.proxy, "/api/analytics/sessions/stats?date=2020-01-01");
+    assert_eq!((old["total_sessions_today"].as_i64(), old["page_views_today"].as_i64()), (Some(0), Some(0)));
+    assert_eq!(with_token(&s.proxy, "/api/analytics/sessions/stats?date=tomorrow").1["parameter"], "date");
+}
+
+/// `docs/openapi.yaml` is served as is, is a valid OpenAPI 3.1 document, and every response
+/// the API gives in a scenario (every operation, and its errors) validates against it.
+#[test]
+fn openapi_document_matches_real_responses() {
+    let s = setup();
+    let spec = std::fs::read_to_string(repo_root().join("docs/openapi.yaml")).unwrap();
+    let r = client().get(s.proxy.url("/api/analytics/openapi.yaml")).header("authorization", format!("Bearer {TOKEN}")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().contains("yaml"));
+    assert_eq!(r.text().unwrap(), spec, "the served document is docs/openapi.yaml");
+
+    let erin = login(&s.proxy.url(""), "erin", "user");
+    let frank = login(&s.proxy.url(""), "frank", "user");
+    let (erin_sid, frank_sid) = (erin.rsplit_once('.').unwrap().0.to_owned(), frank.rsplit_once('.').unwrap().0.to_owned());
+    page_view(&s.proxy, &erin, "/");
+    page_view(&s.proxy, &erin, "/echo/items/7");
+    page_view(&s.proxy, &frank, "/");
+    wait_page_views(&s.redis, &erin_sid, 2);
+    wait_page_views(&s.redis, &frank_sid, 1);
+    client().post(s.proxy.url("/logout")).header("cookie", format!("session={frank}")).send().unwrap();
+    wait_until("frank's session ended", Duration::from_secs(15), || {
+        with_token(&s.proxy, &format!("/api/analytics/sessions/{frank_sid}")).1["end_reason"] == "logout"
+    });
+
+    let hour = chrono::Utc::now().format("%Y-%m-%dT%H").to_string();
+    let paths = [
+        "/api/analytics/sessions/active".to_owned(),
+        "/api/analytics/sessions/stats".into(),
+        "/api/analytics/sessions?limit=5".into(),
+        "/api/analytics/users/erin/sessions?limit=5".into(),
+        "/api/analytics/users/nobody/sessions".into(),
+        format!("/api/analytics/sessions/{erin_sid}"),
+        format!("/api/analytics/sessions/{frank_sid}"),
+        "/api/analytics/sessions/no-such-session".into(),
+        "/api/analytics/pages/top".into(),
+        format!("/api/analytics/pages/top?period=hour&date={hour}"),
+        "/api/analytics/devices".into(),
+        "/api/analytics/geo".into(),
+        "/api/analytics/sessions/durations".into(),
+        "/api/analytics/sessions/durations?date=2020-01-01".into(),
+        "/api/analytics/timeseries?metric=unique_users&granularity=day".into(),
+        "/api/analytics/timeseries".into(),
+        "/api/analytics/activity/peak-hours".into(),
+        "/api/analytics/activity/peak-hours?days=1&metric=errors".into(),
+        "/api/analytics/pages/top?limit=0".into(),
+        "/api/analytics/timeseries?granularity=week".into(),
+        "/api/analytics/no-such-endpoint".into(),
+    ];
+    let mut recorded: Vec<Value> = paths
+        .iter()
+        .map(|p| {
+            let (status, body) = with_token(&s.proxy, p);
+            serde_json::json!({"path": p, "status": status, "body": body, "content_type": "application/json"})
+        })
+        .collect();
+    let (status, body) = get(&s.proxy, "/api/analytics/sessions/active", &[]);
+    recorded.push(serde_json::json!({"path": "/api/analytics/sessions/active", "status": status, "body": body, "content_type": "application/json"}));
+    recorded.push(serde_json::json!({"path": "/api/analytics/openapi.yaml", "status": 200, "body": null, "content_type": "application/yaml"}));
+    let statuses: Vec<i64> = recorded.iter().map(|r| r["status"].as_i64().unwrap()).collect();
+    for expected in [200, 400, 401, 404] {
+        assert!(statuses.contains(&expected), "the scenario exercises a {expected}: {statuses:?}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("responses.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(&recorded).unwrap()).unwrap();
+    let out = std::process::Command::new(venv_python(FlaskSession::V08))
+        .arg(repo_root().join("tests/python/check_openapi.py"))
+        .arg(repo_root().join("docs/openapi.yaml"))
+        .arg(&file)
+        .arg("--require-all")
+        .output()
+        .unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "responses do not conform to docs/openapi.yaml:\n{report}");
+    assert!(report.contains(&format!("validated {} responses", recorded.len())), "{report}");
 }

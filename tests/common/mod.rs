@@ -152,6 +152,8 @@ pub fn make_mmdb(dir: &Path) -> PathBuf {
 pub struct FlaskApp {
     pub port: u16,
     child: Child,
+    /// Holds `app.log`: the app's stderr, where Werkzeug logs one line per request it serves.
+    dir: tempfile::TempDir,
 }
 
 impl FlaskApp {
@@ -161,6 +163,8 @@ impl FlaskApp {
 
     pub fn start_with_secret(redis: &RedisServer, version: FlaskSession, secret: &str) -> Self {
         let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(dir.path().join("app.log")).unwrap();
         let child = Command::new(venv_python(version))
             .arg(repo_root().join("examples/flask_app/app.py"))
             .env("SESSION_SECRET_KEY", secret)
@@ -168,16 +172,22 @@ impl FlaskApp {
             .env("APP_PORT", port.to_string())
             .env("APP_HOST", "127.0.0.1")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start the Flask app");
-        let app = FlaskApp { port, child };
+        let app = FlaskApp { port, child, dir };
         wait_until("Flask app", Duration::from_secs(20), || accepts(port));
         app
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The request lines of the app's access log (Werkzeug's `"GET /path HTTP/1.1" 200 -`).
+    pub fn requests_log(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.path().join("app.log")).unwrap_or_default();
+        log.lines().filter_map(|l| l.split_once('"').and_then(|(_, rest)| rest.split_once('"')).map(|(req, _)| req.to_owned())).collect()
     }
 }
 
@@ -480,6 +490,18 @@ cache_ttl_seconds = {ttl}
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
+    }
+
+    /// Runs an ops command of the binary against this proxy's configuration:
+    /// (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let mut cmd = Command::new(proxy_binary());
+        for v in PROXY_ENV {
+            cmd.env_remove(v);
+        }
+        cmd.args(args).arg("--config").arg(self.dir.path().join("sting-proxy.toml"));
+        let out = cmd.output().expect("run sting-proxy");
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,0 +1,208 @@
+//! The ops CLI (`sessions`, `stats`, `top`, `cleanup`, `validate`) against a live scenario:
+//! its `--json` output equals the analytics API's answer, its tables carry the same numbers,
+//! `cleanup` ends what the sweep would, and `validate --fix` repairs a corrupted keyspace.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const TOKEN: &str = "ops-cli-analytics-token-0123";
+
+struct Scenario {
+    redis: RedisServer,
+    _app: FlaskApp,
+    proxy: Proxy,
+    alice: String,
+    bob: String,
+    carol: String,
+}
+
+fn sid(cookie: &str) -> String {
+    cookie.rsplit_once('.').unwrap().0.to_owned()
+}
+
+fn api(proxy: &Proxy, path: &str) -> Value {
+    let r = client().get(proxy.url(path)).header("authorization", format!("Bearer {TOKEN}")).send().unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.json().unwrap()
+}
+
+fn view(proxy: &Proxy, cookie: &str, path: &str) {
+    let r = client().get(proxy.url(path)).header("cookie", format!("session={cookie}")).header("accept", "text/html").send().unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+fn page_views(redis: &RedisServer, sid: &str) -> Option<i64> {
+    redis::cmd("HGET").arg(format!("sting:analytics:session:{sid}")).arg("page_views").query(&mut redis.conn()).unwrap()
+}
+
+/// alice: 3 page views; bob: 2 then logs out; carol: 1. The sweep and keyspace listener are off,
+/// so only the commands under test end sessions.
+fn scenario() -> Scenario {
+    let redis = RedisServer::start();
+    let app = FlaskApp::start(&redis, FlaskSession::V08);
+    let mut opts = ProxyOpts::new(&redis, app.url());
+    opts.extra_toml = "[analytics]\nbatch_max_delay_ms = 5\nkeyspace_notifications = false\nsweep_interval_seconds = 3600";
+    opts.env = vec![("STING_ANALYTICS_TOKEN", TOKEN.to_owned())];
+    let proxy = Proxy::start(opts);
+    proxy.wait_ready();
+    let base = proxy.url("");
+    let (alice, bob, carol) = (login(&base, "alice", "user"), login(&base, "bob", "user"), login(&base, "carol", "user"));
+    for p in ["/", "/echo/items/1", "/echo/items/2"] {
+        view(&proxy, &alice, p);
+    }
+    view(&proxy, &bob, "/");
+    view(&proxy, &bob, "/echo/b");
+    view(&proxy, &carol, "/");
+    for (c, n) in [(&alice, 3), (&bob, 2), (&carol, 1)] {
+        wait_until("page views recorded", Duration::from_secs(15), || page_views(&redis, &sid(c)) == Some(n));
+    }
+    client().post(proxy.url("/logout")).header("cookie", format!("session={bob}")).send().unwrap();
+    let bob_sid = sid(&bob);
+    wait_until("bob's session ended", Duration::from_secs(15), || api(&proxy, &format!("/api/analytics/sessions/{bob_sid}"))["end_reason"] == "logout");
+    Scenario { redis, _app: app, proxy, alice, bob, carol }
+}
+
+fn json_of(proxy: &Proxy, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let (code, out, err) = proxy.cli(&all);
+    assert_eq!(code, 0, "{args:?}: {out}{err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
+}
+
+fn human(proxy: &Proxy, args: &[&str]) -> String {
+    let (code, out, err) = proxy.cli(args);
+    assert_eq!(code, 0, "{args:?}: {out}{err}");
+    out
+}
+
+fn without(mut v: Value, fields: &[&str]) -> Value {
+    for f in fields {
+        v.as_object_mut().unwrap().remove(*f);
+    }
+    v
+}
+
+/// Every read command prints what the API answers, as JSON and as a table.
+#[test]
+fn commands_report_what_the_api_reports() {
+    let s = scenario();
+    let p = &s.proxy;
+
+    let active = json_of(p, &["sessions", "active"]);
+    assert_eq!(active["active_sessions"], 2);
+    let mut listed: Vec<String> = active["sessions"].as_array().unwrap().iter().map(|x| x["session_id"].as_str().unwrap().to_owned()).collect();
+    listed.sort();
+    let mut expected = vec![sid(&s.alice), sid(&s.carol)];
+    expected.sort();
+    assert_eq!(listed, expected);
+    let out = human(p, &["sessions", "active"]);
+    assert!(out.starts_with("Active sessions: 2"), "{out}");
+    assert!(out.contains(&sid(&s.alice)) && out.contains("SESSION") && out.contains("PAGE VIEWS"), "{out}");
+
+    assert_eq!(json_of(p, &["sessions", "list"]), api(p, "/api/analytics/sessions?limit=20"));
+    assert_eq!(json_of(p, &["sessions", "list"])["total_count"], 3);
+    assert_eq!(json_of(p, &["sessions", "list", "--user", "alice", "--limit", "5"]), api(p, "/api/analytics/users/alice/sessions?limit=5"));
+    let out = human(p, &["sessions", "list", "--user", "bob"]);
+    assert!(out.contains("Sessions of user bob: showing 1 of 1") && out.contains("logout"), "{out}");
+
+    let bob_sid = sid(&s.bob);
+    assert_eq!(json_of(p, &["sessions", "show", &bob_sid]), api(p, &format!("/api/analytics/sessions/{bob_sid}")));
+    let out = human(p, &["sessions", "show", &sid(&s.alice)]);
+    assert!(out.contains("page views:") && out.contains("/echo/items/:id") && out.contains("Recent actions"), "{out}");
+    let (code, _, err) = p.cli(&["sessions", "show", "no-such-session"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no such session"), "{err}");
+
+    let stats = json_of(p, &["stats"]);
+    assert_eq!(without(stats.clone(), &["timestamp"]), without(api(p, "/api/analytics/sessions/stats"), &["timestamp"]));
+    assert_eq!((stats["total_sessions_today"].as_i64(), stats["page_views_today"].as_i64()), (Some(3), Some(6)));
+    let out = human(p, &["stats"]);
+    assert!(out.lines().any(|l| l.starts_with("page views:") && l.trim_end().ends_with(" 6")), "{out}");
+    let (code, _, err) = p.cli(&["stats", "--date", "yesterday"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--date"), "{err}");
+
+    assert_eq!(json_of(p, &["top", "pages"]), api(p, "/api/analytics/pages/top?period=day&limit=10"));
+    let out = human(p, &["top", "pages"]);
+    let row = out.lines().find(|l| l.starts_with("/echo/items/:id")).unwrap_or_else(|| panic!("{out}"));
+    assert!(row.trim_end().ends_with(" 2"), "{row}");
+    assert_eq!(json_of(p, &["top", "devices"]), api(p, "/api/analytics/devices?period=day&limit=10"));
+    assert_eq!(json_of(p, &["top", "countries", "--limit", "3"]), api(p, "/api/analytics/geo?period=day&limit=3"));
+    assert!(human(p, &["top", "countries"]).contains("unknown"));
+}
+
+/// `cleanup` ends the active sessions whose app session is gone, once.
+#[test]
+fn cleanup_ends_sessions_whose_app_session_is_gone() {
+    let s = scenario();
+    let carol_sid = sid(&s.carol);
+    let _: () = redis::cmd("DEL").arg(format!("sting:session:{carol_sid}")).query(&mut s.redis.conn()).unwrap();
+    let out = json_of(&s.proxy, &["cleanup"]);
+    assert_eq!(out, serde_json::json!({"checked": 2, "ended": 1, "expired": 1, "idle": 0}));
+    assert_eq!(api(&s.proxy, "/api/analytics/sessions/active")["active_sessions"], 1);
+    assert_eq!(api(&s.proxy, &format!("/api/analytics/sessions/{carol_sid}"))["end_reason"], "expired");
+    assert_eq!(api(&s.proxy, "/api/analytics/sessions/stats")["sessions_ended_today"], 2);
+    let again = human(&s.proxy, &["cleanup"]);
+    assert!(again.contains("Checked 1 active sessions: ended 0"), "{again}");
+}
+
+/// `validate` finds each kind of corruption; `--fix` repairs it without touching records or
+/// counters; a second run is clean.
+#[test]
+fn validate_fix_repairs_a_corrupted_keyspace() {
+    let s = scenario();
+    let p = &s.proxy;
+    let clean = json_of(p, &["validate"]);
+    assert_eq!(clean["problems"], 0, "{clean}");
+    let before = api(p, "/api/analytics/sessions/stats");
+
+    let mut c = s.redis.conn();
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let alice_sid = sid(&s.alice);
+    let bob_sid = sid(&s.bob);
+    let _: () = redis::pipe()
+        .sadd("sting:active:sessions", &["ghost-1", "ghost-2"]).ignore()
+        .sadd("sting:active:sessions", &bob_sid).ignore() // ended, yet marked active
+        .sadd("sting:active:users:alice", &["ghost-3", bob_sid.as_str()]).ignore() // missing; another user's
+        .zadd("sting:analytics:user:alice:sessions", "ghost-4", 1).ignore()
+        .zadd("sting:analytics:sessions:recent", "ghost-5", 1).ignore()
+        .persist(format!("sting:analytics:daily:{today}")).ignore()
+        .persist(format!("sting:analytics:session:{alice_sid}")).ignore()
+        .set("sting:analytics:batch:stray", 1).ignore()
+        .query(&mut c)
+        .unwrap();
+
+    let (code, out, err) = p.cli(&["validate", "--json"]);
+    assert_eq!(code, 1, "problems found and not fixed: {out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let found = |r: &Value, check: &str| r["checks"].as_array().unwrap().iter().find(|f| f["check"] == check).unwrap()["found"].as_i64().unwrap();
+    assert_eq!(found(&report, "active_without_record"), 3, "{report}");
+    assert_eq!(found(&report, "user_active_dangling"), 2, "{report}");
+    assert_eq!(found(&report, "index_dangling"), 2, "{report}");
+    assert_eq!(found(&report, "no_ttl"), 3, "{report}");
+    assert_eq!(report["problems"], 10);
+    let table = human_or_fail(p, &["validate"]);
+    assert!(table.contains("active_without_record") && table.contains("validate --fix"), "{table}");
+
+    let fixed = json_of(p, &["validate", "--fix"]);
+    assert_eq!((fixed["problems"].as_i64(), fixed["fixed"].as_i64()), (Some(10), Some(10)), "{fixed}");
+    assert_eq!(json_of(p, &["validate"])["problems"], 0);
+
+    let ttl = |k: &str| redis::cmd("TTL").arg(k).query::<i64>(&mut s.redis.conn()).unwrap();
+    assert!(ttl(&format!("sting:analytics:daily:{today}")) > 29 * 86_400);
+    assert!((1..=86_400).contains(&ttl("sting:analytics:batch:stray")));
+    // Records and counters are kept; only the dangling references went.
+    assert_eq!(without(api(p, "/api/analytics/sessions/stats"), &["timestamp"]), without(before, &["timestamp"]));
+    assert_eq!(api(p, &format!("/api/analytics/sessions/{bob_sid}"))["end_reason"], "logout");
+    let members: Vec<String> = redis::cmd("SMEMBERS").arg("sting:active:sessions").query(&mut s.redis.conn()).unwrap();
+    assert_eq!(members.len(), 2, "{members:?}");
+}
+
+fn human_or_fail(proxy: &Proxy, args: &[&str]) -> String {
+    proxy.cli(args).1
+}
