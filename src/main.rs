@@ -72,7 +72,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The ops commands print reports; their logs would only be noise unless asked for.
+    let quiet = !matches!(cli.command, None | Some(Command::Serve { .. }) | Some(Command::Check));
+    init_logging(if quiet { "warn" } else { "info" });
     let cfg = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -110,11 +112,11 @@ fn exit_on_problems(report: anyhow::Result<bool>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs go to stderr; `RUST_LOG` picks the level (default `info`), `STING_LOG_FORMAT=json`
-/// switches to one JSON object per line.
-fn init_logging() {
+/// Logs go to stderr; `RUST_LOG` picks the level (default `info`, `warn` for the ops
+/// commands), `STING_LOG_FORMAT=json` switches to one JSON object per line.
+fn init_logging(default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::env::var("STING_LOG_FORMAT").is_ok_and(|v| v == "json") {
         builder.json().init();

@@ -243,17 +243,17 @@ async fn top(store: &RedisStore, what: TopWhat, period: PeriodArg, date: Option<
         PeriodArg::Hour => "hour",
     };
     let q = query_string(&[("period", Some(period.into())), ("date", date), ("limit", Some(limit.to_string()))]);
-    let (ep, sections): (Endpoint, &[(&str, &str)]) = match what {
-        TopWhat::Pages => (Endpoint::TopPages, &[("pages", "PAGE")]),
-        TopWhat::Devices => (Endpoint::Devices, &[("browsers", "BROWSER"), ("os", "OS"), ("device_types", "DEVICE TYPE")]),
-        TopWhat::Countries => (Endpoint::Geo, &[("countries", "COUNTRY"), ("cities", "CITY")]),
+    let (ep, title, sections): (Endpoint, &str, &[(&str, &str)]) = match what {
+        TopWhat::Pages => (Endpoint::TopPages, "Top pages (route templates)", &[("pages", "PAGE")]),
+        TopWhat::Devices => (Endpoint::Devices, "Devices", &[("browsers", "BROWSER"), ("os", "OS"), ("device_types", "DEVICE TYPE")]),
+        TopWhat::Countries => (Endpoint::Geo, "Countries and cities", &[("countries", "COUNTRY"), ("cities", "CITY")]),
     };
     let v = ask(store, ep, &q).await?;
     if json {
         print_json(&v);
         return Ok(true);
     }
-    println!("Page views by {} for {} (UTC)", sections.iter().map(|(k, _)| k.replace('_', " ")).collect::<Vec<_>>().join(", "), cell(&v["date"]));
+    println!("{title} by page views, {} (UTC)", cell(&v["date"]));
     for (field, header) in sections {
         let mut t = Table::new(&[header, "PAGE VIEWS"]);
         for r in v[field].as_array().into_iter().flatten() {
