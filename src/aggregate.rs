@@ -73,11 +73,7 @@ impl Batch {
             _ => "status_other",
         };
         let latency_ms = ev.latency_us / 1000;
-        let bucket = LATENCY_BUCKETS_MS
-            .iter()
-            .find(|b| latency_ms <= **b)
-            .map(|b| format!("latency_le_{b}ms"))
-            .unwrap_or_else(|| "latency_gt_max".to_owned());
+        let bucket = LATENCY_BUCKETS_MS.iter().find(|b| latency_ms <= **b).map(|b| format!("latency_le_{b}ms")).unwrap_or_else(|| "latency_gt_max".to_owned());
         let bot = e.device.kind == crate::device::DeviceKind::Bot;
         for pk in periods(ev.ts_ms) {
             let m = self.metrics.entry(pk.clone()).or_default();
@@ -135,6 +131,11 @@ impl Batch {
             } else if t.auth_source.is_empty() {
                 t.auth_source = "anonymous".to_owned();
             }
+            if e.page_view {
+                for (period, label) in periods(ev.ts_ms) {
+                    t.pages.insert((period, label, e.template.to_owned()));
+                }
+            }
             let acts = self.actions.entry(sid.clone()).or_default();
             if e.page_view {
                 acts.push(session_scripts::action_json(ev.ts_ms, "page_view", Some(e.template)));
@@ -163,7 +164,8 @@ impl Batch {
     }
 
     /// The batch's touch for `sid`, widened to this request's time and carrying its latest
-    /// address, location and device.
+    /// address and location. The device is the first known one: a session's device is recorded
+    /// once, at its start, and an asset fetch without a User-Agent must not stand for it.
     fn touch(&mut self, sid: &str, e: &Enriched<'_>) -> &mut Touch {
         let ev = e.event;
         let t = self.touches.entry(sid.to_owned()).or_insert_with(|| Touch {
@@ -179,9 +181,11 @@ impl Batch {
         }
         t.country = e.location.country.clone().unwrap_or_default();
         t.city = e.location.city.clone().unwrap_or_default();
-        t.browser = e.device.browser.clone();
-        t.os = e.device.os.clone();
-        t.device = e.device.kind.as_str().to_owned();
+        if t.browser.is_empty() || (t.browser == crate::device::UNKNOWN && e.device.browser != crate::device::UNKNOWN) {
+            t.browser = e.device.browser.clone();
+            t.os = e.device.os.clone();
+            t.device = e.device.kind.as_str().to_owned();
+        }
         t
     }
 

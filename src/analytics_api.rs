@@ -3,9 +3,9 @@
 
 use subtle::ConstantTimeEq;
 
+use crate::analytics_queries::{answer, QueryError};
 use crate::config::AnalyticsSection;
 use crate::identity::Identity;
-use crate::analytics_queries::{answer, QueryError};
 use crate::keys::Period;
 use crate::local_response::LocalResponse;
 use crate::store::RedisStore;
@@ -79,8 +79,12 @@ impl ApiAccess {
 pub enum Endpoint<'a> {
     ActiveSessions,
     SessionStats,
-    UserSessions { user_id: &'a str },
-    Session { sid: &'a str },
+    UserSessions {
+        user_id: &'a str,
+    },
+    Session {
+        sid: &'a str,
+    },
     TopPages,
     Devices,
     Geo,
@@ -89,6 +93,8 @@ pub enum Endpoint<'a> {
     RecentSessions,
     PeakHours,
     OpenApi,
+    /// Server-Sent Events of the active count (served by `own_endpoints`, not a query).
+    ActiveStream,
 }
 
 /// This API's OpenAPI 3.1 description, served at `openapi.yaml` under the prefix.
@@ -130,6 +136,7 @@ pub fn route<'a>(method: &str, rest: &'a str) -> Result<Endpoint<'a>, ApiError> 
         ["timeseries"] => Endpoint::Timeseries,
         ["activity", "peak-hours"] => Endpoint::PeakHours,
         ["openapi.yaml"] => Endpoint::OpenApi,
+        ["stream", "active"] => Endpoint::ActiveStream,
         _ => return Err(ApiError::NotFound),
     };
     if method != "GET" && method != "HEAD" {
@@ -139,7 +146,7 @@ pub fn route<'a>(method: &str, rest: &'a str) -> Result<Endpoint<'a>, ApiError> 
 }
 
 /// Ids as they appear in our keys: no `:` (that would address another key), no wildcards.
-fn valid_id(s: &str) -> bool {
+pub fn valid_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_graphic() && !b"*?[]:".contains(&b))
 }
 
@@ -318,12 +325,25 @@ mod tests {
         let (g, labels) = timeseries_labels(Some("granularity=day&from=2026-11-28&to=2026-11-30")).unwrap();
         assert_eq!((g, labels), (Period::Day, vec!["2026-11-28".to_string(), "2026-11-29".into(), "2026-11-30".into()]));
         assert_eq!(timeseries_labels(None).unwrap().1.len(), 24);
-        for (q, p) in [("granularity=week", "granularity"), ("from=2026-11-30T10&to=2026-11-30T09", "from"), ("granularity=day&from=2020-01-01", "from"), ("to=soon", "to")] {
+        for (q, p) in [
+            ("granularity=week", "granularity"),
+            ("from=2026-11-30T10&to=2026-11-30T09", "from"),
+            ("granularity=day&from=2020-01-01", "from"),
+            ("to=soon", "to"),
+        ] {
             assert!(matches!(timeseries_labels(Some(q)), Err(ApiError::BadParameter { parameter, .. }) if parameter == p), "{q}");
         }
         assert_eq!(parse_period(Some("period=hour&date=2026-11-30T13")), Ok((Period::Hour, "2026-11-30T13".into())));
         assert_eq!(parse_period(Some("date=2026-11-30")), Ok((Period::Day, "2026-11-30".into())));
-        for (q, p) in [("period=week", "period"), ("date=2026-13-01", "date"), ("period=hour&date=2026-11-30", "date"), ("date=x", "date"), ("date=2026-1-5", "date"), ("date=%202026-11-3", "date"), ("period=hour&date=2026-11-30T1", "date")] {
+        for (q, p) in [
+            ("period=week", "period"),
+            ("date=2026-13-01", "date"),
+            ("period=hour&date=2026-11-30", "date"),
+            ("date=x", "date"),
+            ("date=2026-1-5", "date"),
+            ("date=%202026-11-3", "date"),
+            ("period=hour&date=2026-11-30T1", "date"),
+        ] {
             assert!(matches!(parse_period(Some(q)), Err(ApiError::BadParameter { parameter, .. }) if parameter == p), "{q}");
         }
         assert_eq!(parse_limit(None), Ok(50));

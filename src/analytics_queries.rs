@@ -8,7 +8,7 @@ use chrono::{Datelike, Timelike};
 
 use crate::analytics_api::{param, parse_limit, parse_limit_or, parse_period, timeseries_labels, ApiError, Endpoint};
 use crate::keys::{self, Period};
-use crate::store::{RedisStore, StoreError};
+use crate::store::{RedisStore, Scan, StoreError};
 
 /// Why a query has no answer.
 #[derive(Debug)]
@@ -105,18 +105,15 @@ pub async fn session_records(store: &RedisStore, sids: &[String]) -> Result<Vec<
 
 /// Up to `limit` members of the active set (in no particular order), by `SSCAN`.
 pub async fn active_session_ids(store: &RedisStore, limit: usize) -> Result<Vec<String>, StoreError> {
-    let mut sids = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) =
-            store.query(redis::cmd("SSCAN").arg(keys::ACTIVE_SESSIONS).arg(cursor).arg("COUNT").arg(limit.clamp(10, 1000))).await?;
-        sids.extend(batch);
-        if next == 0 || sids.len() >= limit {
-            sids.truncate(limit);
-            return Ok(sids);
+    let mut sids = std::collections::BTreeSet::new();
+    let mut scan = store.scanner(Scan::Set(keys::ACTIVE_SESSIONS), limit.clamp(10, 1000));
+    while sids.len() < limit {
+        match scan.next_batch().await? {
+            Some(batch) => sids.extend(batch),
+            None => break,
         }
-        cursor = next;
     }
+    Ok(sids.into_iter().take(limit).collect())
 }
 
 /// The newest `limit` sessions of a start-time index (a sorted set) and the index's size.
@@ -144,9 +141,8 @@ pub async fn answer(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
             Ok(serde_json::json!({"user_id": user_id, "sessions": sessions, "total_count": total}))
         }
         Endpoint::Session { sid } => {
-            let (rec, actions): (HashMap<String, String>, Vec<String>) = store
-                .pipeline(redis::pipe().hgetall(keys::analytics_session(sid)).lrange(keys::session_actions(sid), 0, 99))
-                .await?;
+            let (rec, actions): (HashMap<String, String>, Vec<String>) =
+                store.pipeline(redis::pipe().hgetall(keys::analytics_session(sid)).lrange(keys::session_actions(sid), 0, 99)).await?;
             if rec.is_empty() {
                 return Err(QueryError::NotFound("no such session"));
             }
@@ -159,7 +155,7 @@ pub async fn answer(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
         Endpoint::Durations => durations(store, query).await,
         Endpoint::Timeseries => timeseries(store, query).await,
         Endpoint::PeakHours => peak_hours(store, query).await,
-        Endpoint::OpenApi => Err(QueryError::NotFound("the OpenAPI document is served as YAML, not queried")),
+        Endpoint::OpenApi | Endpoint::ActiveStream => Err(QueryError::NotFound("not a query: served by the proxy directly")),
     }
 }
 
@@ -205,15 +201,30 @@ async fn breakdowns(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
     for d in dims {
         pipe.zrevrange_withscores(keys::analytics_breakdown(period, &label, d), 0, limit as isize - 1);
     }
-    let rows: Vec<Vec<(String, f64)>> = store.pipeline(&pipe).await?;
+    // Bot page views whatever `limit` shows (the writer counts them in the period hash).
+    pipe.hget(keys::analytics_period(period, &label), "bot_page_views");
+    let mut replies: Vec<redis::Value> = store.pipeline(&pipe).await?;
+    let bots: Option<i64> = redis::from_redis_value(&replies.pop().unwrap_or(redis::Value::Nil)).map_err(StoreError::Redis)?;
+    let rows: Vec<Vec<(String, f64)>> = replies.iter().map(redis::from_redis_value).collect::<Result<_, _>>().map_err(StoreError::Redis)?;
     let mut body = serde_json::json!({"period": period_name(period), "date": label});
     for (d, r) in dims.iter().zip(rows) {
         let name = if *d == "devices" { "device_types" } else { d };
         body[name] = ranked(r);
     }
-    if let Some(types) = body.get("device_types").and_then(|v| v.as_array()) {
-        let bots = types.iter().find(|t| t["name"] == "bot").map(|t| t["count"].clone()).unwrap_or(serde_json::json!(0));
-        body["bots"] = bots;
+    if let Some(pages) = body.get_mut("pages").and_then(|v| v.as_array_mut()).filter(|p| !p.is_empty()) {
+        // Distinct sessions per listed page: one more round trip, as many members as `limit`.
+        let mut cmd = redis::cmd("ZMSCORE");
+        cmd.arg(keys::analytics_breakdown(period, &label, keys::PAGE_SESSIONS));
+        for p in pages.iter() {
+            cmd.arg(p["name"].as_str().unwrap_or_default());
+        }
+        let sessions: Vec<Option<f64>> = store.query(&cmd).await?;
+        for (p, n) in pages.iter_mut().zip(sessions) {
+            p["unique_sessions"] = serde_json::json!(n.unwrap_or(0.0) as i64);
+        }
+    }
+    if matches!(ep, Endpoint::Devices) {
+        body["bots"] = serde_json::json!(bots.unwrap_or(0));
     }
     Ok(body)
 }
@@ -223,10 +234,8 @@ async fn durations(store: &RedisStore, query: Option<&str>) -> Result<serde_json
     let h: HashMap<String, i64> = store.query(redis::cmd("HGETALL").arg(keys::analytics_period(period, &label))).await?;
     let ended = h.get("sessions_ended").copied().unwrap_or(0);
     let total = h.get("duration_total_s").copied().unwrap_or(0);
-    let mut buckets: Vec<(Option<u64>, i64)> = crate::session_scripts::DURATION_BUCKETS
-        .iter()
-        .map(|b| (Some(*b), h.get(&format!("duration_le_{b}")).copied().unwrap_or(0)))
-        .collect();
+    let mut buckets: Vec<(Option<u64>, i64)> =
+        crate::session_scripts::DURATION_BUCKETS.iter().map(|b| (Some(*b), h.get(&format!("duration_le_{b}")).copied().unwrap_or(0))).collect();
     buckets.push((None, h.get("duration_gt_max").copied().unwrap_or(0)));
     // The median lies in the first bucket whose running count reaches half the sessions.
     let mut running = 0;
@@ -258,10 +267,8 @@ fn timeseries_field(metric: &str) -> Option<Option<&'static str>> {
 
 async fn timeseries(store: &RedisStore, query: Option<&str>) -> Result<serde_json::Value, QueryError> {
     let metric = param(query, "metric").unwrap_or_else(|| "page_views".into());
-    let field = timeseries_field(&metric).ok_or(ApiError::BadParameter {
-        parameter: "metric",
-        message: "must be page_views, sessions_started, unique_users, hits or errors".into(),
-    })?;
+    let field = timeseries_field(&metric)
+        .ok_or(ApiError::BadParameter { parameter: "metric", message: "must be page_views, sessions_started, unique_users, hits or errors".into() })?;
     let (granularity, labels) = timeseries_labels(query)?;
     let mut pipe = redis::pipe();
     for l in &labels {
@@ -292,20 +299,22 @@ pub fn peak_hour_range(now: chrono::DateTime<chrono::Utc>, days: i64) -> Vec<chr
 /// hourly hashes (at most 31 × 24 `HGET`s in one pipeline; no extra counters to keep).
 async fn peak_hours(store: &RedisStore, query: Option<&str>) -> Result<serde_json::Value, QueryError> {
     let metric = param(query, "metric").unwrap_or_else(|| "page_views".into());
-    if !["page_views", "hits", "sessions_started", "errors"].contains(&metric.as_str()) {
+    // The hourly counters of the timeseries metrics (unique users cannot be summed).
+    let Some(Some(field)) = timeseries_field(&metric) else {
         return Err(ApiError::BadParameter { parameter: "metric", message: "must be page_views, hits, sessions_started or errors".into() }.into());
-    }
+    };
     let days = match param(query, "days") {
         None => 28,
-        Some(v) => v.parse::<i64>().ok().filter(|d| (1..=MAX_PEAK_DAYS).contains(d)).ok_or(ApiError::BadParameter {
-            parameter: "days",
-            message: format!("must be a whole number from 1 to {MAX_PEAK_DAYS}"),
-        })?,
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|d| (1..=MAX_PEAK_DAYS).contains(d))
+            .ok_or(ApiError::BadParameter { parameter: "days", message: format!("must be a whole number from 1 to {MAX_PEAK_DAYS}") })?,
     };
     let hours = peak_hour_range(chrono::Utc::now(), days);
     let mut pipe = redis::pipe();
     for t in &hours {
-        pipe.hget(keys::analytics_period(Period::Hour, &Period::Hour.label(t.timestamp_millis())), &metric);
+        pipe.hget(keys::analytics_period(Period::Hour, &Period::Hour.label(t.timestamp_millis())), field);
     }
     let values: Vec<Option<i64>> = store.pipeline(&pipe).await?;
     let mut matrix = [[0i64; 24]; 7];

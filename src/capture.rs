@@ -23,8 +23,8 @@ use tokio::sync::mpsc;
 use crate::aggregate::{Batch, Enriched, WriteSettings};
 use crate::config::{ActionRuleSection, AnalyticsSection};
 use crate::device::{self, Device};
-use crate::keys;
 use crate::geo::{GeoDb, Location};
+use crate::keys;
 use crate::request_event::{CaptureEvent, RequestEvent};
 use crate::route_template::{self, AssetRules, RouteTemplater};
 use crate::store::RedisStore;
@@ -91,11 +91,7 @@ const ENRICH_CACHE_MAX: usize = 50_000;
 
 impl Enricher {
     pub fn new(cfg: &AnalyticsSection) -> anyhow::Result<Self> {
-        let geo = if cfg.geoip_database.is_empty() {
-            None
-        } else {
-            Some(GeoDb::open(std::path::Path::new(&cfg.geoip_database))?)
-        };
+        let geo = if cfg.geoip_database.is_empty() { None } else { Some(GeoDb::open(std::path::Path::new(&cfg.geoip_database))?) };
         Ok(Self {
             templater: RouteTemplater::new(&cfg.route_templates).map_err(anyhow::Error::msg)?,
             assets: AssetRules { extensions: cfg.asset_extensions.clone(), prefixes: cfg.asset_prefixes.clone() },
@@ -105,10 +101,7 @@ impl Enricher {
     }
 
     fn action_for(&self, method: &http::Method, template: &str) -> Option<&str> {
-        self.actions
-            .iter()
-            .find(|a| (a.method == "*" || a.method.eq_ignore_ascii_case(method.as_str())) && a.route == template)
-            .map(|a| a.name.as_str())
+        self.actions.iter().find(|a| (a.method == "*" || a.method.eq_ignore_ascii_case(method.as_str())) && a.route == template).map(|a| a.name.as_str())
     }
 }
 
@@ -261,7 +254,14 @@ impl Writer {
 
     /// Collects up to `max_events`, waiting at most `max_delay` after the first; stops early
     /// when shutdown begins (returns true then) so nothing waits out a long batch delay.
-    async fn collect(&self, rx: &mut mpsc::Receiver<CaptureEvent>, first: CaptureEvent, out: &mut Vec<CaptureEvent>, shutdown: &mut ShutdownWatch, watching: bool) -> bool {
+    async fn collect(
+        &self,
+        rx: &mut mpsc::Receiver<CaptureEvent>,
+        first: CaptureEvent,
+        out: &mut Vec<CaptureEvent>,
+        shutdown: &mut ShutdownWatch,
+        watching: bool,
+    ) -> bool {
         out.push(first);
         let until = tokio::time::Instant::now() + self.max_delay;
         while out.len() < self.max_events {

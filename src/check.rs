@@ -48,9 +48,8 @@ async fn run_async(cfg: &Config) -> anyhow::Result<bool> {
 async fn redis_report(cfg: &Config) -> anyhow::Result<Vec<String>> {
     let client = redis::Client::open(cfg.redis.url.expose())?;
     let timeout = Duration::from_millis(cfg.redis.connect_timeout_ms.max(1000));
-    let mut conn = tokio::time::timeout(timeout, client.get_multiplexed_async_connection())
-        .await
-        .map_err(|_| anyhow::anyhow!("no connection within {timeout:?}"))??;
+    let mut conn =
+        tokio::time::timeout(timeout, client.get_multiplexed_async_connection()).await.map_err(|_| anyhow::anyhow!("no connection within {timeout:?}"))??;
     let _: String = redis::cmd("PING").query_async(&mut conn).await?;
     let mut lines = Vec::new();
     let policy: Option<(String, String)> = redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut conn).await.ok();

@@ -26,13 +26,7 @@ pub enum CircuitState {
 
 impl CircuitBreaker {
     pub fn new(threshold: u32, open_for: Duration) -> Self {
-        Self {
-            threshold: threshold.max(1),
-            open_for,
-            epoch: Instant::now(),
-            failures: AtomicU32::new(0),
-            open_until_ms: AtomicU64::new(0),
-        }
+        Self { threshold: threshold.max(1), open_for, epoch: Instant::now(), failures: AtomicU32::new(0), open_until_ms: AtomicU64::new(0) }
     }
 
     fn now_ms(&self) -> u64 {

@@ -257,12 +257,7 @@ pub struct AuthSection {
 
 impl Default for AuthSection {
     fn default() -> Self {
-        Self {
-            login_url: "/login".into(),
-            return_to_param: "next".into(),
-            store_down_status: 503,
-            rules: Vec::new(),
-        }
+        Self { login_url: "/login".into(), return_to_param: "next".into(), store_down_status: 503, rules: Vec::new() }
     }
 }
 
@@ -310,6 +305,8 @@ pub struct AnalyticsSection {
     pub actions: Vec<ActionRuleSection>,
     /// Where the analytics REST API is served (never forwarded to the app).
     pub api_prefix: String,
+    /// Where the live dashboard is served (never forwarded to the app); empty disables it.
+    pub dashboard_path: String,
     /// Roles whose sessions may read the API.
     pub admin_roles: Vec<String>,
     /// `STING_ANALYTICS_TOKEN` (comma-separated): bearer tokens that may read the API.
@@ -337,6 +334,7 @@ impl Default for AnalyticsSection {
             asset_prefixes: assets.prefixes,
             actions: Vec::new(),
             api_prefix: "/api/analytics/".into(),
+            dashboard_path: "/analytics/".into(),
             admin_roles: vec!["admin".into()],
             api_tokens: Vec::new(),
             allowed_origins: Vec::new(),
@@ -414,8 +412,7 @@ impl Config {
         let file = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|err| ConfigError::Read { path: p.into(), err })?;
-                toml::from_str::<FileConfig>(&text)
-                    .map_err(|e| ConfigError::Parse { path: p.into(), message: e.to_string() })?
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse { path: p.into(), message: e.to_string() })?
             }
             None => FileConfig::default(),
         };
@@ -432,13 +429,7 @@ struct Builder<'a, E: Fn(&str) -> Option<String>> {
 
 impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
     /// Applies one environment override, parsing it with `parse`; returns the source in force.
-    fn over<T>(
-        &self,
-        var: &'static str,
-        key: &'static str,
-        slot: &mut T,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<Source, ConfigError> {
+    fn over<T>(&self, var: &'static str, key: &'static str, slot: &mut T, parse: impl Fn(&str) -> Result<T, String>) -> Result<Source, ConfigError> {
         match (self.env)(var) {
             Some(raw) => {
                 *slot = parse(raw.trim()).map_err(|message| ConfigError::Invalid { key, origin: Source::Env(var), message })?;
@@ -470,9 +461,8 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         self.over(ANALYTICS_ENABLED, "analytics.enabled", &mut f.analytics.enabled, boolean)?;
         let s_ret = self.over(ANALYTICS_RETENTION_DAYS, "analytics.retention_days", &mut f.analytics.retention_days, number)?;
         let s_geo = self.over(GEOIP_DATABASE, "analytics.geoip_database", &mut f.analytics.geoip_database, text)?;
-        let s_tok = self.over(STING_ANALYTICS_TOKEN, "analytics.api_tokens", &mut f.analytics.api_tokens, |v| {
-            list(v).map(|l| l.into_iter().map(Secret::new).collect())
-        })?;
+        let s_tok = self
+            .over(STING_ANALYTICS_TOKEN, "analytics.api_tokens", &mut f.analytics.api_tokens, |v| list(v).map(|l| l.into_iter().map(Secret::new).collect()))?;
         let s_kratos = self.over(KRATOS_PUBLIC_URL, "kratos.public_url", &mut f.kratos.public_url, text)?;
         let s_login = self.over(STING_LOGIN_URL, "auth.login_url", &mut f.auth.login_url, text)?;
         let mut env_rules: Option<Vec<String>> = None;
@@ -497,8 +487,7 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
             .map(|c| parse_cidr(c).map_err(|m| invalid("server.trusted_proxies", &s_trusted, m)))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let (upstream_addr, upstream_host) =
-            parse_http_url(&f.upstream.url).map_err(|m| invalid("upstream.url", &s_upstream, m))?;
+        let (upstream_addr, upstream_host) = parse_http_url(&f.upstream.url).map_err(|m| invalid("upstream.url", &s_upstream, m))?;
 
         let redis_url = f.redis.url.expose();
         if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://") || redis_url.starts_with("unix://")) {
@@ -539,14 +528,27 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         if !(f.analytics.api_prefix.starts_with('/') && f.analytics.api_prefix.ends_with('/')) {
             return Err(invalid("analytics.api_prefix", &fs, "must start and end with '/'".into()));
         }
+        let dash = &f.analytics.dashboard_path;
+        if !dash.is_empty() && !(dash.starts_with('/') && dash.ends_with('/') && dash.len() > 1) {
+            return Err(invalid(
+                "analytics.dashboard_path",
+                &fs,
+                "must start and end with '/' (and not be \"/\"), or be empty to disable the dashboard".into(),
+            ));
+        }
+        if !dash.is_empty() && (dash.starts_with(f.analytics.api_prefix.as_str()) || f.analytics.api_prefix.starts_with(dash.as_str())) {
+            return Err(invalid("analytics.dashboard_path", &fs, "must not overlap analytics.api_prefix".into()));
+        }
         if f.analytics.api_tokens.iter().any(|t| t.expose().len() < 16) {
             return Err(invalid("analytics.api_tokens", &s_tok, "every token must be at least 16 characters".into()));
+        }
+        if f.analytics.idle_timeout_seconds == 0 {
+            return Err(invalid("analytics.idle_timeout_seconds", &fs, "must be at least 1 (0 would end every session at once)".into()));
         }
         if f.analytics.sweep_interval_seconds == 0 {
             return Err(invalid("analytics.sweep_interval_seconds", &fs, "must be at least 1".into()));
         }
-        crate::route_template::RouteTemplater::new(&f.analytics.route_templates)
-            .map_err(|m| invalid("analytics.route_templates", &fs, m))?;
+        crate::route_template::RouteTemplater::new(&f.analytics.route_templates).map_err(|m| invalid("analytics.route_templates", &fs, m))?;
         for a in &f.analytics.actions {
             if !a.route.starts_with('/') || a.name.is_empty() || a.method.is_empty() {
                 return Err(invalid("analytics.actions", &fs, format!("action {:?}: route must start with '/', name and method must not be empty", a.name)));
@@ -571,12 +573,7 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
                 .into_iter()
                 .map(|prefix| Rule::new(prefix, Requirement::Session).map_err(|m| invalid("auth.rules", &s_rules, m)))
                 .collect::<Result<Vec<_>, _>>()?,
-            None => f
-                .auth
-                .rules
-                .iter()
-                .map(|r| rule_from_section(r).map_err(|m| invalid("auth.rules", &fs, m)))
-                .collect::<Result<Vec<_>, _>>()?,
+            None => f.auth.rules.iter().map(|r| rule_from_section(r).map_err(|m| invalid("auth.rules", &fs, m))).collect::<Result<Vec<_>, _>>()?,
         };
 
         Ok(Config {
@@ -630,9 +627,7 @@ fn list(v: &str) -> Result<Vec<String>, String> {
 }
 
 fn parse_cidr(c: &str) -> Result<IpNet, String> {
-    c.parse::<IpNet>()
-        .or_else(|_| c.parse::<std::net::IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("{c:?} is not an IP address or CIDR"))
+    c.parse::<IpNet>().or_else(|_| c.parse::<std::net::IpAddr>().map(IpNet::from)).map_err(|_| format!("{c:?} is not an IP address or CIDR"))
 }
 
 fn parse_url_scheme(url: &str) -> Result<(), String> {

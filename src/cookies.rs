@@ -8,11 +8,7 @@ pub const MAX_COOKIE_VALUE: usize = 4096;
 
 /// The value of the first cookie called `name` across all `Cookie` headers.
 pub fn find<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|header| find_in(header, name))
+    req.headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|header| find_in(header, name))
 }
 
 /// The value of cookie `name` in one `Cookie` header value (`a=1; b=2`).
@@ -39,12 +35,7 @@ pub enum CookieChange {
 
 /// The last change a response makes to cookie `name`, if any.
 pub fn change_in_response(resp: &ResponseHeader, name: &str, now: chrono::DateTime<chrono::Utc>) -> Option<CookieChange> {
-    resp.headers
-        .get_all(http::header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| parse_set_cookie(v, name, now))
-        .last()
+    resp.headers.get_all(http::header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).filter_map(|v| parse_set_cookie(v, name, now)).last()
 }
 
 /// One `Set-Cookie` value, if it is about `name`.
@@ -54,9 +45,7 @@ pub fn parse_set_cookie(value: &str, name: &str, now: chrono::DateTime<chrono::U
         return None;
     }
     let expired_by_max_age = c.max_age().is_some_and(|a| a.whole_seconds() <= 0);
-    let expired_by_date = c
-        .expires_datetime()
-        .is_some_and(|t| t.unix_timestamp() <= now.timestamp());
+    let expired_by_date = c.expires_datetime().is_some_and(|t| t.unix_timestamp() <= now.timestamp());
     if c.value().is_empty() || expired_by_max_age || expired_by_date {
         Some(CookieChange::Cleared)
     } else {

@@ -20,21 +20,13 @@ pub const MAX_UA_BYTES: usize = 512;
 /// Redis hash fields, so a client must not be able to make them arbitrarily long.
 const MAX_BOT_NAME_BYTES: usize = 32;
 
-/// Returned for any field woothee could not determine.
-const UNKNOWN: &str = "unknown";
+/// Browser and OS name when woothee could not determine them.
+pub const UNKNOWN: &str = "unknown";
 
 /// Substrings (matched ASCII-case-insensitively) that mark automation woothee misses.
 /// `bot` covers Googlebot-alikes (PetalBot, AhrefsBot, ...); see [`bot_token`] for the
 /// one phone brand it would otherwise catch.
-const BOT_MARKERS: &[&str] = &[
-    "bot",
-    "spider",
-    "crawl",
-    "curl/",
-    "python-requests",
-    "go-http-client",
-    "wget",
-];
+const BOT_MARKERS: &[&str] = &["bot", "spider", "crawl", "curl/", "python-requests", "go-http-client", "wget"];
 
 /// What a User-Agent says about the client, reduced to short stable names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,11 +76,7 @@ impl Device {
     }
 
     fn unknown() -> Device {
-        Device {
-            browser: UNKNOWN.to_owned(),
-            os: UNKNOWN.to_owned(),
-            kind: DeviceKind::Other,
-        }
+        Device { browser: UNKNOWN.to_owned(), os: UNKNOWN.to_owned(), kind: DeviceKind::Other }
     }
 }
 
@@ -103,11 +91,7 @@ pub fn parse(user_agent: &str) -> Device {
     // woothee answers None for input it recognises nothing in; that is "unknown", not an error.
     let Some(found) = Parser::new().parse(ua) else {
         return match bot_token(ua) {
-            Some(name) => Device {
-                browser: name,
-                os: UNKNOWN.to_owned(),
-                kind: DeviceKind::Bot,
-            },
+            Some(name) => Device { browser: name, os: UNKNOWN.to_owned(), kind: DeviceKind::Bot },
             None => Device::unknown(),
         };
     };
@@ -139,10 +123,7 @@ pub fn parse(user_agent: &str) -> Device {
 /// tablets omit the "Mobile" token phones send (Google's guidance to browser vendors),
 /// and Firefox for Android and a few others say "Tablet".
 fn mobile_or_tablet(ua: &str, os: &str) -> DeviceKind {
-    let is_tablet = os == "iPad"
-        || ua.contains("iPad")
-        || (ua.contains("Android") && !ua.contains("Mobile"))
-        || ua.contains("Tablet");
+    let is_tablet = os == "iPad" || ua.contains("iPad") || (ua.contains("Android") && !ua.contains("Mobile")) || ua.contains("Tablet");
     if is_tablet {
         DeviceKind::Tablet
     } else {
@@ -155,10 +136,7 @@ fn mobile_or_tablet(ua: &str, os: &str) -> DeviceKind {
 fn bot_token(ua: &str) -> Option<String> {
     let lower = ua.to_ascii_lowercase();
     // ASCII lower-casing keeps byte offsets, so positions in `lower` are positions in `ua`.
-    let start = BOT_MARKERS
-        .iter()
-        .filter_map(|marker| find_marker(&lower, marker))
-        .min()?;
+    let start = BOT_MARKERS.iter().filter_map(|marker| find_marker(&lower, marker)).min()?;
 
     let is_token_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
     let bytes = ua.as_bytes();
@@ -214,18 +192,15 @@ mod tests {
         (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
     const SAFARI_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) \
         AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1";
-    const FIREFOX_LINUX: &str =
-        "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0";
-    const GOOGLEBOT: &str =
-        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    const FIREFOX_LINUX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0";
+    const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
     const SAFARI_IPAD: &str = "Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) \
         AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1";
     const CHROME_ANDROID_TABLET: &str = "Mozilla/5.0 (Linux; Android 13; SM-X710) \
         AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
     const CHROME_ANDROID_PHONE: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) \
         AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Mobile Safari/537.36";
-    const FIREFOX_ANDROID_TABLET: &str =
-        "Mozilla/5.0 (Android 14; Tablet; rv:125.0) Gecko/125.0 Firefox/125.0";
+    const FIREFOX_ANDROID_TABLET: &str = "Mozilla/5.0 (Android 14; Tablet; rv:125.0) Gecko/125.0 Firefox/125.0";
     const EDGE_WINDOWS: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
         (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36 Edg/124.0.2478.51";
     const PETALBOT: &str = "Mozilla/5.0 (Linux; Android 7.0;) AppleWebKit/537.36 (KHTML, like \
@@ -244,44 +219,23 @@ mod tests {
 
     #[test]
     fn desktop_browsers() {
-        assert_eq!(
-            facts(CHROME_MAC),
-            owned("Chrome", "Mac OSX", DeviceKind::Desktop)
-        );
-        assert_eq!(
-            facts(FIREFOX_LINUX),
-            owned("Firefox", "Linux", DeviceKind::Desktop)
-        );
-        assert_eq!(
-            facts(EDGE_WINDOWS),
-            owned("Edge", "Windows 10", DeviceKind::Desktop)
-        );
+        assert_eq!(facts(CHROME_MAC), owned("Chrome", "Mac OSX", DeviceKind::Desktop));
+        assert_eq!(facts(FIREFOX_LINUX), owned("Firefox", "Linux", DeviceKind::Desktop));
+        assert_eq!(facts(EDGE_WINDOWS), owned("Edge", "Windows 10", DeviceKind::Desktop));
     }
 
     #[test]
     fn phones_are_mobile() {
-        assert_eq!(
-            facts(SAFARI_IPHONE),
-            owned("Safari", "iPhone", DeviceKind::Mobile)
-        );
-        assert_eq!(
-            facts(CHROME_ANDROID_PHONE),
-            owned("Chrome", "Android", DeviceKind::Mobile)
-        );
+        assert_eq!(facts(SAFARI_IPHONE), owned("Safari", "iPhone", DeviceKind::Mobile));
+        assert_eq!(facts(CHROME_ANDROID_PHONE), owned("Chrome", "Android", DeviceKind::Mobile));
         assert!(parse(SAFARI_IPHONE).kind.is_mobile());
     }
 
     #[test]
     fn tablets_are_told_apart_from_phones() {
         // woothee itself says "smartphone" for all three.
-        assert_eq!(
-            facts(SAFARI_IPAD),
-            owned("Safari", "iPad", DeviceKind::Tablet)
-        );
-        assert_eq!(
-            facts(CHROME_ANDROID_TABLET),
-            owned("Chrome", "Android", DeviceKind::Tablet)
-        );
+        assert_eq!(facts(SAFARI_IPAD), owned("Safari", "iPad", DeviceKind::Tablet));
+        assert_eq!(facts(CHROME_ANDROID_TABLET), owned("Chrome", "Android", DeviceKind::Tablet));
         assert_eq!(facts(FIREFOX_ANDROID_TABLET).2, DeviceKind::Tablet);
         assert!(DeviceKind::Tablet.is_mobile());
         assert!(!DeviceKind::Desktop.is_mobile());
@@ -316,10 +270,7 @@ mod tests {
 
     #[test]
     fn a_phone_brand_containing_bot_is_not_a_bot() {
-        assert_eq!(
-            facts(CUBOT_PHONE),
-            owned("Chrome", "Android", DeviceKind::Mobile)
-        );
+        assert_eq!(facts(CUBOT_PHONE), owned("Chrome", "Android", DeviceKind::Mobile));
     }
 
     #[test]
@@ -333,18 +284,13 @@ mod tests {
 
     #[test]
     fn huge_input_is_capped_and_harmless() {
-        let garbage: String = (0..100 * 1024)
-            .map(|i| (b'!' + (i % 90) as u8) as char)
-            .collect();
+        let garbage: String = (0..100 * 1024).map(|i| (b'!' + (i % 90) as u8) as char).collect();
         let d = parse(&garbage);
         assert!(d.browser.len() <= 64 && d.os.len() <= 64);
 
         // A real UA followed by 100 KB of padding is still recognised from its first bytes.
         let padded = format!("{CHROME_MAC} {}", "x".repeat(100 * 1024));
-        assert_eq!(
-            facts(&padded),
-            owned("Chrome", "Mac OSX", DeviceKind::Desktop)
-        );
+        assert_eq!(facts(&padded), owned("Chrome", "Mac OSX", DeviceKind::Desktop));
 
         // Multi-byte characters straddling the cap must not split.
         let wide = "é".repeat(MAX_UA_BYTES);
@@ -365,16 +311,8 @@ mod tests {
 
     #[test]
     fn kind_names_are_stable() {
-        let names: Vec<_> = [
-            DeviceKind::Desktop,
-            DeviceKind::Mobile,
-            DeviceKind::Tablet,
-            DeviceKind::Bot,
-            DeviceKind::Other,
-        ]
-        .into_iter()
-        .map(DeviceKind::as_str)
-        .collect();
+        let names: Vec<_> =
+            [DeviceKind::Desktop, DeviceKind::Mobile, DeviceKind::Tablet, DeviceKind::Bot, DeviceKind::Other].into_iter().map(DeviceKind::as_str).collect();
         assert_eq!(names, ["desktop", "mobile", "tablet", "bot", "other"]);
     }
 

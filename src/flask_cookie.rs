@@ -51,10 +51,7 @@ pub enum CookieError {
 impl CookieSigner {
     /// A signer for `SESSION_USE_SIGNER = True`, trying `secret` first and then each fallback.
     pub fn signed<S: AsRef<[u8]>>(secret: S, fallbacks: &[S]) -> Self {
-        let keys = std::iter::once(&secret)
-            .chain(fallbacks.iter())
-            .map(|s| derive_key(s.as_ref()))
-            .collect();
+        let keys = std::iter::once(&secret).chain(fallbacks.iter()).map(|s| derive_key(s.as_ref())).collect();
         Self { mode: Mode::Signed(keys) }
     }
 
@@ -76,9 +73,7 @@ impl CookieSigner {
                     return Err(CookieError::MalformedSignature);
                 }
                 let mut sig = [0u8; 24];
-                let n = URL_SAFE_NO_PAD
-                    .decode_slice(sig_b64, &mut sig)
-                    .map_err(|_| CookieError::MalformedSignature)?;
+                let n = URL_SAFE_NO_PAD.decode_slice(sig_b64, &mut sig).map_err(|_| CookieError::MalformedSignature)?;
                 let sig = &sig[..n];
                 for key in keys {
                     let mut mac = key.clone();
@@ -117,9 +112,7 @@ fn derive_key(secret: &[u8]) -> HmacSha1 {
 /// Accepts both sid shapes Flask-Session generates (uuid4, `token_urlsafe`) and nothing that
 /// could smuggle a different Redis key (no `:`, `*`, spaces or control characters).
 fn check_sid(sid: &str) -> Result<&str, CookieError> {
-    let ok = !sid.is_empty()
-        && sid.len() <= MAX_SID_LEN
-        && sid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let ok = !sid.is_empty() && sid.len() <= MAX_SID_LEN && sid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
         Ok(sid)
     } else {

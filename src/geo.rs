@@ -55,18 +55,9 @@ impl GeoDb {
     pub fn open(path: &Path) -> Result<GeoDb, GeoError> {
         // Read the file ourselves rather than via `Reader::open_readfile` so a missing or
         // unreadable file is reported as such, apart from a file that is not an mmdb.
-        let bytes = std::fs::read(path).map_err(|source| GeoError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let reader = Reader::from_source(bytes).map_err(|source| GeoError::Invalid {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(GeoDb {
-            reader,
-            path: path.to_owned(),
-        })
+        let bytes = std::fs::read(path).map_err(|source| GeoError::Read { path: path.to_owned(), source })?;
+        let reader = Reader::from_source(bytes).map_err(|source| GeoError::Invalid { path: path.to_owned(), source })?;
+        Ok(GeoDb { reader, path: path.to_owned() })
     }
 
     /// The file this database was read from, for logs.
@@ -129,11 +120,7 @@ impl Record<'_> {
     fn into_location(self) -> Location {
         Location {
             country: self.country.and_then(|c| c.iso_code).and_then(country_code),
-            city: self
-                .city
-                .and_then(|c| c.names)
-                .and_then(|n| n.en)
-                .and_then(city_name),
+            city: self.city.and_then(|c| c.names).and_then(|n| n.en).and_then(city_name),
         }
     }
 }
@@ -166,10 +153,7 @@ mod tests {
         let path = dir.path().join("nope.mmdb");
         let err = GeoDb::open(&path).unwrap_err();
         assert!(matches!(err, GeoError::Read { .. }), "{err:?}");
-        assert!(
-            err.to_string().contains(&path.display().to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
     }
 
     #[test]
@@ -184,19 +168,10 @@ mod tests {
         ];
         for (i, bytes) in inputs.iter().enumerate() {
             let path = dir.path().join(format!("bad-{i}.mmdb"));
-            std::fs::File::create(&path)
-                .unwrap()
-                .write_all(bytes)
-                .unwrap();
+            std::fs::File::create(&path).unwrap().write_all(bytes).unwrap();
             let err = GeoDb::open(&path).unwrap_err();
-            assert!(
-                matches!(err, GeoError::Invalid { .. }),
-                "input {i}: {err:?}"
-            );
-            assert!(
-                err.to_string().contains(&path.display().to_string()),
-                "{err}"
-            );
+            assert!(matches!(err, GeoError::Invalid { .. }), "input {i}: {err:?}");
+            assert!(err.to_string().contains(&path.display().to_string()), "{err}");
         }
     }
 
@@ -227,18 +202,7 @@ mod tests {
 
     #[test]
     fn record_without_city_keeps_country() {
-        let record = Record {
-            country: Some(Country {
-                iso_code: Some("US"),
-            }),
-            city: None,
-        };
-        assert_eq!(
-            record.into_location(),
-            Location {
-                country: Some("US".into()),
-                city: None
-            }
-        );
+        let record = Record { country: Some(Country { iso_code: Some("US") }), city: None };
+        assert_eq!(record.into_location(), Location { country: Some("US".into()), city: None });
     }
 }

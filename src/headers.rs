@@ -28,8 +28,7 @@ pub fn is_identity_header(name: &str) -> bool {
 
 /// Removes every identity header the client sent, in one pass over the header map.
 pub fn strip_identity_headers(req: &mut RequestHeader) {
-    let forged: Vec<http::HeaderName> =
-        req.headers.keys().filter(|n| is_identity_header(n.as_str())).cloned().collect();
+    let forged: Vec<http::HeaderName> = req.headers.keys().filter(|n| is_identity_header(n.as_str())).cloned().collect();
     for name in forged {
         req.remove_header(&name);
     }
@@ -42,7 +41,19 @@ mod tests {
     #[test]
     fn strips_all_forgeable_identity_headers() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        for h in ["X-User-Id", "x-user-email", "X-USER-ROLE", "X-User-Anything", "X-Auth-Source", "X-Auth-AAL", "X-Session-Id", "X_User_Id", "x_auth-source", "X_Session_Id", "X-Other"] {
+        for h in [
+            "X-User-Id",
+            "x-user-email",
+            "X-USER-ROLE",
+            "X-User-Anything",
+            "X-Auth-Source",
+            "X-Auth-AAL",
+            "X-Session-Id",
+            "X_User_Id",
+            "x_auth-source",
+            "X_Session_Id",
+            "X-Other",
+        ] {
             req.append_header(h, "forged").unwrap();
         }
         req.append_header("X-User-Id", "twice").unwrap();

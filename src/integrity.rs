@@ -1,13 +1,16 @@
 //! `sting-proxy validate [--fix]`: data-integrity checks over the proxy's keys (the seed's
 //! `validate_data_integrity` and `cleanup_orphaned_data`), each a `SCAN`/`SSCAN`/`ZSCAN` walk in
-//! batches with one pipelined check per batch. Repairs only remove dangling references and add
-//! missing TTLs; they never delete a session record or a counter. I/O.
+//! batches with one check per batch. Repairs only remove dangling references (re-checked and
+//! removed atomically, in a script) and add missing TTLs; they never delete a session record or
+//! a counter, so they are safe while proxies write. I/O.
 
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+
 use crate::keys;
-use crate::store::{RedisStore, StoreError};
-use crate::terminal::Progress;
+use crate::store::{RedisStore, Scan, StoreError};
+use crate::terminal::{sanitize, Progress};
 
 /// Keys or members examined per round trip.
 pub const SCAN_BATCH: usize = 1000;
@@ -53,178 +56,172 @@ pub struct Settings {
 /// Runs every check in order; returns one finding per check.
 pub async fn validate(store: &RedisStore, s: &Settings, progress: &mut Progress) -> Result<Vec<Finding>, StoreError> {
     let mut out = Vec::new();
-    out.push(active_set(store, s, progress).await?);
-    out.push(user_active_sets(store, s, progress).await?);
-    out.push(session_indexes(store, s, progress).await?);
+    out.push(
+        check_members(
+            store,
+            s,
+            progress,
+            Finding::new("active_without_record", "active sessions whose record is missing or already ended"),
+            false,
+            vec![(keys::ACTIVE_SESSIONS.to_owned(), Rule::Live)],
+        )
+        .await?,
+    );
+    let user_sets: Vec<(String, Rule)> = key_names(store, &format!("{}*", keys::ACTIVE_USER_PREFIX), progress)
+        .await?
+        .into_iter()
+        .map(|k| {
+            let user = k[keys::ACTIVE_USER_PREFIX.len()..].to_owned();
+            (k, Rule::OwnedBy(user))
+        })
+        .collect();
+    out.push(
+        check_members(
+            store,
+            s,
+            progress,
+            Finding::new("user_active_dangling", "users' active-session entries that are missing, ended or another user's"),
+            false,
+            user_sets,
+        )
+        .await?,
+    );
+    let mut indexes = vec![(keys::RECENT_SESSIONS.to_owned(), Rule::Exists)];
+    indexes.extend(key_names(store, &keys::user_sessions("*"), progress).await?.into_iter().map(|k| (k, Rule::Exists)));
+    out.push(
+        check_members(
+            store,
+            s,
+            progress,
+            Finding::new("index_dangling", "session-index entries (user histories, recent sessions) pointing at no record"),
+            true,
+            indexes,
+        )
+        .await?,
+    );
     out.push(keys_without_ttl(store, s, progress).await?);
     progress.done();
     Ok(out)
 }
 
-/// What a session record says about membership: (exists, ended, user id).
-async fn records(store: &RedisStore, sids: &[String]) -> Result<Vec<(bool, bool, Option<String>)>, StoreError> {
-    let mut pipe = redis::pipe();
-    for sid in sids {
-        pipe.cmd("HMGET").arg(keys::analytics_session(sid)).arg("start_time").arg("end_time").arg("user_id");
+/// What a member of a collection must point at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Rule {
+    /// A session record that exists.
+    Exists,
+    /// A session record that exists and has not ended.
+    Live,
+    /// A live session record of this user.
+    OwnedBy(String),
+}
+
+/// Checks a batch of members against their session records and, when fixing, removes the
+/// dangling ones in the same step, so a session that a proxy touches meanwhile is never
+/// removed on a stale reading.
+///
+/// KEYS: 1 the collection, 2.. the members' session records (in ARGV order).
+/// ARGV: 1 `set`/`zset`, 2 rule `exists`/`live`/`owned`, 3 user id for `owned`, 4 `1` to fix,
+///       5.. the members. Returns the dangling members.
+const CHECK_MEMBERS: &str = r#"
+local bad = {}
+for i = 5, #ARGV do
+  local rec = KEYS[i - 3]
+  local ok = redis.call('EXISTS', rec) == 1
+  if ok and ARGV[2] ~= 'exists' then
+    ok = redis.call('HEXISTS', rec, 'end_time') == 0
+    if ok and ARGV[2] == 'owned' then ok = redis.call('HGET', rec, 'user_id') == ARGV[3] end
+  end
+  if not ok then
+    bad[#bad + 1] = ARGV[i]
+    if ARGV[4] == '1' then
+      if ARGV[1] == 'zset' then redis.call('ZREM', KEYS[1], ARGV[i]) else redis.call('SREM', KEYS[1], ARGV[i]) end
+    end
+  end
+end
+return bad
+"#;
+
+/// The distinct keys matching `pattern` (SCAN may repeat a key).
+async fn key_names(store: &RedisStore, pattern: &str, progress: &mut Progress) -> Result<BTreeSet<String>, StoreError> {
+    let mut names = BTreeSet::new();
+    let mut scan = store.scanner(Scan::Keys(pattern), SCAN_BATCH);
+    while let Some(batch) = scan.next_batch().await? {
+        names.extend(batch);
+        progress.update(&format!("{}: {} keys found", sanitize(pattern), names.len()));
     }
-    let rows: Vec<(Option<String>, Option<String>, Option<String>)> = store.pipeline_within(&pipe, Duration::from_secs(10)).await?;
-    Ok(rows.into_iter().map(|(start, end, user)| (start.is_some(), end.is_some(), user)).collect())
+    Ok(names)
 }
 
-/// Walks a collection key with `SSCAN`/`ZSCAN`, calling `visit` once per batch of members.
-async fn scan_members<F>(store: &RedisStore, scan: &str, key: &str, progress: &mut Progress, mut visit: F) -> Result<(), StoreError>
-where
-    F: AsyncFnMut(Vec<String>) -> Result<(), StoreError>,
-{
-    let mut cursor: u64 = 0;
-    let mut seen = 0usize;
-    loop {
-        let (next, raw): (u64, Vec<String>) = store.query(redis::cmd(scan).arg(key).arg(cursor).arg("COUNT").arg(SCAN_BATCH)).await?;
-        // ZSCAN answers member, score, member, score, ...
-        let members: Vec<String> = if scan == "ZSCAN" { raw.into_iter().step_by(2).collect() } else { raw };
-        seen += members.len();
-        progress.update(&format!("{key}: {seen} members checked"));
-        if !members.is_empty() {
-            visit(members).await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
-}
-
-/// Walks the keyspace with `SCAN MATCH pattern`, calling `visit` once per batch of keys.
-async fn scan_keys<F>(store: &RedisStore, pattern: &str, progress: &mut Progress, mut visit: F) -> Result<(), StoreError>
-where
-    F: AsyncFnMut(Vec<String>) -> Result<(), StoreError>,
-{
-    let mut cursor: u64 = 0;
-    let mut seen = 0usize;
-    loop {
-        let (next, batch): (u64, Vec<String>) =
-            store.query(redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(SCAN_BATCH)).await?;
-        seen += batch.len();
-        progress.update(&format!("{pattern}: {seen} keys checked"));
-        if !batch.is_empty() {
-            visit(batch).await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
-}
-
-/// `sting:active:sessions` members must have a record that has not ended.
-async fn active_set(store: &RedisStore, s: &Settings, progress: &mut Progress) -> Result<Finding, StoreError> {
-    let mut f = Finding::new("active_without_record", "active sessions whose record is missing or already ended");
-    scan_members(store, "SSCAN", keys::ACTIVE_SESSIONS, progress, async |sids: Vec<String>| {
-        f.examined += sids.len() as u64;
-        let bad: Vec<&String> =
-            sids.iter().zip(records(store, &sids).await?).filter(|(_, (exists, ended, _))| !exists || *ended).map(|(sid, _)| sid).collect();
-        for sid in &bad {
-            f.note((*sid).clone());
-        }
-        if s.fix && !bad.is_empty() {
-            let removed: u64 = store.query(redis::cmd("SREM").arg(keys::ACTIVE_SESSIONS).arg(&bad)).await?;
-            f.fixed += removed;
-        }
-        Ok(())
-    })
-    .await?;
-    Ok(f)
-}
-
-/// Each `sting:active:users:{user}` member must be an active session of that user.
-async fn user_active_sets(store: &RedisStore, s: &Settings, progress: &mut Progress) -> Result<Finding, StoreError> {
-    let mut f = Finding::new("user_active_dangling", "users' active-session entries that are missing, ended or another user's");
-    let mut sets = Vec::new();
-    scan_keys(store, &format!("{}*", keys::ACTIVE_USER_PREFIX), progress, async |batch: Vec<String>| {
-        sets.extend(batch);
-        Ok(())
-    })
-    .await?;
-    for set in sets {
-        let user = set[keys::ACTIVE_USER_PREFIX.len()..].to_owned();
-        scan_members(store, "SSCAN", &set, progress, async |sids: Vec<String>| {
+/// Checks every member of `collections` (sets, or sorted sets when `sorted`) against `Rule`.
+async fn check_members(
+    store: &RedisStore,
+    s: &Settings,
+    progress: &mut Progress,
+    mut f: Finding,
+    sorted: bool,
+    collections: Vec<(String, Rule)>,
+) -> Result<Finding, StoreError> {
+    for (key, rule) in collections {
+        let what = if sorted { Scan::SortedSet(&key) } else { Scan::Set(&key) };
+        let (rule_name, user) = match &rule {
+            Rule::Exists => ("exists", ""),
+            Rule::Live => ("live", ""),
+            Rule::OwnedBy(u) => ("owned", u.as_str()),
+        };
+        let mut scan = store.scanner(what, SCAN_BATCH);
+        while let Some(sids) = scan.next_batch().await? {
             f.examined += sids.len() as u64;
-            let bad: Vec<&String> = sids
-                .iter()
-                .zip(records(store, &sids).await?)
-                .filter(|(_, (exists, ended, owner))| !exists || *ended || owner.as_deref() != Some(user.as_str()))
-                .map(|(sid, _)| sid)
-                .collect();
-            for sid in &bad {
-                f.note(format!("{set} {sid}"));
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(CHECK_MEMBERS).arg(1 + sids.len()).arg(&key);
+            for sid in &sids {
+                cmd.arg(keys::analytics_session(sid));
             }
-            if s.fix && !bad.is_empty() {
-                let removed: u64 = store.query(redis::cmd("SREM").arg(&set).arg(&bad)).await?;
-                f.fixed += removed;
+            cmd.arg(if sorted { "zset" } else { "set" }).arg(rule_name).arg(user).arg(if s.fix { "1" } else { "0" }).arg(&sids);
+            let bad: Vec<String> = store.query(&cmd).await?;
+            for sid in bad {
+                f.note(format!("{key} {sid}"));
+                if s.fix {
+                    f.fixed += 1;
+                }
             }
-            Ok(())
-        })
-        .await?;
-    }
-    Ok(f)
-}
-
-/// Session indexes (`sting:analytics:user:{user}:sessions`, the recent-sessions list) must
-/// point at existing records.
-async fn session_indexes(store: &RedisStore, s: &Settings, progress: &mut Progress) -> Result<Finding, StoreError> {
-    let mut f = Finding::new("index_dangling", "session-index entries (user histories, recent sessions) pointing at no record");
-    let mut indexes = vec![keys::RECENT_SESSIONS.to_owned()];
-    scan_keys(store, &keys::user_sessions("*"), progress, async |batch: Vec<String>| {
-        indexes.extend(batch);
-        Ok(())
-    })
-    .await?;
-    for index in indexes {
-        scan_members(store, "ZSCAN", &index, progress, async |sids: Vec<String>| {
-            f.examined += sids.len() as u64;
-            let bad: Vec<&String> = sids.iter().zip(records(store, &sids).await?).filter(|(_, (exists, _, _))| !exists).map(|(sid, _)| sid).collect();
-            for sid in &bad {
-                f.note(format!("{index} {sid}"));
-            }
-            if s.fix && !bad.is_empty() {
-                let removed: u64 = store.query(redis::cmd("ZREM").arg(&index).arg(&bad)).await?;
-                f.fixed += removed;
-            }
-            Ok(())
-        })
-        .await?;
+            progress.update(&format!("{}: {} members checked", sanitize(&key), f.examined));
+        }
     }
     Ok(f)
 }
 
 /// Every key the proxy writes expires (see `docs/redis-schema.md`); one without a TTL would
-/// live forever. The app's own session keys are left alone.
+/// live forever. Only the proxy's own key families are examined: other `sting:*` keys, and
+/// the app's session keys, are never touched.
 async fn keys_without_ttl(store: &RedisStore, s: &Settings, progress: &mut Progress) -> Result<Finding, StoreError> {
     let mut f = Finding::new("no_ttl", "proxy keys without a TTL (they would never expire)");
-    scan_keys(store, "sting:*", progress, async |batch: Vec<String>| {
-        let ours: Vec<String> = batch.into_iter().filter(|k| s.flask_prefix.is_empty() || !k.starts_with(&s.flask_prefix)).collect();
-        if ours.is_empty() {
-            return Ok(());
+    for prefix in keys::OWNED_PREFIXES {
+        let pattern = format!("{prefix}*");
+        let mut scan = store.scanner(Scan::Keys(&pattern), SCAN_BATCH);
+        while let Some(batch) = scan.next_batch().await? {
+            let ours: Vec<String> = batch.into_iter().filter(|k| s.flask_prefix.is_empty() || !k.starts_with(&s.flask_prefix)).collect();
+            if ours.is_empty() {
+                continue;
+            }
+            f.examined += ours.len() as u64;
+            let mut pipe = redis::pipe();
+            for k in &ours {
+                pipe.ttl(k);
+            }
+            let ttls: Vec<i64> = store.pipeline_within(&pipe, Duration::from_secs(10)).await?;
+            let bad: Vec<&String> = ours.iter().zip(ttls).filter(|(_, t)| *t == -1).map(|(k, _)| k).collect();
+            let mut fix = redis::pipe();
+            for k in &bad {
+                f.note((*k).clone());
+                fix.expire(*k, ttl_for(k, s) as i64);
+            }
+            if s.fix && !bad.is_empty() {
+                let set: Vec<i64> = store.pipeline_within(&fix, Duration::from_secs(10)).await?;
+                f.fixed += set.iter().filter(|r| **r == 1).count() as u64;
+            }
+            progress.update(&format!("{prefix}*: {} keys checked", f.examined));
         }
-        f.examined += ours.len() as u64;
-        let mut pipe = redis::pipe();
-        for k in &ours {
-            pipe.ttl(k);
-        }
-        let ttls: Vec<i64> = store.pipeline_within(&pipe, Duration::from_secs(10)).await?;
-        let bad: Vec<&String> = ours.iter().zip(ttls).filter(|(_, t)| *t == -1).map(|(k, _)| k).collect();
-        let mut fix = redis::pipe();
-        for k in &bad {
-            f.note((*k).clone());
-            fix.expire(*k, ttl_for(k, s) as i64);
-        }
-        if s.fix && !bad.is_empty() {
-            let set: Vec<i64> = store.pipeline_within(&fix, Duration::from_secs(10)).await?;
-            f.fixed += set.iter().filter(|r| **r == 1).count() as u64;
-        }
-        Ok(())
-    })
-    .await?;
+    }
     Ok(f)
 }
 

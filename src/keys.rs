@@ -4,6 +4,9 @@
 //! the one key they must derive at run time (a user's active set, whose user id lives in the
 //! session record) from [`ACTIVE_USER_PREFIX`].
 
+/// The key families the proxy writes (and so may repair); other `sting:*` keys are not ours.
+pub const OWNED_PREFIXES: &[&str] = &["sting:analytics:", "sting:active:", "sting:metrics:", "sting:kratos:", "sting:aal2:"];
+
 /// The app's Flask-Session key for `sid` (read only for us).
 pub fn flask_session(prefix: &str, sid: &str) -> String {
     let mut k = String::with_capacity(prefix.len() + sid.len());
@@ -26,6 +29,15 @@ pub fn analytics_session(sid: &str) -> String {
 pub fn session_actions(sid: &str) -> String {
     format!("sting:analytics:session:{sid}:actions")
 }
+
+/// The pages a session has viewed, per period (set of `{period label} {template}`): how
+/// `page_sessions` counts each session once per page.
+pub fn session_pages(sid: &str) -> String {
+    format!("sting:analytics:session:{sid}:pages")
+}
+
+/// The breakdown dimension counting distinct sessions per page (see [`analytics_breakdown`]).
+pub const PAGE_SESSIONS: &str = "page_sessions";
 
 /// A user's sessions by start time (sorted set).
 pub fn user_sessions(user_id: &str) -> String {
@@ -83,7 +95,7 @@ pub fn analytics_period(period: Period, label: &str) -> String {
 }
 
 /// A breakdown of one period (sorted set): `pages`, `browsers`, `os`, `devices`, `countries`,
-/// `cities`.
+/// `cities`, and [`PAGE_SESSIONS`].
 pub fn analytics_breakdown(period: Period, label: &str, dimension: &str) -> String {
     format!("sting:analytics:{}:{label}:{dimension}", period.as_str())
 }

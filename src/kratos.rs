@@ -58,7 +58,10 @@ pub enum WhoamiAnswer {
 /// The outcome for one request, including the cases we do not cache.
 #[derive(Debug, Clone)]
 pub enum KratosOutcome {
-    Answer { answer: Arc<WhoamiAnswer>, from: AnswerSource },
+    Answer {
+        answer: Arc<WhoamiAnswer>,
+        from: AnswerSource,
+    },
     /// Kratos failed, timed out, or the circuit is open.
     Unavailable(&'static str),
 }
@@ -79,9 +82,7 @@ pub fn parse_whoami(status: u16, body: &[u8], role_trait: &str, now: DateTime<Ut
                 return Ok(WhoamiAnswer::Unauthenticated);
             }
             let identity = s.identity.ok_or("whoami 200 body has no identity")?;
-            let trait_str = |v: &Option<serde_json::Value>, k: &str| {
-                v.as_ref().and_then(|t| t.get(k)).and_then(|x| x.as_str()).map(str::to_owned)
-            };
+            let trait_str = |v: &Option<serde_json::Value>, k: &str| v.as_ref().and_then(|t| t.get(k)).and_then(|x| x.as_str()).map(str::to_owned);
             let role = trait_str(&identity.traits, role_trait).or_else(|| trait_str(&identity.metadata_public, role_trait));
             Ok(WhoamiAnswer::Authenticated {
                 identity: Identity {
@@ -100,9 +101,7 @@ pub fn parse_whoami(status: u16, body: &[u8], role_trait: &str, now: DateTime<Ut
         403 => {
             let e: WhoamiError = serde_json::from_slice(body).unwrap_or_default();
             if e.error.as_ref().and_then(|x| x.id.as_deref()) == Some("session_aal2_required") {
-                let redirect = e
-                    .redirect_browser_to
-                    .or_else(|| e.error.and_then(|x| x.details).and_then(|d| d.redirect_browser_to));
+                let redirect = e.redirect_browser_to.or_else(|| e.error.and_then(|x| x.details).and_then(|d| d.redirect_browser_to));
                 Ok(WhoamiAnswer::Aal2Required { redirect_browser_to: redirect })
             } else {
                 Ok(WhoamiAnswer::Unauthenticated)
@@ -338,9 +337,7 @@ mod tests {
         assert_eq!(parse_whoami(401, E401, "role", before_expiry()).unwrap(), WhoamiAnswer::Unauthenticated);
         assert_eq!(
             parse_whoami(403, E403, "role", before_expiry()).unwrap(),
-            WhoamiAnswer::Aal2Required {
-                redirect_browser_to: Some("https://kratos.example.com/self-service/login/browser?aal=aal2".into())
-            }
+            WhoamiAnswer::Aal2Required { redirect_browser_to: Some("https://kratos.example.com/self-service/login/browser?aal=aal2".into()) }
         );
         assert!(parse_whoami(429, b"", "role", before_expiry()).is_err());
         assert!(parse_whoami(200, b"<html>", "role", before_expiry()).is_err());

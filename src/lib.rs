@@ -16,6 +16,8 @@
 //! - [`rules`]: path-prefix authorisation rules.
 //! - [`headers`]: identity header names; stripping forged ones.
 //! - [`local_response`]: answers the proxy writes itself.
+//! - [`own_endpoints`]: the API and the [`dashboard`] (assets embedded), with the live
+//!   active-sessions stream fed by [`live_active`].
 //! - [`admin`]: `/healthz` and `/readyz` on the admin listener.
 //! - [`analytics_api`]: the analytics REST API the proxy answers itself (admin or token only);
 //!   [`analytics_queries`]: the reads behind it, shared with the ops CLI.
@@ -46,6 +48,7 @@ pub mod circuit_breaker;
 pub mod client_ip;
 pub mod config;
 pub mod cookies;
+pub mod dashboard;
 pub mod device;
 pub mod flask_cookie;
 pub mod geo;
@@ -54,8 +57,10 @@ pub mod identity;
 pub mod integrity;
 pub mod keys;
 pub mod kratos;
+pub mod live_active;
 pub mod local_response;
 pub mod ops_cli;
+pub mod own_endpoints;
 pub mod pickle_fields;
 pub mod proxy;
 pub mod request_event;

@@ -13,15 +13,24 @@ pub struct LocalResponse {
     pub body: Bytes,
     pub location: Option<String>,
     pub retry_after: Option<u32>,
+    /// `no-store` unless a static asset says otherwise.
+    pub cache_control: &'static str,
+    pub extra_headers: &'static [(&'static str, &'static str)],
 }
 
 impl LocalResponse {
+    fn new(status: u16, content_type: &'static str, body: Bytes) -> Self {
+        Self { status, content_type, body, location: None, retry_after: None, cache_control: "no-store", extra_headers: &[] }
+    }
+
     pub fn json(status: u16, value: serde_json::Value) -> Self {
-        Self { status, content_type: "application/json", body: Bytes::from(value.to_string()), location: None, retry_after: None }
+        Self::new(status, "application/json", Bytes::from(value.to_string()))
     }
 
     pub fn redirect(location: String) -> Self {
-        Self { status: 302, content_type: "text/plain; charset=utf-8", body: Bytes::from_static(b"Redirecting\n"), location: Some(location), retry_after: None }
+        let mut r = Self::new(302, "text/plain; charset=utf-8", Bytes::from_static(b"Redirecting\n"));
+        r.location = Some(location);
+        r
     }
 
     pub fn text(status: u16, body: &'static str) -> Self {
@@ -29,14 +38,17 @@ impl LocalResponse {
     }
 
     pub fn static_body(status: u16, content_type: &'static str, body: &'static str) -> Self {
-        Self { status, content_type, body: Bytes::from_static(body.as_bytes()), location: None, retry_after: None }
+        Self::new(status, content_type, Bytes::from_static(body.as_bytes()))
     }
 
     pub async fn write(self, session: &mut Session, request_id: &str) -> Result<()> {
-        let mut h = ResponseHeader::build(self.status, Some(6))?;
+        let mut h = ResponseHeader::build(self.status, Some(6 + self.extra_headers.len()))?;
         h.insert_header("content-type", self.content_type)?;
         h.insert_header("content-length", self.body.len().to_string())?;
-        h.insert_header("cache-control", "no-store")?;
+        h.insert_header("cache-control", self.cache_control)?;
+        for (k, v) in self.extra_headers {
+            h.insert_header(*k, *v)?;
+        }
         h.insert_header(crate::headers::X_REQUEST_ID, request_id)?;
         if let Some(loc) = self.location {
             h.insert_header("location", loc)?;
@@ -46,8 +58,7 @@ impl LocalResponse {
         }
         // An unread request body would corrupt the next request on this connection.
         let req = session.req_header();
-        let has_body = req.headers.get("transfer-encoding").is_some()
-            || req.headers.get("content-length").is_some_and(|v| v.as_bytes() != b"0");
+        let has_body = req.headers.get("transfer-encoding").is_some() || req.headers.get("content-length").is_some_and(|v| v.as_bytes() != b"0");
         if has_body {
             session.set_keepalive(None);
         }

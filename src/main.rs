@@ -60,7 +60,13 @@ enum Command {
         limit: usize,
     },
     /// End the active sessions whose app session is gone or that went idle; print how many.
-    Cleanup,
+    /// Exits 1 when it held sessions back because their app keys all looked missing (a wrong
+    /// session.key_prefix would otherwise end every session).
+    Cleanup {
+        /// Only report what would be ended.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Check the analytics keys' integrity (dangling entries, keys without TTL); exit 1 if
     /// problems are found and not repaired.
     Validate {
@@ -88,7 +94,7 @@ fn main() -> ExitCode {
         Command::Sessions(c) => ops(&cfg, Ops::Sessions(c), cli.json),
         Command::Stats { date } => ops(&cfg, Ops::Stats { date }, cli.json),
         Command::Top { what, period, date, limit } => ops(&cfg, Ops::Top { what, period, date, limit }, cli.json),
-        Command::Cleanup => ops(&cfg, Ops::Cleanup, cli.json),
+        Command::Cleanup { dry_run } => ops(&cfg, Ops::Cleanup { dry_run }, cli.json),
         Command::Validate { fix } => ops(&cfg, Ops::Validate { fix }, cli.json),
     };
     match result {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 
-use crate::analytics_api::{ApiError, Endpoint};
+use crate::analytics_api::{valid_id, ApiError, Endpoint};
 use crate::analytics_queries::{self as queries, QueryError};
 use crate::config::Config;
 use crate::integrity;
@@ -15,7 +15,8 @@ use crate::request_event::EndReason;
 use crate::session_lifecycle::{find_ended, SWEEP_BATCH};
 use crate::session_scripts;
 use crate::store::RedisStore;
-use crate::terminal::{cell, key_values, Progress, Table};
+use crate::store::Scan;
+use crate::terminal::{cell, key_values, sanitize, Progress, Table};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum SessionsCommand {
@@ -56,7 +57,7 @@ pub enum Ops {
     Sessions(SessionsCommand),
     Stats { date: Option<String> },
     Top { what: TopWhat, period: PeriodArg, date: Option<String>, limit: usize },
-    Cleanup,
+    Cleanup { dry_run: bool },
     Validate { fix: bool },
 }
 
@@ -69,7 +70,7 @@ pub fn run(cfg: &Config, op: Ops, json: bool) -> anyhow::Result<bool> {
             Ops::Sessions(c) => sessions(&store, c, json).await,
             Ops::Stats { date } => stats(&store, date, json).await,
             Ops::Top { what, period, date, limit } => top(&store, what, period, date, limit, json).await,
-            Ops::Cleanup => cleanup(cfg, &store, json).await,
+            Ops::Cleanup { dry_run } => cleanup(cfg, &store, dry_run, json).await,
             Ops::Validate { fix } => validate(cfg, &store, fix, json).await,
         }
     })
@@ -114,8 +115,8 @@ fn print_json(v: &serde_json::Value) {
 /// `2026-11-30T13:05:00.000Z` → `2026-11-30 13:05:00`.
 fn short_time(v: &serde_json::Value) -> String {
     match v.as_str() {
-        Some(s) if s.len() >= 19 => s[..19].replacen('T', " ", 1),
-        _ => cell(v),
+        Some(s) => s.get(..19).map(|t| t.replacen('T', " ", 1)).unwrap_or_else(|| s.to_owned()),
+        None => cell(v),
     }
 }
 
@@ -145,7 +146,9 @@ fn sessions_table(sessions: &[serde_json::Value]) -> Table {
 async fn sessions(store: &RedisStore, c: SessionsCommand, json: bool) -> anyhow::Result<bool> {
     match c {
         SessionsCommand::Active { limit } => {
-            let limit = limit.clamp(1, crate::analytics_api::MAX_LIMIT);
+            if !(1..=crate::analytics_api::MAX_LIMIT).contains(&limit) {
+                return Err(anyhow!("--limit: must be a whole number from 1 to {}", crate::analytics_api::MAX_LIMIT));
+            }
             let mut v = ask(store, Endpoint::ActiveSessions, "").await?;
             let sids = queries::active_session_ids(store, limit).await?;
             v["sessions"] = serde_json::json!(queries::session_records(store, &sids).await?);
@@ -160,6 +163,9 @@ async fn sessions(store: &RedisStore, c: SessionsCommand, json: bool) -> anyhow:
             }
         }
         SessionsCommand::List { user, limit } => {
+            if user.as_deref().is_some_and(|u| !valid_id(u)) {
+                return Err(anyhow!("--user: not a user id"));
+            }
             let q = query_string(&[("limit", Some(limit.to_string()))]);
             let v = match &user {
                 Some(u) => ask(store, Endpoint::UserSessions { user_id: u }, &q).await?,
@@ -177,7 +183,7 @@ async fn sessions(store: &RedisStore, c: SessionsCommand, json: bool) -> anyhow:
             }
         }
         SessionsCommand::Show { session_id } => {
-            if !session_id.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            if !valid_id(&session_id) {
                 return Err(anyhow!("SESSION_ID: not a session id"));
             }
             let v = ask(store, Endpoint::Session { sid: &session_id }, "").await?;
@@ -255,9 +261,15 @@ async fn top(store: &RedisStore, what: TopWhat, period: PeriodArg, date: Option<
     }
     println!("{title} by page views, {} (UTC)", cell(&v["date"]));
     for (field, header) in sections {
-        let mut t = Table::new(&[header, "PAGE VIEWS"]);
+        let pages = *field == "pages";
+        let columns: &[&str] = if pages { &[header, "PAGE VIEWS", "SESSIONS"] } else { &[header, "PAGE VIEWS"] };
+        let mut t = Table::new(columns);
         for r in v[field].as_array().into_iter().flatten() {
-            t.row(vec![cell(&r["name"]), cell(&r["count"])]);
+            let mut row = vec![cell(&r["name"]), cell(&r["count"])];
+            if pages {
+                row.push(cell(&r["unique_sessions"]));
+            }
+            t.row(row);
         }
         println!();
         if t.is_empty() {
@@ -274,47 +286,56 @@ async fn top(store: &RedisStore, what: TopWhat, period: PeriodArg, date: Option<
 
 /// Ends the active sessions whose app session is gone (or that went idle), the seed's
 /// `SessionCleanup`, directly in Redis with the same script the writer uses (so a session is
-/// still ended only once, even while proxies run).
-async fn cleanup(cfg: &Config, store: &RedisStore, json: bool) -> anyhow::Result<bool> {
+/// still ended only once, even while proxies run). `dry_run` only reports.
+async fn cleanup(cfg: &Config, store: &RedisStore, dry_run: bool, json: bool) -> anyhow::Result<bool> {
     let idle_ms = cfg.analytics.idle_timeout_seconds * 1000;
     let ttl = cfg.analytics.retention_days * 86_400;
     let mut progress = Progress::new();
-    let (mut checked, mut expired, mut idle) = (0u64, 0u64, 0u64);
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, sids): (u64, Vec<String>) =
-            store.query(redis::cmd("SSCAN").arg(keys::ACTIVE_SESSIONS).arg(cursor).arg("COUNT").arg(SWEEP_BATCH)).await?;
+    let (mut checked, mut expired, mut idle, mut held_back) = (0u64, 0u64, 0u64, 0u64);
+    let mut scan = store.scanner(Scan::Set(keys::ACTIVE_SESSIONS), SWEEP_BATCH);
+    while let Some(sids) = scan.next_batch().await? {
         checked += sids.len() as u64;
         let now = chrono::Utc::now().timestamp_millis();
-        let ended = find_ended(store, &cfg.session.key_prefix, idle_ms as i64, &sids, now).await?;
-        if !ended.is_empty() {
+        let found = find_ended(store, &cfg.session.key_prefix, idle_ms as i64, &sids, now).await?;
+        held_back += found.suspicious_expiry as u64;
+        if dry_run {
+            for (_, reason) in &found.ended {
+                *if *reason == EndReason::Idle { &mut idle } else { &mut expired } += 1;
+            }
+        } else if !found.ended.is_empty() {
             let mut pipe = redis::pipe();
-            for (sid, reason) in &ended {
+            for (sid, reason) in &found.ended {
                 pipe.add_command(session_scripts::end_for(sid, now, *reason, idle_ms, ttl));
             }
+            // END answers -1 for a session another instance ended first.
             let durations: Vec<i64> = store.pipeline(&pipe).await?;
-            for ((_, reason), d) in ended.iter().zip(durations) {
-                match (d >= 0, reason) {
-                    (true, EndReason::Idle) => idle += 1,
-                    (true, _) => expired += 1,
-                    (false, _) => {}
+            for ((_, reason), d) in found.ended.iter().zip(durations) {
+                if d >= 0 {
+                    *if *reason == EndReason::Idle { &mut idle } else { &mut expired } += 1;
                 }
             }
         }
-        progress.update(&format!("checked {checked} active sessions, ended {}", expired + idle));
-        if next == 0 {
-            break;
-        }
-        cursor = next;
+        progress.update(&format!("checked {checked} active sessions, {} to end", expired + idle));
     }
     progress.done();
-    let v = serde_json::json!({"checked": checked, "ended": expired + idle, "expired": expired, "idle": idle});
+    let v = serde_json::json!({
+        "checked": checked, "ended": expired + idle, "expired": expired, "idle": idle,
+        "dry_run": dry_run, "held_back": held_back,
+    });
     if json {
         print_json(&v);
     } else {
-        println!("Checked {checked} active sessions: ended {} ({expired} whose app session is gone, {idle} idle)", expired + idle);
+        let verb = if dry_run { "would end" } else { "ended" };
+        println!("Checked {checked} active sessions: {verb} {} ({expired} whose app session is gone, {idle} idle)", expired + idle);
+        if held_back > 0 {
+            println!(
+                "Held back {held_back}: every Flask session of their batch lacked its app key under the prefix {:?}; \
+                 check session.key_prefix / SESSION_KEY_PREFIX (they still end when idle)",
+                cfg.session.key_prefix
+            );
+        }
     }
-    Ok(true)
+    Ok(held_back == 0)
 }
 
 async fn validate(cfg: &Config, store: &RedisStore, fix: bool, json: bool) -> anyhow::Result<bool> {
@@ -336,7 +357,7 @@ async fn validate(cfg: &Config, store: &RedisStore, fix: bool, json: bool) -> an
         }
         print!("{}", t.render());
         for f in findings.iter().filter(|f| !f.examples.is_empty()) {
-            println!("  {}: e.g. {}", f.check, f.examples.join(", "));
+            println!("  {}: e.g. {}", f.check, sanitize(&f.examples.join(", ")));
         }
         match (found, fix) {
             (0, _) => println!("No problems found."),

@@ -238,15 +238,7 @@ struct Machine<'a> {
 
 impl<'a> Machine<'a> {
     fn new(input: &'a [u8]) -> Self {
-        Machine {
-            input,
-            pos: 0,
-            op_start: 0,
-            stack: Vec::new(),
-            marks: Vec::new(),
-            memo: HashMap::new(),
-            strings: HashSet::new(),
-        }
+        Machine { input, pos: 0, op_start: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), strings: HashSet::new() }
     }
 
     /// Runs the opcodes up to `STOP` and returns the dict left on top of the stack.
@@ -909,12 +901,7 @@ mod tests {
 
     #[test]
     fn flask_session_dict_in_every_protocol() {
-        let expected = entries(&[
-            ("_permanent", Scalar::Other),
-            ("user_id", str("u1")),
-            ("email", str("a@b.c")),
-            ("role", str("admin")),
-        ]);
+        let expected = entries(&[("_permanent", Scalar::Other), ("user_id", str("u1")), ("email", str("a@b.c")), ("role", str("admin"))]);
         for (protocol, hex) in [0, 2, 3, 4, 5].into_iter().zip(BASIC) {
             assert_eq!(top_level_dict(&from_hex(hex)), Ok(expected.clone()), "protocol {protocol}");
         }
@@ -1077,40 +1064,40 @@ mod tests {
         // 'same': 'same', 'pop': 9, 't1': 'token', 't2': 'token', 't3': 'token', 't4': 5, 't5': 5,
         // 'f': 1.5, 'i': -12, 'bool': True, 'L': -5, 'u': 'žý🐍\\x', 'nb': b'buf', 'z': 0}.
         let parts: &[&[u8]] = &[
-            b"\x80\x02}q\x00(",                              // PROTO 2, EMPTY_DICT, BINPUT 0, MARK
-            b"U\x03py2U\x02u1",                              // SHORT_BINSTRING 'py2': SHORT_BINSTRING 'u1'
-            b"T\x03\x00\x00\x00binT\x02\x00\x00\x00ok",      // BINSTRING 'bin': BINSTRING 'ok'
-            b"X\x03\x00\x00\x00repS'it\\'s\\x41\\101\\n'\n", // BINUNICODE 'rep': STRING with escapes
-            b"X\x02\x00\x00\x00m2M\x01\x02",                 // 'm2': BININT2 513
-            b"X\x01\x00\x00\x00t\x88",                       // 't': NEWTRUE
+            b"\x80\x02}q\x00(",                                                    // PROTO 2, EMPTY_DICT, BINPUT 0, MARK
+            b"U\x03py2U\x02u1",                                                    // SHORT_BINSTRING 'py2': SHORT_BINSTRING 'u1'
+            b"T\x03\x00\x00\x00binT\x02\x00\x00\x00ok",                            // BINSTRING 'bin': BINSTRING 'ok'
+            b"X\x03\x00\x00\x00repS'it\\'s\\x41\\101\\n'\n",                       // BINUNICODE 'rep': STRING with escapes
+            b"X\x02\x00\x00\x00m2M\x01\x02",                                       // 'm2': BININT2 513
+            b"X\x01\x00\x00\x00t\x88",                                             // 't': NEWTRUE
             b"\x8d\x02\x00\x00\x00\x00\x00\x00\x00l4\x8b\x02\x00\x00\x00\xff\x7f", // BINUNICODE8 'l4': LONG4 32767
-            b"\x8c\x02l1\x8a\x09\xff\xff\xff\xff\xff\xff\xff\xff\xff", // 'l1': LONG1 -1 in nine bytes
-            b"\x8c\x02b8\x8e\x01\x00\x00\x00\x00\x00\x00\x00x", // 'b8': BINBYTES8
-            b"\x8c\x02byB\x01\x00\x00\x00x",                 // 'by': BINBYTES
-            b"\x8c\x01e)",                                   // 'e': EMPTY_TUPLE
-            b"\x8c\x03tup(K\x01K\x02t",                      // 'tup': TUPLE from MARK
-            b"\x8c\x03lst(K\x01l",                           // 'lst': LIST from MARK
-            b"\x8c\x03dct(\x8c\x01k\x8c\x01vd",              // 'dct': DICT from MARK
-            b"\x8c\x02st\x8f(K\x01\x90",                     // 'st': EMPTY_SET, ADDITEMS
-            b"\x8c\x02fs(K\x01\x91",                         // 'fs': FROZENSET
-            b"\x8c\x04same2",                                // DUP: 'same': 'same'
-            b"\x8c\x03popK\x09K\x070",                       // 'pop': 9 (POP drops 7)
-            b"(K\x01K\x021",                                 // POP_MARK drops a MARK and what follows it
-            b"(0",                                           // POP right after MARK drops the MARK
-            b"\x8c\x02t1\x8c\x05tokenr\x00\x01\x00\x00",     // 't1': 'token', LONG_BINPUT 256
-            b"\x8c\x02t2j\x00\x01\x00\x00",                  // 't2': LONG_BINGET 256
-            b"\x8c\x02t3g256\n",                             // 't3': GET 256
-            b"\x8c\x02t4K\x05p7\n",                          // 't4': 5, PUT 7
-            b"\x8c\x02t5g7\n",                               // 't5': GET 7
-            b"\x8c\x01fF1.5\n",                              // 'f': FLOAT
-            b"\x8c\x01iI-12\n",                              // 'i': INT -12
-            b"\x8c\x04boolI01\n",                            // 'bool': INT 01 (True)
-            b"\x8c\x01LL-5L\n",                              // 'L': LONG -5
-            b"\x8c\x01uV\\u017e\xfd\\U0001f40d\\x\n",        // 'u': UNICODE with raw-unicode-escapes
-            b"\x8c\x02nb\x97\x98",                           // 'nb': NEXT_BUFFER, READONLY_BUFFER
-            b"\x8c\x03py2\x8c\x02u2",                        // 'py2' again: the last value wins
-            b"u",                                            // SETITEMS
-            b"\x8c\x01zK\x00s.",                             // 'z': 0, SETITEM, STOP
+            b"\x8c\x02l1\x8a\x09\xff\xff\xff\xff\xff\xff\xff\xff\xff",             // 'l1': LONG1 -1 in nine bytes
+            b"\x8c\x02b8\x8e\x01\x00\x00\x00\x00\x00\x00\x00x",                    // 'b8': BINBYTES8
+            b"\x8c\x02byB\x01\x00\x00\x00x",                                       // 'by': BINBYTES
+            b"\x8c\x01e)",                                                         // 'e': EMPTY_TUPLE
+            b"\x8c\x03tup(K\x01K\x02t",                                            // 'tup': TUPLE from MARK
+            b"\x8c\x03lst(K\x01l",                                                 // 'lst': LIST from MARK
+            b"\x8c\x03dct(\x8c\x01k\x8c\x01vd",                                    // 'dct': DICT from MARK
+            b"\x8c\x02st\x8f(K\x01\x90",                                           // 'st': EMPTY_SET, ADDITEMS
+            b"\x8c\x02fs(K\x01\x91",                                               // 'fs': FROZENSET
+            b"\x8c\x04same2",                                                      // DUP: 'same': 'same'
+            b"\x8c\x03popK\x09K\x070",                                             // 'pop': 9 (POP drops 7)
+            b"(K\x01K\x021",                                                       // POP_MARK drops a MARK and what follows it
+            b"(0",                                                                 // POP right after MARK drops the MARK
+            b"\x8c\x02t1\x8c\x05tokenr\x00\x01\x00\x00",                           // 't1': 'token', LONG_BINPUT 256
+            b"\x8c\x02t2j\x00\x01\x00\x00",                                        // 't2': LONG_BINGET 256
+            b"\x8c\x02t3g256\n",                                                   // 't3': GET 256
+            b"\x8c\x02t4K\x05p7\n",                                                // 't4': 5, PUT 7
+            b"\x8c\x02t5g7\n",                                                     // 't5': GET 7
+            b"\x8c\x01fF1.5\n",                                                    // 'f': FLOAT
+            b"\x8c\x01iI-12\n",                                                    // 'i': INT -12
+            b"\x8c\x04boolI01\n",                                                  // 'bool': INT 01 (True)
+            b"\x8c\x01LL-5L\n",                                                    // 'L': LONG -5
+            b"\x8c\x01uV\\u017e\xfd\\U0001f40d\\x\n",                              // 'u': UNICODE with raw-unicode-escapes
+            b"\x8c\x02nb\x97\x98",                                                 // 'nb': NEXT_BUFFER, READONLY_BUFFER
+            b"\x8c\x03py2\x8c\x02u2",                                              // 'py2' again: the last value wins
+            b"u",                                                                  // SETITEMS
+            b"\x8c\x01zK\x00s.",                                                   // 'z': 0, SETITEM, STOP
         ];
         let expected = entries(&[
             ("py2", str("u2")),
@@ -1165,8 +1152,7 @@ mod tests {
             b"\x8c\x01l\x8c\x03pidQ",                         // 'l': BINPERSID
             b"\x8c\x07user_id\x8c\x02u1u.",                   // 'user_id': 'u1', SETITEMS, STOP
         ];
-        let mut expected: Vec<(String, Scalar)> =
-            "abcdefghijkl".chars().map(|key| (key.to_string(), Scalar::Other)).collect();
+        let mut expected: Vec<(String, Scalar)> = "abcdefghijkl".chars().map(|key| (key.to_string(), Scalar::Other)).collect();
         expected.push(("user_id".into(), str("u1")));
         assert_eq!(top_level_dict(&parts.concat()), Ok(expected));
     }
@@ -1175,10 +1161,8 @@ mod tests {
     fn only_a_dict_at_the_top_will_do() {
         // CPython 3.11.7: `pickle.dumps(collections.OrderedDict(user_id='u1'), protocol=4).hex()`
         // (a dict subclass, rebuilt by REDUCE) and `pickle.dumps(['u1'], protocol=4).hex()`.
-        const ORDERED_DICT_P4: &str = concat!(
-            "80049532000000000000008c0b636f6c6c656374696f6e73948c0b4f72646572656444696374949394",
-            "2952948c07757365725f6964948c02753194732e",
-        );
+        const ORDERED_DICT_P4: &str =
+            concat!("80049532000000000000008c0b636f6c6c656374696f6e73948c0b4f72646572656444696374949394", "2952948c07757365725f6964948c02753194732e",);
         const LIST_P4: &str = "80049509000000000000005d948c02753194612e";
         assert_eq!(top_level_dict(&from_hex(ORDERED_DICT_P4)), Err(PickleError::NotADict));
         assert_eq!(top_level_dict(&from_hex(LIST_P4)), Err(PickleError::NotADict));

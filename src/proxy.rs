@@ -17,18 +17,17 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
-use crate::analytics_api::{self, Access, ApiAccess};
 use crate::authenticate::{AuthOutcome, Authenticator};
-use crate::store::RedisStore;
 use crate::capture::CaptureHandle;
-use crate::request_event::{CaptureEvent, RequestEvent, SessionSignal};
-use crate::route_template;
 use crate::client_ip;
 use crate::config::Config;
 use crate::cookies::{self, CookieChange};
 use crate::headers::{self, *};
 use crate::identity::{AuthSource, Identity};
 use crate::local_response::LocalResponse;
+use crate::own_endpoints::{login_redirect, wants_html, OwnEndpoints};
+use crate::request_event::{CaptureEvent, RequestEvent, SessionSignal};
+use crate::route_template;
 use crate::rules::{self, Decision};
 
 /// Per-request state, created by pingora for every request.
@@ -56,55 +55,25 @@ pub struct Sidecar {
     peer: HttpPeer,
     auth: Arc<Authenticator>,
     capture: Option<CaptureHandle>,
-    store: RedisStore,
-    api_access: ApiAccess,
+    own: OwnEndpoints,
 }
 
 impl Sidecar {
-    pub fn new(cfg: Arc<Config>, peer: HttpPeer, auth: Arc<Authenticator>, capture: Option<CaptureHandle>, store: RedisStore) -> Self {
-        let api_access = ApiAccess::new(&cfg.analytics);
-        Self { cfg, peer, auth, capture, store, api_access }
-    }
-
-    /// Answers an analytics API request (never forwarded): origin, then credentials, then the
-    /// endpoint. A matching bearer token skips identification, so the token is never sent to
-    /// Kratos as if it were a Kratos credential.
-    async fn serve_api(&self, session: &mut Session, ctx: &mut RequestCtx, rest: &str) -> Result<bool> {
-        let req = session.req_header();
-        let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
-        let resp = if !self.api_access.origin_allowed(header("origin"), header("host")) {
-            LocalResponse::json(403, serde_json::json!({"error": "forbidden_origin", "message": "cross-origin requests are not allowed"}))
-        } else {
-            let bearer = self.api_access.bearer_matches(header("authorization"));
-            if !bearer {
-                let found = self.auth.identify(req).await;
-                ctx.identity = found.identity;
-                ctx.outcome = found.outcome;
-            }
-            match self.api_access.check(bearer, ctx.identity.as_deref()) {
-                Access::Unauthenticated => LocalResponse::json(401, serde_json::json!({
-                    "error": "unauthenticated",
-                    "message": "an admin session or an analytics bearer token is required",
-                })),
-                Access::Forbidden(why) => LocalResponse::json(403, serde_json::json!({"error": "forbidden", "message": why})),
-                Access::Granted => match analytics_api::route(req.method.as_str(), rest) {
-                    Err(e) => e.response(),
-                    Ok(ep) => analytics_api::serve(&self.store, ep, req.uri.query()).await,
-                },
-            }
-        };
-        resp.write(session, &ctx.request_id).await?;
-        Ok(true)
+    pub fn new(cfg: Arc<Config>, peer: HttpPeer, auth: Arc<Authenticator>, capture: Option<CaptureHandle>, own: OwnEndpoints) -> Self {
+        Self { cfg, peer, auth, capture, own }
     }
 
     /// The answer for a request that may not pass, or `None` to let it through.
     /// `path` is the request's [`routable_path`]; `None` means the target is refused.
     fn denial(&self, req: &RequestHeader, path: Option<&str>, ctx: &RequestCtx, store_down: bool, aal2: Option<&Option<String>>) -> Option<LocalResponse> {
         let Some(path) = path else {
-            return Some(LocalResponse::json(400, serde_json::json!({
-                "error": "bad_request_target",
-                "message": "the request path must be absolute and free of dot segments",
-            })));
+            return Some(LocalResponse::json(
+                400,
+                serde_json::json!({
+                    "error": "bad_request_target",
+                    "message": "the request path must be absolute and free of dot segments",
+                }),
+            ));
         };
         let requirement = rules::requirement_for(&self.cfg.rules, path);
         let role = ctx.identity.as_ref().and_then(|i| i.role.as_deref());
@@ -116,47 +85,49 @@ impl Sidecar {
                     // A Kratos session exists but needs a second factor: not "anonymous".
                     return Some(match (browser, redirect) {
                         (true, Some(to)) => LocalResponse::redirect(to.clone()),
-                        _ => LocalResponse::json(403, serde_json::json!({
-                            "error": "session_aal2_required",
-                            "message": "a second authentication factor is required",
-                            "redirect_browser_to": redirect,
-                        })),
+                        _ => LocalResponse::json(
+                            403,
+                            serde_json::json!({
+                                "error": "session_aal2_required",
+                                "message": "a second authentication factor is required",
+                                "redirect_browser_to": redirect,
+                            }),
+                        ),
                     });
                 }
                 if store_down {
                     // Fail closed, and say why: we could not check the session, it may be valid.
-                    let mut r = LocalResponse::json(self.cfg.auth.store_down_status, serde_json::json!({
-                        "error": "session_store_unavailable",
-                        "message": "the session store is unavailable; try again shortly",
-                    }));
+                    let mut r = LocalResponse::json(
+                        self.cfg.auth.store_down_status,
+                        serde_json::json!({
+                            "error": "session_store_unavailable",
+                            "message": "the session store is unavailable; try again shortly",
+                        }),
+                    );
                     r.retry_after = Some(5);
                     return Some(r);
                 }
                 Some(if browser {
-                    LocalResponse::redirect(self.login_redirect(req))
+                    LocalResponse::redirect(login_redirect(&self.cfg.auth.login_url, &self.cfg.auth.return_to_param, req))
                 } else {
-                    LocalResponse::json(401, serde_json::json!({
-                        "error": "unauthenticated",
-                        "message": "a valid session is required",
-                        "login_url": self.cfg.auth.login_url,
-                    }))
+                    LocalResponse::json(
+                        401,
+                        serde_json::json!({
+                            "error": "unauthenticated",
+                            "message": "a valid session is required",
+                            "login_url": self.cfg.auth.login_url,
+                        }),
+                    )
                 })
             }
-            Decision::Forbidden => Some(LocalResponse::json(403, serde_json::json!({
-                "error": "forbidden",
-                "message": "your role does not allow this resource",
-            }))),
+            Decision::Forbidden => Some(LocalResponse::json(
+                403,
+                serde_json::json!({
+                    "error": "forbidden",
+                    "message": "your role does not allow this resource",
+                }),
+            )),
         }
-    }
-
-    /// `login_url?next=<original path and query>`.
-    fn login_redirect(&self, req: &RequestHeader) -> String {
-        let original = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let sep = if self.cfg.auth.login_url.contains('?') { '&' } else { '?' };
-        let query: String = form_urlencoded::Serializer::new(String::new())
-            .append_pair(&self.cfg.auth.return_to_param, original)
-            .finish();
-        format!("{}{sep}{query}", self.cfg.auth.login_url)
     }
 }
 
@@ -164,9 +135,7 @@ impl Sidecar {
     /// The analytics record of a finished request: only what the proxy already holds.
     fn event(&self, session: &Session, ctx: &mut RequestCtx, status: u16) -> RequestEvent {
         let req = session.req_header();
-        let text = |name: &str| {
-            req.headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.chars().take(MAX_EVENT_TEXT).collect::<String>())
-        };
+        let text = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.chars().take(MAX_EVENT_TEXT).collect::<String>());
         // The session: the identity's, or a live anonymous Flask session; never a dead sid.
         // A request that made the app issue a session (a login without a prior session)
         // belongs to the session it created.
@@ -215,14 +184,6 @@ fn routable_path(req: &RequestHeader) -> Option<String> {
     rules::route_path(path)
 }
 
-/// A navigation from a browser (as opposed to an API or XHR call).
-fn wants_html(req: &RequestHeader) -> bool {
-    req.headers
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"))
-}
-
 /// A request id from the client is kept when it is short and plain; otherwise we make one.
 fn request_id(req: &RequestHeader) -> String {
     match req.headers.get(X_REQUEST_ID).map(|v| v.as_bytes()) {
@@ -266,16 +227,12 @@ impl ProxyHttp for Sidecar {
         let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
         ctx.navigation = route_template::is_navigation(header("accept"), header("x-requested-with"), header("sec-fetch-mode"));
 
-        // The proxy's own API: matched on the path the app would route, so no spelling of it
-        // ever reaches the app.
+        // The proxy's own API and dashboard: matched on the path the app would route, so no
+        // spelling of them ever reaches the app.
         let path = routable_path(req);
-        if let Some(path) = &path {
-            let prefix = self.cfg.analytics.api_prefix.as_str();
-            if let Some(rest) = path.strip_prefix(prefix).or_else(|| (path == prefix.trim_end_matches('/')).then_some("")) {
-                let rest = rest.to_owned();
-                ctx.own_endpoint = true;
-                return self.serve_api(session, ctx, &rest).await;
-            }
+        if let Some(own) = path.as_deref().and_then(|p| self.own.match_path(p)) {
+            ctx.own_endpoint = true;
+            return self.own.serve(session, ctx, own).await;
         }
 
         let found = self.auth.identify(req).await;

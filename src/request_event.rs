@@ -15,7 +15,9 @@ use crate::identity::Identity;
 pub enum SessionSignal {
     None,
     /// The app issued a session cookie for a sid other than the one the request carried.
-    Issued { sid: String },
+    Issued {
+        sid: String,
+    },
     /// The app cleared its session cookie (logout).
     Cleared,
 }

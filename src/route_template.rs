@@ -39,9 +39,7 @@ impl RouteTemplater {
         }
         let segments: Vec<&str> = path.split('/').skip(1).collect();
         for pattern in &self.custom {
-            if pattern.len() == segments.len()
-                && pattern.iter().zip(&segments).all(|(p, s)| p.starts_with(':') || p == s)
-            {
+            if pattern.len() == segments.len() && pattern.iter().zip(&segments).all(|(p, s)| p.starts_with(':') || p == s) {
                 return format!("/{}", pattern.join("/"));
             }
         }
@@ -106,11 +104,29 @@ pub struct AssetRules {
 
 impl Default for AssetRules {
     fn default() -> Self {
-        let ext = ["css", "js", "mjs", "map", "png", "jpg", "jpeg", "gif", "svg", "ico", "webp", "avif", "woff", "woff2", "ttf", "eot", "txt", "xml", "json", "webmanifest"];
-        Self {
-            extensions: ext.iter().map(|s| s.to_string()).collect(),
-            prefixes: vec!["/static/".into(), "/assets/".into(), "/favicon".into()],
-        }
+        let ext = [
+            "css",
+            "js",
+            "mjs",
+            "map",
+            "png",
+            "jpg",
+            "jpeg",
+            "gif",
+            "svg",
+            "ico",
+            "webp",
+            "avif",
+            "woff",
+            "woff2",
+            "ttf",
+            "eot",
+            "txt",
+            "xml",
+            "json",
+            "webmanifest",
+        ];
+        Self { extensions: ext.iter().map(|s| s.to_string()).collect(), prefixes: vec!["/static/".into(), "/assets/".into(), "/favicon".into()] }
     }
 }
 

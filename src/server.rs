@@ -17,24 +17,23 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
-use crate::capture;
-use crate::session_lifecycle::{ExpiryListener, Sweeper};
 use crate::authenticate::Authenticator;
+use crate::capture;
 use crate::config::Config;
 use crate::kratos::KratosClient;
+use crate::live_active;
+use crate::own_endpoints::OwnEndpoints;
 use crate::proxy::Sidecar;
+use crate::session_lifecycle::{ExpiryListener, Sweeper};
 use crate::session_lookup::SessionResolver;
 use crate::store::RedisStore;
 
 /// Builds every service and blocks until shutdown.
 pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
-    let store = RedisStore::new(
-        cfg.redis.url.expose(),
-        Duration::from_millis(cfg.redis.connect_timeout_ms),
-        Duration::from_millis(cfg.redis.command_timeout_ms),
-    )
-    .context("redis.url")?;
+    let store =
+        RedisStore::new(cfg.redis.url.expose(), Duration::from_millis(cfg.redis.connect_timeout_ms), Duration::from_millis(cfg.redis.command_timeout_ms))
+            .context("redis.url")?;
 
     let sessions = SessionResolver::new(&cfg.session, store.clone());
     let kratos = if cfg.kratos.public_url.is_empty() {
@@ -76,22 +75,14 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
         let grace = Duration::from_secs(cfg.server.grace_period_seconds);
         // Its own connection: batches may take longer than a request-path command may, and the
         // writer drives it from its own runtime (see `capture::Writer::start`).
-        let analytics_store = RedisStore::new(
-            cfg.redis.url.expose(),
-            Duration::from_millis(cfg.redis.connect_timeout_ms),
-            capture::BATCH_TIMEOUT,
-        )
-        .context("redis.url")?;
+        let analytics_store =
+            RedisStore::new(cfg.redis.url.expose(), Duration::from_millis(cfg.redis.connect_timeout_ms), capture::BATCH_TIMEOUT).context("redis.url")?;
         let (handle, writer) = capture::channel(&cfg.analytics, analytics_store.clone(), grace).context("analytics")?;
         server.add_service(background_service("analytics-writer", writer));
         if cfg.analytics.keyspace_notifications {
             server.add_service(background_service(
                 "session-expiry-listener",
-                ExpiryListener {
-                    redis_url: cfg.redis.url.expose().to_owned(),
-                    key_prefix: cfg.session.key_prefix.clone(),
-                    capture: handle.clone(),
-                },
+                ExpiryListener { redis_url: cfg.redis.url.expose().to_owned(), key_prefix: cfg.session.key_prefix.clone(), capture: handle.clone() },
             ));
         }
         server.add_service(background_service(
@@ -109,11 +100,15 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
         None
     };
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Sidecar::new(cfg.clone(), peer, auth, capture, store.clone()),
-        "sting-proxy",
-    );
+    let live = if cfg.analytics.enabled {
+        let (feed, poller) = live_active::channel(store.clone());
+        server.add_service(background_service("live-active-sessions", poller));
+        Some(feed)
+    } else {
+        None
+    };
+    let own = OwnEndpoints::new(&cfg, auth.clone(), store.clone(), live);
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, Sidecar::new(cfg.clone(), peer, auth, capture, own), "sting-proxy");
     proxy.add_tcp(&cfg.listen.to_string());
     if cfg.server.h2c {
         if let Some(app) = proxy.app_logic_mut() {

@@ -13,7 +13,7 @@ use pingora::services::background::BackgroundService;
 use crate::capture::CaptureHandle;
 use crate::keys;
 use crate::request_event::{CaptureEvent, EndReason};
-use crate::store::RedisStore;
+use crate::store::{RedisStore, Scan};
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -79,6 +79,19 @@ pub struct Sweeper {
 /// Active sessions examined per round trip.
 pub const SWEEP_BATCH: usize = 500;
 
+/// Fewest Flask sessions in one batch for [`find_ended`]'s guard to apply.
+pub const GUARD_MIN_SESSIONS: usize = 3;
+
+/// What [`find_ended`] decided about one batch.
+#[derive(Debug, Default)]
+pub struct Classified {
+    pub ended: Vec<(String, EndReason)>,
+    /// Every Flask session of the batch lacked its app key: more likely a wrong
+    /// `session.key_prefix` (or a flushed Redis) than that many expiries at once, so none
+    /// was ended as expired. Idle sessions are still ended.
+    pub suspicious_expiry: usize,
+}
+
 /// Which of `sids` have ended at `now_ms`: their app session key is gone (`Expired`; Kratos
 /// sessions have no app key) or they have been idle longer than `idle_timeout_ms` (`Idle`).
 /// One round trip. Shared by the sweep and `sting-proxy cleanup`.
@@ -88,9 +101,9 @@ pub async fn find_ended(
     idle_timeout_ms: i64,
     sids: &[String],
     now_ms: i64,
-) -> Result<Vec<(String, EndReason)>, crate::store::StoreError> {
+) -> Result<Classified, crate::store::StoreError> {
     if sids.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Classified::default());
     }
     let mut pipe = redis::pipe();
     for sid in sids {
@@ -98,45 +111,51 @@ pub async fn find_ended(
         pipe.exists(keys::flask_session(key_prefix, sid));
     }
     let replies: Vec<redis::Value> = store.pipeline_within(&pipe, Duration::from_secs(5)).await?;
-    let mut ended = Vec::new();
+    let mut expired = Vec::new();
+    let mut out = Classified::default();
+    let mut flask = 0;
     for (i, sid) in sids.iter().enumerate() {
         let (last, source): (Option<i64>, Option<String>) = redis::from_redis_value(&replies[2 * i]).unwrap_or((None, None));
         let app_key_exists: bool = redis::from_redis_value(&replies[2 * i + 1]).unwrap_or(true);
-        let flask = source.as_deref() != Some("kratos");
-        let reason = if flask && !app_key_exists {
-            Some(EndReason::Expired)
-        } else if last.is_none_or(|l| now_ms - l > idle_timeout_ms) {
-            Some(EndReason::Idle)
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            ended.push((sid.clone(), reason));
+        let is_flask = source.as_deref() != Some("kratos");
+        flask += usize::from(is_flask);
+        let idle = last.is_none_or(|l| now_ms - l > idle_timeout_ms);
+        if is_flask && !app_key_exists {
+            expired.push((sid.clone(), idle));
+        } else if idle {
+            out.ended.push((sid.clone(), EndReason::Idle));
         }
     }
-    Ok(ended)
+    if flask >= GUARD_MIN_SESSIONS && expired.len() == flask {
+        out.suspicious_expiry = expired.len();
+        out.ended.extend(expired.into_iter().filter(|(_, idle)| *idle).map(|(sid, _)| (sid, EndReason::Idle)));
+    } else {
+        out.ended.extend(expired.into_iter().map(|(sid, _)| (sid, EndReason::Expired)));
+    }
+    Ok(out)
 }
 
 impl Sweeper {
     /// One pass over the active set; returns how many sessions it ended.
     pub async fn sweep_once(&self) -> Result<usize, crate::store::StoreError> {
-        let mut cursor: u64 = 0;
         let mut ended = 0;
-        loop {
-            let (next, sids): (u64, Vec<String>) = self
-                .store
-                .query(redis::cmd("SSCAN").arg(keys::ACTIVE_SESSIONS).arg(cursor).arg("COUNT").arg(SWEEP_BATCH))
-                .await?;
+        let mut scan = self.store.scanner(Scan::Set(keys::ACTIVE_SESSIONS), SWEEP_BATCH);
+        while let Some(sids) = scan.next_batch().await? {
             let now = now_ms();
-            for (sid, reason) in find_ended(&self.store, &self.key_prefix, self.idle_timeout.as_millis() as i64, &sids, now).await? {
+            let found = find_ended(&self.store, &self.key_prefix, self.idle_timeout.as_millis() as i64, &sids, now).await?;
+            if found.suspicious_expiry > 0 {
+                tracing::warn!(
+                    sessions = found.suspicious_expiry,
+                    key_prefix = %self.key_prefix,
+                    "no Flask session of this sweep batch has its app key: not ending them as expired (check session.key_prefix)"
+                );
+            }
+            for (sid, reason) in found.ended {
                 ended += 1;
                 self.capture.send(CaptureEvent::SessionEnded { sid, ts_ms: now, reason }).await;
             }
-            if next == 0 {
-                return Ok(ended);
-            }
-            cursor = next;
         }
+        Ok(ended)
     }
 }
 

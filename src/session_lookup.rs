@@ -22,14 +22,24 @@ use crate::store::{RedisStore, StoreError};
 #[derive(Debug, Clone)]
 pub enum SessionLookup {
     /// A session with a user; `cached` says whether Redis was skipped.
-    User { identity: Arc<Identity>, cached: bool },
+    User {
+        identity: Arc<Identity>,
+        cached: bool,
+    },
     /// A live session without a user id.
-    Anonymous { sid: String },
+    Anonymous {
+        sid: String,
+    },
     /// Signed correctly, but the key is gone (expired or logged out).
-    Missing { sid: String },
+    Missing {
+        sid: String,
+    },
     BadCookie(CookieError),
     /// The stored value could not be decoded: anonymous, and counted.
-    Undecodable { sid: String, error: DecodeError },
+    Undecodable {
+        sid: String,
+        error: DecodeError,
+    },
     /// Redis could not be asked: we do not know.
     StoreDown(Arc<StoreError>),
 }
@@ -51,20 +61,12 @@ impl SessionResolver {
         } else {
             CookieSigner::unsigned()
         };
-        let cache = (cfg.cache_ttl_seconds > 0).then(|| {
-            Cache::builder()
-                .max_capacity(cfg.cache_capacity)
-                .time_to_live(Duration::from_secs(cfg.cache_ttl_seconds))
-                .build()
-        });
+        let cache = (cfg.cache_ttl_seconds > 0)
+            .then(|| Cache::builder().max_capacity(cfg.cache_capacity).time_to_live(Duration::from_secs(cfg.cache_ttl_seconds)).build());
         Self {
             signer,
             prefix: cfg.key_prefix.clone(),
-            names: FieldNames {
-                user_id: cfg.user_id_field.clone(),
-                email: cfg.email_field.clone(),
-                role: cfg.role_field.clone(),
-            },
+            names: FieldNames { user_id: cfg.user_id_field.clone(), email: cfg.email_field.clone(), role: cfg.role_field.clone() },
             max_value_bytes: cfg.max_value_bytes,
             cache,
             store,

@@ -14,11 +14,15 @@ use crate::request_event::EndReason;
 /// Per session, per batch: first sight, activity, user attach, AAL2 step-up.
 ///
 /// KEYS: 1 session hash, 2 active sessions, 3 user's sessions zset, 4 user's active set,
-///       5 daily hash, 6 hourly hash, 7 AAL2 event key, 8 actions list, 9 recent sessions zset.
+///       5 daily hash, 6 hourly hash, 7 AAL2 event key, 8 actions list, 9 recent sessions zset,
+///       10 the session's viewed-pages set.
 /// ARGV: 1 sid, 2 user_id|'', 3 first ts ms, 4 last ts ms, 5 page views, 6 hits, 7 ip,
 ///       8 country, 9 city, 10 browser, 11 os, 12 device, 13 auth source, 14 aal|'',
 ///       15 ttl s, 16 email|'', 17 aal2 event JSON, 18 login action JSON, 19 actions cap,
-///       20 recent sessions cap, 21 AAL2 event ttl s.
+///       20 recent sessions cap, 21 AAL2 event ttl s, 22 n = number of page entries, then n
+///       groups of 3: viewed-pages member (`{period label} {template}`), the period's
+///       `page_sessions` zset key, the template. A member new to the session's set counts one
+///       more unique session for that page in that period.
 /// Returns {started, user_attached, aal2_step_up} as 0/1.
 pub const TOUCH: &str = r#"
 local h = KEYS[1]
@@ -75,6 +79,15 @@ if ARGV[14] ~= '' then
   end
   redis.call('HSET', h, 'aal', ARGV[14])
 end
+local pages = tonumber(ARGV[22])
+for i = 0, pages - 1 do
+  local b = 23 + i * 3
+  if redis.call('SADD', KEYS[10], ARGV[b]) == 1 then
+    redis.call('ZINCRBY', ARGV[b + 1], 1, ARGV[b + 2])
+    redis.call('EXPIRE', ARGV[b + 1], ttl)
+  end
+end
+if pages > 0 then redis.call('EXPIRE', KEYS[10], ttl) end
 redis.call('EXPIRE', h, ttl)
 redis.call('EXPIRE', KEYS[5], ttl)
 redis.call('EXPIRE', KEYS[6], ttl)
@@ -147,6 +160,8 @@ pub struct Touch {
     pub device: String,
     pub auth_source: String,
     pub aal: Option<String>,
+    /// Pages viewed in this batch: (period, period label, template), each once.
+    pub pages: std::collections::BTreeSet<(Period, String, String)>,
 }
 
 /// The `EVAL` command for one session touch.
@@ -161,7 +176,7 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, actions_cap: usize) -> redis::Cmd {
     let login_json = action_json(t.first_ts_ms, "login", None);
     let mut c = redis::cmd("EVAL");
     c.arg(TOUCH)
-        .arg(9)
+        .arg(10)
         .arg(keys::analytics_session(&t.sid))
         .arg(keys::ACTIVE_SESSIONS)
         .arg(keys::user_sessions(user))
@@ -171,6 +186,7 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, actions_cap: usize) -> redis::Cmd {
         .arg(keys::aal2_event(&t.sid, t.last_ts_ms / 1000))
         .arg(keys::session_actions(&t.sid))
         .arg(keys::RECENT_SESSIONS)
+        .arg(keys::session_pages(&t.sid))
         .arg(&t.sid)
         .arg(user)
         .arg(t.first_ts_ms)
@@ -191,7 +207,11 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, actions_cap: usize) -> redis::Cmd {
         .arg(login_json)
         .arg(actions_cap.max(1))
         .arg(keys::RECENT_SESSIONS_CAP)
-        .arg(keys::AAL2_EVENT_TTL_SECS);
+        .arg(keys::AAL2_EVENT_TTL_SECS)
+        .arg(t.pages.len());
+    for (period, label, template) in &t.pages {
+        c.arg(format!("{label} {template}")).arg(keys::analytics_breakdown(*period, label, keys::PAGE_SESSIONS)).arg(template);
+    }
     c
 }
 

@@ -92,8 +92,7 @@ fn scalar_text(s: String) -> Option<String> {
 }
 
 fn json_map(bytes: &[u8]) -> Result<FlatMap, DecodeError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(Format::Json, e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(Format::Json, e.to_string()))?;
     let serde_json::Value::Object(obj) = value else {
         return Err(DecodeError::NotAMap(Format::Json));
     };
@@ -113,8 +112,7 @@ fn json_map(bytes: &[u8]) -> Result<FlatMap, DecodeError> {
 fn msgpack_map(bytes: &[u8]) -> Result<FlatMap, DecodeError> {
     use rmpv::ValueRef;
     let mut rd = bytes;
-    let value = rmpv::decode::read_value_ref_with_max_depth(&mut rd, MSGPACK_MAX_DEPTH)
-        .map_err(|e| DecodeError::Malformed(Format::Msgpack, e.to_string()))?;
+    let value = rmpv::decode::read_value_ref_with_max_depth(&mut rd, MSGPACK_MAX_DEPTH).map_err(|e| DecodeError::Malformed(Format::Msgpack, e.to_string()))?;
     let ValueRef::Map(entries) = value else {
         return Err(DecodeError::NotAMap(Format::Msgpack));
     };

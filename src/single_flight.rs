@@ -82,7 +82,13 @@ mod tests {
         let sf = Arc::new(SingleFlight::<u32, u32>::default());
         let leader = {
             let sf = sf.clone();
-            tokio::spawn(async move { sf.run(1, || async { tokio::time::sleep(Duration::from_secs(60)).await; 1 }).await })
+            tokio::spawn(async move {
+                sf.run(1, || async {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    1
+                })
+                .await
+            })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         let follower = {

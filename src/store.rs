@@ -22,6 +22,17 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
 }
 
+/// What a [`Scanner`] walks.
+#[derive(Debug, Clone, Copy)]
+pub enum Scan<'a> {
+    /// Keys matching a `MATCH` pattern.
+    Keys(&'a str),
+    /// The members of a set.
+    Set(&'a str),
+    /// The members of a sorted set.
+    SortedSet(&'a str),
+}
+
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
@@ -54,14 +65,7 @@ impl StoreError {
 impl RedisStore {
     /// A handle for `url`; does no I/O until [`RedisStore::connect_forever`] runs.
     pub fn new(url: &str, connect_timeout: Duration, command_timeout: Duration) -> redis::RedisResult<Self> {
-        Ok(Self {
-            inner: Arc::new(Inner {
-                client: redis::Client::open(url)?,
-                conn: OnceLock::new(),
-                connect_timeout,
-                command_timeout,
-            }),
-        })
+        Ok(Self { inner: Arc::new(Inner { client: redis::Client::open(url)?, conn: OnceLock::new(), connect_timeout, command_timeout }) })
     }
 
     /// Connects, retrying with capped backoff until it succeeds; later drops are repaired by the
@@ -120,6 +124,12 @@ impl RedisStore {
         }
     }
 
+    /// A walk over keys (`SCAN MATCH`), a set (`SSCAN`) or a sorted set (`ZSCAN`, scores
+    /// dropped) in batches of about `count`; see [`Scanner::next_batch`].
+    pub fn scanner<'a>(&'a self, what: Scan<'a>, count: usize) -> Scanner<'a> {
+        Scanner { store: self, what, count, cursor: 0, done: false }
+    }
+
     /// `PING`, for readiness.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let pong: String = self.query(&redis::cmd("PING")).await?;
@@ -128,5 +138,41 @@ impl RedisStore {
         } else {
             Err(StoreError::Redis(redis::RedisError::from((redis::ErrorKind::ResponseError, "unexpected PING reply"))))
         }
+    }
+}
+
+/// A `SCAN`-family walk, one round trip per batch. Like every SCAN, an element may come twice;
+/// callers must tolerate that.
+pub struct Scanner<'a> {
+    store: &'a RedisStore,
+    what: Scan<'a>,
+    count: usize,
+    cursor: u64,
+    done: bool,
+}
+
+impl Scanner<'_> {
+    /// The next non-empty batch, or `None` when the walk is complete.
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<String>>, StoreError> {
+        while !self.done {
+            let mut cmd = match self.what {
+                Scan::Keys(_) => redis::cmd("SCAN"),
+                Scan::Set(key) => redis::cmd("SSCAN").arg(key).clone(),
+                Scan::SortedSet(key) => redis::cmd("ZSCAN").arg(key).clone(),
+            };
+            cmd.arg(self.cursor);
+            if let Scan::Keys(pattern) = self.what {
+                cmd.arg("MATCH").arg(pattern);
+            }
+            cmd.arg("COUNT").arg(self.count);
+            let (next, raw): (u64, Vec<String>) = self.store.query(&cmd).await?;
+            self.cursor = next;
+            self.done = next == 0;
+            let batch: Vec<String> = if matches!(self.what, Scan::SortedSet(_)) { raw.into_iter().step_by(2).collect() } else { raw };
+            if !batch.is_empty() {
+                return Ok(Some(batch));
+            }
+        }
+        Ok(None)
     }
 }

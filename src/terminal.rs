@@ -29,7 +29,13 @@ impl Table {
         let widths: Vec<usize> =
             (0..cols).map(|i| self.rows.iter().map(|r| cell(r, i).chars().count()).chain([self.header[i].chars().count()]).max().unwrap_or(0)).collect();
         let numeric: Vec<bool> = (0..cols)
-            .map(|i| !self.rows.is_empty() && self.rows.iter().all(|r| { let c = cell(r, i); c == "-" || c.parse::<f64>().is_ok() }))
+            .map(|i| {
+                !self.rows.is_empty()
+                    && self.rows.iter().all(|r| {
+                        let c = cell(r, i);
+                        c == "-" || c.parse::<f64>().is_ok()
+                    })
+            })
             .collect();
         let mut out = String::new();
         for r in std::iter::once(&self.header).chain(&self.rows) {
@@ -43,9 +49,12 @@ impl Table {
     }
 }
 
-/// Control characters from stored data (paths, user agents) must not drive the terminal.
-fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+/// Control characters from stored data (paths, user agents, user ids) must not drive the
+/// terminal, and bidirectional overrides must not reorder what is shown.
+pub fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') { '?' } else { c })
+        .collect()
 }
 
 /// `key: value` lines, keys padded to the longest.
@@ -78,7 +87,7 @@ impl Progress {
     pub fn update(&mut self, message: &str) {
         if self.enabled {
             let mut e = std::io::stderr();
-            let _ = write!(e, "\r\x1b[2K{message}");
+            let _ = write!(e, "\r\x1b[2K{}", sanitize(message));
             let _ = e.flush();
             self.shown = true;
         }
@@ -110,6 +119,7 @@ mod tests {
         let out = t.render();
         assert_eq!(out, "PAGE             VIEWS\n/                    5\n/users/:id?[31m     12\n");
         assert_eq!(key_values(&[("a", "1".into()), ("long", "x\ny".into())]), "a:     1\nlong:  x?y\n");
+        assert_eq!(sanitize("a\u{202e}b\x1b]8;;x\x07"), "a?b?]8;;x?");
         assert_eq!(cell(&serde_json::Value::Null), "-");
         assert_eq!(cell(&serde_json::json!("s")), "s");
         assert_eq!(cell(&serde_json::json!(3)), "3");

@@ -136,6 +136,11 @@ fn endpoints_report_the_scenario_exactly() {
     let (_, detail) = with_token(&s.proxy, &format!("/api/analytics/sessions/{alice_sid}"));
     let views = detail["actions"].as_array().unwrap().iter().filter(|a| a["action"] == "page_view").count();
     assert_eq!(views, 3);
+    // "/" was viewed by both sessions, once each; "/echo/users/:id" by alice only.
+    let (_, top) = with_token(&s.proxy, "/api/analytics/pages/top");
+    let page = |name: &str| top["pages"].as_array().unwrap().iter().find(|p| p["name"] == name).cloned().unwrap_or(Value::Null);
+    assert_eq!((page("/")["count"].as_i64(), page("/")["unique_sessions"].as_i64()), (Some(2), Some(2)), "{top}");
+    assert_eq!(page("/echo/users/:id")["unique_sessions"], 1, "{top}");
     assert_eq!(with_token(&s.proxy, "/api/analytics/sessions/no-such-session").0, 404);
 }
 
@@ -157,7 +162,14 @@ fn bad_requests_are_explained() {
 fn api_paths_never_reach_the_app() {
     let s = setup();
     let auth = format!("Bearer {TOKEN}");
-    for path in ["/api/analytics/sessions/active", "/api/analytics", "/api/analytics/echo", "//api/analytics/sessions/active", "/api/%61nalytics/sessions/active", "/api/analytics/../echo"] {
+    for path in [
+        "/api/analytics/sessions/active",
+        "/api/analytics",
+        "/api/analytics/echo",
+        "//api/analytics/sessions/active",
+        "/api/%61nalytics/sessions/active",
+        "/api/analytics/../echo",
+    ] {
         let resp = raw_request(s.proxy.port, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"));
         let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");
         let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
@@ -193,7 +205,11 @@ fn breakdown_endpoints() {
     let (status, top) = with_token(&s.proxy, "/api/analytics/pages/top?limit=2");
     assert_eq!(status, 200);
     assert_eq!(top["period"], "day");
-    assert_eq!(top["pages"], serde_json::json!([{"name": "/echo/items/:id", "count": 3}, {"name": "/", "count": 2}]));
+    // No session cookie, so no session to count per page.
+    assert_eq!(
+        top["pages"],
+        serde_json::json!([{"name": "/echo/items/:id", "count": 3, "unique_sessions": 0}, {"name": "/", "count": 2, "unique_sessions": 0}])
+    );
 
     let (_, dev) = with_token(&s.proxy, "/api/analytics/devices");
     assert_eq!(dev["bots"], 1);
@@ -253,7 +269,13 @@ fn recent_sessions_peak_hours_and_stats_by_date() {
     let weekday = peak["peak"]["weekday_index"].as_u64().unwrap() as u32;
     assert!([started, now].iter().any(|t| t.weekday().num_days_from_monday() == weekday), "{peak}");
     let p = &peak["peak"];
-    assert_eq!(matrix[p["weekday_index"].as_u64().unwrap() as usize][p["hour"].as_u64().unwrap() as usize], p["value"]);
+    use chrono::Timelike;
+    let hour = p["hour"].as_u64().unwrap() as u32;
+    assert!([started, now].iter().any(|t| t.hour() == hour), "the peak is at this test's hour: {peak}");
+    assert_eq!(matrix[weekday as usize][hour as usize], p["value"]);
+    if started.hour() == now.hour() {
+        assert_eq!(p["value"], 5, "all five views in one cell: {peak}");
+    }
     let (_, logins) = with_token(&s.proxy, "/api/analytics/activity/peak-hours?metric=sessions_started");
     assert_eq!(logins["total"], 2);
     for (q, param) in [("days=0", "days"), ("days=32", "days"), ("metric=unique_users", "metric")] {
@@ -329,9 +351,19 @@ fn openapi_document_matches_real_responses() {
         .collect();
     let (status, body) = get(&s.proxy, "/api/analytics/sessions/active", &[]);
     recorded.push(serde_json::json!({"path": "/api/analytics/sessions/active", "status": status, "body": body, "content_type": "application/json"}));
+    let (status, body) = get(&s.proxy, "/api/analytics/sessions/stats", &[("cookie", &format!("session={erin}"))]);
+    recorded.push(serde_json::json!({"path": "/api/analytics/sessions/stats", "status": status, "body": body, "content_type": "application/json"}));
+    let (status, body) = get(&s.proxy, "/api/analytics/geo", &[("authorization", &format!("Bearer {TOKEN}")), ("origin", "https://evil.example")]);
+    recorded.push(serde_json::json!({"path": "/api/analytics/geo", "status": status, "body": body, "content_type": "application/json"}));
+    let r = client().post(s.proxy.url("/api/analytics/devices")).header("authorization", format!("Bearer {TOKEN}")).send().unwrap();
+    let status = r.status().as_u16();
+    recorded.push(serde_json::json!({"path": "/api/analytics/devices", "method": "POST", "status": status, "body": r.json::<Value>().unwrap(), "content_type": "application/json"}));
+    let (status, first_event) = first_sse_event(&s.proxy);
+    assert!(first_event.starts_with("event: active\ndata: {"), "{first_event}");
+    recorded.push(serde_json::json!({"path": "/api/analytics/stream/active", "status": status, "body": null, "content_type": "text/event-stream"}));
     recorded.push(serde_json::json!({"path": "/api/analytics/openapi.yaml", "status": 200, "body": null, "content_type": "application/yaml"}));
     let statuses: Vec<i64> = recorded.iter().map(|r| r["status"].as_i64().unwrap()).collect();
-    for expected in [200, 400, 401, 404] {
+    for expected in [200, 400, 401, 403, 404, 405] {
         assert!(statuses.contains(&expected), "the scenario exercises a {expected}: {statuses:?}");
     }
 
@@ -348,4 +380,24 @@ fn openapi_document_matches_real_responses() {
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "responses do not conform to docs/openapi.yaml:\n{report}");
     assert!(report.contains(&format!("validated {} responses", recorded.len())), "{report}");
+    let log = s.app.requests_log();
+    assert!(!log.iter().any(|l| l.contains("/api/")), "the app saw API requests: {log:?}");
+}
+
+/// Opens the live stream and returns its status and first `active` event.
+fn first_sse_event(proxy: &Proxy) -> (u16, String) {
+    use std::io::Read;
+    let mut r = client().get(proxy.url("/api/analytics/stream/active")).header("authorization", format!("Bearer {TOKEN}")).send().unwrap();
+    let status = r.status().as_u16();
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let mut seen = String::new();
+    let mut buf = [0u8; 512];
+    while !seen.contains("event: active") || !seen[seen.find("event: active").unwrap()..].contains("\n\n") {
+        let n = r.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let start = seen.find("event: active").unwrap();
+    let end = start + seen[start..].find("\n\n").unwrap();
+    (status, seen[start..end].to_owned())
 }

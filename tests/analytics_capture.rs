@@ -10,7 +10,8 @@ use common::*;
 use redis::Commands;
 
 const CHROME_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
-const SAFARI_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1";
+const SAFARI_IPHONE: &str =
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1";
 const FIREFOX_LINUX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0";
 const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 
@@ -276,7 +277,8 @@ fn sigterm_flushes_buffered_events() {
     let redis = RedisServer::start();
     let app = FlaskApp::start(&redis, FlaskSession::V08);
     // A batch would wait 60 s: only the shutdown flush can write these events in time.
-    let mut proxy = Proxy::start(ProxyOpts { extra_toml: "[analytics]\nbatch_max_delay_ms = 60000\nbatch_max_events = 100000", ..ProxyOpts::new(&redis, app.url()) });
+    let mut proxy =
+        Proxy::start(ProxyOpts { extra_toml: "[analytics]\nbatch_max_delay_ms = 60000\nbatch_max_events = 100000", ..ProxyOpts::new(&redis, app.url()) });
     proxy.wait_ready();
     for _ in 0..20 {
         client().get(proxy.url("/")).header("accept", "text/html").send().unwrap();
@@ -315,11 +317,7 @@ fn every_key_is_documented_and_expires() {
     wait_field(&s.redis, &format!("sting:analytics:session:{}", sid_of(&cookie)), "end_reason", "logout");
 
     let doc = std::fs::read_to_string(repo_root().join("docs/redis-schema.md")).unwrap();
-    let patterns: Vec<String> = doc
-        .lines()
-        .filter(|l| l.starts_with("| `sting:"))
-        .map(|l| l.split('`').nth(1).unwrap().to_owned())
-        .collect();
+    let patterns: Vec<String> = doc.lines().filter(|l| l.starts_with("| `sting:")).map(|l| l.split('`').nth(1).unwrap().to_owned()).collect();
     assert!(patterns.len() >= 8, "{patterns:?}");
     let matches = |key: &str| patterns.iter().any(|p| pattern_matches(p, key));
     let mut c = s.redis.conn();

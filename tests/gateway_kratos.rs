@@ -60,9 +60,7 @@ fn concurrent_misses_collapse_into_one_whoami_call() {
     let threads: Vec<_> = (0..24)
         .map(|_| {
             let url = url.clone();
-            std::thread::spawn(move || -> serde_json::Value {
-                client().get(&url).header("x-session-token", "shared-token").send().unwrap().json().unwrap()
-            })
+            std::thread::spawn(move || -> serde_json::Value { client().get(&url).header("x-session-token", "shared-token").send().unwrap().json().unwrap() })
         })
         .collect();
     for t in threads {
@@ -90,9 +88,7 @@ fn whoami_answer_is_cached_in_redis_for_other_instances() {
     let ttl: i64 = redis::cmd("TTL").arg(&keys[0]).query(&mut redis.conn()).unwrap();
     assert!(ttl > 0 && ttl <= 300, "bounded by cache_ttl_seconds, got {ttl}");
     // Wait for the async SET to land, then ask the other instance.
-    wait_until("cached answer in redis", Duration::from_secs(5), || {
-        redis::cmd("EXISTS").arg(&keys[0]).query::<i64>(&mut redis.conn()).unwrap() == 1
-    });
+    wait_until("cached answer in redis", Duration::from_secs(5), || redis::cmd("EXISTS").arg(&keys[0]).query::<i64>(&mut redis.conn()).unwrap() == 1);
     assert_eq!(seen(&echo(&b.url("/echo"), None, &[("x-session-token", "tok-shared")]), "x-user-id"), Some("id-x"));
     assert_eq!(kratos.calls(), 1);
 }

@@ -37,9 +37,8 @@ fn set_cookie_passes_through_untouched() {
     let proxy = Proxy::start(ProxyOpts::new(&redis, app.url()));
     let direct = client().get(format!("{}/set-cookie-test", app.url())).send().unwrap();
     let proxied = client().get(proxy.url("/set-cookie-test")).send().unwrap();
-    let cookies = |r: &reqwest::blocking::Response| -> Vec<String> {
-        r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect()
-    };
+    let cookies =
+        |r: &reqwest::blocking::Response| -> Vec<String> { r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect() };
     assert_eq!(cookies(&proxied), cookies(&direct));
     assert_eq!(cookies(&proxied).len(), 2);
 }

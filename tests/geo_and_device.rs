@@ -18,10 +18,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn at(country: Option<&str>, city: Option<&str>) -> Location {
-    Location {
-        country: country.map(str::to_owned),
-        city: city.map(str::to_owned),
-    }
+    Location { country: country.map(str::to_owned), city: city.map(str::to_owned) }
 }
 
 #[test]
@@ -67,29 +64,20 @@ fn opening_a_missing_or_garbage_file_names_the_path() {
     let missing = dir.path().join("missing.mmdb");
     let err = GeoDb::open(&missing).unwrap_err();
     assert!(matches!(err, GeoError::Read { .. }), "{err:?}");
-    assert!(
-        err.to_string().contains(&missing.display().to_string()),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
 
     let garbage = dir.path().join("garbage.mmdb");
     std::fs::write(&garbage, b"GIF89a definitely not a MaxMind database").unwrap();
     let err = GeoDb::open(&garbage).unwrap_err();
     assert!(matches!(err, GeoError::Invalid { .. }), "{err:?}");
-    assert!(
-        err.to_string().contains(&garbage.display().to_string()),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&garbage.display().to_string()), "{err}");
 
     // A real database cut short keeps its metadata but loses the tree it describes.
     let truncated = dir.path().join("truncated.mmdb");
     let bytes = std::fs::read(make_mmdb(dir.path())).unwrap();
     std::fs::write(&truncated, &bytes[bytes.len() / 2..]).unwrap();
     let err = GeoDb::open(&truncated).unwrap_err();
-    assert!(
-        err.to_string().contains(&truncated.display().to_string()),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&truncated.display().to_string()), "{err}");
 }
 
 #[test]
@@ -112,14 +100,12 @@ fn device_classification_of_real_user_agents() {
     assert_eq!(safari_iphone.kind.as_str(), "mobile");
     assert!(safari_iphone.kind.is_mobile());
 
-    let firefox_linux =
-        device::parse("Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0");
+    let firefox_linux = device::parse("Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0");
     assert_eq!(firefox_linux.browser, "Firefox");
     assert_eq!(firefox_linux.os, "Linux");
     assert_eq!(firefox_linux.kind.as_str(), "desktop");
 
-    let googlebot =
-        device::parse("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)");
+    let googlebot = device::parse("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)");
     assert_eq!(googlebot.browser, "Googlebot");
     assert_eq!(googlebot.kind.as_str(), "bot");
     assert!(googlebot.is_bot());

@@ -102,6 +102,9 @@ fn commands_report_what_the_api_reports() {
     assert_eq!(listed, expected);
     let out = human(p, &["sessions", "active"]);
     assert!(out.starts_with("Active sessions: 2"), "{out}");
+    let (code, _, err) = p.cli(&["sessions", "active", "--limit", "0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--limit"), "{err}");
     assert!(out.contains(&sid(&s.alice)) && out.contains("SESSION") && out.contains("PAGE VIEWS"), "{out}");
 
     assert_eq!(json_of(p, &["sessions", "list"]), api(p, "/api/analytics/sessions?limit=20"));
@@ -130,7 +133,7 @@ fn commands_report_what_the_api_reports() {
     assert_eq!(json_of(p, &["top", "pages"]), api(p, "/api/analytics/pages/top?period=day&limit=10"));
     let out = human(p, &["top", "pages"]);
     let row = out.lines().find(|l| l.starts_with("/echo/items/:id")).unwrap_or_else(|| panic!("{out}"));
-    assert!(row.trim_end().ends_with(" 2"), "{row}");
+    assert_eq!(row.split_whitespace().collect::<Vec<_>>(), ["/echo/items/:id", "2", "1"], "page, views, sessions");
     assert_eq!(json_of(p, &["top", "devices"]), api(p, "/api/analytics/devices?period=day&limit=10"));
     assert_eq!(json_of(p, &["top", "countries", "--limit", "3"]), api(p, "/api/analytics/geo?period=day&limit=3"));
     assert!(human(p, &["top", "countries"]).contains("unknown"));
@@ -142,13 +145,35 @@ fn cleanup_ends_sessions_whose_app_session_is_gone() {
     let s = scenario();
     let carol_sid = sid(&s.carol);
     let _: () = redis::cmd("DEL").arg(format!("sting:session:{carol_sid}")).query(&mut s.redis.conn()).unwrap();
+    let dry = json_of(&s.proxy, &["cleanup", "--dry-run"]);
+    assert_eq!(dry, serde_json::json!({"checked": 2, "ended": 1, "expired": 1, "idle": 0, "dry_run": true, "held_back": 0}));
+    assert_eq!(api(&s.proxy, "/api/analytics/sessions/active")["active_sessions"], 2, "a dry run changes nothing");
     let out = json_of(&s.proxy, &["cleanup"]);
-    assert_eq!(out, serde_json::json!({"checked": 2, "ended": 1, "expired": 1, "idle": 0}));
+    assert_eq!(out, serde_json::json!({"checked": 2, "ended": 1, "expired": 1, "idle": 0, "dry_run": false, "held_back": 0}));
     assert_eq!(api(&s.proxy, "/api/analytics/sessions/active")["active_sessions"], 1);
     assert_eq!(api(&s.proxy, &format!("/api/analytics/sessions/{carol_sid}"))["end_reason"], "expired");
     assert_eq!(api(&s.proxy, "/api/analytics/sessions/stats")["sessions_ended_today"], 2);
     let again = human(&s.proxy, &["cleanup"]);
     assert!(again.contains("Checked 1 active sessions: ended 0"), "{again}");
+}
+
+/// A wrong `session.key_prefix` makes every app session look gone: `cleanup` holds them back
+/// (exit 1, says why) instead of ending every live session.
+#[test]
+fn cleanup_holds_back_when_every_app_session_looks_gone() {
+    let s = scenario();
+    for user in ["dan", "eve"] {
+        let cookie = login(&s.proxy.url(""), user, "user");
+        view(&s.proxy, &cookie, "/");
+    }
+    wait_until("4 active sessions", Duration::from_secs(15), || api(&s.proxy, "/api/analytics/sessions/active")["active_sessions"] == 4);
+    let conf = std::fs::read_to_string(s.proxy.dir.path().join("sting-proxy.toml")).unwrap();
+    let wrong = s.proxy.dir.path().join("wrong-prefix.toml");
+    std::fs::write(&wrong, conf.replace("[session]\n", "[session]\nkey_prefix = \"other:\"\n")).unwrap();
+    let (code, out, err) = s.proxy.cli_with_config(&["cleanup"], &wrong);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("Held back 4") && out.contains("key_prefix"), "{out}");
+    assert_eq!(api(&s.proxy, "/api/analytics/sessions/active")["active_sessions"], 4, "nothing was ended");
 }
 
 /// `validate` finds each kind of corruption; `--fix` repairs it without touching records or
@@ -162,18 +187,27 @@ fn validate_fix_repairs_a_corrupted_keyspace() {
     let before = api(p, "/api/analytics/sessions/stats");
 
     let mut c = s.redis.conn();
-    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    // The day the scenario was counted in (not "now": the test may cross midnight).
+    let today = before["date"].as_str().unwrap().to_owned();
     let alice_sid = sid(&s.alice);
     let bob_sid = sid(&s.bob);
     let _: () = redis::pipe()
-        .sadd("sting:active:sessions", &["ghost-1", "ghost-2"]).ignore()
-        .sadd("sting:active:sessions", &bob_sid).ignore() // ended, yet marked active
-        .sadd("sting:active:users:alice", &["ghost-3", bob_sid.as_str()]).ignore() // missing; another user's
-        .zadd("sting:analytics:user:alice:sessions", "ghost-4", 1).ignore()
-        .zadd("sting:analytics:sessions:recent", "ghost-5", 1).ignore()
-        .persist(format!("sting:analytics:daily:{today}")).ignore()
-        .persist(format!("sting:analytics:session:{alice_sid}")).ignore()
-        .set("sting:analytics:batch:stray", 1).ignore()
+        .sadd("sting:active:sessions", &["ghost-1", "ghost-2"])
+        .ignore()
+        .sadd("sting:active:sessions", &bob_sid)
+        .ignore() // ended, yet marked active
+        .sadd("sting:active:users:alice", &["ghost-3", bob_sid.as_str()])
+        .ignore() // missing; another user's
+        .zadd("sting:analytics:user:alice:sessions", "ghost-4", 1)
+        .ignore()
+        .zadd("sting:analytics:sessions:recent", "ghost-5", 1)
+        .ignore()
+        .persist(format!("sting:analytics:daily:{today}"))
+        .ignore()
+        .persist(format!("sting:analytics:session:{alice_sid}"))
+        .ignore()
+        .set("sting:analytics:batch:stray", 1)
+        .ignore()
         .query(&mut c)
         .unwrap();
 
@@ -186,7 +220,8 @@ fn validate_fix_repairs_a_corrupted_keyspace() {
     assert_eq!(found(&report, "index_dangling"), 2, "{report}");
     assert_eq!(found(&report, "no_ttl"), 3, "{report}");
     assert_eq!(report["problems"], 10);
-    let table = human_or_fail(p, &["validate"]);
+    let (code, table, _) = p.cli(&["validate"]);
+    assert_eq!(code, 1);
     assert!(table.contains("active_without_record") && table.contains("validate --fix"), "{table}");
 
     let fixed = json_of(p, &["validate", "--fix"]);
@@ -201,8 +236,4 @@ fn validate_fix_repairs_a_corrupted_keyspace() {
     assert_eq!(api(p, &format!("/api/analytics/sessions/{bob_sid}"))["end_reason"], "logout");
     let members: Vec<String> = redis::cmd("SMEMBERS").arg("sting:active:sessions").query(&mut s.redis.conn()).unwrap();
     assert_eq!(members.len(), 2, "{members:?}");
-}
-
-fn human_or_fail(proxy: &Proxy, args: &[&str]) -> String {
-    proxy.cli(args).1
 }

@@ -140,11 +140,7 @@ pub fn venv_python(v: FlaskSession) -> PathBuf {
 /// DE Munich, 198.51.100.0/24 US (no city), 2001:db8::/32 JP Tokyo.
 pub fn make_mmdb(dir: &Path) -> PathBuf {
     let out = dir.join("test.mmdb");
-    let result = Command::new(venv_python(FlaskSession::V08))
-        .arg(repo_root().join("tests/python/make_mmdb.py"))
-        .arg(&out)
-        .output()
-        .expect("run make_mmdb.py");
+    let result = Command::new(venv_python(FlaskSession::V08)).arg(repo_root().join("tests/python/make_mmdb.py")).arg(&out).output().expect("run make_mmdb.py");
     assert!(result.status.success(), "make_mmdb.py failed ({}):\n{}", result.status, String::from_utf8_lossy(&result.stderr));
     out
 }
@@ -236,12 +232,7 @@ impl KratosStub {
     pub fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let stub = KratosStub {
-            port,
-            calls: Arc::default(),
-            delay_ms: Arc::default(),
-            answers: Arc::default(),
-        };
+        let stub = KratosStub { port, calls: Arc::default(), delay_ms: Arc::default(), answers: Arc::default() };
         let (calls, delay, answers) = (stub.calls.clone(), stub.delay_ms.clone(), stub.answers.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
@@ -300,11 +291,7 @@ fn serve_kratos(mut conn: TcpStream, calls: &AtomicUsize, delay: &AtomicU64, ans
         let credential = headers
             .get("x-session-token")
             .cloned()
-            .or_else(|| {
-                headers.get("cookie").and_then(|c| {
-                    c.split(';').find_map(|p| p.trim().strip_prefix("ory_kratos_session=").map(str::to_owned))
-                })
-            })
+            .or_else(|| headers.get("cookie").and_then(|c| c.split(';').find_map(|p| p.trim().strip_prefix("ory_kratos_session=").map(str::to_owned))))
             .or_else(|| headers.get("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_owned)));
         let answer = credential.and_then(|c| answers.lock().unwrap().get(&c).cloned());
         let (status, body) = match (request_line.starts_with("GET /sessions/whoami"), answer) {
@@ -332,10 +319,8 @@ fn serve_kratos(mut conn: TcpStream, calls: &AtomicUsize, delay: &AtomicU64, ans
             404 => "Not Found",
             _ => "Error",
         };
-        let resp = format!(
-            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        );
+        let resp =
+            format!("HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: {}\r\n\r\n{body}", body.len());
         if conn.write_all(resp.as_bytes()).is_err() {
             return;
         }
@@ -401,10 +386,25 @@ pub struct Proxy {
 
 /// Every variable the proxy reads, removed so the caller's environment cannot leak in.
 const PROXY_ENV: &[&str] = &[
-    "REDIS_URL", "SESSION_SECRET_KEY", "SESSION_SECRET_KEY_FALLBACKS", "SESSION_USE_SIGNER", "SESSION_KEY_PREFIX",
-    "SESSION_COOKIE_NAME", "SESSION_LIFETIME_HOURS", "ANALYTICS_ENABLED", "ANALYTICS_RETENTION_DAYS", "STING_LISTEN",
-    "STING_ADMIN_LISTEN", "STING_UPSTREAM", "KRATOS_PUBLIC_URL", "STING_TRUSTED_PROXIES", "STING_REQUIRE_AUTH",
-    "STING_LOGIN_URL", "STING_THREADS", "STING_GRACE_PERIOD_SECONDS", "STING_SESSION_CACHE_TTL_SECONDS",
+    "REDIS_URL",
+    "SESSION_SECRET_KEY",
+    "SESSION_SECRET_KEY_FALLBACKS",
+    "SESSION_USE_SIGNER",
+    "SESSION_KEY_PREFIX",
+    "SESSION_COOKIE_NAME",
+    "SESSION_LIFETIME_HOURS",
+    "ANALYTICS_ENABLED",
+    "ANALYTICS_RETENTION_DAYS",
+    "STING_LISTEN",
+    "STING_ADMIN_LISTEN",
+    "STING_UPSTREAM",
+    "KRATOS_PUBLIC_URL",
+    "STING_TRUSTED_PROXIES",
+    "STING_REQUIRE_AUTH",
+    "STING_LOGIN_URL",
+    "STING_THREADS",
+    "STING_GRACE_PERIOD_SECONDS",
+    "STING_SESSION_CACHE_TTL_SECONDS",
 ];
 
 pub fn proxy_binary() -> &'static str {
@@ -495,11 +495,16 @@ cache_ttl_seconds = {ttl}
     /// Runs an ops command of the binary against this proxy's configuration:
     /// (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        self.cli_with_config(args, &self.dir.path().join("sting-proxy.toml"))
+    }
+
+    /// Runs an ops command with another configuration file.
+    pub fn cli_with_config(&self, args: &[&str], config: &Path) -> (i32, String, String) {
         let mut cmd = Command::new(proxy_binary());
         for v in PROXY_ENV {
             cmd.env_remove(v);
         }
-        cmd.args(args).arg("--config").arg(self.dir.path().join("sting-proxy.toml"));
+        cmd.args(args).arg("--config").arg(config);
         let out = cmd.output().expect("run sting-proxy");
         (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
     }
@@ -529,11 +534,7 @@ impl Drop for Proxy {
 
 /// A client that follows no redirects and keeps no cookies: tests say exactly what they send.
 pub fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
+    reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(20)).build().unwrap()
 }
 
 /// The value of cookie `name` from a response's `Set-Cookie` headers.

@@ -1,0 +1,281 @@
+// sting-proxy dashboard. Reads the analytics REST API only (so a script can fetch everything
+// shown here), renders with uPlot, and takes the live active count from the API's
+// Server-Sent Events stream. Every string from the data goes into the page as text
+// (textContent / createTextNode), never as HTML.
+"use strict";
+
+const API = document.querySelector('meta[name="sting-api"]').content;
+const REFRESH_MS = 30000;
+const SPARK_POINTS = 120;
+let token = sessionStorage.getItem("sting-token") || "";
+let granularity = "hour";
+const charts = {};
+const spark = { xs: [], ys: [] };
+
+// ---- small helpers ---------------------------------------------------------------------------
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, props, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props || {})) {
+    if (k === "class") e.className = v;
+    else if (k === "on") for (const [ev, fn] of Object.entries(v)) e.addEventListener(ev, fn);
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(c == null ? "–" : String(c)));
+  return e;
+}
+
+function setText(id, v) { $(id).textContent = v == null ? "–" : String(v); }
+const utcDay = (offsetDays) => new Date(Date.now() - offsetDays * 864e5).toISOString().slice(0, 10);
+const shortTime = (iso) => (iso ? iso.slice(0, 19).replace("T", " ") : "–");
+const labelSeconds = (t) => Date.parse(t.length === 10 ? t + "T00:00:00Z" : t + ":00:00Z") / 1000;
+
+function duration(s) {
+  if (s == null) return "–";
+  if (s < 60) return s + " s";
+  if (s < 3600) return Math.round(s / 60) + " min";
+  return (s / 3600).toFixed(1) + " h";
+}
+
+function cssVar(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
+
+class Unauthorized extends Error {}
+
+async function api(path) {
+  const headers = token ? { Authorization: "Bearer " + token } : {};
+  const r = await fetch(API + path, { headers, credentials: "same-origin", cache: "no-store" });
+  if (r.status === 401 || r.status === 403) throw new Unauthorized(r.status + " " + path);
+  if (!r.ok) throw new Error("HTTP " + r.status + " for " + path);
+  return r.json();
+}
+
+function fill(tableId, rows, cells) {
+  const body = $(tableId).tBodies[0];
+  body.replaceChildren(...rows.map((r) => el("tr", null, ...cells(r).map((c) => (c instanceof Node && c.tagName === "TD" ? c : el("td", null, c))))));
+  if (!rows.length) body.append(el("tr", null, el("td", { colspan: String($(tableId).tHead.rows[0].cells.length), class: "muted" }, "no data")));
+}
+
+// ---- charts ----------------------------------------------------------------------------------
+
+function chartWidth(id) { return Math.max(200, $(id).clientWidth); }
+
+function lineChart(id, height, xs, ys, opts) {
+  const data = [xs, ys];
+  if (charts[id]) { charts[id].setData(data); return; }
+  const accent = cssVar("--accent"), muted = cssVar("--muted"), line = cssVar("--line");
+  const axis = { stroke: muted, grid: { stroke: line }, ticks: { stroke: line } };
+  charts[id] = new uPlot({
+    width: chartWidth(id), height,
+    legend: { show: false },
+    cursor: { show: !opts.spark },
+    scales: { x: { time: true } },
+    axes: opts.spark ? [{ show: false }, { show: false }] : [axis, axis],
+    series: [{}, { stroke: accent, fill: cssVar("--accent-soft"), width: 2, paths: opts.bars ? uPlot.paths.bars({ size: [0.8] }) : undefined }],
+  }, data, $(id));
+}
+
+function histogram(buckets) {
+  const id = "dur-chart";
+  const labels = buckets.map((b) => (b.le_seconds == null ? "more" : "≤" + duration(b.le_seconds)));
+  const xs = buckets.map((_, i) => i), ys = buckets.map((b) => b.count);
+  if (charts[id]) { charts[id].setData([xs, ys]); return; }
+  const muted = cssVar("--muted"), line = cssVar("--line");
+  charts[id] = new uPlot({
+    width: chartWidth(id), height: 200,
+    legend: { show: false },
+    scales: { x: { time: false, range: [-0.5, xs.length - 0.5] } },
+    axes: [
+      { stroke: muted, grid: { show: false }, ticks: { stroke: line }, splits: () => xs, values: (u, splits) => splits.map((i) => labels[i] || "") },
+      { stroke: muted, grid: { stroke: line }, ticks: { stroke: line } },
+    ],
+    series: [{}, { stroke: cssVar("--accent"), fill: cssVar("--accent-soft"), paths: uPlot.paths.bars({ size: [0.8] }), points: { show: false } }],
+  }, [xs, ys], $(id));
+}
+
+window.addEventListener("resize", () => {
+  for (const [id, c] of Object.entries(charts)) c.setSize({ width: chartWidth(id), height: c.height });
+});
+
+// ---- panels ----------------------------------------------------------------------------------
+
+async function loadCompare() {
+  const [today, yesterday] = await Promise.all([api("sessions/stats?date=" + utcDay(0)), api("sessions/stats?date=" + utcDay(1))]);
+  setText("today-sessions", today.total_sessions_today);
+  setText("yesterday-sessions", yesterday.total_sessions_today);
+  setText("today-views", today.page_views_today);
+  setText("yesterday-views", yesterday.page_views_today);
+  setText("today-users", today.unique_users_today);
+  setText("yesterday-users", yesterday.unique_users_today);
+  if (!spark.ys.length) setText("active-now", today.active_sessions);
+}
+
+async function loadTimeseries() {
+  const metric = $("ts-metric").value;
+  const ts = await api("timeseries?metric=" + encodeURIComponent(metric) + "&granularity=" + granularity);
+  const xs = ts.points.map((p) => labelSeconds(p.t)), ys = ts.points.map((p) => p.value);
+  setText("ts-total", ys.reduce((a, b) => a + b, 0));
+  lineChart("ts-chart", 220, xs, ys, { bars: granularity === "day" });
+}
+
+async function loadDurations() {
+  const d = await api("sessions/durations");
+  setText("dur-ended", d.sessions_ended);
+  setText("dur-avg", d.sessions_ended ? duration(Math.round(d.average_seconds)) : "–");
+  setText("dur-median", d.median_le_seconds == null ? (d.sessions_ended ? "more" : "–") : duration(d.median_le_seconds));
+  histogram(d.buckets);
+}
+
+async function loadPages() {
+  const t = await api("pages/top?limit=15");
+  fill("top-pages", t.pages, (p) => [p.name, p.count, p.unique_sessions]);
+}
+
+async function loadPeak() {
+  const p = await api("activity/peak-hours?days=28");
+  const max = Math.max(1, ...p.matrix.flat());
+  const head = el("tr", null, el("th", null, ""), ...Array.from({ length: 24 }, (_, h) => el("th", null, String(h))));
+  const rows = p.matrix.map((row, d) =>
+    el("tr", null, el("th", null, p.weekdays[d]), ...row.map((v, h) => {
+      const td = el("td", { title: p.weekdays[d] + " " + h + ":00 UTC: " + v, "data-weekday": String(d), "data-hour": String(h) }, v ? String(v) : "");
+      td.style.backgroundColor = "color-mix(in srgb, var(--heat1) " + Math.round((v / max) * 100) + "%, var(--heat0))";
+      if (v / max > 0.55) td.style.color = "#fff";
+      return td;
+    })));
+  $("heatmap").replaceChildren(el("thead", null, head), el("tbody", null, ...rows));
+  $("peak-summary").textContent = p.peak ? "· busiest: " + p.peak.weekday + " " + p.peak.hour + ":00 (" + p.peak.value + ")" : "";
+}
+
+async function loadDevices() {
+  const d = await api("devices?limit=8");
+  fill("browsers", d.browsers, (r) => [r.name, r.count]);
+  fill("os", d.os, (r) => [r.name, r.count]);
+  fill("device-types", d.device_types, (r) => [r.name, r.count]);
+  setText("bots", d.bots);
+}
+
+async function loadGeo() {
+  const g = await api("geo?limit=10");
+  fill("countries", g.countries, (r) => [r.name, r.count]);
+  fill("cities", g.cities, (r) => [r.name, r.count]);
+}
+
+function sessionButton(sid) {
+  return el("button", { type: "button", class: "link session-link", title: sid, on: { click: () => showSession(sid) } }, sid);
+}
+
+function userButton(uid) {
+  if (uid == null) return el("span", { class: "muted" }, "anonymous");
+  return el("button", { type: "button", class: "link user-link", on: { click: () => showUser(uid) } }, uid);
+}
+
+const device = (s) => [s.device.browser, s.device.os, s.device.type].filter(Boolean).join(" / ") || "–";
+const state = (s) => (s.end_time ? "ended (" + (s.end_reason || "?") + ")" : "active");
+
+async function loadRecent() {
+  const r = await api("sessions?limit=25");
+  fill("recent", r.sessions, (s) => [shortTime(s.start_time), userButton(s.user_id), sessionButton(s.session_id), s.page_views, duration(s.duration), device(s), s.location.country, state(s)]);
+}
+
+async function showUser(uid) {
+  const r = await api("users/" + encodeURIComponent(uid) + "/sessions?limit=50");
+  $("panel-detail").hidden = false;
+  $("detail-title").textContent = "Sessions of user " + uid + " (" + r.total_count + ")";
+  $("detail-sessions").hidden = false;
+  fill("detail-sessions", r.sessions, (s) => [shortTime(s.start_time), sessionButton(s.session_id), s.page_views, duration(s.duration), s.end_reason || "active", device(s), s.ip_address]);
+  $("detail-actions").replaceChildren();
+  $("panel-detail").scrollIntoView({ block: "nearest" });
+}
+
+async function showSession(sid) {
+  const s = await api("sessions/" + encodeURIComponent(sid));
+  $("panel-detail").hidden = false;
+  $("detail-title").textContent = "Session " + sid + (s.user_id ? " of " + s.user_id : "") + " · " + s.page_views + " page views · " + state(s);
+  $("detail-sessions").hidden = true;
+  $("detail-actions").replaceChildren(...s.actions.map((a) => el("li", null, el("time", null, shortTime(a.timestamp)), a.action + (a.page ? " " + a.page : ""))));
+  $("panel-detail").scrollIntoView({ block: "nearest" });
+}
+
+// ---- live count (Server-Sent Events over fetch, so a bearer token can be sent) ---------------
+
+function onActive(data) {
+  const v = JSON.parse(data);
+  setText("active-now", v.active_sessions);
+  spark.xs.push(Date.parse(v.timestamp) / 1000);
+  spark.ys.push(v.active_sessions);
+  if (spark.xs.length > SPARK_POINTS) { spark.xs.shift(); spark.ys.shift(); }
+  lineChart("active-spark", 60, spark.xs, spark.ys, { spark: true });
+}
+
+function setLive(s) { const p = $("live-status"); p.textContent = s; p.className = "pill " + s; }
+
+async function live() {
+  for (;;) {
+    try {
+      const headers = token ? { Authorization: "Bearer " + token } : {};
+      const r = await fetch(API + "stream/active", { headers, credentials: "same-origin", cache: "no-store" });
+      if (r.ok && r.body) {
+        setLive("live");
+        const reader = r.body.getReader(), decoder = new TextDecoder();
+        let buf = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += decoder.decode(value, { stream: true });
+          let i;
+          while ((i = buf.indexOf("\n\n")) >= 0) {
+            const block = buf.slice(0, i);
+            buf = buf.slice(i + 2);
+            let event = "message", data = "";
+            for (const line of block.split("\n")) {
+              if (line.startsWith("event:")) event = line.slice(6).trim();
+              else if (line.startsWith("data:")) data += line.slice(5).trim();
+            }
+            if (event === "active" && data) onActive(data);
+          }
+        }
+      }
+    } catch (e) { /* the stream dropped: reconnect below */ }
+    setLive("reconnecting");
+    await new Promise((res) => setTimeout(res, 2000));
+  }
+}
+
+// ---- start -----------------------------------------------------------------------------------
+
+async function loadAll() {
+  const results = await Promise.allSettled([loadCompare(), loadTimeseries(), loadDurations(), loadPages(), loadPeak(), loadDevices(), loadGeo(), loadRecent()]);
+  const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason);
+  if (failed.some((e) => e instanceof Unauthorized)) {
+    $("auth-form").hidden = false;
+    return false;
+  }
+  $("error").hidden = !failed.length;
+  $("error").textContent = failed.length ? "Some panels could not be loaded: " + failed.map((e) => e.message).join("; ") : "";
+  setText("updated", "updated " + new Date().toISOString().slice(11, 19) + " UTC");
+  return true;
+}
+
+$("gran-hour").addEventListener("click", () => { granularity = "hour"; $("gran-hour").classList.add("on"); $("gran-day").classList.remove("on"); loadTimeseries(); });
+$("gran-day").addEventListener("click", () => { granularity = "day"; $("gran-day").classList.add("on"); $("gran-hour").classList.remove("on"); loadTimeseries(); });
+$("ts-metric").addEventListener("change", () => loadTimeseries());
+$("auth-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  token = $("token").value.trim();
+  sessionStorage.setItem("sting-token", token);
+  $("auth-form").hidden = true;
+  start();
+});
+
+let running = false;
+async function start() {
+  if (!(await loadAll()) || running) return;
+  running = true;
+  document.body.dataset.loaded = "1";
+  // performance.now() counts from the start of navigation: time to the first full render.
+  document.body.dataset.renderMs = String(Math.round(performance.now()));
+  live();
+  setInterval(loadAll, REFRESH_MS);
+}
+start();
