@@ -37,7 +37,8 @@ impl RouteTemplater {
         if path.len() > MAX_PATH {
             return "/:long".to_owned();
         }
-        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        let decoded: Vec<std::borrow::Cow<str>> = path.split('/').skip(1).map(display_segment).collect();
+        let segments: Vec<&str> = decoded.iter().map(|s| s.as_ref()).collect();
         for pattern in &self.custom {
             if pattern.len() == segments.len() && pattern.iter().zip(&segments).all(|(p, s)| p.starts_with(':') || p == s) {
                 return format!("/{}", pattern.join("/"));
@@ -61,6 +62,34 @@ impl RouteTemplater {
         }
         out
     }
+}
+
+/// A raw path segment as people read it: percent-escapes decoded (`caf%C3%A9` → `café`,
+/// `%3Cb%3E` → `<b>`), except those that would hide structure or control the display: `/`,
+/// `%` and control characters stay escaped. Invalid UTF-8 becomes U+FFFD.
+pub fn display_segment(seg: &str) -> std::borrow::Cow<'_, str> {
+    if !seg.contains('%') {
+        return std::borrow::Cow::Borrowed(seg);
+    }
+    let b = seg.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                let v = (h * 16 + l) as u8;
+                if v >= 0x20 && v != 0x7f && v != b'/' && v != b'%' {
+                    out.push(v);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// Numbers, UUIDs, hex of 16+ chars, token-like strings of 20+ chars mixing letters and digits,
@@ -179,6 +208,17 @@ mod tests {
         assert_eq!(t.template("/"), "/");
         assert_eq!(t.template(""), "/");
         assert_eq!(t.template("/about-our-company-and-team"), "/about-our-company-and-team");
+    }
+
+    #[test]
+    fn escapes_are_decoded_for_reading_but_not_structure_or_controls() {
+        let t = RouteTemplater::default();
+        assert_eq!(t.template("/caf%C3%A9/menu"), "/café/menu");
+        assert_eq!(t.template("/echo/%3Cscript%3Ealert(1)%3C/script%3E"), "/echo/<script>alert(1)</script>");
+        assert_eq!(t.template("/a%2Fb/c%25d/e%0Af/g%7F"), "/a%2Fb/c%25d/e%0Af/g%7F");
+        assert_eq!(t.template("/bad%ZZ/%4"), "/bad%ZZ/%4");
+        assert_eq!(t.template("/x%FF"), "/x\u{fffd}");
+        assert_eq!(t.template("/users/%31%32%33"), "/users/:id", "an id is an id however it is spelled");
     }
 
     #[test]

@@ -78,7 +78,8 @@ function lineChart(id, height, xs, ys, opts) {
 
 function histogram(buckets) {
   const id = "dur-chart";
-  const labels = buckets.map((b) => (b.le_seconds == null ? "more" : "≤" + duration(b.le_seconds)));
+  const short = (s) => (s < 60 ? s + "s" : s < 3600 ? s / 60 + "m" : s / 3600 + "h");
+  const labels = buckets.map((b) => (b.le_seconds == null ? "more" : short(b.le_seconds)));
   const xs = buckets.map((_, i) => i), ys = buckets.map((b) => b.count);
   if (charts[id]) { charts[id].setData([xs, ys]); return; }
   const muted = cssVar("--muted"), line = cssVar("--line");
@@ -87,7 +88,7 @@ function histogram(buckets) {
     legend: { show: false },
     scales: { x: { time: false, range: [-0.5, xs.length - 0.5] } },
     axes: [
-      { stroke: muted, grid: { show: false }, ticks: { stroke: line }, splits: () => xs, values: (u, splits) => splits.map((i) => labels[i] || "") },
+      { stroke: muted, grid: { show: false }, ticks: { stroke: line }, splits: () => xs, values: (u, splits) => splits.map((i) => labels[i] || ""), rotate: -60, size: 44 },
       { stroke: muted, grid: { stroke: line }, ticks: { stroke: line } },
     ],
     series: [{}, { stroke: cssVar("--accent"), fill: cssVar("--accent-soft"), paths: uPlot.paths.bars({ size: [0.8] }), points: { show: false } }],
