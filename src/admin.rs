@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz` (the process is alive) and `/readyz` (Redis answers). I/O.
+//! The admin listener: `/healthz` (the process is alive), `/readyz` (Redis answers) and
+//! `/metrics` (Prometheus text, see [`crate::metrics`]). I/O.
 //!
 //! It runs as its own pingora service on `server.admin_listen`, so health checks never queue
 //! behind proxied traffic and are not exposed on the public port.
@@ -40,7 +41,22 @@ impl ServeHttp for AdminApp {
                 Ok(()) => reply(200, serde_json::json!({"status": "ready", "redis": "ok"})),
                 Err(e) => reply(503, serde_json::json!({"status": "not ready", "reason": format!("redis: {e}")})),
             },
-            _ => reply(404, serde_json::json!({"error": "not found", "endpoints": ["/healthz", "/readyz"]})),
+            "/metrics" => {
+                let m = crate::metrics::metrics();
+                // The gauge is read at scrape time: one SCARD per scrape, none per request.
+                if let Ok(n) = self.store.query::<i64>(redis::cmd("SCARD").arg(crate::keys::ACTIVE_SESSIONS)).await {
+                    m.active_sessions.set(n);
+                }
+                let body = m.render();
+                Response::builder()
+                    .status(200)
+                    .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                    .header("content-length", body.len())
+                    .header("cache-control", "no-store")
+                    .body(body)
+                    .expect("static response parts are valid")
+            }
+            _ => reply(404, serde_json::json!({"error": "not found", "endpoints": ["/healthz", "/readyz", "/metrics"]})),
         }
     }
 }

@@ -164,7 +164,7 @@ impl Batch {
     }
 
     /// The batch's touch for `sid`, widened to this request's time and carrying its latest
-    /// address and location. The device is the first known one: a session's device is recorded
+    /// address and latest known location. The device is the first known one: a session's device is recorded
     /// once, at its start, and an asset fetch without a User-Agent must not stand for it.
     fn touch(&mut self, sid: &str, e: &Enriched<'_>) -> &mut Touch {
         let ev = e.event;
@@ -179,8 +179,12 @@ impl Batch {
         if let Some(ip) = ev.ip {
             t.ip = ip.to_string();
         }
-        t.country = e.location.country.clone().unwrap_or_default();
-        t.city = e.location.city.clone().unwrap_or_default();
+        // The latest known place: a request from an address the database does not know (a
+        // private one, say) must not erase it.
+        if let Some(country) = &e.location.country {
+            t.country = country.clone();
+            t.city = e.location.city.clone().unwrap_or_default();
+        }
         if t.browser.is_empty() || (t.browser == crate::device::UNKNOWN && e.device.browser != crate::device::UNKNOWN) {
             t.browser = e.device.browser.clone();
             t.os = e.device.os.clone();
@@ -274,6 +278,9 @@ mod tests {
             }),
             method: http::Method::GET,
             path: path.into(),
+            template: path.into(),
+            request_id: "r".into(),
+            auth_outcome: "flask_redis_hit",
             status,
             latency_us: 1500,
             upstream_latency_us: Some(1000),

@@ -26,7 +26,7 @@ use crate::device::{self, Device};
 use crate::geo::{GeoDb, Location};
 use crate::keys;
 use crate::request_event::{CaptureEvent, RequestEvent};
-use crate::route_template::{self, AssetRules, RouteTemplater};
+use crate::route_template::{self, AssetRules};
 use crate::store::RedisStore;
 
 /// Counters of the capture pipeline, logged when the writer stops (and for metrics to come).
@@ -63,9 +63,11 @@ impl CaptureHandle {
         match self.tx.try_send(event) {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::metrics().analytics_queued.inc();
             }
             Err(_) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::metrics().analytics_dropped.inc();
             }
         }
     }
@@ -74,13 +76,13 @@ impl CaptureHandle {
     pub async fn send(&self, event: CaptureEvent) {
         if self.tx.send(event).await.is_ok() {
             self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::metrics().analytics_queued.inc();
         }
     }
 }
 
 /// Everything the writer needs to turn events into writes; built once from the config.
 pub struct Enricher {
-    templater: RouteTemplater,
     assets: AssetRules,
     actions: Vec<ActionRuleSection>,
     geo: Option<GeoDb>,
@@ -92,12 +94,7 @@ const ENRICH_CACHE_MAX: usize = 50_000;
 impl Enricher {
     pub fn new(cfg: &AnalyticsSection) -> anyhow::Result<Self> {
         let geo = if cfg.geoip_database.is_empty() { None } else { Some(GeoDb::open(std::path::Path::new(&cfg.geoip_database))?) };
-        Ok(Self {
-            templater: RouteTemplater::new(&cfg.route_templates).map_err(anyhow::Error::msg)?,
-            assets: AssetRules { extensions: cfg.asset_extensions.clone(), prefixes: cfg.asset_prefixes.clone() },
-            actions: cfg.actions.clone(),
-            geo,
-        })
+        Ok(Self { assets: AssetRules { extensions: cfg.asset_extensions.clone(), prefixes: cfg.asset_prefixes.clone() }, actions: cfg.actions.clone(), geo })
     }
 
     fn action_for(&self, method: &http::Method, template: &str) -> Option<&str> {
@@ -192,13 +189,13 @@ impl Writer {
         for ev in events {
             let CaptureEvent::Request(r) = ev else { continue };
             let r: &RequestEvent = r;
-            let template = self.enricher.templater.template(&r.path);
+            let template = &r.template;
             let is_asset = self.enricher.assets.is_asset(&r.path);
             let page_view = route_template::is_page_view(&r.method, r.status, is_asset, r.navigation);
             let device = r.user_agent.as_ref().and_then(|ua| caches.devices.get(ua)).unwrap_or(&unknown_device);
             let location = r.ip.and_then(|ip| caches.locations.get(&ip)).unwrap_or(&nowhere);
-            let action = self.enricher.action_for(&r.method, &template);
-            batch.add_request(&Enriched { event: r, template: &template, page_view, action, device, location });
+            let action = self.enricher.action_for(&r.method, template);
+            batch.add_request(&Enriched { event: r, template, page_view, action, device, location });
         }
         batch
     }
@@ -232,6 +229,9 @@ impl Writer {
                     self.stats.written.fetch_add(batch.events as u64, Ordering::Relaxed);
                     self.stats.batches.fetch_add(1, Ordering::Relaxed);
                     self.stats.commands.fetch_add(commands, Ordering::Relaxed);
+                    let m = crate::metrics::metrics();
+                    m.analytics_written.inc_by(batch.events as u64);
+                    m.analytics_batch_events.observe(batch.events as f64);
                     return;
                 }
                 Err(e) => e,
@@ -240,9 +240,11 @@ impl Writer {
             if !e.is_transient() || out_of_time {
                 tracing::error!(error = %e, events = batch.events, "analytics batch dropped");
                 self.stats.dropped.fetch_add(batch.events as u64, Ordering::Relaxed);
+                crate::metrics::metrics().analytics_dropped.inc_by(batch.events as u64);
                 return;
             }
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::metrics().analytics_retried.inc();
             tracing::warn!(error = %e, events = batch.events, retry_in_ms = delay.as_millis() as u64, "analytics write failed; keeping the batch");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}

@@ -101,7 +101,16 @@ pub struct ServerSection {
     pub h2c: bool,
     /// CIDRs of load balancers whose `X-Forwarded-For` we believe (`STING_TRUSTED_PROXIES`).
     pub trusted_proxies: Vec<String>,
+    /// Distinct route templates used as metric labels; later ones are counted as `other`.
+    pub metrics_max_routes: usize,
+    /// Access log format: `json`, `combined` (Apache/nginx, user id in `%u`) or `off`.
+    pub access_log: String,
+    /// Access log file (reopened on SIGHUP, for logrotate); empty = stdout.
+    pub access_log_path: String,
 }
+
+/// Route templates admitted as metric labels unless `server.metrics_max_routes` says otherwise.
+pub const DEFAULT_METRICS_ROUTE_CAP: usize = 200;
 
 impl Default for ServerSection {
     fn default() -> Self {
@@ -116,6 +125,9 @@ impl Default for ServerSection {
             pid_file: "/tmp/sting-proxy.pid".into(),
             h2c: false,
             trusted_proxies: Vec::new(),
+            metrics_max_routes: DEFAULT_METRICS_ROUTE_CAP,
+            access_log: "json".into(),
+            access_log_path: String::new(),
         }
     }
 }
@@ -541,6 +553,12 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         }
         if f.analytics.api_tokens.iter().any(|t| t.expose().len() < 16) {
             return Err(invalid("analytics.api_tokens", &s_tok, "every token must be at least 16 characters".into()));
+        }
+        if !["json", "combined", "off"].contains(&f.server.access_log.as_str()) {
+            return Err(invalid("server.access_log", &fs, format!("{:?} is not json, combined or off", f.server.access_log)));
+        }
+        if f.server.metrics_max_routes == 0 {
+            return Err(invalid("server.metrics_max_routes", &fs, "must be at least 1".into()));
         }
         if f.analytics.idle_timeout_seconds == 0 {
             return Err(invalid("analytics.idle_timeout_seconds", &fs, "must be at least 1 (0 would end every session at once)".into()));

@@ -234,16 +234,25 @@ impl KratosClient {
                 return self.remember(fp, Arc::new(answer), ttl, AnswerSource::Redis);
             }
         }
+        let m = crate::metrics::metrics();
         if !self.breaker.allow() {
+            m.kratos_calls.with_label_values(&["circuit_open"]).inc();
             return KratosOutcome::Unavailable("circuit open");
         }
-        let answer = match self.call(credential).await {
+        let started = Instant::now();
+        let result = self.call(credential).await;
+        m.kratos_seconds.observe(started.elapsed().as_secs_f64());
+        let answer = match result {
             Ok(a) => {
                 self.breaker.record_success();
+                m.kratos_calls.with_label_values(&["answered"]).inc();
+                m.kratos_circuit_state.set(circuit_gauge(self.breaker.state()));
                 a
             }
             Err(reason) => {
                 self.breaker.record_failure();
+                m.kratos_calls.with_label_values(&["error"]).inc();
+                m.kratos_circuit_state.set(circuit_gauge(self.breaker.state()));
                 tracing::warn!(%reason, "Kratos whoami failed");
                 return KratosOutcome::Unavailable("kratos error");
             }
@@ -362,5 +371,14 @@ mod tests {
     #[test]
     fn fingerprints_differ_by_kind() {
         assert_ne!(Credential::Cookie("x").fingerprint(), Credential::Bearer("x").fingerprint());
+    }
+}
+
+/// The circuit state as the `sting_kratos_circuit_state` gauge value.
+fn circuit_gauge(s: CircuitState) -> i64 {
+    match s {
+        CircuitState::Closed => 0,
+        CircuitState::Open => 1,
+        CircuitState::HalfOpen => 2,
     }
 }

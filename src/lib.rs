@@ -16,9 +16,10 @@
 //! - [`rules`]: path-prefix authorisation rules.
 //! - [`headers`]: identity header names; stripping forged ones.
 //! - [`local_response`]: answers the proxy writes itself.
+//! - [`access_log`]: one line per request (JSON or combined), written by a background thread.
 //! - [`own_endpoints`]: the API and the [`dashboard`] (assets embedded), with the live
 //!   active-sessions stream fed by [`live_active`].
-//! - [`admin`]: `/healthz` and `/readyz` on the admin listener.
+//! - [`admin`]: `/healthz`, `/readyz` and `/metrics` ([`metrics`]) on the admin listener.
 //! - [`analytics_api`]: the analytics REST API the proxy answers itself (admin or token only);
 //!   [`analytics_queries`]: the reads behind it, shared with the ops CLI.
 //! - [`store`]: the shared Redis handle; [`keys`]: every Redis key name.
@@ -37,6 +38,7 @@
 //! - [`session_scripts`]: the Lua scripts that start, touch and end sessions exactly once.
 //! - [`session_lifecycle`]: expiry via keyspace notifications, and the sweep.
 
+pub mod access_log;
 pub mod admin;
 pub mod aggregate;
 pub mod analytics_api;
@@ -59,6 +61,7 @@ pub mod keys;
 pub mod kratos;
 pub mod live_active;
 pub mod local_response;
+pub mod metrics;
 pub mod ops_cli;
 pub mod own_endpoints;
 pub mod pickle_fields;

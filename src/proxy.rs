@@ -17,6 +17,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
+use crate::access_log::AccessLogHandle;
 use crate::authenticate::{AuthOutcome, Authenticator};
 use crate::capture::CaptureHandle;
 use crate::client_ip;
@@ -27,7 +28,7 @@ use crate::identity::{AuthSource, Identity};
 use crate::local_response::LocalResponse;
 use crate::own_endpoints::{login_redirect, wants_html, OwnEndpoints};
 use crate::request_event::{CaptureEvent, RequestEvent, SessionSignal};
-use crate::route_template;
+use crate::route_template::{self, RouteTemplater};
 use crate::rules::{self, Decision};
 
 /// Per-request state, created by pingora for every request.
@@ -56,11 +57,21 @@ pub struct Sidecar {
     auth: Arc<Authenticator>,
     capture: Option<CaptureHandle>,
     own: OwnEndpoints,
+    templater: RouteTemplater,
+    access_log: Option<AccessLogHandle>,
 }
 
 impl Sidecar {
-    pub fn new(cfg: Arc<Config>, peer: HttpPeer, auth: Arc<Authenticator>, capture: Option<CaptureHandle>, own: OwnEndpoints) -> Self {
-        Self { cfg, peer, auth, capture, own }
+    pub fn new(
+        cfg: Arc<Config>,
+        peer: HttpPeer,
+        auth: Arc<Authenticator>,
+        capture: Option<CaptureHandle>,
+        own: OwnEndpoints,
+        access_log: Option<AccessLogHandle>,
+    ) -> anyhow::Result<Self> {
+        let templater = RouteTemplater::new(&cfg.analytics.route_templates).map_err(anyhow::Error::msg)?;
+        Ok(Self { cfg, peer, auth, capture, own, templater, access_log })
     }
 
     /// The answer for a request that may not pass, or `None` to let it through.
@@ -151,6 +162,9 @@ impl Sidecar {
             identity: ctx.identity.clone(),
             method: req.method.clone(),
             path: req.uri.path().chars().take(MAX_EVENT_TEXT * 4).collect(),
+            template: self.templater.template(req.uri.path()),
+            request_id: ctx.request_id.clone(),
+            auth_outcome: ctx.outcome.as_str(),
             status,
             latency_us: ctx.started.elapsed().as_micros() as u64,
             upstream_latency_us: ctx.upstream_latency_us,
@@ -337,8 +351,20 @@ impl ProxyHttp for Sidecar {
 
     async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut Self::CTX) {
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        let event = self.event(session, ctx, status);
+        crate::metrics::metrics().request(
+            &event.method,
+            status,
+            &event.template,
+            event.latency_us as f64 / 1e6,
+            event.upstream_latency_us.map(|u| u as f64 / 1e6),
+            event.auth_outcome,
+        );
+        if let Some(log) = &self.access_log {
+            log.record(&event);
+        }
         if let (Some(capture), false) = (&self.capture, ctx.own_endpoint) {
-            capture.record(CaptureEvent::Request(Box::new(self.event(session, ctx, status))));
+            capture.record(CaptureEvent::Request(Box::new(event)));
         }
         tracing::debug!(
             request_id = %ctx.request_id,

@@ -51,8 +51,13 @@ pub struct RequestEvent {
     pub sid: Option<String>,
     pub identity: Option<Arc<Identity>>,
     pub method: http::Method,
-    /// The raw path; templated by the writer.
+    /// The raw path.
     pub path: String,
+    /// Its route template (computed once, for the metrics label, the access log and analytics).
+    pub template: String,
+    pub request_id: String,
+    /// How the caller was identified (`AuthOutcome::as_str`).
+    pub auth_outcome: &'static str,
     pub status: u16,
     pub latency_us: u64,
     pub upstream_latency_us: Option<u64>,

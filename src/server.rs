@@ -16,6 +16,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
+use crate::access_log;
 use crate::admin::AdminApp;
 use crate::authenticate::Authenticator;
 use crate::capture;
@@ -100,6 +101,22 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
         None
     };
 
+    crate::metrics::init(cfg.server.metrics_max_routes);
+    let access_log = match cfg.server.access_log.as_str() {
+        "off" => None,
+        format => {
+            let format = if format == "combined" { access_log::Format::Combined } else { access_log::Format::Json };
+            let geo = if cfg.analytics.geoip_database.is_empty() {
+                None
+            } else {
+                Some(crate::geo::GeoDb::open(std::path::Path::new(&cfg.analytics.geoip_database)).context("analytics.geoip_database")?)
+            };
+            let handle = access_log::start(format, &cfg.server.access_log_path, geo)
+                .with_context(|| format!("server.access_log_path: cannot open {:?}", cfg.server.access_log_path))?;
+            server.add_service(background_service("access-log-reopen", ReopenOnHangup));
+            Some(handle)
+        }
+    };
     let live = if cfg.analytics.enabled {
         let (feed, poller) = live_active::channel(store.clone());
         server.add_service(background_service("live-active-sessions", poller));
@@ -108,7 +125,8 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
         None
     };
     let own = OwnEndpoints::new(&cfg, auth.clone(), store.clone(), live);
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, Sidecar::new(cfg.clone(), peer, auth, capture, own), "sting-proxy");
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, Sidecar::new(cfg.clone(), peer, auth, capture, own, access_log)?, "sting-proxy");
     proxy.add_tcp(&cfg.listen.to_string());
     if cfg.server.h2c {
         if let Some(app) = proxy.app_logic_mut() {
@@ -140,5 +158,27 @@ impl BackgroundService for RedisConnector {
         }
         // The connection's driver task lives on this service's runtime: keep it until shutdown.
         let _ = shutdown.changed().await;
+    }
+}
+
+/// SIGHUP asks the access log to reopen its file (after logrotate moved it).
+struct ReopenOnHangup;
+
+#[async_trait]
+impl BackgroundService for ReopenOnHangup {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; the access log will not be reopened");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => {
+                    access_log::REOPEN.store(true, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!("SIGHUP: reopening the access log");
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
     }
 }

@@ -22,6 +22,15 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
 }
 
+/// Records one round trip in the metrics.
+fn observe(op: &'static str, started: std::time::Instant, ok: bool) {
+    let m = crate::metrics::metrics();
+    m.redis_seconds.with_label_values(&[op]).observe(started.elapsed().as_secs_f64());
+    if !ok {
+        m.redis_errors.with_label_values(&[op]).inc();
+    }
+}
+
 /// What a [`Scanner`] walks.
 #[derive(Debug, Clone, Copy)]
 pub enum Scan<'a> {
@@ -104,10 +113,13 @@ impl RedisStore {
     pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         let mut conn = self.inner.conn.get().ok_or(StoreError::NotConnected)?.clone();
         let timeout = self.inner.command_timeout;
-        match tokio::time::timeout(timeout, cmd.query_async(&mut conn)).await {
-            Ok(r) => Ok(r?),
+        let started = std::time::Instant::now();
+        let r = match tokio::time::timeout(timeout, cmd.query_async(&mut conn)).await {
+            Ok(r) => r.map_err(StoreError::from),
             Err(_) => Err(StoreError::Timeout(timeout)),
-        }
+        };
+        observe("query", started, r.is_ok());
+        r
     }
 
     /// Runs one pipeline (one round trip) within the command timeout.
@@ -118,10 +130,13 @@ impl RedisStore {
     /// Runs one pipeline within `timeout` (background batches may take longer than a request may).
     pub async fn pipeline_within<T: FromRedisValue>(&self, pipe: &redis::Pipeline, timeout: Duration) -> Result<T, StoreError> {
         let mut conn = self.inner.conn.get().ok_or(StoreError::NotConnected)?.clone();
-        match tokio::time::timeout(timeout, pipe.query_async(&mut conn)).await {
-            Ok(r) => Ok(r?),
+        let started = std::time::Instant::now();
+        let r = match tokio::time::timeout(timeout, pipe.query_async(&mut conn)).await {
+            Ok(r) => r.map_err(StoreError::from),
             Err(_) => Err(StoreError::Timeout(timeout)),
-        }
+        };
+        observe("pipeline", started, r.is_ok());
+        r
     }
 
     /// A walk over keys (`SCAN MATCH`), a set (`SSCAN`) or a sorted set (`ZSCAN`, scores

@@ -22,9 +22,8 @@ const XSS_PATH: &str = "/echo/<script>alert(1)</script>";
 const XSS_USER: &str = "<img src=x onerror=alert(1)>";
 
 fn browser() -> Option<(PathBuf, PathBuf)> {
-    let find = |names: &[&str]| {
-        names.iter().flat_map(|n| ["/usr/bin", "/usr/local/bin", "/usr/lib/chromium"].map(|d| PathBuf::from(d).join(n))).find(|p| p.exists())
-    };
+    let find =
+        |names: &[&str]| names.iter().flat_map(|n| ["/usr/bin", "/usr/local/bin", "/usr/lib/chromium"].map(|d| PathBuf::from(d).join(n))).find(|p| p.exists());
     Some((find(&["chromium", "chromium-browser", "google-chrome"])?, find(&["chromedriver"])?))
 }
 
@@ -116,16 +115,13 @@ fn dashboard_renders_the_api_numbers_live_and_safely() {
         let s = api(&proxy, &format!("sessions/stats?date={}", day(offset)));
         json!({"sessions": s["total_sessions_today"], "views": s["page_views_today"], "users": s["unique_users_today"]})
     };
-    let pages: Vec<Value> = api(&proxy, "pages/top?limit=15")["pages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| json!([p["name"], p["count"], p["unique_sessions"]]))
-        .collect();
+    let pages: Vec<Value> =
+        api(&proxy, "pages/top?limit=15")["pages"].as_array().unwrap().iter().map(|p| json!([p["name"], p["count"], p["unique_sessions"]])).collect();
     let recent_users: Vec<Value> =
         api(&proxy, "sessions?limit=25")["sessions"].as_array().unwrap().iter().filter(|s| !s["user_id"].is_null()).map(|s| s["user_id"].clone()).collect();
     assert!(recent_users.contains(&json!(XSS_USER)));
-    let ts_total: i64 = api(&proxy, "timeseries?metric=page_views&granularity=hour")["points"].as_array().unwrap().iter().map(|p| p["value"].as_i64().unwrap()).sum();
+    let ts_total: i64 =
+        api(&proxy, "timeseries?metric=page_views&granularity=hour")["points"].as_array().unwrap().iter().map(|p| p["value"].as_i64().unwrap()).sum();
     let expected = json!({
         "today": stats(0),
         "yesterday": stats(1),

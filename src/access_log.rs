@@ -1,0 +1,258 @@
+//! The access log: one line per request, `json` (default) or Apache/nginx `combined` with the
+//! user id in `%u`, to stdout or a file reopened on SIGHUP (for logrotate). The request path
+//! only copies a few fields into a bounded queue (`try_send`; a full queue drops the line and
+//! counts it); a background thread parses User-Agents and GeoIP and writes. Cookies, query
+//! strings, tokens and secrets are never logged. I/O.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Write};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::device::{self, Device};
+use crate::geo::GeoDb;
+use crate::request_event::RequestEvent;
+
+/// Lines waiting for the writer thread; beyond this they are dropped (and counted).
+pub const QUEUE_CAPACITY: usize = 65_536;
+
+/// The output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Combined,
+}
+
+/// What one line needs, copied off the request path.
+pub struct Record {
+    ts_ms: i64,
+    request_id: String,
+    ip: Option<IpAddr>,
+    method: String,
+    path: String,
+    route: String,
+    status: u16,
+    bytes_out: u64,
+    bytes_in: u64,
+    latency_us: u64,
+    upstream_latency_us: Option<u64>,
+    user_id: Option<String>,
+    session_id: Option<String>,
+    auth: &'static str,
+    user_agent: Option<String>,
+    referrer: Option<String>,
+}
+
+/// Hands lines to the writer thread. Cheap to clone.
+#[derive(Clone)]
+pub struct AccessLogHandle {
+    tx: SyncSender<Record>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl AccessLogHandle {
+    /// Queues the line for `e` without waiting.
+    pub fn record(&self, e: &RequestEvent) {
+        let r = Record {
+            ts_ms: e.ts_ms,
+            request_id: e.request_id.clone(),
+            ip: e.ip,
+            method: e.method.as_str().to_owned(),
+            path: e.path.clone(),
+            route: e.template.clone(),
+            status: e.status,
+            bytes_out: e.bytes_out,
+            bytes_in: e.bytes_in,
+            latency_us: e.latency_us,
+            upstream_latency_us: e.upstream_latency_us,
+            user_id: e.identity.as_ref().map(|i| i.user_id.clone()),
+            session_id: e.sid.clone(),
+            auth: e.auth_outcome,
+            user_agent: e.user_agent.clone(),
+            referrer: e.referrer.clone(),
+        };
+        if self.tx.try_send(r).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Set by the SIGHUP handler; the writer reopens its file at the next line.
+pub static REOPEN: AtomicBool = AtomicBool::new(false);
+
+/// Starts the writer thread. `path` empty = stdout.
+pub fn start(format: Format, path: &str, geo: Option<GeoDb>) -> std::io::Result<AccessLogHandle> {
+    let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
+    let path = (!path.is_empty()).then(|| PathBuf::from(path));
+    let out = open(path.as_ref())?;
+    let dropped = Arc::new(AtomicU64::new(0));
+    std::thread::Builder::new().name("access-log".into()).spawn(move || write_loop(rx, format, path, out, geo))?;
+    Ok(AccessLogHandle { tx, dropped })
+}
+
+fn open(path: Option<&PathBuf>) -> std::io::Result<Box<dyn Write + Send>> {
+    Ok(match path {
+        Some(p) => Box::new(OpenOptions::new().create(true).append(true).open(p)?) as Box<dyn Write + Send>,
+        None => Box::new(std::io::stdout()),
+    })
+}
+
+fn write_loop(rx: Receiver<Record>, format: Format, path: Option<PathBuf>, out: Box<dyn Write + Send>, geo: Option<GeoDb>) {
+    let mut out = BufWriter::new(out);
+    let mut devices: HashMap<String, Device> = HashMap::new();
+    loop {
+        let r = match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = out.flush();
+                reopen_if_asked(&mut out, path.as_ref());
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        reopen_if_asked(&mut out, path.as_ref());
+        if devices.len() > 10_000 {
+            devices.clear();
+        }
+        let dev = r.user_agent.as_deref().map(|ua| devices.entry(ua.to_owned()).or_insert_with(|| device::parse(ua)).clone());
+        let country = match (&geo, r.ip) {
+            (Some(g), Some(ip)) => g.lookup(ip).country,
+            _ => None,
+        };
+        let line = match format {
+            Format::Json => json_line(&r, dev.as_ref(), country.as_deref()),
+            Format::Combined => combined_line(&r),
+        };
+        let _ = out.write_all(line.as_bytes());
+        // Flush when the queue is empty, so a quiet proxy's lines show up at once.
+        if rx.try_recv().map(|_| ()).is_err() {
+            let _ = out.flush();
+        }
+    }
+    let _ = out.flush();
+}
+
+fn reopen_if_asked(out: &mut BufWriter<Box<dyn Write + Send>>, path: Option<&PathBuf>) {
+    if path.is_some() && REOPEN.swap(false, Ordering::Relaxed) {
+        let _ = out.flush();
+        match open(path) {
+            Ok(f) => *out = BufWriter::new(f),
+            Err(e) => tracing::error!(error = %e, "cannot reopen the access log; keeping the old file"),
+        }
+    }
+}
+
+fn iso(ts_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ts_ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// One JSON object per line.
+pub fn json_line(r: &Record, dev: Option<&Device>, country: Option<&str>) -> String {
+    let mut v = serde_json::json!({
+        "time": iso(r.ts_ms),
+        "request_id": r.request_id,
+        "client_ip": r.ip.map(|i| i.to_string()),
+        "method": r.method,
+        "path": r.path,
+        "route": r.route,
+        "status": r.status,
+        "bytes": r.bytes_out,
+        "bytes_in": r.bytes_in,
+        "latency_ms": r.latency_us as f64 / 1000.0,
+        "upstream_latency_ms": r.upstream_latency_us.map(|u| u as f64 / 1000.0),
+        "user_id": r.user_id,
+        "session_id": r.session_id,
+        "auth": r.auth,
+        "ua_family": dev.map(|d| d.browser.clone()),
+        "os": dev.map(|d| d.os.clone()),
+        "device": dev.map(|d| d.kind.as_str()),
+        "country": country,
+        "referrer": r.referrer,
+    });
+    if let Some(o) = v.as_object_mut() {
+        o.retain(|_, v| !v.is_null());
+    }
+    let mut s = v.to_string();
+    s.push('\n');
+    s
+}
+
+/// nginx-style escaping for a quoted or bare field: `"`, `\` and bytes outside printable
+/// ASCII as `\xHH`; with `bare`, spaces too (so `%u` stays one field).
+fn escape(s: &str, bare: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'"' | b'\\' => out.push_str(&format!("\\x{b:02X}")),
+            b' ' if bare => out.push_str("\\x20"),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02X}")),
+        }
+    }
+    if out.is_empty() {
+        out.push('-');
+    }
+    out
+}
+
+/// `%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"` (Apache/nginx combined).
+pub fn combined_line(r: &Record) -> String {
+    let t = chrono::DateTime::from_timestamp_millis(r.ts_ms).unwrap_or_default().format("%d/%b/%Y:%H:%M:%S %z");
+    let opt = |v: &Option<String>, bare: bool| v.as_deref().map(|s| escape(s, bare)).unwrap_or_else(|| "-".into());
+    format!(
+        "{} - {} [{t}] \"{} {} HTTP/1.1\" {} {} \"{}\" \"{}\"\n",
+        r.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+        opt(&r.user_id, true),
+        escape(&r.method, true),
+        escape(&r.path, true),
+        r.status,
+        if r.bytes_out == 0 { "-".to_owned() } else { r.bytes_out.to_string() },
+        opt(&r.referrer, false),
+        opt(&r.user_agent, false),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        Record {
+            ts_ms: 1_796_043_900_000,
+            request_id: "r1".into(),
+            ip: Some("81.2.69.1".parse().unwrap()),
+            method: "GET".into(),
+            path: "/users/7".into(),
+            route: "/users/:id".into(),
+            status: 200,
+            bytes_out: 512,
+            bytes_in: 0,
+            latency_us: 1500,
+            upstream_latency_us: Some(1200),
+            user_id: Some("al ice\"".into()),
+            session_id: Some("s1".into()),
+            auth: "flask_cache_hit",
+            user_agent: Some("Mozilla/5.0 \"x\"".into()),
+            referrer: None,
+        }
+    }
+
+    #[test]
+    fn combined_lines_keep_one_field_per_slot() {
+        let line = combined_line(&record());
+        assert_eq!(line, "81.2.69.1 - al\\x20ice\\x22 [30/Nov/2026:13:05:00 +0000] \"GET /users/7 HTTP/1.1\" 200 512 \"-\" \"Mozilla/5.0 \\x22x\\x22\"\n");
+    }
+
+    #[test]
+    fn json_lines_carry_the_fields() {
+        let v: serde_json::Value = serde_json::from_str(&json_line(&record(), None, Some("GB"))).unwrap();
+        assert_eq!((v["route"].as_str(), v["user_id"].as_str(), v["country"].as_str()), (Some("/users/:id"), Some("al ice\""), Some("GB")));
+        assert_eq!(v["latency_ms"], 1.5);
+        assert!(v.get("referrer").is_none(), "absent fields are left out");
+    }
+}
