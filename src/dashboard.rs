@@ -2,6 +2,8 @@
 //! nothing fetched from a CDN), served under `analytics.dashboard_path` with the API's access
 //! rules. The page reads the REST API only. Pure (asset lookup); the proxy writes the answer.
 
+use sha2::{Digest, Sha256};
+
 use crate::local_response::LocalResponse;
 
 /// Headers for every dashboard answer: scripts and styles only from here (so an injected
@@ -57,8 +59,16 @@ impl Dashboard {
                 c => c.to_string(),
             })
             .collect();
+        // Asset URLs carry a hash of the assets, so a browser never runs a cached old script
+        // with a new page after an upgrade.
+        let mut h = Sha256::new();
+        for a in ASSETS {
+            h.update(a.body.as_bytes());
+        }
+        let version = hex::encode(&h.finalize()[..6]);
+        let index = INDEX_HTML.replace("{{API_PREFIX}}", &escaped).replace("{{ASSET_VERSION}}", &version);
         // Built once per process; leaked so it can be served as a static body.
-        Self { index: Box::leak(INDEX_HTML.replace("{{API_PREFIX}}", &escaped).into_boxed_str()) }
+        Self { index: Box::leak(index.into_boxed_str()) }
     }
 
     /// The answer for `rest`, the path below the dashboard prefix (`""` is the page).
@@ -95,6 +105,7 @@ mod tests {
         assert_eq!(page.status, 200);
         let html = std::str::from_utf8(&page.body).unwrap();
         assert!(html.contains("content=\"/api/analytics/\"") && !html.contains("{{"));
+        assert!(html.contains("app.js?v="));
         assert!(page.extra_headers.iter().any(|(k, v)| *k == "content-security-policy" && v.contains("script-src 'self'")));
         for a in ASSETS {
             assert_eq!(d.serve(a.path).status, 200, "{}", a.path);

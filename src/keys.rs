@@ -30,10 +30,18 @@ pub fn session_actions(sid: &str) -> String {
     format!("sting:analytics:session:{sid}:actions")
 }
 
-/// The pages a session has viewed, per period (set of `{period label} {template}`): how
-/// `page_sessions` counts each session once per page.
-pub fn session_pages(sid: &str) -> String {
-    format!("sting:analytics:session:{sid}:pages")
+/// The pages a session has viewed in one period (set of templates): how `page_sessions` counts
+/// each session once per page. Short-lived; see [`session_pages_ttl_secs`].
+pub fn session_pages(sid: &str, label: &str) -> String {
+    format!("sting:analytics:session:{sid}:pages:{label}")
+}
+
+/// How long a [`session_pages`] set must live: its period and some slack for late batches.
+pub fn session_pages_ttl_secs(period: Period) -> u64 {
+    match period {
+        Period::Hour => 2 * 3600,
+        Period::Day => 26 * 3600,
+    }
 }
 
 /// The breakdown dimension counting distinct sessions per page (see [`analytics_breakdown`]).

@@ -71,8 +71,12 @@ impl BackgroundService for Poller {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return, // drops `tx`: every stream ends
             }
-            // The feed's template receiver is always there; more means a stream is open.
+            // The feed's template receiver is always there; more means a stream is open. With
+            // nobody listening, forget the last reading: a later viewer must not get a stale one.
             if self.tx.receiver_count() <= 1 {
+                if self.tx.borrow().is_some() {
+                    self.tx.send_replace(None);
+                }
                 continue;
             }
             match self.store.query::<i64>(redis::cmd("SCARD").arg(keys::ACTIVE_SESSIONS)).await {

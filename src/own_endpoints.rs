@@ -24,6 +24,16 @@ use crate::store::RedisStore;
 /// Longest an event stream stays open; the client reconnects (SSE `retry`) after it.
 pub const MAX_STREAM: Duration = Duration::from_secs(600);
 
+/// Event streams open at once per process; more get 503 with `Retry-After`.
+pub const MAX_STREAMS: usize = 128;
+
+/// A comment line sent when nothing else was, so dead clients are noticed and idle timeouts
+/// of load balancers in between do not cut the stream.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Longest one write to a stream may take (a client that stops reading is dropped).
+const STREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Which of the proxy's own pages a path addresses.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Own {
@@ -43,6 +53,7 @@ pub struct OwnEndpoints {
     store: RedisStore,
     dashboard: Dashboard,
     live: Option<LiveFeed>,
+    streams: Arc<tokio::sync::Semaphore>,
     login_url: String,
     return_to_param: String,
 }
@@ -64,6 +75,7 @@ impl OwnEndpoints {
             store,
             dashboard: Dashboard::new(&cfg.analytics.api_prefix),
             live,
+            streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
             login_url: cfg.auth.login_url.clone(),
             return_to_param: cfg.auth.return_to_param.clone(),
         }
@@ -140,6 +152,12 @@ impl OwnEndpoints {
             r.write(session, request_id).await?;
             return Ok(true);
         };
+        let Ok(_permit) = self.streams.clone().try_acquire_owned() else {
+            let mut r = LocalResponse::json(503, serde_json::json!({"error": "too_many_streams", "message": "too many live streams are open; retry shortly"}));
+            r.retry_after = Some(10);
+            r.write(session, request_id).await?;
+            return Ok(true);
+        };
         let mut rx = feed.subscribe();
         let mut h = ResponseHeader::build(200, Some(5))?;
         h.insert_header("content-type", "text/event-stream")?;
@@ -151,15 +169,22 @@ impl OwnEndpoints {
             h.insert_header("transfer-encoding", "chunked")?;
         }
         session.set_keepalive(None);
-        session.write_response_header(Box::new(h), false).await?;
+        // A HEAD request has no body to stream: answer the header alone.
+        let head = session.req_header().method == http::Method::HEAD;
+        session.write_response_header(Box::new(h), head).await?;
+        if head {
+            return Ok(true);
+        }
         let mut out = String::from("retry: 2000\n\n");
         if let Some(r) = *rx.borrow_and_update() {
             out.push_str(&r.sse_event());
         }
         let deadline = tokio::time::Instant::now() + MAX_STREAM;
         loop {
-            if session.write_response_body(Some(Bytes::from(std::mem::take(&mut out))), false).await.is_err() {
-                return Ok(true); // the client left
+            let chunk = Bytes::from(std::mem::take(&mut out));
+            match tokio::time::timeout(STREAM_WRITE_TIMEOUT, session.write_response_body(Some(chunk), false)).await {
+                Ok(Ok(())) => {}
+                _ => return Ok(true), // the client left or stopped reading
             }
             tokio::select! {
                 changed = rx.changed() => match (changed, *rx.borrow_and_update()) {
@@ -167,6 +192,7 @@ impl OwnEndpoints {
                     (Ok(()), Some(r)) => out = r.sse_event(),
                     (Ok(()), None) => {}
                 },
+                _ = tokio::time::sleep(HEARTBEAT) => out = ": heartbeat\n\n".into(),
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }

@@ -14,15 +14,15 @@ use crate::request_event::EndReason;
 /// Per session, per batch: first sight, activity, user attach, AAL2 step-up.
 ///
 /// KEYS: 1 session hash, 2 active sessions, 3 user's sessions zset, 4 user's active set,
-///       5 daily hash, 6 hourly hash, 7 AAL2 event key, 8 actions list, 9 recent sessions zset,
-///       10 the session's viewed-pages set.
+///       5 daily hash, 6 hourly hash, 7 AAL2 event key, 8 actions list, 9 recent sessions zset.
 /// ARGV: 1 sid, 2 user_id|'', 3 first ts ms, 4 last ts ms, 5 page views, 6 hits, 7 ip,
 ///       8 country, 9 city, 10 browser, 11 os, 12 device, 13 auth source, 14 aal|'',
 ///       15 ttl s, 16 email|'', 17 aal2 event JSON, 18 login action JSON, 19 actions cap,
 ///       20 recent sessions cap, 21 AAL2 event ttl s, 22 n = number of page entries, then n
-///       groups of 3: viewed-pages member (`{period label} {template}`), the period's
-///       `page_sessions` zset key, the template. A member new to the session's set counts one
-///       more unique session for that page in that period.
+///       groups of 4: the session's viewed-pages set for a period, its ttl, the template, the
+///       period's `page_sessions` zset. A template new to the set counts one more distinct
+///       session for that page in that period. (These keys are derived per batch, so they are
+///       passed as ARGV; analytics does not support Redis Cluster, see docs/redis-schema.md.)
 /// Returns {started, user_attached, aal2_step_up} as 0/1.
 pub const TOUCH: &str = r#"
 local h = KEYS[1]
@@ -81,13 +81,13 @@ if ARGV[14] ~= '' then
 end
 local pages = tonumber(ARGV[22])
 for i = 0, pages - 1 do
-  local b = 23 + i * 3
-  if redis.call('SADD', KEYS[10], ARGV[b]) == 1 then
-    redis.call('ZINCRBY', ARGV[b + 1], 1, ARGV[b + 2])
-    redis.call('EXPIRE', ARGV[b + 1], ttl)
+  local b = 23 + i * 4
+  if redis.call('SADD', ARGV[b], ARGV[b + 2]) == 1 then
+    redis.call('EXPIRE', ARGV[b], ARGV[b + 1])
+    redis.call('ZINCRBY', ARGV[b + 3], 1, ARGV[b + 2])
+    redis.call('EXPIRE', ARGV[b + 3], ttl)
   end
 end
-if pages > 0 then redis.call('EXPIRE', KEYS[10], ttl) end
 redis.call('EXPIRE', h, ttl)
 redis.call('EXPIRE', KEYS[5], ttl)
 redis.call('EXPIRE', KEYS[6], ttl)
@@ -176,7 +176,7 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, actions_cap: usize) -> redis::Cmd {
     let login_json = action_json(t.first_ts_ms, "login", None);
     let mut c = redis::cmd("EVAL");
     c.arg(TOUCH)
-        .arg(10)
+        .arg(9)
         .arg(keys::analytics_session(&t.sid))
         .arg(keys::ACTIVE_SESSIONS)
         .arg(keys::user_sessions(user))
@@ -186,7 +186,6 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, actions_cap: usize) -> redis::Cmd {
         .arg(keys::aal2_event(&t.sid, t.last_ts_ms / 1000))
         .arg(keys::session_actions(&t.sid))
         .arg(keys::RECENT_SESSIONS)
-        .arg(keys::session_pages(&t.sid))
         .arg(&t.sid)
         .arg(user)
         .arg(t.first_ts_ms)
@@ -210,7 +209,10 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, actions_cap: usize) -> redis::Cmd {
         .arg(keys::AAL2_EVENT_TTL_SECS)
         .arg(t.pages.len());
     for (period, label, template) in &t.pages {
-        c.arg(format!("{label} {template}")).arg(keys::analytics_breakdown(*period, label, keys::PAGE_SESSIONS)).arg(template);
+        c.arg(keys::session_pages(&t.sid, label))
+            .arg(keys::session_pages_ttl_secs(*period))
+            .arg(template)
+            .arg(keys::analytics_breakdown(*period, label, keys::PAGE_SESSIONS));
     }
     c
 }

@@ -63,7 +63,9 @@ function chartWidth(id) { return Math.max(200, $(id).clientWidth); }
 
 function lineChart(id, height, xs, ys, opts) {
   const data = [xs, ys];
-  if (charts[id]) { charts[id].setData(data); return; }
+  const kind = opts.bars ? "bars" : "line";
+  if (charts[id] && charts[id].kind === kind) { charts[id].setData(data); return; }
+  if (charts[id]) { charts[id].destroy(); delete charts[id]; }
   const accent = cssVar("--accent"), muted = cssVar("--muted"), line = cssVar("--line");
   const axis = { stroke: muted, grid: { stroke: line }, ticks: { stroke: line } };
   charts[id] = new uPlot({
@@ -71,9 +73,12 @@ function lineChart(id, height, xs, ys, opts) {
     legend: { show: false },
     cursor: { show: !opts.spark },
     scales: { x: { time: true } },
+    // Every panel speaks UTC, as the API does.
+    tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
     axes: opts.spark ? [{ show: false }, { show: false }] : [axis, axis],
     series: [{}, { stroke: accent, fill: cssVar("--accent-soft"), width: 2, paths: opts.bars ? uPlot.paths.bars({ size: [0.8] }) : undefined }],
   }, data, $(id));
+  charts[id].kind = kind;
 }
 
 function histogram(buckets) {
@@ -162,13 +167,18 @@ async function loadGeo() {
   fill("cities", g.cities, (r) => [r.name, r.count]);
 }
 
+function showError(e) {
+  $("error").hidden = false;
+  $("error").textContent = String(e && e.message ? e.message : e);
+}
+
 function sessionButton(sid) {
-  return el("button", { type: "button", class: "link session-link", title: sid, on: { click: () => showSession(sid) } }, sid);
+  return el("button", { type: "button", class: "link session-link", title: sid, on: { click: () => showSession(sid).catch(showError) } }, sid);
 }
 
 function userButton(uid) {
   if (uid == null) return el("span", { class: "muted" }, "anonymous");
-  return el("button", { type: "button", class: "link user-link", on: { click: () => showUser(uid) } }, uid);
+  return el("button", { type: "button", class: "link user-link", on: { click: () => showUser(uid).catch(showError) } }, uid);
 }
 
 const device = (s) => [s.device.browser, s.device.os, s.device.type].filter(Boolean).join(" / ") || "–";
@@ -200,8 +210,10 @@ async function showSession(sid) {
 
 // ---- live count (Server-Sent Events over fetch, so a bearer token can be sent) ---------------
 
+let sseEvents = 0;
 function onActive(data) {
   const v = JSON.parse(data);
+  document.body.dataset.sseEvents = String(++sseEvents);
   setText("active-now", v.active_sessions);
   spark.xs.push(Date.parse(v.timestamp) / 1000);
   spark.ys.push(v.active_sessions);
@@ -211,11 +223,23 @@ function onActive(data) {
 
 function setLive(s) { const p = $("live-status"); p.textContent = s; p.className = "pill " + s; }
 
+// A hidden tab lets go of its stream (each holds one of the browser's few connections to this
+// origin, which the app shares) and reconnects when shown again.
+let liveAbort = null;
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden && liveAbort) liveAbort.abort();
+});
+
 async function live() {
+  let delay = 2000;
   for (;;) {
+    while (document.hidden) await new Promise((res) => setTimeout(res, 1000));
     try {
       const headers = token ? { Authorization: "Bearer " + token } : {};
-      const r = await fetch(API + "stream/active", { headers, credentials: "same-origin", cache: "no-store" });
+      liveAbort = new AbortController();
+      const r = await fetch(API + "stream/active", { headers, credentials: "same-origin", cache: "no-store", signal: liveAbort.signal });
+      // Refused (logged out, role removed): back off instead of asking every 2 s.
+      delay = r.status === 401 || r.status === 403 ? Math.min(delay * 2, 60000) : 2000;
       if (r.ok && r.body) {
         setLive("live");
         const reader = r.body.getReader(), decoder = new TextDecoder();
@@ -239,7 +263,7 @@ async function live() {
       }
     } catch (e) { /* the stream dropped: reconnect below */ }
     setLive("reconnecting");
-    await new Promise((res) => setTimeout(res, 2000));
+    await new Promise((res) => setTimeout(res, delay));
   }
 }
 
