@@ -209,10 +209,11 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, actions_cap: usize) -> redis::Cmd {
         .arg(keys::AAL2_EVENT_TTL_SECS)
         .arg(t.pages.len());
     for (period, label, template) in &t.pages {
-        c.arg(keys::session_pages(&t.sid, label))
-            .arg(keys::session_pages_ttl_secs(*period))
-            .arg(template)
-            .arg(keys::analytics_breakdown(*period, label, keys::PAGE_SESSIONS));
+        c.arg(keys::session_pages(&t.sid, label)).arg(keys::session_pages_ttl_secs(*period)).arg(template).arg(keys::analytics_breakdown(
+            *period,
+            label,
+            keys::PAGE_SESSIONS,
+        ));
     }
     c
 }

@@ -513,6 +513,38 @@ cache_ttl_seconds = {ttl}
         self.child.as_ref().unwrap().id()
     }
 
+    /// Sends `SIG{name}` (e.g. "QUIT", "HUP") to this process.
+    pub fn signal(&self, name: &str) {
+        let _ = Command::new("kill").args([&format!("-{name}"), &self.pid().to_string()]).status();
+    }
+
+    /// Starts a second process on the same configuration with `serve --upgrade`: it waits on
+    /// the upgrade socket for this one's listeners (handed over on SIGQUIT). Its log goes to
+    /// `proxy-upgraded.log`.
+    pub fn spawn_upgrade(&self) -> Child {
+        let log = std::fs::File::create(self.dir.path().join("proxy-upgraded.log")).unwrap();
+        let mut cmd = Command::new(proxy_binary());
+        for v in PROXY_ENV {
+            cmd.env_remove(v);
+        }
+        cmd.args(["serve", "--upgrade", "--config"]).arg(self.dir.path().join("sting-proxy.toml")).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log);
+        cmd.spawn().expect("start the upgraded sting-proxy")
+    }
+
+    /// Waits for this process to exit by itself (after SIGQUIT or SIGTERM).
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let start = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                self.child = None;
+                return s;
+            }
+            assert!(start.elapsed() < within, "sting-proxy did not exit within {within:?}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
     /// Waits until `/readyz` says Redis is connected.
     pub fn wait_ready(&self) {
         let url = self.admin_url("/readyz");
@@ -593,8 +625,8 @@ pub fn path_exists(p: &Path) -> bool {
 impl Proxy {
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        self.signal("TERM");
         let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let start = Instant::now();
         loop {
             if let Some(s) = child.try_wait().unwrap() {
