@@ -128,7 +128,9 @@ impl OwnEndpoints {
     async fn authorize(&self, session: &Session, ctx: &mut RequestCtx) -> std::result::Result<(), Denied> {
         let req = session.req_header();
         let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
-        if !self.access.origin_allowed(header("origin"), header("host")) {
+        // `Sec-Fetch-Site: cross-site` marks requests another site's page made (an <img>, a
+        // <script>, a no-cors fetch) even when they carry no Origin header.
+        if !self.access.origin_allowed(header("origin"), header("host")) || header("sec-fetch-site") == Some("cross-site") {
             return Err(Denied::Origin);
         }
         let bearer = self.access.bearer_matches(header("authorization"));

@@ -66,7 +66,8 @@ impl RouteTemplater {
 
 /// A raw path segment as people read it: percent-escapes decoded (`caf%C3%A9` → `café`,
 /// `%3Cb%3E` → `<b>`), except those that would hide structure or control the display: `/`,
-/// `%` and control characters stay escaped. Invalid UTF-8 becomes U+FFFD.
+/// `%`, control characters and a leading `:` stay escaped; decoded C1 controls and bidi
+/// overrides become `?`. Invalid UTF-8 becomes U+FFFD.
 pub fn display_segment(seg: &str) -> std::borrow::Cow<'_, str> {
     if !seg.contains('%') {
         return std::borrow::Cow::Borrowed(seg);
@@ -79,7 +80,9 @@ pub fn display_segment(seg: &str) -> std::borrow::Cow<'_, str> {
         if b[i] == b'%' && i + 2 < b.len() {
             if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
                 let v = (h * 16 + l) as u8;
-                if v >= 0x20 && v != 0x7f && v != b'/' && v != b'%' {
+                // A leading ':' would read as a placeholder (`:id`).
+                let placeholder_like = v == b':' && out.is_empty();
+                if v >= 0x20 && v != 0x7f && v != b'/' && v != b'%' && !placeholder_like {
                     out.push(v);
                     i += 3;
                     continue;
@@ -89,7 +92,8 @@ pub fn display_segment(seg: &str) -> std::borrow::Cow<'_, str> {
         out.push(b[i]);
         i += 1;
     }
-    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+    // Decoded text must not carry invisible controls (C1) or reorder what is shown (bidi).
+    std::borrow::Cow::Owned(crate::terminal::sanitize(&String::from_utf8_lossy(&out)))
 }
 
 /// Numbers, UUIDs, hex of 16+ chars, token-like strings of 20+ chars mixing letters and digits,
@@ -219,6 +223,7 @@ mod tests {
         assert_eq!(t.template("/bad%ZZ/%4"), "/bad%ZZ/%4");
         assert_eq!(t.template("/x%FF"), "/x\u{fffd}");
         assert_eq!(t.template("/users/%31%32%33"), "/users/:id", "an id is an id however it is spelled");
+        assert_eq!(t.template("/%3Aid/a%E2%80%AEb/c%C2%9Bd"), "/%3Aid/a?b/c?d");
     }
 
     #[test]

@@ -25,6 +25,7 @@ Run with Flask's threaded dev server (`python app.py`) or with gunicorn
 """
 
 import hashlib
+import json
 import os
 import time
 from datetime import timedelta
@@ -55,6 +56,25 @@ app.config.update(
     SESSION_REDIS=redis.from_url(REDIS_URL),
 )
 Session(app)
+
+if os.environ.get("SEED_INAPP_ANALYTICS") == "1":
+    # For bench/run only: the seed's in-app analytics (SessionAnalytics.track_page_view), the
+    # approach sting-proxy replaces. Each page view reads the session's JSON record, adds one,
+    # and writes it back with SETEX: a read-modify-write, so concurrent requests lose updates.
+    _seed_redis = redis.from_url(REDIS_URL)
+
+    @app.before_request
+    def seed_track_page_view():
+        if request.method != "GET":
+            return
+        sid = hashlib.sha1(request.cookies.get(SESSION_COOKIE_NAME, "").encode()).hexdigest()
+        key = f"seed:analytics:session:{sid}"
+        raw = _seed_redis.get(key)
+        data = json.loads(raw) if raw else {"page_views": 0}
+        data["page_views"] += 1
+        data["last_page"] = request.path
+        data["last_seen"] = time.time()
+        _seed_redis.setex(key, 86400, json.dumps(data))
 
 
 def page(title, body):
