@@ -106,33 +106,35 @@ fn write_loop(rx: Receiver<Record>, format: Format, path: Option<PathBuf>, out: 
     let mut out = BufWriter::new(out);
     let mut devices: HashMap<String, Device> = HashMap::new();
     loop {
-        let r = match rx.recv_timeout(Duration::from_millis(200)) {
+        let first = match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(r) => r,
             Err(RecvTimeoutError::Timeout) => {
-                let _ = out.flush();
                 reopen_if_asked(&mut out, path.as_ref());
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
         reopen_if_asked(&mut out, path.as_ref());
-        if devices.len() > 10_000 {
-            devices.clear();
+        // Write everything queued, then flush once, so a quiet proxy's lines show up at once
+        // and a busy one writes in large blocks.
+        let mut next = Some(first);
+        while let Some(r) = next {
+            if devices.len() > 10_000 {
+                devices.clear();
+            }
+            let dev = r.user_agent.as_deref().map(|ua| devices.entry(ua.to_owned()).or_insert_with(|| device::parse(ua)).clone());
+            let country = match (&geo, r.ip) {
+                (Some(g), Some(ip)) => g.lookup(ip).country,
+                _ => None,
+            };
+            let line = match format {
+                Format::Json => json_line(&r, dev.as_ref(), country.as_deref()),
+                Format::Combined => combined_line(&r),
+            };
+            let _ = out.write_all(line.as_bytes());
+            next = rx.try_recv().ok();
         }
-        let dev = r.user_agent.as_deref().map(|ua| devices.entry(ua.to_owned()).or_insert_with(|| device::parse(ua)).clone());
-        let country = match (&geo, r.ip) {
-            (Some(g), Some(ip)) => g.lookup(ip).country,
-            _ => None,
-        };
-        let line = match format {
-            Format::Json => json_line(&r, dev.as_ref(), country.as_deref()),
-            Format::Combined => combined_line(&r),
-        };
-        let _ = out.write_all(line.as_bytes());
-        // Flush when the queue is empty, so a quiet proxy's lines show up at once.
-        if rx.try_recv().map(|_| ()).is_err() {
-            let _ = out.flush();
-        }
+        let _ = out.flush();
     }
     let _ = out.flush();
 }

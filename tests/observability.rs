@@ -162,6 +162,19 @@ fn combined_log_parses_with_the_standard_regex() {
     assert_eq!(&c[11], "curl/8.0 \\x22quoted\\x22");
     assert!(!all.contains(&cookie) && !all.contains("x=1"), "{all}");
     let _ = text;
+
+    // A burst from 4 clients: one line per request, none lost in the queue.
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                let c = client();
+                for _ in 0..50 {
+                    c.get(proxy.url("/echo/burst")).send().unwrap();
+                }
+            });
+        }
+    });
+    wait_until("200 burst lines", Duration::from_secs(10), || std::fs::read_to_string(&log).unwrap_or_default().matches("/echo/burst").count() == 200);
 }
 
 use std::process::Command;
