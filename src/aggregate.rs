@@ -178,6 +178,9 @@ impl Batch {
         t.last_ts_ms = t.last_ts_ms.max(ev.ts_ms);
         if let Some(ip) = ev.ip {
             t.ip = ip.to_string();
+            if t.first_ip.is_empty() {
+                t.first_ip = t.ip.clone();
+            }
         }
         // The latest known place: a request from an address the database does not know (a
         // private one, say) must not erase it.
@@ -323,6 +326,23 @@ mod tests {
         // The command count depends on distinct keys and fields, not on the number of events.
         let s = WriteSettings { ttl_secs: 60, actions_cap: 100, idle_timeout_ms: 1000 };
         assert_eq!(b.command_count(&s), batch_of(1000).command_count(&s));
+    }
+
+    #[test]
+    fn a_batch_keeps_the_first_address_and_device_and_the_latest_known_place() {
+        let chrome = device();
+        let unknown = Device { browser: crate::device::UNKNOWN.into(), os: crate::device::UNKNOWN.into(), kind: DeviceKind::Other };
+        let london = Location { country: Some("GB".into()), city: Some("London".into()) };
+        let nowhere = Location::default();
+        let first = event(1_796_043_900_000, Some("s1"), Some("u1"), "/", 200);
+        let mut second = event(1_796_043_900_001, Some("s1"), Some("u1"), "/static/a.js", 200);
+        second.ip = Some("127.0.0.1".parse().unwrap());
+        let mut b = Batch::default();
+        b.add_request(&Enriched { event: &first, template: "/", page_view: true, action: None, device: &chrome, location: &london });
+        b.add_request(&Enriched { event: &second, template: "/static/a.js", page_view: false, action: None, device: &unknown, location: &nowhere });
+        let t = &b.touches["s1"];
+        assert_eq!((t.first_ip.as_str(), t.ip.as_str()), ("81.2.69.1", "127.0.0.1"));
+        assert_eq!((t.browser.as_str(), t.country.as_str(), t.city.as_str()), ("Chrome", "GB", "London"));
     }
 
     #[test]

@@ -18,7 +18,8 @@ use crate::request_event::EndReason;
 /// ARGV: 1 sid, 2 user_id|'', 3 first ts ms, 4 last ts ms, 5 page views, 6 hits, 7 ip,
 ///       8 country, 9 city, 10 browser, 11 os, 12 device, 13 auth source, 14 aal|'',
 ///       15 ttl s, 16 email|'', 17 aal2 event JSON, 18 login action JSON, 19 actions cap,
-///       20 recent sessions cap, 21 AAL2 event ttl s, 22 n = number of page entries, then n
+///       20 recent sessions cap, 21 AAL2 event ttl s, 22 the batch's first ip (the session's
+///       `first_ip` if it starts here; 7 is its latest), 23 n = number of page entries, then n
 ///       groups of 4: the session's viewed-pages set for a period, its ttl, the template, the
 ///       period's `page_sessions` zset. A template new to the set counts one more distinct
 ///       session for that page in that period. (These keys are derived per batch, so they are
@@ -30,7 +31,7 @@ local ttl = tonumber(ARGV[15])
 local started = redis.call('HSETNX', h, 'start_time', ARGV[3])
 if started == 1 then
   redis.call('HSET', h, 'session_id', ARGV[1], 'page_views', 0, 'hits', 0, 'last_time', ARGV[3],
-    'first_ip', ARGV[7], 'browser', ARGV[10], 'os', ARGV[11], 'device', ARGV[12], 'auth_source', ARGV[13])
+    'first_ip', ARGV[22], 'browser', ARGV[10], 'os', ARGV[11], 'device', ARGV[12], 'auth_source', ARGV[13])
   redis.call('HINCRBY', KEYS[5], 'sessions_started', 1)
   redis.call('HINCRBY', KEYS[6], 'sessions_started', 1)
   redis.call('ZADD', KEYS[9], ARGV[3], ARGV[1])
@@ -79,9 +80,9 @@ if ARGV[14] ~= '' then
   end
   redis.call('HSET', h, 'aal', ARGV[14])
 end
-local pages = tonumber(ARGV[22])
+local pages = tonumber(ARGV[23])
 for i = 0, pages - 1 do
-  local b = 23 + i * 4
+  local b = 24 + i * 4
   if redis.call('SADD', ARGV[b], ARGV[b + 2]) == 1 then
     redis.call('EXPIRE', ARGV[b], ARGV[b + 1])
     redis.call('ZINCRBY', ARGV[b + 3], 1, ARGV[b + 2])
@@ -152,7 +153,9 @@ pub struct Touch {
     pub last_ts_ms: i64,
     pub page_views: i64,
     pub hits: i64,
+    /// The latest address, and the first one seen in this batch.
     pub ip: String,
+    pub first_ip: String,
     pub country: String,
     pub city: String,
     pub browser: String,
@@ -207,6 +210,7 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, actions_cap: usize) -> redis::Cmd {
         .arg(actions_cap.max(1))
         .arg(keys::RECENT_SESSIONS_CAP)
         .arg(keys::AAL2_EVENT_TTL_SECS)
+        .arg(&t.first_ip)
         .arg(t.pages.len());
     for (period, label, template) in &t.pages {
         c.arg(keys::session_pages(&t.sid, label)).arg(keys::session_pages_ttl_secs(*period)).arg(template).arg(keys::analytics_breakdown(
