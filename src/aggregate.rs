@@ -205,6 +205,9 @@ impl Batch {
     /// and logs out within one batch is recorded whole.
     pub fn to_pipeline(&self, s: &WriteSettings) -> redis::Pipeline {
         let mut p = redis::pipe();
+        if !self.touches.is_empty() || !self.ends.is_empty() {
+            session_scripts::load_scripts(&mut p);
+        }
         let ttl = s.ttl_secs as i64;
         for ((period, label), fields) in &self.analytics {
             let key = keys::analytics_period(*period, label);
@@ -359,8 +362,10 @@ mod tests {
             .cmd_iter()
             .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
             .collect();
-        let touch = cmds.iter().position(|c| c.contains("HSETNX', h, 'start_time'")).unwrap();
-        let end = cmds.iter().position(|c| c.contains("'end_time'") && c.contains("logout")).unwrap();
+        let load = cmds.iter().position(|c| c.contains("HSETNX', h, 'start_time'")).unwrap();
+        let touch = cmds.iter().position(|c| c.contains(session_scripts::touch_sha())).unwrap();
+        let end = cmds.iter().position(|c| c.contains(session_scripts::end_sha()) && c.contains("logout")).unwrap();
+        assert!(load < touch, "the script is loaded before its first use");
         assert!(touch < end);
     }
 }

@@ -4,12 +4,42 @@
 //! Counters that only add (page views, hits, breakdowns) are plain `HINCRBY`/`ZINCRBY` and are
 //! exact by themselves. What needs a decision — "is this the first sight of the session?",
 //! "is this the first time we learn its user?", "has it already ended?" — must be decided and
-//! acted on atomically, or two instances both count a start. Each script is one `EVAL` (full
-//! text, not `EVALSHA`: a restarted Redis has no script cache, and a `NOSCRIPT` halfway through
-//! a pipeline would leave the batch half applied).
+//! acted on atomically, or two instances both count a start.
+//!
+//! Each call is an `EVALSHA`, and every pipeline that uses a script starts with its
+//! `SCRIPT LOAD` ([`load_scripts`]): the script text travels once per batch instead of once per
+//! session (3 KB each), and because the load runs before its uses in the same `MULTI`/pipeline,
+//! a restarted Redis (empty script cache) can never answer `NOSCRIPT` halfway through a batch.
+
+use std::sync::OnceLock;
+
+use sha1::{Digest, Sha1};
 
 use crate::keys::{self, Period};
 use crate::request_event::EndReason;
+
+fn sha(script: &str) -> String {
+    hex::encode(Sha1::digest(script.as_bytes()))
+}
+
+/// The SHA-1 Redis knows [`TOUCH`] by.
+pub fn touch_sha() -> &'static str {
+    static SHA: OnceLock<String> = OnceLock::new();
+    SHA.get_or_init(|| sha(TOUCH))
+}
+
+/// The SHA-1 Redis knows [`END`] by.
+pub fn end_sha() -> &'static str {
+    static SHA: OnceLock<String> = OnceLock::new();
+    SHA.get_or_init(|| sha(END))
+}
+
+/// Adds `SCRIPT LOAD` of both scripts to `pipe`; call it before adding any script call.
+pub fn load_scripts(pipe: &mut redis::Pipeline) {
+    for script in [TOUCH, END] {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(script).ignore();
+    }
+}
 
 /// Per session, per batch: first sight, activity, user attach, AAL2 step-up.
 ///
@@ -177,8 +207,8 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, actions_cap: usize) -> redis::Cmd {
     })
     .to_string();
     let login_json = action_json(t.first_ts_ms, "login", None);
-    let mut c = redis::cmd("EVAL");
-    c.arg(TOUCH)
+    let mut c = redis::cmd("EVALSHA");
+    c.arg(touch_sha())
         .arg(9)
         .arg(keys::analytics_session(&t.sid))
         .arg(keys::ACTIVE_SESSIONS)
@@ -246,8 +276,8 @@ pub fn end_for(sid: &str, ts_ms: i64, reason: EndReason, idle_timeout_ms: u64, t
 /// `at_last_activity`); with `idle_check_ms > 0` only if it has been idle that long.
 fn end_cmd(sid: &str, ts_ms: i64, reason: &str, at_last_activity: bool, idle_check_ms: u64, ttl_secs: u64) -> redis::Cmd {
     let bounds: Vec<String> = DURATION_BUCKETS.iter().map(u64::to_string).collect();
-    let mut c = redis::cmd("EVAL");
-    c.arg(END)
+    let mut c = redis::cmd("EVALSHA");
+    c.arg(end_sha())
         .arg(4)
         .arg(keys::analytics_session(sid))
         .arg(keys::ACTIVE_SESSIONS)
@@ -262,4 +292,25 @@ fn end_cmd(sid: &str, ts_ms: i64, reason: &str, at_last_activity: bool, idle_che
         .arg(bounds.join(","))
         .arg(idle_check_ms);
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Calls name the scripts by the SHA-1 Redis computes, and a pipeline loads them before
+    /// calling them (the integration tests run this against a real Redis, including one
+    /// restarted with an empty script cache).
+    #[test]
+    fn shas_are_what_redis_computes() {
+        // Redis names a script by the SHA-1 of its text, lowercase hex.
+        assert_eq!(sha("return 1"), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+        assert_eq!(touch_sha().len(), 40);
+        assert_ne!(touch_sha(), end_sha());
+        let mut p = redis::pipe();
+        load_scripts(&mut p);
+        p.add_command(end_for("s", 1, EndReason::Logout, 1000, 60));
+        let cmds: Vec<String> = p.cmd_iter().map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned()).collect();
+        assert!(cmds[0].contains("SCRIPT") && cmds[2].contains("EVALSHA") && cmds[2].contains(end_sha()));
+    }
 }

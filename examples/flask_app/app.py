@@ -31,7 +31,8 @@ import time
 from datetime import timedelta
 
 import redis
-from flask import Flask, Response, jsonify, request, session
+from flask import Flask, Response, jsonify, redirect, request, session
+from markupsafe import escape
 from flask_session import Session
 
 SECRET_KEY = os.environ.get("SESSION_SECRET_KEY", "dev-secret-change-me")
@@ -110,6 +111,21 @@ def echo(rest=None):
     )
 
 
+@app.get("/login")
+def login_form():
+    """A plain form for trying the demo in a browser (log in as role=admin to open /analytics/)."""
+    nxt = request.args.get("next", "/")
+    if not nxt.startswith("/") or nxt.startswith("//"):
+        nxt = "/"
+    return page(
+        "Log in",
+        '<form method="post" action="/login">'
+        '<label>user id <input name="user_id" required></label> '
+        '<label>role <select name="role"><option>user</option><option>admin</option></select></label> '
+        f'<input type="hidden" name="next" value="{escape(nxt)}"> <button>Log in</button></form>',
+    )
+
+
 @app.route("/login", methods=["POST"])
 def login():
     data = request.get_json(silent=True)
@@ -122,6 +138,9 @@ def login():
     for field in ("email", "role"):
         if data.get(field) not in (None, ""):
             session[field] = data.get(field)
+    nxt = data.get("next", "")
+    if request.form and nxt.startswith("/") and not nxt.startswith("//"):
+        return redirect(nxt)  # the browser form: back where the proxy sent us from
     return jsonify(ok=True, user_id=user_id)
 
 
