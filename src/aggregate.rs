@@ -64,21 +64,14 @@ impl Batch {
     pub fn add_request(&mut self, e: &Enriched<'_>) {
         let ev = e.event;
         self.events += 1;
-        let status_class = match ev.status {
-            100..=199 => "status_1xx",
-            200..=299 => "status_2xx",
-            300..=399 => "status_3xx",
-            400..=499 => "status_4xx",
-            500..=599 => "status_5xx",
-            _ => "status_other",
-        };
+        let status_class = format!("status_{}", crate::request_event::status_class(ev.status).unwrap_or("other"));
         let latency_ms = ev.latency_us / 1000;
         let bucket = LATENCY_BUCKETS_MS.iter().find(|b| latency_ms <= **b).map(|b| format!("latency_le_{b}ms")).unwrap_or_else(|| "latency_gt_max".to_owned());
         let bot = e.device.kind == crate::device::DeviceKind::Bot;
         for pk in periods(ev.ts_ms) {
             let m = self.metrics.entry(pk.clone()).or_default();
             *m.entry("requests".into()).or_default() += 1;
-            *m.entry(status_class.into()).or_default() += 1;
+            *m.entry(status_class.clone()).or_default() += 1;
             *m.entry(bucket.clone()).or_default() += 1;
             *m.entry("latency_total_us".into()).or_default() += ev.latency_us as i64;
             *m.entry("bytes_in".into()).or_default() += ev.bytes_in as i64;

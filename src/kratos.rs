@@ -310,6 +310,15 @@ impl KratosClient {
     }
 }
 
+/// The circuit state as the `sting_kratos_circuit_state` gauge value.
+fn circuit_gauge(s: CircuitState) -> i64 {
+    match s {
+        CircuitState::Closed => 0,
+        CircuitState::Open => 1,
+        CircuitState::HalfOpen => 2,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,14 +380,5 @@ mod tests {
     #[test]
     fn fingerprints_differ_by_kind() {
         assert_ne!(Credential::Cookie("x").fingerprint(), Credential::Bearer("x").fingerprint());
-    }
-}
-
-/// The circuit state as the `sting_kratos_circuit_state` gauge value.
-fn circuit_gauge(s: CircuitState) -> i64 {
-    match s {
-        CircuitState::Closed => 0,
-        CircuitState::Open => 1,
-        CircuitState::HalfOpen => 2,
     }
 }

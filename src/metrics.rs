@@ -143,14 +143,7 @@ impl Metrics {
 
     /// Counts one answered request.
     pub fn request(&self, method: &http::Method, status: u16, template: &str, seconds: f64, upstream_seconds: Option<f64>, outcome: &str) {
-        let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            500..=599 => "5xx",
-            _ => "none",
-        };
+        let class = crate::request_event::status_class(status).unwrap_or("none");
         let method = match *method {
             http::Method::GET => "GET",
             http::Method::POST => "POST",

@@ -144,7 +144,7 @@ impl Sidecar {
 
 impl Sidecar {
     /// The analytics record of a finished request: only what the proxy already holds.
-    fn event(&self, session: &Session, ctx: &mut RequestCtx, status: u16) -> RequestEvent {
+    fn event(&self, session: &Session, ctx: &mut RequestCtx, status: u16, template: String, latency_us: u64) -> RequestEvent {
         let req = session.req_header();
         let text = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.chars().take(MAX_EVENT_TEXT).collect::<String>());
         // The session: the identity's, or a live anonymous Flask session; never a dead sid.
@@ -162,11 +162,11 @@ impl Sidecar {
             identity: ctx.identity.clone(),
             method: req.method.clone(),
             path: req.uri.path().chars().take(MAX_EVENT_TEXT * 4).collect(),
-            template: self.templater.template(req.uri.path()),
+            template,
             request_id: ctx.request_id.clone(),
             auth_outcome: ctx.outcome.as_str(),
             status,
-            latency_us: ctx.started.elapsed().as_micros() as u64,
+            latency_us,
             upstream_latency_us: ctx.upstream_latency_us,
             bytes_in: session.body_bytes_read() as u64,
             bytes_out: session.body_bytes_sent() as u64,
@@ -351,20 +351,26 @@ impl ProxyHttp for Sidecar {
 
     async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut Self::CTX) {
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
-        let event = self.event(session, ctx, status);
+        let latency_us = ctx.started.elapsed().as_micros() as u64;
+        let template = self.templater.template(session.req_header().uri.path());
         crate::metrics::metrics().request(
-            &event.method,
+            &session.req_header().method,
             status,
-            &event.template,
-            event.latency_us as f64 / 1e6,
-            event.upstream_latency_us.map(|u| u as f64 / 1e6),
-            event.auth_outcome,
+            &template,
+            latency_us as f64 / 1e6,
+            ctx.upstream_latency_us.map(|u| u as f64 / 1e6),
+            ctx.outcome.as_str(),
         );
-        if let Some(log) = &self.access_log {
-            log.record(&event);
-        }
-        if let (Some(capture), false) = (&self.capture, ctx.own_endpoint) {
-            capture.record(CaptureEvent::Request(Box::new(event)));
+        // The full record (string copies) only when someone takes it.
+        let capture = self.capture.as_ref().filter(|_| !ctx.own_endpoint);
+        if capture.is_some() || self.access_log.is_some() {
+            let event = self.event(session, ctx, status, template, latency_us);
+            if let Some(log) = &self.access_log {
+                log.record(&event);
+            }
+            if let Some(capture) = capture {
+                capture.record(CaptureEvent::Request(Box::new(event)));
+            }
         }
         tracing::debug!(
             request_id = %ctx.request_id,

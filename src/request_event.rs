@@ -42,6 +42,19 @@ impl EndReason {
     }
 }
 
+/// `1xx`…`5xx` for an HTTP status, `None` outside 100–599 (the metrics' label and the
+/// analytics hash fields `status_{class}` both come from here).
+pub fn status_class(status: u16) -> Option<&'static str> {
+    Some(match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => return None,
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct RequestEvent {
     /// Unix time in milliseconds when the request arrived.
