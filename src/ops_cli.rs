@@ -27,13 +27,17 @@ pub enum SessionsCommand {
     },
     /// The most recently started sessions, or one user's sessions (newest first).
     List {
-        #[arg(long, value_name = "USER_ID")]
+        // User and session ids may start with '-' (Flask-Session ids are URL-safe base64).
+        #[arg(long, value_name = "USER_ID", allow_hyphen_values = true)]
         user: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
     /// One session's record and its recent actions.
-    Show { session_id: String },
+    Show {
+        #[arg(allow_hyphen_values = true)]
+        session_id: String,
+    },
 }
 
 /// What `top` ranks.

@@ -117,9 +117,14 @@ fn commands_report_what_the_api_reports() {
     assert_eq!(json_of(p, &["sessions", "show", &bob_sid]), api(p, &format!("/api/analytics/sessions/{bob_sid}")));
     let out = human(p, &["sessions", "show", &sid(&s.alice)]);
     assert!(out.contains("page views:") && out.contains("/echo/items/:id") && out.contains("Recent actions"), "{out}");
-    let (code, _, err) = p.cli(&["sessions", "show", "no-such-session"]);
-    assert_eq!(code, 1);
-    assert!(err.contains("no such session"), "{err}");
+    // Flask-Session ids are URL-safe base64 and may start with '-': taken as the id, not a flag.
+    for missing in ["no-such-session", "-no-such-session"] {
+        let (code, _, err) = p.cli(&["sessions", "show", missing]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("no such session"), "{missing}: {err}");
+    }
+    let (code, _, err) = p.cli(&["sessions", "list", "--user", "-nobody"]);
+    assert_eq!(code, 0, "{err}");
 
     let stats = json_of(p, &["stats"]);
     assert_eq!(without(stats.clone(), &["timestamp"]), without(api(p, "/api/analytics/sessions/stats"), &["timestamp"]));
