@@ -1,6 +1,7 @@
 //! Works out who is calling, cheapest layer first: the Flask-Session cookie (signature, memory,
 //! Redis), then a Kratos credential (memory, Redis, whoami). I/O via the layers it calls.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use pingora::http::RequestHeader;
@@ -31,6 +32,8 @@ pub enum AuthOutcome {
     KratosUnauthenticated,
     KratosAal2Required,
     KratosUnavailable,
+    /// An unknown Kratos credential from a client over its lookup limit.
+    KratosRateLimited,
 }
 
 impl AuthOutcome {
@@ -50,6 +53,7 @@ impl AuthOutcome {
             KratosUnauthenticated => "kratos_unauthenticated",
             KratosAal2Required => "kratos_aal2_required",
             KratosUnavailable => "kratos_unavailable",
+            KratosRateLimited => "kratos_rate_limited",
         }
     }
 }
@@ -86,7 +90,8 @@ impl Authenticator {
         self.kratos.as_ref()
     }
 
-    pub async fn identify(&self, req: &RequestHeader) -> Identification {
+    /// `client` is the resolved client address, for the limit on uncached Kratos lookups.
+    pub async fn identify(&self, req: &RequestHeader, client: Option<IpAddr>) -> Identification {
         let mut id = Identification::default();
         if let Some(value) = cookies::find(req, &self.cookie_name) {
             match self.sessions.lookup(value).await {
@@ -119,7 +124,7 @@ impl Authenticator {
         }
         // Fall back to Kratos only when the Flask session gave no user.
         if let (Some(kratos), Some(cred)) = (&self.kratos, self.kratos_credential(req)) {
-            match kratos.resolve(cred).await {
+            match kratos.resolve(cred, client).await {
                 KratosOutcome::Answer { answer, from } => match answer.as_ref() {
                     WhoamiAnswer::Authenticated { identity, .. } => {
                         id.identity = Some(Arc::new(identity.clone()));
@@ -132,6 +137,7 @@ impl Authenticator {
                     }
                 },
                 KratosOutcome::Unavailable(_) => id.outcome = AuthOutcome::KratosUnavailable,
+                KratosOutcome::RateLimited => id.outcome = AuthOutcome::KratosRateLimited,
             }
         }
         id

@@ -231,12 +231,16 @@ pub struct KratosSection {
     pub cache_ttl_seconds: u64,
     /// How long "no valid session" (401) and "needs second factor" (403) answers are reused.
     pub negative_cache_ttl_seconds: u64,
-    /// Consecutive failures (timeouts, 5xx, 429) that open the circuit.
+    /// Consecutive failures (timeouts, 5xx) that open the circuit. Kratos's own 429 does not
+    /// count: Kratos is up and asking us to slow down.
     pub circuit_failure_threshold: u32,
     /// While open, misses are anonymous without calling Kratos; then one probe call is let through.
     pub circuit_open_seconds: u64,
     /// Identity trait (or `metadata_public` key) that holds the role.
     pub role_trait: String,
+    /// Uncached whoami lookups one client address (IPv6: its /64) may cause per minute, with a
+    /// burst of as many; beyond it its unknown credentials are anonymous. 0 = no limit.
+    pub lookups_per_client_per_minute: u32,
 }
 
 impl Default for KratosSection {
@@ -250,6 +254,7 @@ impl Default for KratosSection {
             circuit_failure_threshold: 5,
             circuit_open_seconds: 10,
             role_trait: "role".into(),
+            lookups_per_client_per_minute: 120,
         }
     }
 }
@@ -541,7 +546,7 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
             return Err(invalid("analytics.api_prefix", &fs, "must start and end with '/'".into()));
         }
         let dash = &f.analytics.dashboard_path;
-        if !dash.is_empty() && !(dash.starts_with('/') && dash.ends_with('/') && dash.len() > 1) {
+        if !(dash.is_empty() || dash.starts_with('/') && dash.ends_with('/') && dash.len() > 1) {
             return Err(invalid(
                 "analytics.dashboard_path",
                 &fs,

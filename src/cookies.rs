@@ -35,7 +35,7 @@ pub enum CookieChange {
 
 /// The last change a response makes to cookie `name`, if any.
 pub fn change_in_response(resp: &ResponseHeader, name: &str, now: chrono::DateTime<chrono::Utc>) -> Option<CookieChange> {
-    resp.headers.get_all(http::header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).filter_map(|v| parse_set_cookie(v, name, now)).last()
+    resp.headers.get_all(http::header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).filter_map(|v| parse_set_cookie(v, name, now)).next_back()
 }
 
 /// One `Set-Cookie` value, if it is about `name`.

@@ -4,10 +4,14 @@
 //! Kratos rate-limits whoami and sends `Cache-Control: no-store`; caching is our decision,
 //! bounded by the session's `expires_at` and `kratos.cache_ttl_seconds`. Answers that say "no
 //! session" (401) or "needs a second factor" (403 `session_aal2_required`) are cached for
-//! `negative_cache_ttl_seconds`. Failures (timeouts, 429, 5xx) are never cached: they count
-//! towards the circuit breaker and the caller is treated as anonymous (fail closed for
-//! protected routes, open for public ones).
+//! `negative_cache_ttl_seconds`. Failures (timeouts, 5xx) are never cached: they count towards
+//! the circuit breaker and the caller is treated as anonymous (fail closed for protected
+//! routes, open for public ones). Kratos's 429 is a failure too, but not the circuit's: Kratos
+//! is up. Unknown credentials from one client address are limited per minute
+//! ([`LookupLimiter`]), so a flood of random tokens neither floods Kratos nor opens the circuit
+//! for everyone else.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +24,7 @@ use crate::circuit_breaker::{CircuitBreaker, CircuitState};
 use crate::config::KratosSection;
 use crate::identity::{AuthSource, Identity};
 use crate::keys;
+use crate::lookup_limit::LookupLimiter;
 use crate::single_flight::SingleFlight;
 use crate::store::RedisStore;
 
@@ -64,6 +69,8 @@ pub enum KratosOutcome {
     },
     /// Kratos failed, timed out, or the circuit is open.
     Unavailable(&'static str),
+    /// This client made too many uncached lookups; nothing was asked.
+    RateLimited,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,9 +114,13 @@ pub fn parse_whoami(status: u16, body: &[u8], role_trait: &str, now: DateTime<Ut
                 Ok(WhoamiAnswer::Unauthenticated)
             }
         }
+        429 => Err(THROTTLED.into()),
         other => Err(format!("whoami answered {other}")),
     }
 }
+
+/// The error of a whoami answered with 429 Too Many Requests.
+const THROTTLED: &str = "whoami answered 429 (Kratos rate limit)";
 
 #[derive(Deserialize)]
 struct WhoamiSession {
@@ -169,6 +180,7 @@ pub struct KratosClient {
     memory: Cache<[u8; 32], Remembered>,
     flights: SingleFlight<[u8; 32], KratosOutcome>,
     breaker: CircuitBreaker,
+    limiter: Option<LookupLimiter>,
     cache_ttl: Duration,
     negative_ttl: Duration,
     memory_ttl: Duration,
@@ -192,6 +204,7 @@ impl KratosClient {
             memory: Cache::builder().max_capacity(100_000).build(),
             flights: SingleFlight::default(),
             breaker: CircuitBreaker::new(cfg.circuit_failure_threshold, Duration::from_secs(cfg.circuit_open_seconds)),
+            limiter: LookupLimiter::new(cfg.lookups_per_client_per_minute),
             cache_ttl: Duration::from_secs(cfg.cache_ttl_seconds),
             negative_ttl: Duration::from_secs(cfg.negative_cache_ttl_seconds),
             memory_ttl,
@@ -206,8 +219,9 @@ impl KratosClient {
         self.breaker.state()
     }
 
-    /// Who `credential` belongs to: memory, then Redis, then one whoami call per credential.
-    pub async fn resolve(&self, credential: Credential<'_>) -> KratosOutcome {
+    /// Who `credential` belongs to: memory, then Redis, then one whoami call per credential,
+    /// if `client` has not used up its uncached lookups.
+    pub async fn resolve(&self, credential: Credential<'_>, client: Option<IpAddr>) -> KratosOutcome {
         let fp = credential.fingerprint();
         if let Some(r) = self.memory.get(&fp) {
             if r.until > Instant::now() {
@@ -215,7 +229,7 @@ impl KratosClient {
             }
             self.memory.invalidate(&fp);
         }
-        self.flights.run(fp, || self.resolve_uncached(credential, fp)).await
+        self.flights.run(fp, || self.resolve_uncached(credential, fp, client)).await
     }
 
     /// Forgets a credential (its cookie was cleared: Kratos logout).
@@ -225,7 +239,7 @@ impl KratosClient {
         let _ = self.store.query::<()>(redis::cmd("DEL").arg(keys::kratos_cache(&hex::encode(fp)))).await;
     }
 
-    async fn resolve_uncached(&self, credential: Credential<'_>, fp: [u8; 32]) -> KratosOutcome {
+    async fn resolve_uncached(&self, credential: Credential<'_>, fp: [u8; 32], client: Option<IpAddr>) -> KratosOutcome {
         let key = keys::kratos_cache(&hex::encode(fp));
         // Redis copy shared by every proxy instance; a Redis failure just means asking Kratos.
         if let Ok((Some(raw), pttl)) = self.store.pipeline::<(Option<Vec<u8>>, i64)>(redis::pipe().get(&key).pttl(&key)).await {
@@ -235,6 +249,12 @@ impl KratosClient {
             }
         }
         let m = crate::metrics::metrics();
+        if let (Some(limiter), Some(ip)) = (&self.limiter, client) {
+            if !limiter.allow(ip) {
+                m.kratos_calls.with_label_values(&["client_rate_limited"]).inc();
+                return KratosOutcome::RateLimited;
+            }
+        }
         if !self.breaker.allow() {
             m.kratos_calls.with_label_values(&["circuit_open"]).inc();
             return KratosOutcome::Unavailable("circuit open");
@@ -248,6 +268,12 @@ impl KratosClient {
                 m.kratos_calls.with_label_values(&["answered"]).inc();
                 m.kratos_circuit_state.set(circuit_gauge(self.breaker.state()));
                 a
+            }
+            Err(reason) if reason == THROTTLED => {
+                // Kratos is alive and pacing us: not a reason to stop asking for everyone.
+                m.kratos_calls.with_label_values(&["throttled"]).inc();
+                tracing::warn!(%reason, "Kratos whoami throttled");
+                return KratosOutcome::Unavailable("kratos throttled");
             }
             Err(reason) => {
                 self.breaker.record_failure();
@@ -357,7 +383,7 @@ mod tests {
             parse_whoami(403, E403, "role", before_expiry()).unwrap(),
             WhoamiAnswer::Aal2Required { redirect_browser_to: Some("https://kratos.example.com/self-service/login/browser?aal=aal2".into()) }
         );
-        assert!(parse_whoami(429, b"", "role", before_expiry()).is_err());
+        assert_eq!(parse_whoami(429, b"", "role", before_expiry()), Err(THROTTLED.to_owned()));
         assert!(parse_whoami(200, b"<html>", "role", before_expiry()).is_err());
     }
 

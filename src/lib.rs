@@ -12,7 +12,8 @@
 //! - [`flask_cookie`]: Flask-Session's signer (HMAC-SHA1, `flask-session` salt, key rotation).
 //! - [`session_lookup`]: sid → identity via an in-process cache and one Redis `GET`.
 //! - [`session_value`]: decoding stored sessions (pickle via [`pickle_fields`], msgpack, JSON).
-//! - [`kratos`]: whoami with caching, single-flight ([`single_flight`]) and a [`circuit_breaker`].
+//! - [`kratos`]: whoami with caching, single-flight ([`single_flight`]), a per-client limit on
+//!   uncached lookups ([`lookup_limit`]) and a [`circuit_breaker`].
 //! - [`rules`]: path-prefix authorisation rules.
 //! - [`headers`]: identity header names; stripping forged ones.
 //! - [`local_response`]: answers the proxy writes itself.
@@ -61,6 +62,7 @@ pub mod keys;
 pub mod kratos;
 pub mod live_active;
 pub mod local_response;
+pub mod lookup_limit;
 pub mod metrics;
 pub mod ops_cli;
 pub mod own_endpoints;

@@ -135,7 +135,7 @@ impl OwnEndpoints {
         }
         let bearer = self.access.bearer_matches(header("authorization"));
         if !bearer {
-            let found = self.auth.identify(req).await;
+            let found = self.auth.identify(req, ctx.client_ip).await;
             ctx.identity = found.identity;
             ctx.outcome = found.outcome;
         }

@@ -1272,8 +1272,8 @@ mod tests {
 
         // {'x': [[[…]]], 'user_id': 'u1'} by EMPTY_LIST and APPEND.
         let mut p = b"\x80\x04}\x8c\x01x".to_vec();
-        p.extend(std::iter::repeat(op::EMPTY_LIST).take(DEPTH));
-        p.extend(std::iter::repeat(op::APPEND).take(DEPTH - 1));
+        p.extend(std::iter::repeat_n(op::EMPTY_LIST, DEPTH));
+        p.extend(std::iter::repeat_n(op::APPEND, DEPTH - 1));
         p.push(op::SETITEM);
         p.extend(user);
         assert_eq!(quickly(|| top_level_dict(&p)), expected);
@@ -1284,7 +1284,7 @@ mod tests {
             p.extend(b"]\x94(");
         }
         p.push(op::EMPTY_TUPLE);
-        p.extend(std::iter::repeat(op::APPENDS).take(DEPTH));
+        p.extend(std::iter::repeat_n(op::APPENDS, DEPTH));
         p.push(op::SETITEM);
         p.extend(user);
         assert_eq!(quickly(|| top_level_dict(&p)), expected);
@@ -1295,14 +1295,14 @@ mod tests {
             p.extend(b"}\x8c\x01k");
         }
         p.push(op::NONE);
-        p.extend(std::iter::repeat(op::SETITEM).take(DEPTH + 1));
+        p.extend(std::iter::repeat_n(op::SETITEM, DEPTH + 1));
         p.extend(user);
         assert_eq!(quickly(|| top_level_dict(&p)), expected);
 
         // Marks nest without limit too.
         let mut p = b"\x80\x04}".to_vec();
-        p.extend(std::iter::repeat(op::MARK).take(DEPTH));
-        p.extend(std::iter::repeat(op::POP_MARK).take(DEPTH));
+        p.extend(std::iter::repeat_n(op::MARK, DEPTH));
+        p.extend(std::iter::repeat_n(op::POP_MARK, DEPTH));
         p.extend(user);
         assert_eq!(quickly(|| top_level_dict(&p)), Ok(entries(&[("user_id", str("u1"))])));
     }
@@ -1311,7 +1311,7 @@ mod tests {
     fn one_long_string_referenced_many_times_is_refused() {
         // {'0': s, '1': s, …} with s 40 KB: a ~130 KB pickle whose result would take 400 MB.
         let mut p = b"\x80\x04}\x8c\x010X\x40\x9c\x00\x00".to_vec();
-        p.extend(std::iter::repeat(b'x').take(40_000));
+        p.extend(std::iter::repeat_n(b'x', 40_000));
         p.extend(b"\x94s");
         for i in 1..10_000 {
             let key = i.to_string();
@@ -1327,7 +1327,7 @@ mod tests {
     fn one_long_key_set_many_times_is_cheap() {
         // Keys are looked up by identity, not by hashing their text at each SETITEM.
         let mut p = b"\x80\x04}X\x40\x9c\x00\x00".to_vec();
-        p.extend(std::iter::repeat(b'k').take(40_000));
+        p.extend(std::iter::repeat_n(b'k', 40_000));
         p.extend(b"\x94K\x00s");
         for _ in 0..100_000 {
             p.extend(b"h\x00K\x01s");

@@ -249,7 +249,7 @@ impl ProxyHttp for Sidecar {
             return self.own.serve(session, ctx, own).await;
         }
 
-        let found = self.auth.identify(req).await;
+        let found = self.auth.identify(req, ctx.client_ip).await;
         ctx.identity = found.identity;
         ctx.flask_sid = found.flask_sid;
         ctx.outcome = found.outcome;

@@ -235,14 +235,14 @@ mod tests {
     fn deeply_nested_values_are_bounded() {
         // 10,000 nested msgpack arrays inside the map: refused by the depth limit.
         let mut bytes = vec![0x81, 0xa1, b'x'];
-        bytes.extend(std::iter::repeat(0x91).take(10_000));
+        bytes.extend(std::iter::repeat_n(0x91, 10_000));
         bytes.push(0xc0);
         assert!(matches!(decode(&bytes, &FieldNames::default(), LIMIT), Err(DecodeError::Malformed(..))));
         // Deeply nested pickle lists within the size limit decode without exhausting the stack.
         let depth = 20_000;
         let mut p = vec![0x80, 4, b'}', 0x8c, 1, b'x'];
-        p.extend(std::iter::repeat(b']').take(depth));
-        p.extend(std::iter::repeat(b'a').take(depth - 1));
+        p.extend(std::iter::repeat_n(b']', depth));
+        p.extend(std::iter::repeat_n(b'a', depth - 1));
         p.extend_from_slice(b"s.");
         let _ = decode(&p, &FieldNames::default(), LIMIT);
     }

@@ -125,7 +125,7 @@ fn page_views_devices_geo_and_templates_are_recorded() {
     assert_eq!(daily["hits"], 7);
     assert_eq!(rec["auth_source"], "flask-session");
     assert_eq!(daily["sessions_started"], 1);
-    let history: Vec<String> = c.zrange(format!("sting:analytics:user:alice:sessions"), 0, -1).unwrap();
+    let history: Vec<String> = c.zrange("sting:analytics:user:alice:sessions", 0, -1).unwrap();
     assert_eq!(history, vec![sid.clone()]);
     assert!(c.sismember::<_, _, bool>("sting:active:sessions", &sid).unwrap());
     assert!(c.sismember::<_, _, bool>("sting:active:users:alice", &sid).unwrap());

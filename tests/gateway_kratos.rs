@@ -11,7 +11,7 @@ fn session(id: &str, role: Option<&str>) -> StubAnswer {
     StubAnswer::session(id, role, "aal1")
 }
 
-fn proxy_with_kratos<'a>(redis: &RedisServer, app: &FlaskApp, kratos: &KratosStub, extra: &'a str) -> Proxy {
+fn proxy_with_kratos(redis: &RedisServer, app: &FlaskApp, kratos: &KratosStub, extra: &str) -> Proxy {
     let p = Proxy::start(ProxyOpts { kratos: Some(kratos.url()), extra_toml: extra, ..ProxyOpts::new(redis, app.url()) });
     p.wait_ready();
     p
@@ -156,4 +156,61 @@ fn slow_kratos_times_out_to_anonymous() {
     let got = echo(&proxy.url("/echo"), None, &[("x-session-token", "slow")]);
     assert_eq!(seen(&got, "x-user-id"), None);
     assert!(start.elapsed() < Duration::from_secs(4), "the 200 ms timeout did not cut the 5 s call: {:?}", start.elapsed());
+}
+
+/// A flood of unknown tokens from one client costs Kratos only that client's lookup allowance;
+/// another client's new credential is still looked up, and the flood opens no circuit.
+#[test]
+fn unknown_tokens_from_one_client_are_limited_per_client() {
+    let redis = RedisServer::start();
+    let app = FlaskApp::start(&redis, FlaskSession::V08);
+    let kratos = KratosStub::start();
+    kratos.answer("good", session("id-good", None));
+    let p = Proxy::start(ProxyOpts {
+        kratos: Some(kratos.url()),
+        extra_toml: "lookups_per_client_per_minute = 5\ncircuit_failure_threshold = 3\n",
+        // The test's clients are told apart by X-Forwarded-For from the trusted loopback.
+        server_toml: "trusted_proxies = [\"127.0.0.1/32\"]",
+        ..ProxyOpts::new(&redis, app.url())
+    });
+    p.wait_ready();
+    let from = |client: &str, token: &str| echo(&p.url("/echo"), None, &[("x-forwarded-for", client), ("x-session-token", token)]);
+
+    for i in 0..20 {
+        assert_eq!(seen(&from("198.51.100.7", &format!("random-{i}")), "x-user-id"), None);
+    }
+    assert_eq!(kratos.calls(), 5, "one minute's allowance for the flooding client, then no calls");
+    assert_eq!(seen(&from("198.51.100.7", "good"), "x-user-id"), None, "the flooding client's next new credential waits too");
+    assert_eq!(kratos.calls(), 5);
+    assert_eq!(seen(&from("198.51.100.8", "good"), "x-user-id"), Some("id-good"), "another client is looked up");
+    assert_eq!(kratos.calls(), 6);
+    assert_eq!(seen(&from("198.51.100.7", "good"), "x-user-id"), Some("id-good"), "a cached credential is never limited");
+    assert_eq!(kratos.calls(), 6);
+
+    let metrics = client().get(p.admin_url("/metrics")).send().unwrap().text().unwrap();
+    assert!(metrics.contains("sting_auth_outcomes_total{outcome=\"kratos_rate_limited\"} 16\n"), "{metrics}");
+    assert!(metrics.contains("sting_kratos_calls_total{result=\"client_rate_limited\"} 16\n"), "{metrics}");
+    assert!(metrics.contains("sting_kratos_circuit_state 0\n"), "{metrics}");
+}
+
+/// Kratos's 429 is not an outage: the circuit stays closed, so the next credential is asked.
+#[test]
+fn kratos_throttling_does_not_open_the_circuit() {
+    let redis = RedisServer::start();
+    let app = FlaskApp::start(&redis, FlaskSession::V08);
+    let kratos = KratosStub::start();
+    for i in 0..10 {
+        kratos.answer(&format!("t{i}"), StubAnswer::Status(429));
+    }
+    kratos.answer("good", session("id-good", None));
+    let proxy = proxy_with_kratos(&redis, &app, &kratos, "circuit_failure_threshold = 3\ncircuit_open_seconds = 60\n");
+    for i in 0..10 {
+        let got = echo(&proxy.url("/echo"), None, &[("x-session-token", &format!("t{i}"))]);
+        assert_eq!(seen(&got, "x-user-id"), None, "a throttled lookup is anonymous");
+    }
+    assert_eq!(kratos.calls(), 10, "throttled answers are not cached and do not open the circuit");
+    assert_eq!(seen(&echo(&proxy.url("/echo"), None, &[("x-session-token", "good")]), "x-user-id"), Some("id-good"));
+    assert_eq!(kratos.calls(), 11);
+    let metrics = client().get(proxy.admin_url("/metrics")).send().unwrap().text().unwrap();
+    assert!(metrics.contains("sting_kratos_calls_total{result=\"throttled\"} 10\n"), "{metrics}");
 }
