@@ -36,6 +36,9 @@ pub enum AuthOutcome {
     KratosRateLimited,
 }
 
+/// How many [`AuthOutcome`] variants there are (their `as usize` values are `0..COUNT`).
+pub const AUTH_OUTCOME_COUNT: usize = AuthOutcome::KratosRateLimited as usize + 1;
+
 impl AuthOutcome {
     pub fn as_str(self) -> &'static str {
         use AuthOutcome::*;

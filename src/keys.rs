@@ -95,6 +95,33 @@ impl Period {
             Period::Hour => t.format("%Y-%m-%dT%H").to_string(),
         }
     }
+
+    fn length_ms(self) -> i64 {
+        match self {
+            Period::Day => 86_400_000,
+            Period::Hour => 3_600_000,
+        }
+    }
+
+    /// The period holding a unix time in milliseconds, as a number: the analytics writer sums
+    /// by it and makes the label text once per key, not once per event.
+    pub fn slot(self, ts_ms: i64) -> PeriodSlot {
+        PeriodSlot { period: self, index: ts_ms.div_euclid(self.length_ms()) }
+    }
+}
+
+/// One day or one hour, numbered from the Unix epoch (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeriodSlot {
+    pub period: Period,
+    pub index: i64,
+}
+
+impl PeriodSlot {
+    /// `YYYY-MM-DD` or `YYYY-MM-DDTHH`, as in the keys.
+    pub fn label(self) -> String {
+        self.period.label(self.index * self.period.length_ms())
+    }
 }
 
 /// Analytics counters for one period (hash): page_views, hits, sessions_started, ...
@@ -147,6 +174,17 @@ pub const KRATOS_CACHE_PREFIX: &str = "sting:kratos:";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn period_slots_label_like_the_period() {
+        for ts in [0_i64, 1_796_043_900_000, 1_796_083_199_999, 1_796_083_200_000, -1] {
+            for p in [Period::Day, Period::Hour] {
+                assert_eq!(p.slot(ts).label(), p.label(ts), "{p:?} {ts}");
+            }
+        }
+        assert_eq!(Period::Hour.slot(1_796_043_900_000), Period::Hour.slot(1_796_043_600_000), "same hour");
+        assert_ne!(Period::Hour.slot(1_796_043_599_999), Period::Hour.slot(1_796_043_600_000));
+    }
 
     #[test]
     fn key_shapes() {

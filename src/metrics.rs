@@ -3,9 +3,10 @@
 //! counters and histograms), and label values are bounded: methods and status classes are
 //! fixed sets, auth outcomes an enum, and route templates are capped (see [`RouteLabels`]).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};
 
+use crate::authenticate::{AuthOutcome, AUTH_OUTCOME_COUNT};
 use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// Label value for route templates beyond the cap.
@@ -37,6 +38,20 @@ pub struct Metrics {
     pub analytics_batch_events: Histogram,
     pub active_sessions: IntGauge,
     routes: RouteLabels,
+    /// `auth_outcomes` by `AuthOutcome as usize`, made on first use.
+    outcome_cells: [OnceLock<IntCounter>; AUTH_OUTCOME_COUNT],
+}
+
+/// The `method` label values; anything else is `OTHER`.
+const METHODS: [&str; 8] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "OTHER"];
+/// The `status_class` label values; `none` when no response was written.
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+/// One route's request counters, one per method and status class, made on first use: the
+/// request path then bumps an atomic without hashing label values again.
+#[derive(Default)]
+struct RouteCounters {
+    cells: [[OnceLock<IntCounter>; CLASSES.len()]; METHODS.len()],
 }
 
 /// Route templates admitted as label values: the first `cap` distinct ones, for the process's
@@ -44,26 +59,33 @@ pub struct Metrics {
 /// the series count.
 pub struct RouteLabels {
     cap: usize,
-    seen: RwLock<HashSet<String>>,
+    seen: RwLock<HashMap<String, RouteCounters>>,
+    other: RouteCounters,
 }
 
 impl RouteLabels {
     pub fn new(cap: usize) -> Self {
-        Self { cap, seen: RwLock::new(HashSet::new()) }
+        Self { cap, seen: RwLock::new(HashMap::new()), other: RouteCounters::default() }
     }
 
     /// The label for `template`: itself while there is room, else `other`.
     pub fn label<'a>(&self, template: &'a str) -> &'a str {
-        if self.seen.read().map(|s| s.contains(template)).unwrap_or(false) {
-            return template;
+        self.with(template, |label, _| if label == OTHER_ROUTE { OTHER_ROUTE } else { template })
+    }
+
+    /// Calls `f` with the route's label and its counters, admitting `template` if there is room.
+    fn with<R>(&self, template: &str, f: impl FnOnce(&str, &RouteCounters) -> R) -> R {
+        if let Ok(seen) = self.seen.read() {
+            if let Some(c) = seen.get(template) {
+                return f(template, c);
+            }
         }
-        let Ok(mut seen) = self.seen.write() else { return OTHER_ROUTE };
-        if seen.contains(template) || seen.len() < self.cap {
-            seen.insert(template.to_owned());
-            template
-        } else {
-            OTHER_ROUTE
+        let Ok(mut seen) = self.seen.write() else { return f(OTHER_ROUTE, &self.other) };
+        if !seen.contains_key(template) && seen.len() >= self.cap {
+            return f(OTHER_ROUTE, &self.other);
         }
+        let c = seen.entry(template.to_owned()).or_default();
+        f(template, c)
     }
 }
 
@@ -113,6 +135,7 @@ impl Metrics {
             active_sessions: IntGauge::new("active_sessions", "Active sessions (SCARD sting:active:sessions), refreshed by /metrics scrapes.")
                 .expect("valid gauge"),
             routes: RouteLabels::new(route_cap),
+            outcome_cells: Default::default(),
         };
         let build = IntGaugeVec::new(Opts::new("build_info", "The running build."), &["version"]).expect("valid gauge");
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
@@ -142,24 +165,20 @@ impl Metrics {
     }
 
     /// Counts one answered request.
-    pub fn request(&self, method: &http::Method, status: u16, template: &str, seconds: f64, upstream_seconds: Option<f64>, outcome: &str) {
-        let class = crate::request_event::status_class(status).unwrap_or("none");
-        let method = match *method {
-            http::Method::GET => "GET",
-            http::Method::POST => "POST",
-            http::Method::PUT => "PUT",
-            http::Method::DELETE => "DELETE",
-            http::Method::PATCH => "PATCH",
-            http::Method::HEAD => "HEAD",
-            http::Method::OPTIONS => "OPTIONS",
-            _ => "OTHER",
-        };
-        self.requests.with_label_values(&[method, class, self.routes.label(template)]).inc();
+    pub fn request(&self, method: &http::Method, status: u16, template: &str, seconds: f64, upstream_seconds: Option<f64>, outcome: AuthOutcome) {
+        let class = crate::request_event::status_class(status).and_then(|c| CLASSES.iter().position(|x| *x == c)).unwrap_or(CLASSES.len() - 1);
+        let method = METHODS.iter().position(|m| *m == method.as_str()).unwrap_or(METHODS.len() - 1);
+        self.routes.with(template, |route, counters| {
+            counters.cells[method][class].get_or_init(|| self.requests.with_label_values(&[METHODS[method], CLASSES[class], route])).inc();
+        });
         self.request_seconds.observe(seconds);
         if let Some(u) = upstream_seconds {
             self.upstream_seconds.observe(u);
         }
-        self.auth_outcomes.with_label_values(&[outcome]).inc();
+        match self.outcome_cells.get(outcome as usize) {
+            Some(cell) => cell.get_or_init(|| self.auth_outcomes.with_label_values(&[outcome.as_str()])).inc(),
+            None => self.auth_outcomes.with_label_values(&[outcome.as_str()]).inc(),
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -186,9 +205,14 @@ mod tests {
     #[test]
     fn renders_prometheus_text() {
         let m = Metrics::new(10);
-        m.request(&http::Method::GET, 200, "/x", 0.002, Some(0.001), "anonymous");
+        m.request(&http::Method::GET, 200, "/x", 0.002, Some(0.001), AuthOutcome::Anonymous);
+        m.request(&http::Method::GET, 200, "/x", 0.002, Some(0.001), AuthOutcome::KratosRateLimited);
+        m.request(&http::Method::from_bytes(b"PURGE").unwrap(), 0, "/x", 0.002, None, AuthOutcome::Anonymous);
         let text = String::from_utf8(m.render()).unwrap();
-        assert!(text.contains(r#"sting_requests_total{method="GET",route="/x",status_class="2xx"} 1"#), "{text}");
+        assert!(text.contains(r#"sting_requests_total{method="GET",route="/x",status_class="2xx"} 2"#), "{text}");
+        assert!(text.contains(r#"sting_requests_total{method="OTHER",route="/x",status_class="none"} 1"#), "{text}");
+        assert!(text.contains(r#"sting_auth_outcomes_total{outcome="anonymous"} 2"#), "{text}");
+        assert!(text.contains(r#"sting_auth_outcomes_total{outcome="kratos_rate_limited"} 1"#), "{text}");
         assert!(text.contains("sting_request_duration_seconds_bucket"));
         assert!(text.contains(r#"sting_build_info{version=""#));
     }

@@ -359,7 +359,7 @@ impl ProxyHttp for Sidecar {
             &template,
             latency_us as f64 / 1e6,
             ctx.upstream_latency_us.map(|u| u as f64 / 1e6),
-            ctx.outcome.as_str(),
+            ctx.outcome,
         );
         // The full record (string copies) only when someone takes it.
         let capture = self.capture.as_ref().filter(|_| !ctx.own_endpoint);

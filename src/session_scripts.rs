@@ -184,17 +184,18 @@ pub struct Touch {
     pub page_views: i64,
     pub hits: i64,
     /// The latest address, and the first one seen in this batch.
-    pub ip: String,
-    pub first_ip: String,
+    pub ip: Option<std::net::IpAddr>,
+    pub first_ip: Option<std::net::IpAddr>,
     pub country: String,
     pub city: String,
     pub browser: String,
     pub os: String,
     pub device: String,
-    pub auth_source: String,
+    /// `flask_session`, `kratos` or `anonymous`.
+    pub auth_source: &'static str,
     pub aal: Option<String>,
-    /// Pages viewed in this batch: (period, period label, template), each once.
-    pub pages: std::collections::BTreeSet<(Period, String, String)>,
+    /// Pages (templates) viewed in this batch, per period, each once.
+    pub pages: std::collections::BTreeMap<keys::PeriodSlot, std::collections::BTreeSet<String>>,
 }
 
 /// The `EVAL` command for one session touch.
@@ -225,13 +226,13 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, actions_cap: usize) -> redis::Cmd {
         .arg(t.last_ts_ms)
         .arg(t.page_views)
         .arg(t.hits)
-        .arg(&t.ip)
+        .arg(address(t.ip))
         .arg(&t.country)
         .arg(&t.city)
         .arg(&t.browser)
         .arg(&t.os)
         .arg(&t.device)
-        .arg(&t.auth_source)
+        .arg(t.auth_source)
         .arg(t.aal.as_deref().unwrap_or(""))
         .arg(ttl_secs)
         .arg(t.email.as_deref().unwrap_or(""))
@@ -240,16 +241,21 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, actions_cap: usize) -> redis::Cmd {
         .arg(actions_cap.max(1))
         .arg(keys::RECENT_SESSIONS_CAP)
         .arg(keys::AAL2_EVENT_TTL_SECS)
-        .arg(&t.first_ip)
-        .arg(t.pages.len());
-    for (period, label, template) in &t.pages {
-        c.arg(keys::session_pages(&t.sid, label)).arg(keys::session_pages_ttl_secs(*period)).arg(template).arg(keys::analytics_breakdown(
-            *period,
-            label,
-            keys::PAGE_SESSIONS,
-        ));
+        .arg(address(t.first_ip))
+        .arg(t.pages.values().map(|templates| templates.len()).sum::<usize>());
+    for (slot, templates) in &t.pages {
+        let label = slot.label();
+        let (seen, breakdown) = (keys::session_pages(&t.sid, &label), keys::analytics_breakdown(slot.period, &label, keys::PAGE_SESSIONS));
+        for template in templates {
+            c.arg(&seen).arg(keys::session_pages_ttl_secs(slot.period)).arg(template).arg(&breakdown);
+        }
     }
     c
+}
+
+/// An address as the session record stores it; empty when unknown.
+fn address(ip: Option<std::net::IpAddr>) -> String {
+    ip.map(|i| i.to_string()).unwrap_or_default()
 }
 
 /// One entry of a session's action list: `{"timestamp": ISO-8601, "action": ..., "page": ...}`.
