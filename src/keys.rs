@@ -120,7 +120,7 @@ pub struct PeriodSlot {
 impl PeriodSlot {
     /// `YYYY-MM-DD` or `YYYY-MM-DDTHH`, as in the keys.
     pub fn label(self) -> String {
-        self.period.label(self.index * self.period.length_ms())
+        self.period.label(self.index.saturating_mul(self.period.length_ms()))
     }
 }
 

@@ -6,10 +6,10 @@
 //! session" (401) or "needs a second factor" (403 `session_aal2_required`) are cached for
 //! `negative_cache_ttl_seconds`. Failures (timeouts, 5xx) are never cached: they count towards
 //! the circuit breaker and the caller is treated as anonymous (fail closed for protected
-//! routes, open for public ones). Kratos's 429 is a failure too, but not the circuit's: Kratos
-//! is up. Unknown credentials from one client address are limited per minute
-//! ([`LookupLimiter`]), so a flood of random tokens neither floods Kratos nor opens the circuit
-//! for everyone else.
+//! routes, open for public ones). Kratos's 429 fails that lookup too, but for the circuit it
+//! counts as Kratos being up. Unknown credentials from one client address are limited per minute
+//! ([`LookupLimiter`]), so a flood of random tokens from a few addresses neither floods Kratos
+//! nor opens the circuit for everyone else.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -229,7 +229,20 @@ impl KratosClient {
             }
             self.memory.invalidate(&fp);
         }
-        self.flights.run(fp, || self.resolve_uncached(credential, fp, client)).await
+        let led = std::sync::atomic::AtomicBool::new(false);
+        let outcome = self
+            .flights
+            .run(fp, || {
+                led.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.resolve_uncached(credential, fp, client)
+            })
+            .await;
+        match outcome {
+            // The lookup this caller joined was refused for another client's address: that
+            // client's limit is not this one's, so it asks on its own account.
+            KratosOutcome::RateLimited if !led.load(std::sync::atomic::Ordering::Relaxed) => self.resolve_uncached(credential, fp, client).await,
+            other => other,
+        }
     }
 
     /// Forgets a credential (its cookie was cleared: Kratos logout).
@@ -249,6 +262,11 @@ impl KratosClient {
             }
         }
         let m = crate::metrics::metrics();
+        // An open circuit refuses before the limit is consulted, so it spends no client's allowance.
+        if self.breaker.state() == CircuitState::Open {
+            m.kratos_calls.with_label_values(&["circuit_open"]).inc();
+            return KratosOutcome::Unavailable("circuit open");
+        }
         if let (Some(limiter), Some(ip)) = (&self.limiter, client) {
             if !limiter.allow(ip) {
                 m.kratos_calls.with_label_values(&["client_rate_limited"]).inc();
@@ -270,7 +288,10 @@ impl KratosClient {
                 a
             }
             Err(reason) if reason == THROTTLED => {
-                // Kratos is alive and pacing us: not a reason to stop asking for everyone.
+                // Kratos is up and pacing us: not a reason to stop asking for everyone. As an
+                // answer from a live Kratos it also ends a half-open probe (closes the circuit).
+                self.breaker.record_success();
+                m.kratos_circuit_state.set(circuit_gauge(self.breaker.state()));
                 m.kratos_calls.with_label_values(&["throttled"]).inc();
                 tracing::warn!(%reason, "Kratos whoami throttled");
                 return KratosOutcome::Unavailable("kratos throttled");

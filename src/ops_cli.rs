@@ -27,14 +27,15 @@ pub enum SessionsCommand {
     },
     /// The most recently started sessions, or one user's sessions (newest first).
     List {
-        // User and session ids may start with '-' (Flask-Session ids are URL-safe base64).
-        #[arg(long, value_name = "USER_ID", allow_hyphen_values = true)]
+        /// One user's sessions. An id that starts with '-' is given as `--user=-id`.
+        #[arg(long, value_name = "USER_ID")]
         user: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
     /// One session's record and its recent actions.
     Show {
+        /// Flask-Session ids are URL-safe base64 and may start with '-': taken as the id.
         #[arg(allow_hyphen_values = true)]
         session_id: String,
     },

@@ -123,8 +123,9 @@ fn commands_report_what_the_api_reports() {
         assert_eq!(code, 1, "{err}");
         assert!(err.contains("no such session"), "{missing}: {err}");
     }
-    let (code, _, err) = p.cli(&["sessions", "list", "--user", "-nobody"]);
+    let (code, out, err) = p.cli(&["sessions", "list", "--user=-nobody", "--limit", "5"]);
     assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Sessions of user -nobody"), "{out}");
 
     let stats = json_of(p, &["stats"]);
     assert_eq!(without(stats.clone(), &["timestamp"]), without(api(p, "/api/analytics/sessions/stats"), &["timestamp"]));
