@@ -122,7 +122,19 @@ fn dashboard_renders_the_api_numbers_live_and_safely() {
     assert!(recent_users.contains(&json!(XSS_USER)));
     let ts_total: i64 =
         api(&proxy, "timeseries?metric=page_views&granularity=hour")["points"].as_array().unwrap().iter().map(|p| p["value"].as_i64().unwrap()).sum();
+    // The devices and geography tables, as the page asks for them: [name, count] rows.
+    let ranked = |v: &Value| -> Vec<Value> { v.as_array().unwrap().iter().map(|r| json!([r["name"], r["count"]])).collect() };
+    let (devices, geo) = (api(&proxy, "devices?limit=8"), api(&proxy, "geo?limit=10"));
+    let tables = json!({
+        "browsers": ranked(&devices["browsers"]),
+        "os": ranked(&devices["os"]),
+        "device-types": ranked(&devices["device_types"]),
+        "countries": ranked(&geo["countries"]),
+        "cities": ranked(&geo["cities"]),
+    });
+    assert!(!tables["browsers"].as_array().unwrap().is_empty() && !tables["countries"].as_array().unwrap().is_empty(), "{tables}");
     let expected = json!({
+        "tables": tables,
         "today": stats(0),
         "yesterday": stats(1),
         "pages": pages,

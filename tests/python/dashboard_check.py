@@ -9,6 +9,7 @@ SPEC (written by tests/dashboard.rs) holds:
   expected      numbers and rows read from the API by the test, to compare with the page:
                 today/yesterday {sessions, views, users}, pages [[name, count, sessions]],
                 bots, durations {ended}, recent_users [...], xss_path, xss_user,
+                tables {browsers, os, device-types, countries, cities: [[name, count]]},
                 user {id, sessions}, peak_total, ts_total_hour
   screenshot    where to save a PNG of the page
   chromium, chromedriver   binaries
@@ -80,6 +81,9 @@ try:
     rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in driver.find_elements(By.CSS_SELECTOR, "#top-pages tbody tr")]
     check("top pages", rows, [[str(c) for c in r] for r in expected["pages"]])
     check("bots", text("#bots"), str(expected["bots"]))
+    for table, want in expected["tables"].items():
+        got = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in driver.find_elements(By.CSS_SELECTOR, f"#{table} tbody tr")]
+        check(f"{table} table", got, [[str(c) for c in r] for r in want] or [["no data"]])
     check("sessions ended", text("#dur-ended"), str(expected["durations"]["ended"]))
     check("hourly total", text("#ts-total"), str(expected["ts_total_hour"]))
     heat = sum(int(td.text or 0) for td in driver.find_elements(By.CSS_SELECTOR, "#heatmap td"))
