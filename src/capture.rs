@@ -157,6 +157,7 @@ pub fn channel(cfg: &AnalyticsSection, store: RedisStore, grace: Duration) -> an
 struct Caches {
     devices: HashMap<String, Device>,
     locations: HashMap<IpAddr, Location>,
+    bot_names: device::BotNames,
 }
 
 impl Writer {
@@ -175,9 +176,15 @@ impl Writer {
             match ev {
                 CaptureEvent::SessionEnded { sid, ts_ms, reason } => batch.add_end(sid.clone(), *ts_ms, *reason),
                 CaptureEvent::Request(r) => {
+                    if caches.bot_names.roll(r.ts_ms) {
+                        // A new day admits its own bot names: forget yesterday's renames.
+                        caches.devices.clear();
+                    }
                     if let Some(ua) = &r.user_agent {
                         if !caches.devices.contains_key(ua) {
-                            caches.devices.insert(ua.clone(), device::parse(ua));
+                            let mut d = device::parse(ua);
+                            caches.bot_names.cap(&mut d);
+                            caches.devices.insert(ua.clone(), d);
                         }
                     }
                     if let (Some(ip), Some(geo)) = (r.ip, &self.enricher.geo) {

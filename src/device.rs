@@ -183,6 +183,47 @@ fn cap(ua: &str) -> &str {
     &ua[..end]
 }
 
+/// Distinct bot names recorded per UTC day; later new ones are recorded as [`OTHER_BOT`].
+pub const MAX_BOT_NAMES_PER_DAY: usize = 100;
+
+/// The browser name of bots beyond [`MAX_BOT_NAMES_PER_DAY`].
+pub const OTHER_BOT: &str = "other bot";
+
+/// Bot names are the one browser name a client chooses freely (`xyz123bot`), and each becomes
+/// a member of the day's `browsers` breakdown. This admits the first
+/// [`MAX_BOT_NAMES_PER_DAY`] distinct names of a UTC day and renames the rest, so a client
+/// cycling names cannot grow that sorted set without bound. Per process.
+#[derive(Debug, Default)]
+pub struct BotNames {
+    day: i64,
+    admitted: std::collections::HashSet<String>,
+}
+
+impl BotNames {
+    /// Moves to the UTC day of `ts_ms` if it is later than the current one; returns true then
+    /// (devices renamed on an earlier day may now be admitted: drop cached ones).
+    pub fn roll(&mut self, ts_ms: i64) -> bool {
+        let day = crate::keys::Period::Day.slot(ts_ms).index;
+        if day <= self.day {
+            return false;
+        }
+        self.day = day;
+        self.admitted.clear();
+        true
+    }
+
+    /// Applies the day's cap to a freshly parsed `device`.
+    pub fn cap(&mut self, device: &mut Device) {
+        if device.is_bot() && !self.admitted.contains(&device.browser) {
+            if self.admitted.len() < MAX_BOT_NAMES_PER_DAY {
+                self.admitted.insert(device.browser.clone());
+            } else {
+                device.browser = OTHER_BOT.to_owned();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +337,32 @@ mod tests {
         let wide = "é".repeat(MAX_UA_BYTES);
         assert_eq!(parse(&wide).kind, DeviceKind::Other);
         assert!(cap(&wide).len() <= MAX_UA_BYTES);
+    }
+
+    #[test]
+    fn bot_names_per_day_are_capped() {
+        let mut names = BotNames::default();
+        let day = 1_796_043_900_000;
+        assert!(names.roll(day));
+        for i in 0..MAX_BOT_NAMES_PER_DAY {
+            let mut d = parse(&format!("name{i}bot/1.0"));
+            names.cap(&mut d);
+            assert_eq!(d.browser, format!("name{i}bot"));
+        }
+        let mut late = parse("latecomerbot/1.0");
+        names.cap(&mut late);
+        assert_eq!(late.browser, OTHER_BOT);
+        let mut admitted = parse("name7bot/2.0");
+        names.cap(&mut admitted);
+        assert_eq!(admitted.browser, "name7bot", "an admitted name keeps its name");
+        let mut person = parse("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36");
+        names.cap(&mut person);
+        assert_eq!(person.browser, "Chrome", "browsers are not bots and are never capped");
+        assert!(!names.roll(day - 1000), "a late event from the previous day does not go back");
+        assert!(names.roll(day + 86_400_000), "a new day is reported");
+        let mut tomorrow = parse("latecomerbot/1.0");
+        names.cap(&mut tomorrow);
+        assert_eq!(tomorrow.browser, "latecomerbot", "each day admits its own names");
     }
 
     #[test]

@@ -159,6 +159,27 @@ fn devices_are_classified_from_real_user_agents() {
     assert_eq!(bot_views, 1);
 }
 
+/// Bot names are chosen by the client: a day's `browsers` breakdown keeps the first
+/// MAX_BOT_NAMES_PER_DAY of them and counts the rest under "other bot", losing no page view.
+#[test]
+fn a_client_cycling_bot_names_cannot_grow_the_browsers_breakdown() {
+    let s = setup("");
+    let extra = 30;
+    let n = sting_proxy::device::MAX_BOT_NAMES_PER_DAY + extra;
+    for i in 0..n {
+        assert_eq!(browse(&s.proxy, "/", None, &format!("scanner{i}bot/1.0"), "198.51.100.3"), 200);
+    }
+    let key = format!("sting:analytics:daily:{}", today());
+    wait_field(&s.redis, &key, "page_views", &n.to_string());
+    let mut c = s.redis.conn();
+    let browsers: HashMap<String, i64> = c.zrange_withscores(format!("{key}:browsers"), 0, -1).unwrap();
+    assert_eq!(browsers.len(), sting_proxy::device::MAX_BOT_NAMES_PER_DAY + 1, "{browsers:?}");
+    assert_eq!(browsers.get(sting_proxy::device::OTHER_BOT), Some(&(extra as i64)));
+    assert_eq!(browsers.values().sum::<i64>(), n as i64, "every page view is still counted");
+    let bot_views: i64 = c.hget(&key, "bot_page_views").unwrap();
+    assert_eq!(bot_views, n as i64);
+}
+
 /// Logout (the app clearing its cookie) ends the session with its duration and leaves the
 /// active sets.
 #[test]
