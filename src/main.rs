@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sting_proxy::config::Config;
-use sting_proxy::ops_cli::{Ops, PeriodArg, SessionsCommand, TopWhat};
+use sting_proxy::ops::commands::{Ops, PeriodArg, SessionsCommand, TopWhat};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -89,8 +89,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command.unwrap_or(Command::Serve { upgrade: false }) {
-        Command::Serve { upgrade } => sting_proxy::server::run(cfg, upgrade),
-        Command::Check => exit_on_problems(sting_proxy::check::run(&cfg)),
+        Command::Serve { upgrade } => sting_proxy::gateway::server::run(cfg, upgrade),
+        Command::Check => exit_on_problems(sting_proxy::ops::check::run(&cfg)),
         Command::Sessions(c) => ops(&cfg, Ops::Sessions(c), cli.json),
         Command::Stats { date } => ops(&cfg, Ops::Stats { date }, cli.json),
         Command::Top { what, period, date, limit } => ops(&cfg, Ops::Top { what, period, date, limit }, cli.json),
@@ -107,7 +107,7 @@ fn main() -> ExitCode {
 }
 
 fn ops(cfg: &Config, op: Ops, json: bool) -> anyhow::Result<()> {
-    exit_on_problems(sting_proxy::ops_cli::run(cfg, op, json))
+    exit_on_problems(sting_proxy::ops::commands::run(cfg, op, json))
 }
 
 /// A report that found problems exits 1 (an error exits 1 too, after printing it).

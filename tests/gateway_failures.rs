@@ -24,7 +24,7 @@ fn redis_down_keeps_public_paths_and_fails_protected_ones_safely() {
     assert_eq!(ready.status(), 503);
     let body: serde_json::Value = ready.json().unwrap();
     assert!(body["reason"].as_str().unwrap().starts_with("redis"), "{body}");
-    let cookie = sting_proxy::flask_cookie::CookieSigner::signed(SECRET, &[]).sign("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8");
+    let cookie = sting_proxy::identity::flask_cookie::CookieSigner::signed(SECRET, &[]).sign("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8");
     let protected = c.get(proxy.url("/dashboard")).header("cookie", format!("session={cookie}")).send().unwrap();
     assert_eq!(protected.status(), 503);
     assert!(protected.headers().get("retry-after").is_some());
@@ -67,7 +67,7 @@ fn garbage_input_is_anonymous_never_an_error() {
     let app = FlaskApp::start(&app_redis, FlaskSession::V08);
     let proxy = Proxy::start(ProxyOpts { cache_ttl_seconds: 0, ..ProxyOpts::new(&redis, app.url()) });
     proxy.wait_ready();
-    let signer = sting_proxy::flask_cookie::CookieSigner::signed(SECRET, &[]);
+    let signer = sting_proxy::identity::flask_cookie::CookieSigner::signed(SECRET, &[]);
     let mut conn = redis.conn();
     let values: Vec<(&str, Vec<u8>)> = vec![
         ("garbage", b"\x00\x01\x02not a session".to_vec()),

@@ -78,7 +78,7 @@ fn tampered_or_wrong_key_cookie_is_anonymous() {
     let (sid, sig) = cookie.rsplit_once('.').unwrap();
     let flipped_sig = format!("{sid}.{}{}", if sig.starts_with('A') { 'B' } else { 'A' }, &sig[1..]);
     let flipped_sid = format!("{}{}.{sig}", if sid.starts_with('A') { 'B' } else { 'A' }, &sid[1..]);
-    let other_key = sting_proxy::flask_cookie::CookieSigner::signed("not-the-secret", &[]).sign(sid);
+    let other_key = sting_proxy::identity::flask_cookie::CookieSigner::signed("not-the-secret", &[]).sign(sid);
     for bad in [flipped_sig, flipped_sid, other_key, sid.to_owned(), format!("{cookie}x")] {
         let got = echo(&proxy.url("/echo"), Some(&bad), &[]);
         assert_eq!(seen(&got, "x-user-id"), None, "cookie {bad} was accepted");

@@ -2,7 +2,7 @@
 
 Usage: dashboard_check.py SPEC.json
 
-SPEC (written by tests/dashboard.rs) holds:
+SPEC (written by tests/api_dashboard.rs) holds:
   base          proxy base URL, e.g. http://127.0.0.1:PORT
   dashboard     dashboard path, e.g. /analytics/
   cookie        {"name": ..., "value": ...}: an admin's app session cookie

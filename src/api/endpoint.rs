@@ -1,0 +1,226 @@
+//! An analytics API request, shared by the HTTP API and the ops CLI: which endpoint a path
+//! names, and its parameters checked (400s that name the parameter). Pure; no I/O.
+
+use crate::api::local_response::LocalResponse;
+use crate::store::keys::Period;
+
+/// Largest `limit` a list endpoint accepts.
+pub const MAX_LIMIT: usize = 500;
+
+/// A routed API request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Endpoint<'a> {
+    ActiveSessions,
+    SessionStats,
+    UserSessions {
+        user_id: &'a str,
+    },
+    Session {
+        sid: &'a str,
+    },
+    TopPages,
+    Devices,
+    Geo,
+    Durations,
+    Timeseries,
+    RecentSessions,
+    PeakHours,
+    OpenApi,
+    /// Server-Sent Events of the active count (served by `own_endpoints`, not a query).
+    ActiveStream,
+}
+
+/// Why a request is not a valid API call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ApiError {
+    NotFound,
+    MethodNotAllowed,
+    BadParameter { parameter: &'static str, message: String },
+}
+
+impl ApiError {
+    pub fn response(&self) -> LocalResponse {
+        match self {
+            ApiError::NotFound => LocalResponse::json(404, serde_json::json!({"error": "not_found", "message": "no such analytics endpoint"})),
+            ApiError::MethodNotAllowed => LocalResponse::json(405, serde_json::json!({"error": "method_not_allowed", "message": "only GET is supported"})),
+            ApiError::BadParameter { parameter, message } => {
+                LocalResponse::json(400, serde_json::json!({"error": "invalid_parameter", "parameter": parameter, "message": message}))
+            }
+        }
+    }
+}
+
+/// Maps the path below the API prefix to an endpoint. Pure.
+pub fn route<'a>(method: &str, rest: &'a str) -> Result<Endpoint<'a>, ApiError> {
+    let segs: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    let ep = match segs.as_slice() {
+        ["sessions"] => Endpoint::RecentSessions,
+        ["sessions", "active"] => Endpoint::ActiveSessions,
+        ["sessions", "stats"] => Endpoint::SessionStats,
+        ["users", user_id, "sessions"] if valid_id(user_id) => Endpoint::UserSessions { user_id },
+        ["sessions", "durations"] => Endpoint::Durations,
+        ["sessions", sid] if valid_id(sid) => Endpoint::Session { sid },
+        ["pages", "top"] => Endpoint::TopPages,
+        ["devices"] => Endpoint::Devices,
+        ["geo"] => Endpoint::Geo,
+        ["timeseries"] => Endpoint::Timeseries,
+        ["activity", "peak-hours"] => Endpoint::PeakHours,
+        ["openapi.yaml"] => Endpoint::OpenApi,
+        ["stream", "active"] => Endpoint::ActiveStream,
+        _ => return Err(ApiError::NotFound),
+    };
+    if method != "GET" && method != "HEAD" {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    Ok(ep)
+}
+
+/// Ids as they appear in our keys: no `:` (that would address another key), no wildcards.
+pub fn valid_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_graphic() && !b"*?[]:".contains(&b))
+}
+
+pub fn param(query: Option<&str>, name: &str) -> Option<String> {
+    query.into_iter().flat_map(|q| form_urlencoded::parse(q.as_bytes())).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// `limit` from a query string: default 50, 1..=MAX_LIMIT.
+pub fn parse_limit(query: Option<&str>) -> Result<usize, ApiError> {
+    parse_limit_or(query, 50)
+}
+
+pub fn parse_limit_or(query: Option<&str>, default: usize) -> Result<usize, ApiError> {
+    match param(query, "limit") {
+        None => Ok(default),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            _ => Err(ApiError::BadParameter { parameter: "limit", message: format!("must be a whole number from 1 to {MAX_LIMIT}") }),
+        },
+    }
+}
+
+/// The start of the day (`YYYY-MM-DD`) or hour (`YYYY-MM-DDTHH`) a label names, UTC. Strict:
+/// `2026-1-5` or padded spellings are refused, so an answer's label is always the key's.
+pub fn parse_label(period: Period, v: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let t = match period {
+        Period::Hour if v.len() == 13 => chrono::NaiveDateTime::parse_from_str(&format!("{v}:00"), "%Y-%m-%dT%H:%M").ok(),
+        Period::Day if v.len() == 10 => chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)),
+        _ => None,
+    }?
+    .and_utc();
+    (period.label(t.timestamp_millis()) == v).then_some(t)
+}
+
+fn label_shape(period: Period) -> &'static str {
+    match period {
+        Period::Day => "YYYY-MM-DD",
+        Period::Hour => "YYYY-MM-DDTHH",
+    }
+}
+
+/// `period=day|hour` (default day) and `date` (`YYYY-MM-DD` or `YYYY-MM-DDTHH`, default now),
+/// checked, as the key label.
+pub fn parse_period(query: Option<&str>) -> Result<(Period, String), ApiError> {
+    let period = match param(query, "period").as_deref() {
+        None | Some("day") => Period::Day,
+        Some("hour") => Period::Hour,
+        Some(_) => return Err(ApiError::BadParameter { parameter: "period", message: "must be \"day\" or \"hour\"".into() }),
+    };
+    let label = match param(query, "date") {
+        None => period.label(chrono::Utc::now().timestamp_millis()),
+        Some(d) => match parse_label(period, &d) {
+            Some(t) => period.label(t.timestamp_millis()),
+            None => return Err(ApiError::BadParameter { parameter: "date", message: format!("must be {} (UTC)", label_shape(period)) }),
+        },
+    };
+    Ok((period, label))
+}
+
+/// Most points one timeseries answer may hold.
+pub const MAX_POINTS: usize = 744;
+
+/// The period labels from `from` to `to` (inclusive), by granularity; defaults: the last 24
+/// hours or the last 30 days.
+pub fn timeseries_labels(query: Option<&str>) -> Result<(Period, Vec<String>), ApiError> {
+    let granularity = match param(query, "granularity").as_deref() {
+        None | Some("hour") => Period::Hour,
+        Some("day") => Period::Day,
+        Some(_) => return Err(ApiError::BadParameter { parameter: "granularity", message: "must be \"hour\" or \"day\"".into() }),
+    };
+    let step = match granularity {
+        Period::Hour => chrono::Duration::hours(1),
+        Period::Day => chrono::Duration::days(1),
+    };
+    let parse = |name: &'static str, v: String| {
+        parse_label(granularity, &v).ok_or(ApiError::BadParameter { parameter: name, message: format!("must be {} (UTC)", label_shape(granularity)) })
+    };
+    let now = chrono::Utc::now();
+    let to = match param(query, "to") {
+        Some(v) => parse("to", v)?,
+        None => now,
+    };
+    let from = match param(query, "from") {
+        Some(v) => parse("from", v)?,
+        None => to - step * if granularity == Period::Hour { 23 } else { 29 },
+    };
+    if from > to {
+        return Err(ApiError::BadParameter { parameter: "from", message: "must not be after `to`".into() });
+    }
+    let mut labels = Vec::new();
+    let mut t = from;
+    while t <= to {
+        if labels.len() == MAX_POINTS {
+            return Err(ApiError::BadParameter { parameter: "from", message: format!("range holds more than {MAX_POINTS} points") });
+        }
+        labels.push(granularity.label(t.timestamp_millis()));
+        t += step;
+    }
+    Ok((granularity, labels))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_parameters() {
+        assert_eq!(route("GET", "sessions/active"), Ok(Endpoint::ActiveSessions));
+        assert_eq!(route("GET", "/sessions/stats/"), Ok(Endpoint::SessionStats));
+        assert_eq!(route("GET", "users/u1/sessions"), Ok(Endpoint::UserSessions { user_id: "u1" }));
+        assert_eq!(route("GET", "sessions/abc"), Ok(Endpoint::Session { sid: "abc" }));
+        assert_eq!(route("POST", "sessions/active"), Err(ApiError::MethodNotAllowed));
+        assert_eq!(route("GET", "users/a:b/sessions"), Err(ApiError::NotFound));
+        assert_eq!(route("GET", "nope"), Err(ApiError::NotFound));
+        assert_eq!(route("GET", "pages/top"), Ok(Endpoint::TopPages));
+        assert_eq!(route("GET", "sessions/durations"), Ok(Endpoint::Durations));
+        let (g, labels) = timeseries_labels(Some("granularity=day&from=2026-11-28&to=2026-11-30")).unwrap();
+        assert_eq!((g, labels), (Period::Day, vec!["2026-11-28".to_string(), "2026-11-29".into(), "2026-11-30".into()]));
+        assert_eq!(timeseries_labels(None).unwrap().1.len(), 24);
+        for (q, p) in [
+            ("granularity=week", "granularity"),
+            ("from=2026-11-30T10&to=2026-11-30T09", "from"),
+            ("granularity=day&from=2020-01-01", "from"),
+            ("to=soon", "to"),
+        ] {
+            assert!(matches!(timeseries_labels(Some(q)), Err(ApiError::BadParameter { parameter, .. }) if parameter == p), "{q}");
+        }
+        assert_eq!(parse_period(Some("period=hour&date=2026-11-30T13")), Ok((Period::Hour, "2026-11-30T13".into())));
+        assert_eq!(parse_period(Some("date=2026-11-30")), Ok((Period::Day, "2026-11-30".into())));
+        for (q, p) in [
+            ("period=week", "period"),
+            ("date=2026-13-01", "date"),
+            ("period=hour&date=2026-11-30", "date"),
+            ("date=x", "date"),
+            ("date=2026-1-5", "date"),
+            ("date=%202026-11-3", "date"),
+            ("period=hour&date=2026-11-30T1", "date"),
+        ] {
+            assert!(matches!(parse_period(Some(q)), Err(ApiError::BadParameter { parameter, .. }) if parameter == p), "{q}");
+        }
+        assert_eq!(parse_limit(None), Ok(50));
+        assert_eq!(parse_limit(Some("limit=3&x=1")), Ok(3));
+        for bad in ["limit=0", "limit=501", "limit=abc", "limit=-1"] {
+            assert!(matches!(parse_limit(Some(bad)), Err(ApiError::BadParameter { parameter: "limit", .. })), "{bad}");
+        }
+    }
+}

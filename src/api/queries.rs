@@ -1,0 +1,378 @@
+//! The analytics reads behind every API endpoint and ops CLI command, so both always report the
+//! same numbers. Each answer is a bounded amount of Redis work: fixed keys, capped ranges, one
+//! pipeline (no `KEYS`, no scans). I/O.
+
+use std::collections::HashMap;
+
+use chrono::{Datelike, Timelike};
+
+use crate::api::endpoint::{param, parse_limit, parse_limit_or, parse_period, timeseries_labels, ApiError, Endpoint};
+use crate::store::keys::{self, Period};
+use crate::store::{RedisStore, Scan, StoreError};
+
+/// Why a query has no answer.
+#[derive(Debug)]
+pub enum QueryError {
+    /// A parameter (or the endpoint) is invalid.
+    Api(ApiError),
+    /// The thing asked about does not exist.
+    NotFound(&'static str),
+    Store(StoreError),
+}
+
+impl From<StoreError> for QueryError {
+    fn from(e: StoreError) -> Self {
+        QueryError::Store(e)
+    }
+}
+
+impl From<ApiError> for QueryError {
+    fn from(e: ApiError) -> Self {
+        QueryError::Api(e)
+    }
+}
+
+/// Largest `days` the peak-hours query accepts (the default retention is 30 days).
+pub const MAX_PEAK_DAYS: i64 = 31;
+
+/// Weekday names, Monday first, as the peak-hours matrix rows.
+pub const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+/// `[{"name": member, "count": n}, ...]` from a `ZREVRANGE ... WITHSCORES` reply.
+fn ranked(rows: Vec<(String, f64)>) -> serde_json::Value {
+    serde_json::json!(rows.into_iter().map(|(name, n)| serde_json::json!({"name": name, "count": n as i64})).collect::<Vec<_>>())
+}
+
+fn iso(ms: Option<i64>) -> serde_json::Value {
+    match ms.and_then(chrono::DateTime::from_timestamp_millis) {
+        Some(t) => serde_json::json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        None => serde_json::Value::Null,
+    }
+}
+
+fn now_iso() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn period_name(p: Period) -> &'static str {
+    match p {
+        Period::Day => "day",
+        Period::Hour => "hour",
+    }
+}
+
+/// A session record in the API's shape (the seed's fields, and a few more).
+pub fn session_json(sid: &str, rec: &HashMap<String, String>) -> serde_json::Value {
+    let get = |k: &str| rec.get(k).filter(|v| !v.is_empty()).cloned();
+    let num = |k: &str| rec.get(k).and_then(|v| v.parse::<i64>().ok());
+    let device = get("device");
+    serde_json::json!({
+        "session_id": sid,
+        "user_id": get("user_id"),
+        "email": get("email"),
+        "start_time": iso(num("start_time")),
+        "last_activity": iso(num("last_time")),
+        "end_time": iso(num("end_time")),
+        "end_reason": get("end_reason"),
+        "duration": num("duration"),
+        "page_views": num("page_views").unwrap_or(0),
+        "hits": num("hits").unwrap_or(0),
+        "ip_address": get("ip"),
+        "location": {"country": get("country"), "city": get("city")},
+        "device": {
+            "os": get("os"),
+            "browser": get("browser"),
+            "type": device,
+            "mobile": matches!(rec.get("device").map(String::as_str), Some("mobile") | Some("tablet")),
+        },
+        "auth_source": get("auth_source"),
+        "aal": get("aal"),
+    })
+}
+
+/// The records of `sids`, in order, skipping those whose record has expired. One round trip.
+pub async fn session_records(store: &RedisStore, sids: &[String]) -> Result<Vec<serde_json::Value>, StoreError> {
+    if sids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for sid in sids {
+        pipe.hgetall(keys::analytics_session(sid));
+    }
+    let records: Vec<HashMap<String, String>> = store.pipeline(&pipe).await?;
+    Ok(sids.iter().zip(&records).filter(|(_, rec)| !rec.is_empty()).map(|(sid, rec)| session_json(sid, rec)).collect())
+}
+
+/// Up to `limit` members of the active set (in no particular order), by `SSCAN`.
+pub async fn active_session_ids(store: &RedisStore, limit: usize) -> Result<Vec<String>, StoreError> {
+    let mut sids = std::collections::BTreeSet::new();
+    let mut scan = store.scanner(Scan::Set(keys::ACTIVE_SESSIONS), limit.clamp(10, 1000));
+    while sids.len() < limit {
+        match scan.next_batch().await? {
+            Some(batch) => sids.extend(batch),
+            None => break,
+        }
+    }
+    Ok(sids.into_iter().take(limit).collect())
+}
+
+/// The newest `limit` sessions of a start-time index (a sorted set) and the index's size.
+async fn indexed_sessions(store: &RedisStore, index: &str, limit: usize) -> Result<(Vec<serde_json::Value>, i64), StoreError> {
+    let (sids, total): (Vec<String>, i64) = store.pipeline(redis::pipe().zrevrange(index, 0, limit as isize - 1).zcard(index)).await?;
+    Ok((session_records(store, &sids).await?, total))
+}
+
+/// The answer to one endpoint. `query` is the raw query string; parameters are validated here.
+pub async fn answer(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) -> Result<serde_json::Value, QueryError> {
+    match *ep {
+        Endpoint::ActiveSessions => {
+            let n: i64 = store.query(redis::cmd("SCARD").arg(keys::ACTIVE_SESSIONS)).await?;
+            Ok(serde_json::json!({"active_sessions": n, "timestamp": now_iso()}))
+        }
+        Endpoint::SessionStats => session_stats(store, query).await,
+        Endpoint::RecentSessions => {
+            let limit = parse_limit(query)?;
+            let (sessions, total) = indexed_sessions(store, keys::RECENT_SESSIONS, limit).await?;
+            Ok(serde_json::json!({"sessions": sessions, "total_count": total}))
+        }
+        Endpoint::UserSessions { user_id } => {
+            let limit = parse_limit(query)?;
+            let (sessions, total) = indexed_sessions(store, &keys::user_sessions(user_id), limit).await?;
+            Ok(serde_json::json!({"user_id": user_id, "sessions": sessions, "total_count": total}))
+        }
+        Endpoint::Session { sid } => {
+            let (rec, actions): (HashMap<String, String>, Vec<String>) =
+                store.pipeline(redis::pipe().hgetall(keys::analytics_session(sid)).lrange(keys::session_actions(sid), 0, 99)).await?;
+            if rec.is_empty() {
+                return Err(QueryError::NotFound("no such session"));
+            }
+            let actions: Vec<serde_json::Value> = actions.iter().filter_map(|a| serde_json::from_str(a).ok()).collect();
+            let mut body = session_json(sid, &rec);
+            body["actions"] = serde_json::json!(actions);
+            Ok(body)
+        }
+        Endpoint::TopPages | Endpoint::Devices | Endpoint::Geo => breakdowns(store, ep, query).await,
+        Endpoint::Durations => durations(store, query).await,
+        Endpoint::Timeseries => timeseries(store, query).await,
+        Endpoint::PeakHours => peak_hours(store, query).await,
+        Endpoint::OpenApi | Endpoint::ActiveStream => Err(QueryError::NotFound("not a query: served by the proxy directly")),
+    }
+}
+
+async fn session_stats(store: &RedisStore, query: Option<&str>) -> Result<serde_json::Value, QueryError> {
+    let (period, day) = parse_period(query)?;
+    if period != Period::Day {
+        return Err(ApiError::BadParameter { parameter: "period", message: "stats are per day".into() }.into());
+    }
+    let (counters, users, active): (HashMap<String, i64>, i64, i64) = store
+        .pipeline(
+            redis::pipe()
+                .hgetall(keys::analytics_period(Period::Day, &day))
+                .cmd("PFCOUNT")
+                .arg(keys::analytics_unique_users(Period::Day, &day))
+                .scard(keys::ACTIVE_SESSIONS),
+        )
+        .await?;
+    let c = |k: &str| counters.get(k).copied().unwrap_or(0);
+    let ended = c("sessions_ended");
+    let avg_minutes = if ended > 0 { c("duration_total_s") as f64 / ended as f64 / 60.0 } else { 0.0 };
+    Ok(serde_json::json!({
+        "total_sessions_today": c("sessions_started"),
+        "average_duration_minutes": (avg_minutes * 100.0).round() / 100.0,
+        "unique_users_today": users,
+        "active_sessions": active,
+        "sessions_ended_today": ended,
+        "page_views_today": c("page_views"),
+        "hits_today": c("hits"),
+        "date": day,
+        "timestamp": now_iso(),
+    }))
+}
+
+async fn breakdowns(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) -> Result<serde_json::Value, QueryError> {
+    let (period, label) = parse_period(query)?;
+    let limit = parse_limit_or(query, 10)?;
+    let dims: &[&str] = match ep {
+        Endpoint::TopPages => &["pages"],
+        Endpoint::Devices => &["browsers", "os", "devices"],
+        _ => &["countries", "cities"],
+    };
+    let mut pipe = redis::pipe();
+    for d in dims {
+        pipe.zrevrange_withscores(keys::analytics_breakdown(period, &label, d), 0, limit as isize - 1);
+    }
+    // Bot page views whatever `limit` shows (the writer counts them in the period hash).
+    pipe.hget(keys::analytics_period(period, &label), "bot_page_views");
+    let mut replies: Vec<redis::Value> = store.pipeline(&pipe).await?;
+    let bots: Option<i64> = redis::from_redis_value(&replies.pop().unwrap_or(redis::Value::Nil)).map_err(StoreError::Redis)?;
+    let rows: Vec<Vec<(String, f64)>> = replies.iter().map(redis::from_redis_value).collect::<Result<_, _>>().map_err(StoreError::Redis)?;
+    let mut body = serde_json::json!({"period": period_name(period), "date": label});
+    for (d, r) in dims.iter().zip(rows) {
+        let name = if *d == "devices" { "device_types" } else { d };
+        body[name] = ranked(r);
+    }
+    if let Some(pages) = body.get_mut("pages").and_then(|v| v.as_array_mut()).filter(|p| !p.is_empty()) {
+        // Distinct sessions per listed page: one more round trip, as many members as `limit`.
+        let mut cmd = redis::cmd("ZMSCORE");
+        cmd.arg(keys::analytics_breakdown(period, &label, keys::PAGE_SESSIONS));
+        for p in pages.iter() {
+            cmd.arg(p["name"].as_str().unwrap_or_default());
+        }
+        let sessions: Vec<Option<f64>> = store.query(&cmd).await?;
+        for (p, n) in pages.iter_mut().zip(sessions) {
+            p["unique_sessions"] = serde_json::json!(n.unwrap_or(0.0) as i64);
+        }
+    }
+    if matches!(ep, Endpoint::Devices) {
+        body["bots"] = serde_json::json!(bots.unwrap_or(0));
+    }
+    Ok(body)
+}
+
+async fn durations(store: &RedisStore, query: Option<&str>) -> Result<serde_json::Value, QueryError> {
+    let (period, label) = parse_period(query)?;
+    let h: HashMap<String, i64> = store.query(redis::cmd("HGETALL").arg(keys::analytics_period(period, &label))).await?;
+    let ended = h.get("sessions_ended").copied().unwrap_or(0);
+    let total = h.get("duration_total_s").copied().unwrap_or(0);
+    let mut buckets: Vec<(Option<u64>, i64)> =
+        crate::capture::session_scripts::DURATION_BUCKETS.iter().map(|b| (Some(*b), h.get(&format!("duration_le_{b}")).copied().unwrap_or(0))).collect();
+    buckets.push((None, h.get("duration_gt_max").copied().unwrap_or(0)));
+    // The median lies in the first bucket whose running count reaches half the sessions.
+    let mut running = 0;
+    let median = buckets.iter().find_map(|(le, n)| {
+        running += n;
+        (ended > 0 && running * 2 >= ended).then_some(*le)
+    });
+    Ok(serde_json::json!({
+        "period": period_name(period),
+        "date": label,
+        "sessions_ended": ended,
+        "average_seconds": if ended > 0 { total as f64 / ended as f64 } else { 0.0 },
+        "median_le_seconds": median.flatten(),
+        "buckets": buckets.iter().map(|(le, n)| serde_json::json!({"le_seconds": le, "count": n})).collect::<Vec<_>>(),
+    }))
+}
+
+/// Metrics a timeseries can show, and the analytics-hash field behind each (None = the HLL).
+fn timeseries_field(metric: &str) -> Option<Option<&'static str>> {
+    Some(match metric {
+        "page_views" => Some("page_views"),
+        "sessions_started" => Some("sessions_started"),
+        "hits" => Some("hits"),
+        "errors" => Some("errors"),
+        "unique_users" => None,
+        _ => return None,
+    })
+}
+
+async fn timeseries(store: &RedisStore, query: Option<&str>) -> Result<serde_json::Value, QueryError> {
+    let metric = param(query, "metric").unwrap_or_else(|| "page_views".into());
+    let field = timeseries_field(&metric)
+        .ok_or(ApiError::BadParameter { parameter: "metric", message: "must be page_views, sessions_started, unique_users, hits or errors".into() })?;
+    let (granularity, labels) = timeseries_labels(query)?;
+    let mut pipe = redis::pipe();
+    for l in &labels {
+        match field {
+            Some(f) => pipe.hget(keys::analytics_period(granularity, l), f),
+            None => pipe.cmd("PFCOUNT").arg(keys::analytics_unique_users(granularity, l)),
+        };
+    }
+    let values: Vec<Option<i64>> = store.pipeline(&pipe).await?;
+    let points: Vec<serde_json::Value> = labels.iter().zip(values).map(|(l, v)| serde_json::json!({"t": l, "value": v.unwrap_or(0)})).collect();
+    Ok(serde_json::json!({"metric": metric, "granularity": period_name(granularity), "points": points}))
+}
+
+/// The hours of the last `days` UTC days (today included, up to the current hour).
+pub fn peak_hour_range(now: chrono::DateTime<chrono::Utc>, days: i64) -> Vec<chrono::DateTime<chrono::Utc>> {
+    let this_hour = now.with_minute(0).and_then(|t| t.with_second(0)).and_then(|t| t.with_nanosecond(0)).unwrap_or(now);
+    let first = (now.date_naive() - chrono::Duration::days(days - 1)).and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or(this_hour);
+    let mut hours = Vec::new();
+    let mut t = first;
+    while t <= this_hour {
+        hours.push(t);
+        t += chrono::Duration::hours(1);
+    }
+    hours
+}
+
+/// Hour-of-day × weekday totals of one hourly counter over the last `days` days, read from the
+/// hourly hashes (at most 31 × 24 `HGET`s in one pipeline; no extra counters to keep).
+async fn peak_hours(store: &RedisStore, query: Option<&str>) -> Result<serde_json::Value, QueryError> {
+    let metric = param(query, "metric").unwrap_or_else(|| "page_views".into());
+    // The hourly counters of the timeseries metrics (unique users cannot be summed).
+    let Some(Some(field)) = timeseries_field(&metric) else {
+        return Err(ApiError::BadParameter { parameter: "metric", message: "must be page_views, hits, sessions_started or errors".into() }.into());
+    };
+    let days = match param(query, "days") {
+        None => 28,
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|d| (1..=MAX_PEAK_DAYS).contains(d))
+            .ok_or(ApiError::BadParameter { parameter: "days", message: format!("must be a whole number from 1 to {MAX_PEAK_DAYS}") })?,
+    };
+    let hours = peak_hour_range(chrono::Utc::now(), days);
+    let mut pipe = redis::pipe();
+    for t in &hours {
+        pipe.hget(keys::analytics_period(Period::Hour, &Period::Hour.label(t.timestamp_millis())), field);
+    }
+    let values: Vec<Option<i64>> = store.pipeline(&pipe).await?;
+    let mut matrix = [[0i64; 24]; 7];
+    for (t, v) in hours.iter().zip(values) {
+        matrix[t.weekday().num_days_from_monday() as usize][t.hour() as usize] += v.unwrap_or(0);
+    }
+    let mut peak: Option<(usize, usize, i64)> = None;
+    for (d, row) in matrix.iter().enumerate() {
+        for (h, v) in row.iter().enumerate() {
+            if *v > 0 && peak.is_none_or(|(_, _, best)| *v > best) {
+                peak = Some((d, h, *v));
+            }
+        }
+    }
+    let label = |t: Option<&chrono::DateTime<chrono::Utc>>| t.map(|t| Period::Hour.label(t.timestamp_millis()));
+    Ok(serde_json::json!({
+        "metric": metric,
+        "days": days,
+        "from": label(hours.first()),
+        "to": label(hours.last()),
+        "timezone": "UTC",
+        "weekdays": WEEKDAYS,
+        "matrix": matrix,
+        "peak": peak.map(|(d, h, v)| serde_json::json!({"weekday": WEEKDAYS[d], "weekday_index": d, "hour": h, "value": v})),
+        "total": matrix.iter().flatten().sum::<i64>(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_shape_has_the_seed_fields() {
+        let rec: HashMap<String, String> = [("user_id", "u1"), ("start_time", "1796043900000"), ("device", "mobile"), ("os", "iPhone"), ("country", "GB")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let j = session_json("s1", &rec);
+        for f in ["session_id", "user_id", "start_time", "end_time", "duration", "page_views", "ip_address", "location", "device"] {
+            assert!(j.get(f).is_some(), "{f}");
+        }
+        assert_eq!(j["start_time"], "2026-11-30T13:05:00.000Z");
+        assert_eq!(j["device"]["mobile"], true);
+        assert_eq!(j["location"]["country"], "GB");
+    }
+
+    #[test]
+    fn peak_hours_cover_whole_days_up_to_now() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-30T13:45:10Z").unwrap().to_utc();
+        let one = peak_hour_range(now, 1);
+        assert_eq!(one.len(), 14, "00:00 to 13:00 today");
+        assert_eq!(Period::Hour.label(one[0].timestamp_millis()), "2026-11-30T00");
+        let four_weeks = peak_hour_range(now, 28);
+        assert_eq!(four_weeks.len(), 27 * 24 + 14);
+        assert_eq!(Period::Hour.label(four_weeks[0].timestamp_millis()), "2026-11-03T00");
+        // Every weekday appears exactly four times at every completed hour.
+        let mondays_at_9 = four_weeks.iter().filter(|t| t.weekday() == chrono::Weekday::Mon && t.hour() == 9).count();
+        assert_eq!(mondays_at_9, 4);
+    }
+}

@@ -1,0 +1,478 @@
+//! Pre-aggregation of one batch of enriched events into the Redis writes that record it: one
+//! pipeline per batch. Pure (builds commands); no I/O.
+//!
+//! A batch of N requests on a few sessions becomes a few dozen commands: counters are summed in
+//! memory first and sent as one `HINCRBY`/`ZINCRBY` per distinct field, and each session is
+//! touched once per batch by the `TOUCH` script. Every key written gets its retention TTL in the
+//! same pipeline.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+
+use crate::capture::device::Device;
+use crate::capture::geo::Location;
+use crate::capture::request_event::{EndReason, RequestEvent, SessionSignal};
+use crate::capture::session_scripts::{self, Touch};
+use crate::store::keys::{self, Period, PeriodSlot};
+
+/// Upper bounds (ms) of the request-latency histogram buckets.
+pub const LATENCY_BUCKETS_MS: &[u64] = &[1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+
+/// One request with everything the writer worked out about it.
+pub struct Enriched<'a> {
+    pub event: &'a RequestEvent,
+    pub template: &'a str,
+    pub page_view: bool,
+    /// A named action from the configured rules (`login`, `upload_document`, ...).
+    pub action: Option<&'a str>,
+    pub device: &'a Device,
+    pub location: &'a Location,
+}
+
+/// Settings the writes depend on.
+#[derive(Debug, Clone)]
+pub struct WriteSettings {
+    pub ttl_secs: u64,
+    pub actions_cap: usize,
+    /// Idle ends are re-checked against this when written.
+    pub idle_timeout_ms: u64,
+}
+
+/// The batch sums by period number; label text is made once per key when the batch is written.
+type PeriodKey = PeriodSlot;
+
+/// An action of a session, formatted as JSON only if it is among the newest kept.
+#[derive(Debug, Clone, PartialEq)]
+struct PendingAction {
+    ts_ms: i64,
+    name: Cow<'static, str>,
+    page: Option<String>,
+}
+
+/// The writes for one batch, summed.
+///
+/// Adding an event is the writer's per-request cost, paid on the proxy's cores: it allocates
+/// only for what the batch has not seen yet (a new session, member or field), never formats
+/// dates, and defers the action JSON to [`Batch::to_pipeline`].
+#[derive(Default, Debug)]
+pub struct Batch {
+    /// analytics hash per period → field → increment
+    analytics: BTreeMap<PeriodKey, BTreeMap<&'static str, i64>>,
+    /// metrics hash per period → field → increment
+    metrics: BTreeMap<PeriodKey, BTreeMap<&'static str, i64>>,
+    /// breakdown zset per (period, dimension) → member → increment
+    breakdowns: BTreeMap<(PeriodKey, &'static str), BTreeMap<String, i64>>,
+    users: BTreeMap<PeriodKey, BTreeSet<String>>,
+    touches: BTreeMap<String, Touch>,
+    /// sid → actions in time order
+    actions: BTreeMap<String, Vec<PendingAction>>,
+    ends: Vec<(String, i64, EndReason)>,
+    pub events: usize,
+}
+
+fn periods(ts_ms: i64) -> [PeriodKey; 2] {
+    [Period::Day.slot(ts_ms), Period::Hour.slot(ts_ms)]
+}
+
+/// The metrics-hash field counting a status class.
+fn status_field(status: u16) -> &'static str {
+    match crate::observe::metrics::status_class(status) {
+        Some("1xx") => "status_1xx",
+        Some("2xx") => "status_2xx",
+        Some("3xx") => "status_3xx",
+        Some("4xx") => "status_4xx",
+        Some("5xx") => "status_5xx",
+        _ => "status_other",
+    }
+}
+
+/// The metrics-hash field of the latency bucket holding `latency_ms`: `latency_le_{b}ms` for
+/// the first bound `b` of [`LATENCY_BUCKETS_MS`] it does not exceed, else `latency_gt_max`.
+fn latency_field(latency_ms: u64) -> &'static str {
+    static NAMES: OnceLock<Vec<String>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| LATENCY_BUCKETS_MS.iter().map(|b| format!("latency_le_{b}ms")).collect());
+    match LATENCY_BUCKETS_MS.iter().position(|b| latency_ms <= *b) {
+        Some(i) => names[i].as_str(),
+        None => "latency_gt_max",
+    }
+}
+
+/// `map[key]`, inserted as `V::default()` when missing; the owned key is made only then.
+fn slot<'m, Q, K, V>(map: &'m mut BTreeMap<K, V>, key: &Q) -> &'m mut V
+where
+    K: Ord + std::borrow::Borrow<Q>,
+    Q: Ord + ToOwned<Owned = K> + ?Sized,
+    V: Default,
+{
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
+}
+
+/// Replaces `field` with `value` only when they differ (no allocation for the usual repeat).
+fn keep_latest(field: &mut String, value: &str) {
+    if field != value {
+        value.clone_into(field);
+    }
+}
+
+impl Batch {
+    pub fn add_request(&mut self, e: &Enriched<'_>) {
+        let ev = e.event;
+        self.events += 1;
+        let status_field = status_field(ev.status);
+        let latency_field = latency_field(ev.latency_us / 1000);
+        let bot = e.device.kind == crate::capture::device::DeviceKind::Bot;
+        let periods = periods(ev.ts_ms);
+        for pk in periods {
+            let m = self.metrics.entry(pk).or_default();
+            for (field, n) in [
+                ("requests", 1),
+                (status_field, 1),
+                (latency_field, 1),
+                ("latency_total_us", ev.latency_us as i64),
+                ("bytes_in", ev.bytes_in as i64),
+                ("bytes_out", ev.bytes_out as i64),
+            ] {
+                *m.entry(field).or_default() += n;
+            }
+            if let Some(u) = ev.upstream_latency_us {
+                *m.entry("upstream_latency_total_us").or_default() += u as i64;
+                *m.entry("upstream_requests").or_default() += 1;
+            }
+
+            let a = self.analytics.entry(pk).or_default();
+            *a.entry("hits").or_default() += 1;
+            if ev.status >= 500 {
+                *a.entry("errors").or_default() += 1;
+            }
+            if e.page_view {
+                *a.entry("page_views").or_default() += 1;
+                if bot {
+                    *a.entry("bot_page_views").or_default() += 1;
+                }
+                let mut bump = |dim: &'static str, member: &str| {
+                    if !member.is_empty() {
+                        *slot(self.breakdowns.entry((pk, dim)).or_default(), member) += 1;
+                    }
+                };
+                bump("pages", e.template);
+                bump("browsers", &e.device.browser);
+                bump("os", &e.device.os);
+                bump("devices", e.device.kind.as_str());
+                bump("countries", e.location.country.as_deref().unwrap_or("unknown"));
+                if let Some(city) = &e.location.city {
+                    bump("cities", city);
+                }
+            }
+            if let Some(id) = &ev.identity {
+                let users = self.users.entry(pk).or_default();
+                if !users.contains(&id.user_id) {
+                    users.insert(id.user_id.clone());
+                }
+            }
+        }
+
+        if let Some(sid) = &ev.sid {
+            let t = self.touch(sid, e);
+            t.hits += 1;
+            t.page_views += i64::from(e.page_view);
+            if let Some(id) = &ev.identity {
+                if t.user_id.as_deref() != Some(id.user_id.as_str()) {
+                    t.user_id = Some(id.user_id.clone());
+                }
+                if t.email != id.email {
+                    t.email = id.email.clone();
+                }
+                t.auth_source = id.source.as_str();
+                if id.aal.is_some() && t.aal != id.aal {
+                    t.aal = id.aal.clone();
+                }
+            } else if t.auth_source.is_empty() {
+                t.auth_source = "anonymous";
+            }
+            if e.page_view {
+                for pk in periods {
+                    let seen = t.pages.entry(pk).or_default();
+                    if !seen.contains(e.template) {
+                        seen.insert(e.template.to_owned());
+                    }
+                }
+            }
+            let acts = slot(&mut self.actions, sid.as_str());
+            if e.page_view {
+                acts.push(PendingAction { ts_ms: ev.ts_ms, name: Cow::Borrowed("page_view"), page: Some(e.template.to_owned()) });
+            }
+            if let Some(name) = e.action {
+                acts.push(PendingAction { ts_ms: ev.ts_ms, name: Cow::Owned(name.to_owned()), page: Some(e.template.to_owned()) });
+            }
+        }
+
+        match &ev.signal {
+            SessionSignal::None => {}
+            // A new session cookie: the session starts now, even before its first use.
+            SessionSignal::Issued { sid } => {
+                let t = self.touch(sid, e);
+                if t.auth_source.is_empty() {
+                    t.auth_source = "anonymous";
+                }
+            }
+            SessionSignal::Cleared => {
+                if let Some(sid) = &ev.sid {
+                    slot(&mut self.actions, sid.as_str()).push(PendingAction {
+                        ts_ms: ev.ts_ms,
+                        name: Cow::Borrowed("logout"),
+                        page: Some(e.template.to_owned()),
+                    });
+                    self.ends.push((sid.clone(), ev.ts_ms, EndReason::Logout));
+                }
+            }
+        }
+    }
+
+    /// The batch's touch for `sid`, widened to this request's time and carrying its latest
+    /// address and latest known location. The device is the first known one: a session's device is recorded
+    /// once, at its start, and an asset fetch without a User-Agent must not stand for it.
+    fn touch(&mut self, sid: &str, e: &Enriched<'_>) -> &mut Touch {
+        let ev = e.event;
+        if !self.touches.contains_key(sid) {
+            self.touches.insert(sid.to_owned(), Touch { sid: sid.to_owned(), first_ts_ms: ev.ts_ms, last_ts_ms: ev.ts_ms, ..Touch::default() });
+        }
+        let t = self.touches.get_mut(sid).expect("inserted above");
+        t.first_ts_ms = t.first_ts_ms.min(ev.ts_ms);
+        t.last_ts_ms = t.last_ts_ms.max(ev.ts_ms);
+        if let Some(ip) = ev.ip {
+            t.ip = Some(ip);
+            t.first_ip.get_or_insert(ip);
+        }
+        // The latest known place: a request from an address the database does not know (a
+        // private one, say) must not erase it.
+        if let Some(country) = &e.location.country {
+            keep_latest(&mut t.country, country);
+            keep_latest(&mut t.city, e.location.city.as_deref().unwrap_or_default());
+        }
+        if t.browser.is_empty() || (t.browser == crate::capture::device::UNKNOWN && e.device.browser != crate::capture::device::UNKNOWN) {
+            t.browser = e.device.browser.clone();
+            t.os = e.device.os.clone();
+            t.device = e.device.kind.as_str().to_owned();
+        }
+        t
+    }
+
+    pub fn add_end(&mut self, sid: String, ts_ms: i64, reason: EndReason) {
+        self.events += 1;
+        self.ends.push((sid, ts_ms, reason));
+    }
+
+    /// One pipeline recording the whole batch. Touches run before ends, so a session that starts
+    /// and logs out within one batch is recorded whole.
+    pub fn to_pipeline(&self, s: &WriteSettings) -> redis::Pipeline {
+        let mut p = redis::pipe();
+        if !self.touches.is_empty() || !self.ends.is_empty() {
+            session_scripts::load_scripts(&mut p);
+        }
+        let ttl = s.ttl_secs as i64;
+        for (pk, fields) in &self.analytics {
+            let key = keys::analytics_period(pk.period, &pk.label());
+            for (f, n) in fields {
+                p.hincr(&key, *f, *n).ignore();
+            }
+            p.expire(&key, ttl).ignore();
+        }
+        for (pk, fields) in &self.metrics {
+            let key = keys::metrics_period(pk.period, &pk.label());
+            for (f, n) in fields {
+                p.hincr(&key, *f, *n).ignore();
+            }
+            p.expire(&key, ttl).ignore();
+        }
+        for ((pk, dim), members) in &self.breakdowns {
+            let key = keys::analytics_breakdown(pk.period, &pk.label(), dim);
+            for (m, n) in members {
+                p.zincr(&key, m, *n).ignore();
+            }
+            p.expire(&key, ttl).ignore();
+        }
+        for (pk, users) in &self.users {
+            let key = keys::analytics_unique_users(pk.period, &pk.label());
+            p.pfadd(&key, users.iter().collect::<Vec<_>>()).ignore();
+            p.expire(&key, ttl).ignore();
+        }
+        for t in self.touches.values() {
+            p.add_command(session_scripts::touch_cmd(t, s.ttl_secs, s.actions_cap)).ignore();
+        }
+        for (sid, acts) in &self.actions {
+            if acts.is_empty() {
+                continue;
+            }
+            let key = keys::session_actions(sid);
+            let newest: Vec<String> =
+                acts.iter().skip(acts.len().saturating_sub(s.actions_cap)).map(|a| session_scripts::action_json(a.ts_ms, &a.name, a.page.as_deref())).collect();
+            p.lpush(&key, newest).ignore();
+            p.ltrim(&key, 0, s.actions_cap as isize - 1).ignore();
+            p.expire(&key, ttl).ignore();
+        }
+        for (sid, ts, reason) in &self.ends {
+            p.add_command(session_scripts::end_for(sid, *ts, *reason, s.idle_timeout_ms, s.ttl_secs)).ignore();
+        }
+        p
+    }
+
+    /// Commands in the pipeline (for the commands-per-request figure).
+    pub fn command_count(&self, s: &WriteSettings) -> usize {
+        self.to_pipeline(s).cmd_iter().count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::device::DeviceKind;
+    use crate::identity::{AuthSource, Identity};
+    use std::sync::Arc;
+
+    fn event(ts_ms: i64, sid: Option<&str>, user: Option<&str>, path: &str, status: u16) -> RequestEvent {
+        RequestEvent {
+            ts_ms,
+            sid: sid.map(str::to_owned),
+            identity: user.map(|u| {
+                Arc::new(Identity {
+                    user_id: u.into(),
+                    email: None,
+                    role: None,
+                    session_id: sid.unwrap_or("").into(),
+                    source: AuthSource::FlaskSession,
+                    aal: None,
+                    methods: vec![],
+                })
+            }),
+            method: http::Method::GET,
+            path: path.into(),
+            template: path.into(),
+            request_id: "r".into(),
+            auth_outcome: "flask_redis_hit",
+            status,
+            latency_us: 1500,
+            upstream_latency_us: Some(1000),
+            bytes_in: 10,
+            bytes_out: 100,
+            ip: Some("81.2.69.1".parse().unwrap()),
+            user_agent: None,
+            referrer: None,
+            navigation: true,
+            signal: SessionSignal::None,
+        }
+    }
+
+    fn device() -> Device {
+        Device { browser: "Chrome".into(), os: "Linux".into(), kind: DeviceKind::Desktop }
+    }
+
+    fn batch_of(n: i64) -> Batch {
+        let d = device();
+        let loc = Location { country: Some("GB".into()), city: Some("London".into()) };
+        let evs: Vec<RequestEvent> = (0..n).map(|i| event(1_796_043_900_000 + i, Some("s1"), Some("u1"), "/x", 200)).collect();
+        let mut b = Batch::default();
+        for (i, ev) in evs.iter().enumerate() {
+            b.add_request(&Enriched { event: ev, template: "/x", page_view: i % 2 == 0, action: None, device: &d, location: &loc });
+        }
+        b
+    }
+
+    #[test]
+    fn counters_are_summed_per_batch() {
+        let b = batch_of(10);
+        let day = Period::Day.slot(1_796_043_900_000);
+        assert_eq!(day.label(), "2026-11-30");
+        assert_eq!(b.analytics[&day]["hits"], 10);
+        assert_eq!(b.analytics[&day]["page_views"], 5);
+        assert_eq!(b.breakdowns[&(day, "pages")]["/x"], 5);
+        assert_eq!(b.metrics[&day]["latency_le_1ms"], 10);
+        let t = &b.touches["s1"];
+        assert_eq!((t.hits, t.page_views, t.user_id.as_deref()), (10, 5, Some("u1")));
+        assert_eq!(b.actions["s1"].len(), 5);
+        // The command count depends on distinct keys and fields, not on the number of events.
+        let s = WriteSettings { ttl_secs: 60, actions_cap: 100, idle_timeout_ms: 1000 };
+        assert_eq!(b.command_count(&s), batch_of(1000).command_count(&s));
+    }
+
+    #[test]
+    fn field_names_follow_the_schema() {
+        assert_eq!(
+            (latency_field(0), latency_field(1), latency_field(2), latency_field(3)),
+            ("latency_le_1ms", "latency_le_1ms", "latency_le_2ms", "latency_le_5ms")
+        );
+        assert_eq!((latency_field(10_000), latency_field(10_001)), ("latency_le_10000ms", "latency_gt_max"));
+        assert_eq!((status_field(204), status_field(404), status_field(503), status_field(0)), ("status_2xx", "status_4xx", "status_5xx", "status_other"));
+    }
+
+    #[test]
+    fn keys_carry_each_events_period_and_only_the_newest_actions_are_written() {
+        let d = device();
+        let loc = Location::default();
+        // 23:59:59.000 and the next midnight, UTC.
+        let (before, after) = (1_796_083_199_000, 1_796_083_200_000);
+        let evs = [event(before, Some("s1"), None, "/a", 200), event(after, Some("s1"), None, "/b", 200), event(after + 1, Some("s1"), None, "/c", 200)];
+        let mut b = Batch::default();
+        for ev in &evs {
+            b.add_request(&Enriched { event: ev, template: &ev.path, page_view: true, action: None, device: &d, location: &loc });
+        }
+        let cmds: Vec<String> = b
+            .to_pipeline(&WriteSettings { ttl_secs: 60, actions_cap: 2, idle_timeout_ms: 1000 })
+            .cmd_iter()
+            .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
+            .collect();
+        let all = cmds.join("\n");
+        for key in [
+            "sting:analytics:daily:2026-11-30",
+            "sting:analytics:daily:2026-12-01",
+            "sting:analytics:hourly:2026-11-30T23",
+            "sting:analytics:hourly:2026-12-01T00",
+        ] {
+            assert!(all.contains(key), "{key} missing");
+        }
+        let push = cmds.iter().find(|c| c.contains("\r\nLPUSH\r\n")).expect("actions are pushed");
+        assert!(!push.contains("\"/a\"") && push.contains("\"/b\"") && push.contains("\"/c\""), "only the newest 2 actions: {push}");
+        assert!(push.find("\"/b\"").unwrap() < push.find("\"/c\"").unwrap(), "in time order (LPUSH puts the last on top): {push}");
+    }
+
+    #[test]
+    fn a_batch_keeps_the_first_address_and_device_and_the_latest_known_place() {
+        let chrome = device();
+        let unknown = Device { browser: crate::capture::device::UNKNOWN.into(), os: crate::capture::device::UNKNOWN.into(), kind: DeviceKind::Other };
+        let london = Location { country: Some("GB".into()), city: Some("London".into()) };
+        let nowhere = Location::default();
+        let first = event(1_796_043_900_000, Some("s1"), Some("u1"), "/", 200);
+        let mut second = event(1_796_043_900_001, Some("s1"), Some("u1"), "/static/a.js", 200);
+        second.ip = Some("127.0.0.1".parse().unwrap());
+        let mut b = Batch::default();
+        b.add_request(&Enriched { event: &first, template: "/", page_view: true, action: None, device: &chrome, location: &london });
+        b.add_request(&Enriched { event: &second, template: "/static/a.js", page_view: false, action: None, device: &unknown, location: &nowhere });
+        let t = &b.touches["s1"];
+        assert_eq!((t.first_ip, t.ip), (Some("81.2.69.1".parse().unwrap()), Some("127.0.0.1".parse().unwrap())));
+        assert_eq!((t.browser.as_str(), t.country.as_str(), t.city.as_str()), ("Chrome", "GB", "London"));
+    }
+
+    #[test]
+    fn logout_signal_ends_the_session_after_its_touch() {
+        let d = device();
+        let loc = Location::default();
+        let mut ev = event(1_796_043_900_000, Some("s1"), Some("u1"), "/logout", 200);
+        ev.signal = SessionSignal::Cleared;
+        let mut b = Batch::default();
+        b.add_request(&Enriched { event: &ev, template: "/logout", page_view: false, action: None, device: &d, location: &loc });
+        assert_eq!(b.ends, vec![("s1".to_owned(), 1_796_043_900_000, EndReason::Logout)]);
+        let cmds: Vec<String> = b
+            .to_pipeline(&WriteSettings { ttl_secs: 60, actions_cap: 10, idle_timeout_ms: 1000 })
+            .cmd_iter()
+            .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
+            .collect();
+        let load = cmds.iter().position(|c| c.contains("HSETNX', h, 'start_time'")).unwrap();
+        let touch = cmds.iter().position(|c| c.contains(session_scripts::touch_sha())).unwrap();
+        let end = cmds.iter().position(|c| c.contains(session_scripts::end_sha()) && c.contains("logout")).unwrap();
+        assert!(load < touch, "the script is loaded before its first use");
+        assert!(touch < end);
+    }
+}

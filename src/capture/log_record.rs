@@ -1,0 +1,74 @@
+//! What the access log (in `observe`, which imports nothing of ours) takes from the capture
+//! layer: a request's line, copied from its [`RequestEvent`], and the enrichment of its client
+//! with this layer's User-Agent parser and GeoIP reader. Pure, apart from a bounded cache.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use crate::capture::device::{self, Device};
+use crate::capture::geo::GeoDb;
+use crate::capture::request_event::RequestEvent;
+use crate::observe::access_log::{ClientTraits, Enrich, Record};
+
+/// Distinct User-Agents whose parse the access log keeps; the cache is emptied beyond it.
+const MAX_CACHED_AGENTS: usize = 10_000;
+
+impl RequestEvent {
+    /// The access log's copy of this request.
+    pub fn log_record(&self) -> Record {
+        Record {
+            ts_ms: self.ts_ms,
+            request_id: self.request_id.clone(),
+            ip: self.ip,
+            method: self.method.as_str().to_owned(),
+            path: self.path.clone(),
+            route: self.template.clone(),
+            status: self.status,
+            bytes_out: self.bytes_out,
+            bytes_in: self.bytes_in,
+            latency_us: self.latency_us,
+            upstream_latency_us: self.upstream_latency_us,
+            user_id: self.identity.as_ref().map(|i| i.user_id.clone()),
+            session_id: self.sid.clone(),
+            auth: self.auth_outcome,
+            user_agent: self.user_agent.clone(),
+            referrer: self.referrer.clone(),
+        }
+    }
+}
+
+/// The access log's enrichment: browser, OS and device class from the User-Agent (parsed once
+/// per distinct agent), country from the address when a GeoIP database is configured.
+pub fn log_enricher(geo: Option<GeoDb>) -> Enrich {
+    let mut devices: HashMap<String, Device> = HashMap::new();
+    Box::new(move |ua: Option<&str>, ip: Option<IpAddr>| {
+        if devices.len() > MAX_CACHED_AGENTS {
+            devices.clear();
+        }
+        let dev = ua.map(|ua| devices.entry(ua.to_owned()).or_insert_with(|| device::parse(ua)));
+        ClientTraits {
+            ua_family: dev.as_ref().map(|d| d.browser.clone()),
+            os: dev.as_ref().map(|d| d.os.clone()),
+            device: dev.as_ref().map(|d| d.kind.as_str()),
+            country: match (&geo, ip) {
+                (Some(g), Some(ip)) => g.lookup(ip).country,
+                _ => None,
+            },
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enrich_parses_the_agent_and_skips_absent_fields() {
+        let mut enrich = log_enricher(None);
+        let t = enrich(Some("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"), None);
+        assert_eq!(t.device, Some("desktop"));
+        assert!(t.ua_family.as_deref().is_some_and(|f| f.contains("Chrome")), "{t:?}");
+        assert_eq!(t.country, None);
+        assert_eq!(enrich(None, None), ClientTraits::default());
+    }
+}

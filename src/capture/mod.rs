@@ -1,0 +1,16 @@
+//! Analytics recording, off the request path: the [`request_event::RequestEvent`] the logging
+//! phase hands over, the bounded queue and batching [`writer`], enrichment ([`device`],
+//! [`geo`]), [`aggregate`]ion into one pipeline per batch, the Lua [`session_scripts`] that
+//! start, touch and end sessions exactly once, and the [`session_lifecycle`] (expiry listener,
+//! sweep). Also the access log's record and enrichment ([`log_record`]).
+//!
+//! May use: `identity` (the `Identity` an event carries), `store`, `config`, `observe`.
+
+pub mod aggregate;
+pub mod device;
+pub mod geo;
+pub mod log_record;
+pub mod request_event;
+pub mod session_lifecycle;
+pub mod session_scripts;
+pub mod writer;

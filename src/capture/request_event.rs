@@ -1,0 +1,82 @@
+//! The compact record of one proxied request, handed from the `logging` phase to the analytics
+//! writer. Pure data; no I/O.
+//!
+//! It is built once per request from what the proxy already holds; everything costly
+//! (templating, UA parsing, geo lookup, aggregation) happens later, off the request path.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::identity::Identity;
+
+/// What the app's response did to its session cookie; how logins and logouts are seen without
+/// parsing bodies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionSignal {
+    None,
+    /// The app issued a session cookie for a sid other than the one the request carried.
+    Issued {
+        sid: String,
+    },
+    /// The app cleared its session cookie (logout).
+    Cleared,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    Logout,
+    /// The app's session key expired or was deleted.
+    Expired,
+    /// No activity for `analytics.idle_timeout_seconds`.
+    Idle,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Logout => "logout",
+            EndReason::Expired => "expired",
+            EndReason::Idle => "idle",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestEvent {
+    /// Unix time in milliseconds when the request arrived.
+    pub ts_ms: i64,
+    /// The session the request belongs to: a Flask sid (with or without a user) or a Kratos
+    /// session id. Never a cookie value.
+    pub sid: Option<String>,
+    pub identity: Option<Arc<Identity>>,
+    pub method: http::Method,
+    /// The raw path.
+    pub path: String,
+    /// Its route template (computed once, for the metrics label, the access log and analytics).
+    pub template: String,
+    pub request_id: String,
+    /// How the caller was identified (`AuthOutcome::as_str`).
+    pub auth_outcome: &'static str,
+    pub status: u16,
+    pub latency_us: u64,
+    pub upstream_latency_us: Option<u64>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// The one place client addresses enter analytics (privacy hooks go here).
+    pub ip: Option<IpAddr>,
+    /// The one place User-Agents enter analytics.
+    pub user_agent: Option<String>,
+    pub referrer: Option<String>,
+    /// The request looked like a browser navigation (Accept, X-Requested-With, Sec-Fetch-Mode).
+    pub navigation: bool,
+    pub signal: SessionSignal,
+}
+
+/// Everything the writer receives: requests, and session ends found by the expiry listener or
+/// the sweep.
+#[derive(Debug, Clone)]
+pub enum CaptureEvent {
+    Request(Box<RequestEvent>),
+    SessionEnded { sid: String, ts_ms: i64, reason: EndReason },
+}

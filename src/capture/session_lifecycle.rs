@@ -1,0 +1,177 @@
+//! Noticing that sessions ended without a request saying so: Redis keyspace notifications for
+//! the app's session keys (immediate), and a periodic sweep of `sting:active:sessions` (the
+//! fallback, as the seed's `SessionCleanup`, and the idle timeout). Both feed the analytics
+//! writer; ending a session is idempotent, so several instances may sweep at once. I/O.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::capture::request_event::{CaptureEvent, EndReason};
+use crate::capture::writer::CaptureHandle;
+use crate::store::keys;
+use crate::store::{RedisStore, Scan};
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Subscribes to `expired` and `del` key events and ends the sessions whose app key went away.
+pub struct ExpiryListener {
+    pub redis_url: String,
+    pub key_prefix: String,
+    pub capture: CaptureHandle,
+}
+
+impl ExpiryListener {
+    async fn listen(&self) -> redis::RedisResult<()> {
+        let client = redis::Client::open(self.redis_url.as_str())?;
+        let db = client.get_connection_info().redis.db;
+        let mut pubsub = client.get_async_pubsub().await?;
+        let expired = format!("__keyevent@{db}__:expired");
+        let deleted = format!("__keyevent@{db}__:del");
+        pubsub.subscribe(&[expired.as_str(), deleted.as_str()]).await?;
+        tracing::info!("listening for session key expiry (keyspace notifications)");
+        let mut messages = pubsub.on_message();
+        while let Some(msg) = messages.next().await {
+            let Ok(key) = msg.get_payload::<String>() else { continue };
+            let Some(sid) = key.strip_prefix(self.key_prefix.as_str()) else { continue };
+            // `del` is the app's `session.clear()`: a logout; `expired` is the lifetime running out.
+            let reason = if msg.get_channel_name() == deleted { EndReason::Logout } else { EndReason::Expired };
+            self.capture.send(CaptureEvent::SessionEnded { sid: sid.to_owned(), ts_ms: now_ms(), reason }).await;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ExpiryListener {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            tokio::select! {
+                r = self.listen() => {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "keyspace notification listener lost; the sweep still ends sessions");
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Walks the active set with `SSCAN` and ends sessions whose app key is gone or that went idle.
+pub struct Sweeper {
+    pub store: RedisStore,
+    pub key_prefix: String,
+    pub interval: Duration,
+    pub idle_timeout: Duration,
+    pub capture: CaptureHandle,
+}
+
+/// Active sessions examined per round trip.
+pub const SWEEP_BATCH: usize = 500;
+
+/// Fewest Flask sessions in one batch for [`find_ended`]'s guard to apply.
+pub const GUARD_MIN_SESSIONS: usize = 3;
+
+/// What [`find_ended`] decided about one batch.
+#[derive(Debug, Default)]
+pub struct Classified {
+    pub ended: Vec<(String, EndReason)>,
+    /// Every Flask session of the batch lacked its app key: more likely a wrong
+    /// `session.key_prefix` (or a flushed Redis) than that many expiries at once, so none
+    /// was ended as expired. Idle sessions are still ended.
+    pub suspicious_expiry: usize,
+}
+
+/// Which of `sids` have ended at `now_ms`: their app session key is gone (`Expired`; Kratos
+/// sessions have no app key) or they have been idle longer than `idle_timeout_ms` (`Idle`).
+/// One round trip. Shared by the sweep and `sting-proxy cleanup`.
+pub async fn find_ended(
+    store: &RedisStore,
+    key_prefix: &str,
+    idle_timeout_ms: i64,
+    sids: &[String],
+    now_ms: i64,
+) -> Result<Classified, crate::store::StoreError> {
+    if sids.is_empty() {
+        return Ok(Classified::default());
+    }
+    let mut pipe = redis::pipe();
+    for sid in sids {
+        pipe.cmd("HMGET").arg(keys::analytics_session(sid)).arg("last_time").arg("auth_source");
+        pipe.exists(keys::flask_session(key_prefix, sid));
+    }
+    let replies: Vec<redis::Value> = store.pipeline_within(&pipe, Duration::from_secs(5)).await?;
+    let mut expired = Vec::new();
+    let mut out = Classified::default();
+    let mut flask = 0;
+    for (i, sid) in sids.iter().enumerate() {
+        let (last, source): (Option<i64>, Option<String>) = redis::from_redis_value(&replies[2 * i]).unwrap_or((None, None));
+        let app_key_exists: bool = redis::from_redis_value(&replies[2 * i + 1]).unwrap_or(true);
+        let is_flask = source.as_deref() != Some("kratos");
+        flask += usize::from(is_flask);
+        let idle = last.is_none_or(|l| now_ms - l > idle_timeout_ms);
+        if is_flask && !app_key_exists {
+            expired.push((sid.clone(), idle));
+        } else if idle {
+            out.ended.push((sid.clone(), EndReason::Idle));
+        }
+    }
+    if flask >= GUARD_MIN_SESSIONS && expired.len() == flask {
+        out.suspicious_expiry = expired.len();
+        out.ended.extend(expired.into_iter().filter(|(_, idle)| *idle).map(|(sid, _)| (sid, EndReason::Idle)));
+    } else {
+        out.ended.extend(expired.into_iter().map(|(sid, _)| (sid, EndReason::Expired)));
+    }
+    Ok(out)
+}
+
+impl Sweeper {
+    /// One pass over the active set; returns how many sessions it ended.
+    pub async fn sweep_once(&self) -> Result<usize, crate::store::StoreError> {
+        let mut ended = 0;
+        let mut scan = self.store.scanner(Scan::Set(keys::ACTIVE_SESSIONS), SWEEP_BATCH);
+        while let Some(sids) = scan.next_batch().await? {
+            let now = now_ms();
+            let found = find_ended(&self.store, &self.key_prefix, self.idle_timeout.as_millis() as i64, &sids, now).await?;
+            if found.suspicious_expiry > 0 {
+                tracing::warn!(
+                    sessions = found.suspicious_expiry,
+                    key_prefix = %self.key_prefix,
+                    "no Flask session of this sweep batch has its app key: not ending them as expired (check session.key_prefix)"
+                );
+            }
+            for (sid, reason) in found.ended {
+                ended += 1;
+                self.capture.send(CaptureEvent::SessionEnded { sid, ts_ms: now, reason }).await;
+            }
+        }
+        Ok(ended)
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Sweeper {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            match self.sweep_once().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(ended = n, "sweep ended sessions"),
+                Err(e) => tracing::warn!(error = %e, "session sweep failed; will retry"),
+            }
+        }
+    }
+}

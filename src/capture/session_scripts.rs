@@ -1,0 +1,338 @@
+//! The two Lua scripts that keep per-session analytics exact when several proxy instances
+//! share one Redis. Pure (command builders); the writer sends them.
+//!
+//! Counters that only add (page views, hits, breakdowns) are plain `HINCRBY`/`ZINCRBY` and are
+//! exact by themselves. What needs a decision — "is this the first sight of the session?",
+//! "is this the first time we learn its user?", "has it already ended?" — must be decided and
+//! acted on atomically, or two instances both count a start.
+//!
+//! Each call is an `EVALSHA`, and every pipeline that uses a script starts with its
+//! `SCRIPT LOAD` ([`load_scripts`]): the script text travels once per batch instead of once per
+//! session (3 KB each), and because the load runs before its uses in the same `MULTI`/pipeline,
+//! a restarted Redis (empty script cache) can never answer `NOSCRIPT` halfway through a batch.
+
+use std::sync::OnceLock;
+
+use sha1::{Digest, Sha1};
+
+use crate::capture::request_event::EndReason;
+use crate::store::keys::{self, Period};
+
+fn sha(script: &str) -> String {
+    hex::encode(Sha1::digest(script.as_bytes()))
+}
+
+/// The SHA-1 Redis knows [`TOUCH`] by.
+pub fn touch_sha() -> &'static str {
+    static SHA: OnceLock<String> = OnceLock::new();
+    SHA.get_or_init(|| sha(TOUCH))
+}
+
+/// The SHA-1 Redis knows [`END`] by.
+pub fn end_sha() -> &'static str {
+    static SHA: OnceLock<String> = OnceLock::new();
+    SHA.get_or_init(|| sha(END))
+}
+
+/// Adds `SCRIPT LOAD` of both scripts to `pipe`; call it before adding any script call.
+pub fn load_scripts(pipe: &mut redis::Pipeline) {
+    for script in [TOUCH, END] {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(script).ignore();
+    }
+}
+
+/// Per session, per batch: first sight, activity, user attach, AAL2 step-up.
+///
+/// KEYS: 1 session hash, 2 active sessions, 3 user's sessions zset, 4 user's active set,
+///       5 daily hash, 6 hourly hash, 7 AAL2 event key, 8 actions list, 9 recent sessions zset.
+/// ARGV: 1 sid, 2 user_id|'', 3 first ts ms, 4 last ts ms, 5 page views, 6 hits, 7 ip,
+///       8 country, 9 city, 10 browser, 11 os, 12 device, 13 auth source, 14 aal|'',
+///       15 ttl s, 16 email|'', 17 aal2 event JSON, 18 login action JSON, 19 actions cap,
+///       20 recent sessions cap, 21 AAL2 event ttl s, 22 the batch's first ip (the session's
+///       `first_ip` if it starts here; 7 is its latest), 23 n = number of page entries, then n
+///       groups of 4: the session's viewed-pages set for a period, its ttl, the template, the
+///       period's `page_sessions` zset. A template new to the set counts one more distinct
+///       session for that page in that period. (These keys are derived per batch, so they are
+///       passed as ARGV; analytics does not support Redis Cluster, see docs/redis-schema.md.)
+/// Returns {started, user_attached, aal2_step_up} as 0/1.
+///
+/// It reads the session's hash once (`HMGET`) and writes every changed field in one `HSET`:
+/// per session and batch that is about 12 commands for a returning session and 30 for a new
+/// one with a user, where each field used to be its own command.
+pub const TOUCH: &str = r#"
+local h = KEYS[1]
+local ttl = tonumber(ARGV[15])
+-- One read of what the session already holds, then one HSET of every field that changes.
+local started = redis.call('HSETNX', h, 'start_time', ARGV[3])
+local set = {}
+local function put(field, value)
+  set[#set + 1] = field
+  set[#set + 1] = value
+end
+local last, ended, uid, prev_aal, start
+if started == 1 then
+  last, ended, uid, prev_aal, start = tonumber(ARGV[3]), false, false, false, ARGV[3]
+  put('session_id', ARGV[1]); put('page_views', ARGV[5]); put('hits', ARGV[6]); put('first_ip', ARGV[22])
+  put('browser', ARGV[10]); put('os', ARGV[11]); put('device', ARGV[12]); put('auth_source', ARGV[13])
+  redis.call('HINCRBY', KEYS[5], 'sessions_started', 1)
+  redis.call('HINCRBY', KEYS[6], 'sessions_started', 1)
+  redis.call('ZADD', KEYS[9], ARGV[3], ARGV[1])
+  redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -(tonumber(ARGV[20]) + 1))
+  redis.call('EXPIRE', KEYS[9], ttl)
+else
+  local cur = redis.call('HMGET', h, 'last_time', 'end_time', 'user_id', 'aal', 'start_time')
+  last, ended, uid, prev_aal, start = tonumber(cur[1] or '0'), cur[2] ~= false, cur[3], cur[4], cur[5]
+  redis.call('HINCRBY', h, 'page_views', ARGV[5])
+  redis.call('HINCRBY', h, 'hits', ARGV[6])
+end
+if tonumber(ARGV[4]) > last then put('last_time', ARGV[4]) elseif started == 1 then put('last_time', ARGV[3]) end
+if ARGV[7] ~= '' then put('ip', ARGV[7]) end
+if ARGV[13] ~= 'anonymous' and ARGV[13] ~= '' then put('auth_source', ARGV[13]) end
+if ARGV[8] ~= '' then put('country', ARGV[8]) end
+if ARGV[9] ~= '' then put('city', ARGV[9]) end
+if not ended then
+  redis.call('SADD', KEYS[2], ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+local attached = 0
+if ARGV[2] ~= '' then
+  if not uid then
+    attached = 1
+    uid = ARGV[2]
+    put('user_id', ARGV[2])
+    if ARGV[16] ~= '' then put('email', ARGV[16]) end
+    redis.call('ZADD', KEYS[3], start, ARGV[1])
+    redis.call('EXPIRE', KEYS[3], ttl)
+    redis.call('HINCRBY', KEYS[5], 'logins', 1)
+    redis.call('HINCRBY', KEYS[6], 'logins', 1)
+    redis.call('LPUSH', KEYS[8], ARGV[18])
+    redis.call('LTRIM', KEYS[8], 0, tonumber(ARGV[19]) - 1)
+    redis.call('EXPIRE', KEYS[8], ttl)
+  end
+  if not ended and uid == ARGV[2] then
+    redis.call('SADD', KEYS[4], ARGV[1])
+    redis.call('EXPIRE', KEYS[4], ttl)
+  end
+end
+local stepped = 0
+if ARGV[14] ~= '' then
+  if ARGV[14] == 'aal2' and prev_aal ~= 'aal2' then
+    redis.call('SET', KEYS[7], ARGV[17], 'EX', ARGV[21])
+    redis.call('HINCRBY', KEYS[5], 'aal2_step_ups', 1)
+    stepped = 1
+  end
+  put('aal', ARGV[14])
+end
+if #set > 0 then redis.call('HSET', h, unpack(set)) end
+local pages = tonumber(ARGV[23])
+for i = 0, pages - 1 do
+  local b = 24 + i * 4
+  if redis.call('SADD', ARGV[b], ARGV[b + 2]) == 1 then
+    redis.call('EXPIRE', ARGV[b], ARGV[b + 1])
+    redis.call('ZINCRBY', ARGV[b + 3], 1, ARGV[b + 2])
+    redis.call('EXPIRE', ARGV[b + 3], ttl)
+  end
+end
+redis.call('EXPIRE', h, ttl)
+if started == 1 or attached == 1 or stepped == 1 then
+  redis.call('EXPIRE', KEYS[5], ttl)
+  redis.call('EXPIRE', KEYS[6], ttl)
+end
+return {started, attached, stepped}
+"#;
+
+/// Ends a session once: sets end time and duration, leaves the active sets, counts the end and
+/// its duration (total and histogram bucket) in the period of the end.
+///
+/// KEYS: 1 session hash, 2 active sessions, 3 daily hash, 4 hourly hash.
+/// ARGV: 1 sid, 2 end ts ms, 3 reason, 4 ttl s, 5 active-user key prefix,
+///       6 '1' to end at the last activity instead (expiry, idle), 7 bucket bounds "60,300,...",
+///       8 idle threshold ms: when > 0, end only if the session is still idle (the sweep's
+///       reading may be stale by the time the batch is written).
+/// Returns the duration in seconds, or -1 when there was nothing to end.
+pub const END: &str = r#"
+local h = KEYS[1]
+if redis.call('EXISTS', h) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[1])
+  return -1
+end
+if redis.call('HEXISTS', h, 'end_time') == 1 then return -1 end
+local idle = tonumber(ARGV[8])
+if idle > 0 then
+  local seen = tonumber(redis.call('HGET', h, 'last_time') or '0')
+  if tonumber(ARGV[2]) - seen < idle then return -1 end
+end
+local start = tonumber(redis.call('HGET', h, 'start_time') or ARGV[2])
+local stop = tonumber(ARGV[2])
+if ARGV[6] == '1' then stop = tonumber(redis.call('HGET', h, 'last_time') or ARGV[2]) end
+if stop < start then stop = start end
+local dur = math.floor((stop - start) / 1000)
+redis.call('HSET', h, 'end_time', stop, 'duration', dur, 'end_reason', ARGV[3])
+redis.call('SREM', KEYS[2], ARGV[1])
+local uid = redis.call('HGET', h, 'user_id')
+if uid then redis.call('SREM', ARGV[5] .. uid, ARGV[1]) end
+local bucket = 'duration_gt_max'
+for b in string.gmatch(ARGV[7], '[^,]+') do
+  if dur <= tonumber(b) then bucket = 'duration_le_' .. b break end
+end
+for i = 3, 4 do
+  redis.call('HINCRBY', KEYS[i], 'sessions_ended', 1)
+  redis.call('HINCRBY', KEYS[i], 'duration_total_s', dur)
+  redis.call('HINCRBY', KEYS[i], bucket, 1)
+  redis.call('EXPIRE', KEYS[i], ARGV[4])
+end
+redis.call('HINCRBY', KEYS[3], 'ended_' .. ARGV[3], 1)
+redis.call('EXPIRE', h, ARGV[4])
+return dur
+"#;
+
+/// Upper bounds (seconds) of the session-duration histogram buckets.
+pub const DURATION_BUCKETS: &[u64] = &[10, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400];
+
+/// Inputs of one [`TOUCH`] call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Touch {
+    pub sid: String,
+    pub user_id: Option<String>,
+    pub email: Option<String>,
+    pub first_ts_ms: i64,
+    pub last_ts_ms: i64,
+    pub page_views: i64,
+    pub hits: i64,
+    /// The latest address, and the first one seen in this batch.
+    pub ip: Option<std::net::IpAddr>,
+    pub first_ip: Option<std::net::IpAddr>,
+    pub country: String,
+    pub city: String,
+    pub browser: String,
+    pub os: String,
+    pub device: String,
+    /// `flask_session`, `kratos` or `anonymous`.
+    pub auth_source: &'static str,
+    pub aal: Option<String>,
+    /// Pages (templates) viewed in this batch, per period, each once.
+    pub pages: std::collections::BTreeMap<keys::PeriodSlot, std::collections::BTreeSet<String>>,
+}
+
+/// The `EVAL` command for one session touch.
+pub fn touch_cmd(t: &Touch, ttl_secs: u64, actions_cap: usize) -> redis::Cmd {
+    let user = t.user_id.as_deref().unwrap_or("");
+    let day = Period::Day.label(t.first_ts_ms);
+    let hour = Period::Hour.label(t.first_ts_ms);
+    let aal2_json = serde_json::json!({
+        "session_id": t.sid, "user_id": t.user_id, "timestamp": t.last_ts_ms / 1000, "aal": "aal2",
+    })
+    .to_string();
+    let login_json = action_json(t.first_ts_ms, "login", None);
+    let mut c = redis::cmd("EVALSHA");
+    c.arg(touch_sha())
+        .arg(9)
+        .arg(keys::analytics_session(&t.sid))
+        .arg(keys::ACTIVE_SESSIONS)
+        .arg(keys::user_sessions(user))
+        .arg(keys::active_user(user))
+        .arg(keys::analytics_period(Period::Day, &day))
+        .arg(keys::analytics_period(Period::Hour, &hour))
+        .arg(keys::aal2_event(&t.sid, t.last_ts_ms / 1000))
+        .arg(keys::session_actions(&t.sid))
+        .arg(keys::RECENT_SESSIONS)
+        .arg(&t.sid)
+        .arg(user)
+        .arg(t.first_ts_ms)
+        .arg(t.last_ts_ms)
+        .arg(t.page_views)
+        .arg(t.hits)
+        .arg(address(t.ip))
+        .arg(&t.country)
+        .arg(&t.city)
+        .arg(&t.browser)
+        .arg(&t.os)
+        .arg(&t.device)
+        .arg(t.auth_source)
+        .arg(t.aal.as_deref().unwrap_or(""))
+        .arg(ttl_secs)
+        .arg(t.email.as_deref().unwrap_or(""))
+        .arg(aal2_json)
+        .arg(login_json)
+        .arg(actions_cap.max(1))
+        .arg(keys::RECENT_SESSIONS_CAP)
+        .arg(keys::AAL2_EVENT_TTL_SECS)
+        .arg(address(t.first_ip))
+        .arg(t.pages.values().map(|templates| templates.len()).sum::<usize>());
+    for (slot, templates) in &t.pages {
+        let label = slot.label();
+        let (seen, breakdown) = (keys::session_pages(&t.sid, &label), keys::analytics_breakdown(slot.period, &label, keys::PAGE_SESSIONS));
+        for template in templates {
+            c.arg(&seen).arg(keys::session_pages_ttl_secs(slot.period)).arg(template).arg(&breakdown);
+        }
+    }
+    c
+}
+
+/// An address as the session record stores it; empty when unknown.
+fn address(ip: Option<std::net::IpAddr>) -> String {
+    ip.map(|i| i.to_string()).unwrap_or_default()
+}
+
+/// One entry of a session's action list: `{"timestamp": ISO-8601, "action": ..., "page": ...}`.
+pub fn action_json(ts_ms: i64, action: &str, page: Option<&str>) -> String {
+    let ts = chrono::DateTime::from_timestamp_millis(ts_ms).unwrap_or_default();
+    serde_json::json!({
+        "timestamp": ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "action": action,
+        "page": page,
+    })
+    .to_string()
+}
+
+/// The `EVAL` command that ends `sid` for `reason`: a logout ends it at `ts_ms`; an expiry or
+/// idle end at its last activity, and an idle end only if it is still idle for `idle_timeout_ms`
+/// when the script runs (the reading that found it idle may be stale).
+pub fn end_for(sid: &str, ts_ms: i64, reason: EndReason, idle_timeout_ms: u64, ttl_secs: u64) -> redis::Cmd {
+    let at_last = matches!(reason, EndReason::Expired | EndReason::Idle);
+    let idle_check = if reason == EndReason::Idle { idle_timeout_ms.max(1) } else { 0 };
+    end_cmd(sid, ts_ms, reason.as_str(), at_last, idle_check, ttl_secs)
+}
+
+/// The `EVAL` command that ends `sid` at `ts_ms` (or at its last activity when
+/// `at_last_activity`); with `idle_check_ms > 0` only if it has been idle that long.
+fn end_cmd(sid: &str, ts_ms: i64, reason: &str, at_last_activity: bool, idle_check_ms: u64, ttl_secs: u64) -> redis::Cmd {
+    let bounds: Vec<String> = DURATION_BUCKETS.iter().map(u64::to_string).collect();
+    let mut c = redis::cmd("EVALSHA");
+    c.arg(end_sha())
+        .arg(4)
+        .arg(keys::analytics_session(sid))
+        .arg(keys::ACTIVE_SESSIONS)
+        .arg(keys::analytics_period(Period::Day, &Period::Day.label(ts_ms)))
+        .arg(keys::analytics_period(Period::Hour, &Period::Hour.label(ts_ms)))
+        .arg(sid)
+        .arg(ts_ms)
+        .arg(reason)
+        .arg(ttl_secs)
+        .arg(keys::ACTIVE_USER_PREFIX)
+        .arg(if at_last_activity { "1" } else { "0" })
+        .arg(bounds.join(","))
+        .arg(idle_check_ms);
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Calls name the scripts by the SHA-1 Redis computes, and a pipeline loads them before
+    /// calling them (the integration tests run this against a real Redis, including one
+    /// restarted with an empty script cache).
+    #[test]
+    fn shas_are_what_redis_computes() {
+        // Redis names a script by the SHA-1 of its text, lowercase hex.
+        assert_eq!(sha("return 1"), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+        assert_eq!(touch_sha().len(), 40);
+        assert_ne!(touch_sha(), end_sha());
+        let mut p = redis::pipe();
+        load_scripts(&mut p);
+        p.add_command(end_for("s", 1, EndReason::Logout, 1000, 60));
+        let cmds: Vec<String> = p.cmd_iter().map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned()).collect();
+        assert!(cmds[0].contains("SCRIPT") && cmds[2].contains("EVALSHA") && cmds[2].contains(end_sha()));
+    }
+}

@@ -1,0 +1,347 @@
+//! The analytics writer: takes request events off a bounded channel, batches them, enriches
+//! each distinct UA and IP once, pre-aggregates, and sends one atomic pipeline per batch. I/O.
+//!
+//! The request path only ever calls [`CaptureHandle::record`], a `try_send` that never waits:
+//! a full queue drops the event and counts it rather than slow a request. On a Redis error the
+//! writer keeps its batch and retries with capped backoff; meanwhile new events wait in the
+//! queue (bounded). Each batch is one `MULTI`/`EXEC` that also sets a marker key, so a
+//! connection lost before `EXEC` applies nothing and a retry after a lost reply is recognised
+//! instead of counted twice. On SIGTERM the writer takes events for the first half of the grace
+//! period (in-flight requests still log) and writes them before it ends.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::sync::mpsc;
+
+use crate::capture::aggregate::{Batch, Enriched, WriteSettings};
+use crate::capture::device::{self, Device};
+use crate::capture::geo::{GeoDb, Location};
+use crate::capture::request_event::{CaptureEvent, RequestEvent};
+use crate::config::route_template::{self, AssetRules};
+use crate::config::{ActionRuleSection, AnalyticsSection};
+use crate::store::keys;
+use crate::store::RedisStore;
+
+/// Counters of the capture pipeline, logged when the writer stops (and for metrics to come).
+#[derive(Default, Debug)]
+pub struct CaptureStats {
+    pub queued: AtomicU64,
+    pub dropped: AtomicU64,
+    pub written: AtomicU64,
+    pub batches: AtomicU64,
+    pub retries: AtomicU64,
+    pub commands: AtomicU64,
+}
+
+impl CaptureStats {
+    pub fn snapshot(&self) -> serde_json::Value {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "queued": g(&self.queued), "dropped": g(&self.dropped), "written": g(&self.written),
+            "batches": g(&self.batches), "retries": g(&self.retries), "redis_commands": g(&self.commands),
+        })
+    }
+}
+
+/// The sending side, cloned into the proxy and the lifecycle services. Cheap to clone.
+#[derive(Clone)]
+pub struct CaptureHandle {
+    tx: mpsc::Sender<CaptureEvent>,
+    pub stats: Arc<CaptureStats>,
+}
+
+impl CaptureHandle {
+    /// Hands an event to the writer without waiting; a full queue drops it (counted).
+    pub fn record(&self, event: CaptureEvent) {
+        match self.tx.try_send(event) {
+            Ok(()) => {
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                crate::observe::metrics::metrics().analytics_queued.inc();
+            }
+            Err(_) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                crate::observe::metrics::metrics().analytics_dropped.inc();
+            }
+        }
+    }
+
+    /// For background producers (expiry listener, sweep) that may wait for room.
+    pub async fn send(&self, event: CaptureEvent) {
+        if self.tx.send(event).await.is_ok() {
+            self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            crate::observe::metrics::metrics().analytics_queued.inc();
+        }
+    }
+}
+
+/// Everything the writer needs to turn events into writes; built once from the config.
+pub struct Enricher {
+    assets: AssetRules,
+    actions: Vec<ActionRuleSection>,
+    geo: Option<GeoDb>,
+}
+
+/// Distinct UAs and IPs remembered between batches; cleared when they grow past this.
+const ENRICH_CACHE_MAX: usize = 50_000;
+
+impl Enricher {
+    pub fn new(cfg: &AnalyticsSection) -> anyhow::Result<Self> {
+        let geo = if cfg.geoip_database.is_empty() { None } else { Some(GeoDb::open(std::path::Path::new(&cfg.geoip_database))?) };
+        Ok(Self { assets: AssetRules { extensions: cfg.asset_extensions.clone(), prefixes: cfg.asset_prefixes.clone() }, actions: cfg.actions.clone(), geo })
+    }
+
+    fn action_for(&self, method: &http::Method, template: &str) -> Option<&str> {
+        self.actions.iter().find(|a| (a.method == "*" || a.method.eq_ignore_ascii_case(method.as_str())) && a.route == template).map(|a| a.name.as_str())
+    }
+}
+
+/// Longest wait for one batch write outside shutdown.
+pub const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The shutdown timeline. pingora cancels background tasks when the grace period ends, so the
+/// writer keeps receiving events from in-flight requests for the first half of it and must
+/// have written everything before its end.
+#[derive(Clone, Copy)]
+struct Phase {
+    drain_until: Instant,
+    hard_deadline: Instant,
+}
+
+impl Phase {
+    fn starting_now(grace: Duration) -> Self {
+        let now = Instant::now();
+        Phase { drain_until: now + grace / 2, hard_deadline: now + grace.saturating_sub(Duration::from_millis(200)) }
+    }
+}
+
+pub struct Writer {
+    rx: Mutex<Option<mpsc::Receiver<CaptureEvent>>>,
+    store: RedisStore,
+    enricher: Enricher,
+    settings: WriteSettings,
+    max_events: usize,
+    max_delay: Duration,
+    grace: Duration,
+    stats: Arc<CaptureStats>,
+}
+
+/// Builds the channel: the handle for producers and the writer service that drains it.
+pub fn channel(cfg: &AnalyticsSection, store: RedisStore, grace: Duration) -> anyhow::Result<(CaptureHandle, Writer)> {
+    let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+    let stats = Arc::new(CaptureStats::default());
+    let writer = Writer {
+        rx: Mutex::new(Some(rx)),
+        store,
+        enricher: Enricher::new(cfg)?,
+        settings: WriteSettings {
+            ttl_secs: cfg.retention_days * 86_400,
+            actions_cap: cfg.max_actions_per_session.max(1),
+            idle_timeout_ms: cfg.idle_timeout_seconds * 1000,
+        },
+        max_events: cfg.batch_max_events,
+        max_delay: Duration::from_millis(cfg.batch_max_delay_ms),
+        grace,
+        stats: stats.clone(),
+    };
+    Ok((CaptureHandle { tx, stats }, writer))
+}
+
+#[derive(Default)]
+struct Caches {
+    devices: HashMap<String, Device>,
+    locations: HashMap<IpAddr, Location>,
+    bot_names: device::BotNames,
+}
+
+impl Writer {
+    /// Turns a list of events into one batch of writes, parsing each distinct UA and IP once.
+    fn build(&self, events: &[CaptureEvent], caches: &mut Caches) -> Batch {
+        if caches.devices.len() > ENRICH_CACHE_MAX {
+            caches.devices.clear();
+        }
+        if caches.locations.len() > ENRICH_CACHE_MAX {
+            caches.locations.clear();
+        }
+        let unknown_device = device::parse("");
+        let nowhere = Location::default();
+        let mut batch = Batch::default();
+        for ev in events {
+            match ev {
+                CaptureEvent::SessionEnded { sid, ts_ms, reason } => batch.add_end(sid.clone(), *ts_ms, *reason),
+                CaptureEvent::Request(r) => {
+                    if caches.bot_names.roll(r.ts_ms) {
+                        // A new day admits its own bot names: forget yesterday's renames.
+                        caches.devices.clear();
+                    }
+                    if let Some(ua) = &r.user_agent {
+                        if !caches.devices.contains_key(ua) {
+                            let mut d = device::parse(ua);
+                            caches.bot_names.cap(&mut d);
+                            caches.devices.insert(ua.clone(), d);
+                        }
+                    }
+                    if let (Some(ip), Some(geo)) = (r.ip, &self.enricher.geo) {
+                        caches.locations.entry(ip).or_insert_with(|| geo.lookup(ip));
+                    }
+                }
+            }
+        }
+        for ev in events {
+            let CaptureEvent::Request(r) = ev else { continue };
+            let r: &RequestEvent = r;
+            let template = &r.template;
+            let is_asset = self.enricher.assets.is_asset(&r.path);
+            let page_view = route_template::is_page_view(&r.method, r.status, is_asset, r.navigation);
+            let device = r.user_agent.as_ref().and_then(|ua| caches.devices.get(ua)).unwrap_or(&unknown_device);
+            let location = r.ip.and_then(|ip| caches.locations.get(&ip)).unwrap_or(&nowhere);
+            let action = self.enricher.action_for(&r.method, template);
+            batch.add_request(&Enriched { event: r, template, page_view, action, device, location });
+        }
+        batch
+    }
+
+    /// Writes one batch as one `MULTI`/`EXEC`, retrying transient failures with capped backoff.
+    ///
+    /// The transaction also sets a marker key; before each retry the writer asks whether the
+    /// marker exists, because a reply lost after Redis committed would otherwise be counted
+    /// twice. At shutdown, retries stop at the hard deadline (pingora cancels the runtime then).
+    async fn write(&self, batch: &Batch, shutdown: &mut ShutdownWatch, phase: &mut Option<Phase>) {
+        let marker = keys::analytics_batch(&uuid::Uuid::new_v4().simple().to_string());
+        let mut pipe = batch.to_pipeline(&self.settings);
+        pipe.set_ex(&marker, 1, keys::ANALYTICS_BATCH_TTL_SECS).ignore();
+        pipe.atomic();
+        let commands = pipe.cmd_iter().count() as u64;
+        let mut delay = Duration::from_millis(50);
+        let mut attempt = 0u32;
+        loop {
+            let timeout = match phase {
+                Some(p) => p.hard_deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(50)),
+                None => BATCH_TIMEOUT,
+            };
+            let result = if attempt > 0 && self.store.query::<bool>(redis::cmd("EXISTS").arg(&marker)).await.unwrap_or(false) {
+                Ok(())
+            } else {
+                self.store.pipeline_within::<()>(&pipe, timeout).await
+            };
+            attempt += 1;
+            let e = match result {
+                Ok(()) => {
+                    self.stats.written.fetch_add(batch.events as u64, Ordering::Relaxed);
+                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    self.stats.commands.fetch_add(commands, Ordering::Relaxed);
+                    let m = crate::observe::metrics::metrics();
+                    m.analytics_written.inc_by(batch.events as u64);
+                    m.analytics_batch_events.observe(batch.events as f64);
+                    return;
+                }
+                Err(e) => e,
+            };
+            let out_of_time = phase.as_ref().is_some_and(|p| Instant::now() + delay >= p.hard_deadline);
+            if !e.is_transient() || out_of_time {
+                tracing::error!(error = %e, events = batch.events, "analytics batch dropped");
+                self.stats.dropped.fetch_add(batch.events as u64, Ordering::Relaxed);
+                crate::observe::metrics::metrics().analytics_dropped.inc_by(batch.events as u64);
+                return;
+            }
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            crate::observe::metrics::metrics().analytics_retried.inc();
+            tracing::warn!(error = %e, events = batch.events, retry_in_ms = delay.as_millis() as u64, "analytics write failed; keeping the batch");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed(), if phase.is_none() => *phase = Some(Phase::starting_now(self.grace)),
+            }
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Collects up to `max_events`, waiting at most `max_delay` after the first; stops early
+    /// when shutdown begins (returns true then) so nothing waits out a long batch delay.
+    ///
+    /// It naps and drains rather than awaiting each event: an awaited `recv` on an empty queue
+    /// lets every request wake this thread (thousands of wake-ups a second on the proxy's
+    /// cores); napping costs at most `max_delay / COLLECT_NAP` wake-ups per batch.
+    async fn collect(
+        &self,
+        rx: &mut mpsc::Receiver<CaptureEvent>,
+        first: CaptureEvent,
+        out: &mut Vec<CaptureEvent>,
+        shutdown: &mut ShutdownWatch,
+        watching: bool,
+    ) -> bool {
+        out.push(first);
+        let until = tokio::time::Instant::now() + self.max_delay;
+        loop {
+            while out.len() < self.max_events {
+                match rx.try_recv() {
+                    Ok(ev) => out.push(ev),
+                    Err(_) => break,
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if out.len() >= self.max_events || now >= until {
+                return false;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep((until - now).min(COLLECT_NAP)) => {}
+                _ = shutdown.changed(), if watching => {
+                    while out.len() < self.max_events {
+                        match rx.try_recv() {
+                            Ok(ev) => out.push(ev),
+                            Err(_) => break,
+                        }
+                    }
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// How long the writer naps between drains while a batch fills.
+const COLLECT_NAP: Duration = Duration::from_millis(5);
+
+#[async_trait]
+impl BackgroundService for Writer {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(mut rx) = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        // Connect from this service's runtime: the connection's driver task then lives exactly
+        // as long as the writer, through the final flush.
+        tokio::select! {
+            _ = self.store.connect_forever() => {}
+            _ = shutdown.changed() => {}
+        }
+        let mut caches = Caches::default();
+        let mut events = Vec::with_capacity(self.max_events);
+        let mut phase: Option<Phase> = if *shutdown.borrow() { Some(Phase::starting_now(self.grace)) } else { None };
+        loop {
+            let first = match phase {
+                None => tokio::select! {
+                    ev = rx.recv() => ev,
+                    _ = shutdown.changed() => {
+                        phase = Some(Phase::starting_now(self.grace));
+                        continue;
+                    }
+                },
+                Some(p) => match tokio::time::timeout_at(p.drain_until.into(), rx.recv()).await {
+                    Ok(ev) => ev,
+                    Err(_) => rx.try_recv().ok(),
+                },
+            };
+            let Some(first) = first else { break };
+            events.clear();
+            if self.collect(&mut rx, first, &mut events, &mut shutdown, phase.is_none()).await {
+                phase = Some(Phase::starting_now(self.grace));
+            }
+            let batch = self.build(&events, &mut caches);
+            self.write(&batch, &mut shutdown, &mut phase).await;
+        }
+        tracing::info!(stats = %self.stats.snapshot(), "analytics writer stopped");
+    }
+}

@@ -1,0 +1,11 @@
+//! What the operator declared: one TOML file plus environment overrides, validated into a
+//! [`Config`] whose errors name the key and the file, and the pure matchers compiled from it
+//! (path [`rules`] and [`route_template`]s).
+//!
+//! May use: `observe` (defaults that live beside the metric they bound).
+
+pub mod route_template;
+pub mod rules;
+mod settings;
+
+pub use settings::*;

@@ -1,0 +1,789 @@
+//! Configuration: one TOML file, overridden by environment variables, validated once at start-up
+//! into [`Config`]. Reads the file and the environment; no other I/O.
+//!
+//! Precedence is environment over file over defaults. Every error names the key and where the
+//! bad value came from (the file path or the variable), so an operator can fix it in one go.
+//! Secrets are wrapped in [`Secret`], whose `Debug` never prints the value.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::config::rules::{Requirement, Rule};
+
+/// Where a setting came from; quoted in every error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    Env(&'static str),
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "file {}", p.display()),
+            Source::Env(v) => write!(f, "environment variable {v}"),
+            Source::Default => write!(f, "built-in default"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {err}")]
+    Read { path: PathBuf, err: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid `{key}` (from {origin}): {message}")]
+    Invalid { key: &'static str, origin: Source, message: String },
+}
+
+/// A secret string: usable, but never shown by `Debug` or `Display`.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file, as written. Every table denies unknown keys; every field has a default.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct FileConfig {
+    server: ServerSection,
+    upstream: UpstreamSection,
+    redis: RedisSection,
+    session: SessionSection,
+    kratos: KratosSection,
+    auth: AuthSection,
+    analytics: AnalyticsSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Public listener (`STING_LISTEN`).
+    pub listen: String,
+    /// Health and metrics listener (`STING_ADMIN_LISTEN`); keep it off the public network.
+    pub admin_listen: String,
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    pub work_stealing: bool,
+    /// Seconds between SIGTERM and the final shutdown step (in-flight requests finish meanwhile).
+    pub grace_period_seconds: u64,
+    pub graceful_shutdown_timeout_seconds: u64,
+    /// Unix socket through which a new process takes over the listeners (`--upgrade`).
+    pub upgrade_sock: String,
+    pub pid_file: String,
+    /// Accept cleartext HTTP/2 (h2c prior knowledge) on the public listener as well as HTTP/1.1.
+    pub h2c: bool,
+    /// CIDRs of load balancers whose `X-Forwarded-For` we believe (`STING_TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<String>,
+    /// Distinct route templates used as metric labels; later ones are counted as `other`.
+    pub metrics_max_routes: usize,
+    /// Access log format: `json`, `combined` (Apache/nginx, user id in `%u`) or `off`.
+    pub access_log: String,
+    /// Access log file (reopened on SIGHUP, for logrotate); empty = stdout.
+    pub access_log_path: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            admin_listen: "127.0.0.1:9091".into(),
+            threads: 2,
+            work_stealing: true,
+            grace_period_seconds: 5,
+            graceful_shutdown_timeout_seconds: 5,
+            upgrade_sock: "/tmp/sting-proxy-upgrade.sock".into(),
+            pid_file: "/tmp/sting-proxy.pid".into(),
+            h2c: false,
+            trusted_proxies: Vec::new(),
+            metrics_max_routes: crate::observe::metrics::DEFAULT_ROUTE_CAP,
+            access_log: "json".into(),
+            access_log_path: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSection {
+    /// The app (`STING_UPSTREAM`), `http://host:port`.
+    pub url: String,
+    pub connect_timeout_ms: u64,
+    /// Longest wait for the app between two reads; slow endpoints need more.
+    pub read_timeout_ms: u64,
+    pub write_timeout_ms: u64,
+    /// Idle keep-alive connections to the app are closed after this long.
+    pub idle_timeout_seconds: u64,
+    /// Idle connections kept per worker pool.
+    pub keepalive_pool_size: usize,
+}
+
+impl Default for UpstreamSection {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:5000".into(),
+            connect_timeout_ms: 2_000,
+            read_timeout_ms: 60_000,
+            write_timeout_ms: 60_000,
+            idle_timeout_seconds: 60,
+            keepalive_pool_size: 128,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSection {
+    /// `REDIS_URL`; may carry a password, so it is treated as a secret.
+    pub url: Secret,
+    pub connect_timeout_ms: u64,
+    /// Per-command deadline on the request path; a slow Redis must not become a slow proxy.
+    pub command_timeout_ms: u64,
+}
+
+impl Default for RedisSection {
+    fn default() -> Self {
+        Self { url: Secret::new("redis://127.0.0.1:6379/0"), connect_timeout_ms: 1_000, command_timeout_ms: 250 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionSection {
+    /// Flask's `SECRET_KEY` (`SESSION_SECRET_KEY`). Required when `use_signer` is true.
+    pub secret_key: Secret,
+    /// Older secrets still accepted during a rotation (`SESSION_SECRET_KEY_FALLBACKS`, comma-separated).
+    pub secret_key_fallbacks: Vec<Secret>,
+    /// Flask-Session's `SESSION_USE_SIGNER` (`SESSION_USE_SIGNER`).
+    pub use_signer: bool,
+    /// `SESSION_KEY_PREFIX`: the app's Redis key is this + the sid.
+    pub key_prefix: String,
+    /// `SESSION_COOKIE_NAME`.
+    pub cookie_name: String,
+    /// `SESSION_LIFETIME_HOURS`: the app's `PERMANENT_SESSION_LIFETIME`; bounds analytics records.
+    pub lifetime_hours: u64,
+    pub user_id_field: String,
+    pub email_field: String,
+    pub role_field: String,
+    /// In-process identity cache lifetime; 0 disables it (every request reads Redis).
+    pub cache_ttl_seconds: u64,
+    pub cache_capacity: u64,
+    /// Stored values larger than this are refused (counted, treated as anonymous).
+    pub max_value_bytes: usize,
+}
+
+impl Default for SessionSection {
+    fn default() -> Self {
+        Self {
+            secret_key: Secret::default(),
+            secret_key_fallbacks: Vec::new(),
+            use_signer: true,
+            key_prefix: "sting:session:".into(),
+            cookie_name: "session".into(),
+            lifetime_hours: 24,
+            user_id_field: "user_id".into(),
+            email_field: "email".into(),
+            role_field: "role".into(),
+            cache_ttl_seconds: 5,
+            cache_capacity: 100_000,
+            max_value_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KratosSection {
+    /// `KRATOS_PUBLIC_URL`; empty disables the Kratos fallback.
+    pub public_url: String,
+    pub cookie_name: String,
+    pub timeout_ms: u64,
+    /// Upper bound for caching a whoami answer; the session's own `expires_at` may cut it shorter.
+    pub cache_ttl_seconds: u64,
+    /// How long "no valid session" (401) and "needs second factor" (403) answers are reused.
+    pub negative_cache_ttl_seconds: u64,
+    /// Consecutive failures (timeouts, 5xx) that open the circuit. Kratos's own 429 does not
+    /// count: Kratos is up and asking us to slow down.
+    pub circuit_failure_threshold: u32,
+    /// While open, misses are anonymous without calling Kratos; then one probe call is let through.
+    pub circuit_open_seconds: u64,
+    /// Identity trait (or `metadata_public` key) that holds the role.
+    pub role_trait: String,
+    /// Uncached whoami lookups one client address (IPv6: its /64) may cause per minute, with a
+    /// burst of as many; beyond it its unknown credentials are anonymous. 0 = no limit.
+    pub lookups_per_client_per_minute: u32,
+}
+
+impl Default for KratosSection {
+    fn default() -> Self {
+        Self {
+            public_url: String::new(),
+            cookie_name: "ory_kratos_session".into(),
+            timeout_ms: 1_000,
+            cache_ttl_seconds: 300,
+            negative_cache_ttl_seconds: 5,
+            circuit_failure_threshold: 5,
+            circuit_open_seconds: 10,
+            role_trait: "role".into(),
+            lookups_per_client_per_minute: 120,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Where browsers without a session are sent (`STING_LOGIN_URL`).
+    pub login_url: String,
+    /// Query parameter carrying the original URL back from the login page.
+    pub return_to_param: String,
+    /// Status for a protected route when the session store cannot be asked (Redis down).
+    pub store_down_status: u16,
+    /// Ordered path-prefix rules; first match wins; no match = public.
+    pub rules: Vec<RuleSection>,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self { login_url: "/login".into(), return_to_param: "next".into(), store_down_status: 503, rules: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSection {
+    pub prefix: String,
+    /// `public`, `session` or `role`.
+    pub require: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsSection {
+    /// `ANALYTICS_ENABLED`.
+    pub enabled: bool,
+    /// `ANALYTICS_RETENTION_DAYS`: TTL of every analytics key.
+    pub retention_days: u64,
+    /// `GEOIP_DATABASE`: a MaxMind-format `.mmdb` (GeoLite2-City or compatible); empty = no geo.
+    pub geoip_database: String,
+    /// Events waiting for the writer; when full, new events are dropped and counted.
+    pub queue_capacity: usize,
+    /// A batch is written when it holds this many events ...
+    pub batch_max_events: usize,
+    /// ... or when its first event is this old.
+    pub batch_max_delay_ms: u64,
+    /// Recent actions kept per session.
+    pub max_actions_per_session: usize,
+    /// Sessions without activity for this long are ended by the sweep.
+    pub idle_timeout_seconds: u64,
+    /// How often the sweep looks for sessions whose app key is gone or that went idle.
+    pub sweep_interval_seconds: u64,
+    /// Listen for Redis keyspace notifications to see session expiry at once (needs
+    /// `notify-keyspace-events` with `Egx`; the sweep covers it otherwise).
+    pub keyspace_notifications: bool,
+    /// Operator route templates (`/files/:name`), tried before the automatic id detection.
+    pub route_templates: Vec<String>,
+    /// File extensions counted as static assets (hits, never page views).
+    pub asset_extensions: Vec<String>,
+    /// Path prefixes counted as static assets.
+    pub asset_prefixes: Vec<String>,
+    /// Named actions: method + route template → name.
+    pub actions: Vec<ActionRuleSection>,
+    /// Where the analytics REST API is served (never forwarded to the app).
+    pub api_prefix: String,
+    /// Where the live dashboard is served (never forwarded to the app); empty disables it.
+    pub dashboard_path: String,
+    /// Roles whose sessions may read the API.
+    pub admin_roles: Vec<String>,
+    /// `STING_ANALYTICS_TOKEN` (comma-separated): bearer tokens that may read the API.
+    pub api_tokens: Vec<Secret>,
+    /// Browser origins allowed to call the API cross-origin (same origin always is).
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for AnalyticsSection {
+    fn default() -> Self {
+        let assets = crate::config::route_template::AssetRules::default();
+        Self {
+            enabled: true,
+            retention_days: 30,
+            geoip_database: String::new(),
+            queue_capacity: 65_536,
+            batch_max_events: 1_000,
+            batch_max_delay_ms: 50,
+            max_actions_per_session: 100,
+            idle_timeout_seconds: 1800,
+            sweep_interval_seconds: 60,
+            keyspace_notifications: true,
+            route_templates: Vec::new(),
+            asset_extensions: assets.extensions,
+            asset_prefixes: assets.prefixes,
+            actions: Vec::new(),
+            api_prefix: "/api/analytics/".into(),
+            dashboard_path: "/analytics/".into(),
+            admin_roles: vec!["admin".into()],
+            api_tokens: Vec::new(),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRuleSection {
+    /// HTTP method, or `*` for any.
+    pub method: String,
+    /// A route template as the analytics see it (`/documents/:id`).
+    pub route: String,
+    pub name: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validated configuration the rest of the program uses.
+// ---------------------------------------------------------------------------------------------
+
+/// Everything the proxy needs, checked. Cheap to clone into services (a few strings).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerSection,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub trusted_proxies: Vec<IpNet>,
+    pub upstream: UpstreamSection,
+    pub upstream_addr: String,
+    pub upstream_host: String,
+    pub redis: RedisSection,
+    pub session: SessionSection,
+    pub kratos: KratosSection,
+    pub auth: AuthSection,
+    pub rules: Vec<Rule>,
+    pub analytics: AnalyticsSection,
+    /// The file this came from, if any (for messages).
+    pub file: Option<PathBuf>,
+}
+
+/// Environment variables we read, in one place (the README's table lists the same).
+pub mod env {
+    pub const REDIS_URL: &str = "REDIS_URL";
+    pub const SESSION_SECRET_KEY: &str = "SESSION_SECRET_KEY";
+    pub const SESSION_SECRET_KEY_FALLBACKS: &str = "SESSION_SECRET_KEY_FALLBACKS";
+    pub const SESSION_USE_SIGNER: &str = "SESSION_USE_SIGNER";
+    pub const SESSION_KEY_PREFIX: &str = "SESSION_KEY_PREFIX";
+    pub const SESSION_COOKIE_NAME: &str = "SESSION_COOKIE_NAME";
+    pub const SESSION_LIFETIME_HOURS: &str = "SESSION_LIFETIME_HOURS";
+    pub const ANALYTICS_ENABLED: &str = "ANALYTICS_ENABLED";
+    pub const ANALYTICS_RETENTION_DAYS: &str = "ANALYTICS_RETENTION_DAYS";
+    pub const STING_LISTEN: &str = "STING_LISTEN";
+    pub const STING_ADMIN_LISTEN: &str = "STING_ADMIN_LISTEN";
+    pub const STING_UPSTREAM: &str = "STING_UPSTREAM";
+    pub const KRATOS_PUBLIC_URL: &str = "KRATOS_PUBLIC_URL";
+    pub const STING_TRUSTED_PROXIES: &str = "STING_TRUSTED_PROXIES";
+    pub const STING_REQUIRE_AUTH: &str = "STING_REQUIRE_AUTH";
+    pub const STING_LOGIN_URL: &str = "STING_LOGIN_URL";
+    pub const STING_THREADS: &str = "STING_THREADS";
+    pub const STING_GRACE_PERIOD_SECONDS: &str = "STING_GRACE_PERIOD_SECONDS";
+    pub const STING_SESSION_CACHE_TTL_SECONDS: &str = "STING_SESSION_CACHE_TTL_SECONDS";
+    pub const GEOIP_DATABASE: &str = "GEOIP_DATABASE";
+    pub const STING_ANALYTICS_TOKEN: &str = "STING_ANALYTICS_TOKEN";
+}
+
+impl Config {
+    /// Loads `path` (if given), applies the process environment, validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, |k| std::env::var(k).ok())
+    }
+
+    /// As [`Config::load`], with the environment supplied by the caller (tests).
+    pub fn load_with_env(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let file = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|err| ConfigError::Read { path: p.into(), err })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse { path: p.into(), message: e.to_string() })?
+            }
+            None => FileConfig::default(),
+        };
+        let file_source = path.map(|p| Source::File(p.to_path_buf())).unwrap_or(Source::Default);
+        Builder { file, file_source, env: &env }.build(path)
+    }
+}
+
+struct Builder<'a, E: Fn(&str) -> Option<String>> {
+    file: FileConfig,
+    file_source: Source,
+    env: &'a E,
+}
+
+impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
+    /// Applies one environment override, parsing it with `parse`; returns the source in force.
+    fn over<T>(&self, var: &'static str, key: &'static str, slot: &mut T, parse: impl Fn(&str) -> Result<T, String>) -> Result<Source, ConfigError> {
+        match (self.env)(var) {
+            Some(raw) => {
+                *slot = parse(raw.trim()).map_err(|message| ConfigError::Invalid { key, origin: Source::Env(var), message })?;
+                Ok(Source::Env(var))
+            }
+            None => Ok(self.file_source.clone()),
+        }
+    }
+
+    fn build(mut self, path: Option<&Path>) -> Result<Config, ConfigError> {
+        use env::*;
+        let mut f = std::mem::take(&mut self.file);
+        let s_listen = self.over(STING_LISTEN, "server.listen", &mut f.server.listen, text)?;
+        let s_admin = self.over(STING_ADMIN_LISTEN, "server.admin_listen", &mut f.server.admin_listen, text)?;
+        self.over(STING_THREADS, "server.threads", &mut f.server.threads, number)?;
+        self.over(STING_GRACE_PERIOD_SECONDS, "server.grace_period_seconds", &mut f.server.grace_period_seconds, number)?;
+        let s_trusted = self.over(STING_TRUSTED_PROXIES, "server.trusted_proxies", &mut f.server.trusted_proxies, list)?;
+        let s_upstream = self.over(STING_UPSTREAM, "upstream.url", &mut f.upstream.url, text)?;
+        let s_redis = self.over(REDIS_URL, "redis.url", &mut f.redis.url, |v| Ok(Secret::new(v)))?;
+        let s_secret = self.over(SESSION_SECRET_KEY, "session.secret_key", &mut f.session.secret_key, |v| Ok(Secret::new(v)))?;
+        self.over(SESSION_SECRET_KEY_FALLBACKS, "session.secret_key_fallbacks", &mut f.session.secret_key_fallbacks, |v| {
+            list(v).map(|l| l.into_iter().map(Secret::new).collect())
+        })?;
+        self.over(SESSION_USE_SIGNER, "session.use_signer", &mut f.session.use_signer, boolean)?;
+        let s_prefix = self.over(SESSION_KEY_PREFIX, "session.key_prefix", &mut f.session.key_prefix, text)?;
+        let s_cookie = self.over(SESSION_COOKIE_NAME, "session.cookie_name", &mut f.session.cookie_name, text)?;
+        let s_life = self.over(SESSION_LIFETIME_HOURS, "session.lifetime_hours", &mut f.session.lifetime_hours, number)?;
+        self.over(STING_SESSION_CACHE_TTL_SECONDS, "session.cache_ttl_seconds", &mut f.session.cache_ttl_seconds, number)?;
+        self.over(ANALYTICS_ENABLED, "analytics.enabled", &mut f.analytics.enabled, boolean)?;
+        let s_ret = self.over(ANALYTICS_RETENTION_DAYS, "analytics.retention_days", &mut f.analytics.retention_days, number)?;
+        let s_geo = self.over(GEOIP_DATABASE, "analytics.geoip_database", &mut f.analytics.geoip_database, text)?;
+        let s_tok = self
+            .over(STING_ANALYTICS_TOKEN, "analytics.api_tokens", &mut f.analytics.api_tokens, |v| list(v).map(|l| l.into_iter().map(Secret::new).collect()))?;
+        let s_kratos = self.over(KRATOS_PUBLIC_URL, "kratos.public_url", &mut f.kratos.public_url, text)?;
+        let s_login = self.over(STING_LOGIN_URL, "auth.login_url", &mut f.auth.login_url, text)?;
+        let mut env_rules: Option<Vec<String>> = None;
+        let s_rules = self.over(STING_REQUIRE_AUTH, "auth.rules", &mut env_rules, |v| list(v).map(Some))?;
+
+        let fs = self.file_source.clone();
+        let invalid = |key: &'static str, source: &Source, message: String| ConfigError::Invalid { key, origin: source.clone(), message };
+
+        let listen: SocketAddr = f.server.listen.parse().map_err(|e| invalid("server.listen", &s_listen, format!("{e}: expected host:port")))?;
+        let admin_listen: SocketAddr =
+            f.server.admin_listen.parse().map_err(|e| invalid("server.admin_listen", &s_admin, format!("{e}: expected host:port")))?;
+        if listen == admin_listen {
+            return Err(invalid("server.admin_listen", &s_admin, "must differ from server.listen".into()));
+        }
+        if f.server.threads == 0 || f.server.threads > 1024 {
+            return Err(invalid("server.threads", &fs, "must be between 1 and 1024".into()));
+        }
+        let trusted_proxies = f
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|c| parse_cidr(c).map_err(|m| invalid("server.trusted_proxies", &s_trusted, m)))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let (upstream_addr, upstream_host) = parse_http_url(&f.upstream.url).map_err(|m| invalid("upstream.url", &s_upstream, m))?;
+
+        let redis_url = f.redis.url.expose();
+        if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://") || redis_url.starts_with("unix://")) {
+            return Err(invalid("redis.url", &s_redis, "must start with redis://, rediss:// or unix://".into()));
+        }
+        if redis::Client::open(redis_url).is_err() {
+            return Err(invalid("redis.url", &s_redis, "is not a valid Redis URL".into()));
+        }
+        if f.redis.command_timeout_ms == 0 {
+            return Err(invalid("redis.command_timeout_ms", &fs, "must be at least 1".into()));
+        }
+
+        if f.session.use_signer && f.session.secret_key.is_empty() {
+            return Err(invalid(
+                "session.secret_key",
+                &s_secret,
+                "is empty but session.use_signer is true; set SESSION_SECRET_KEY to the app's SECRET_KEY".into(),
+            ));
+        }
+        if f.session.key_prefix.is_empty() {
+            return Err(invalid("session.key_prefix", &s_prefix, "must not be empty".into()));
+        }
+        if !is_cookie_name(&f.session.cookie_name) {
+            return Err(invalid("session.cookie_name", &s_cookie, "must be a valid cookie name".into()));
+        }
+        if f.session.lifetime_hours == 0 {
+            return Err(invalid("session.lifetime_hours", &s_life, "must be at least 1".into()));
+        }
+        if f.analytics.retention_days == 0 || f.analytics.retention_days > 3650 {
+            return Err(invalid("analytics.retention_days", &s_ret, "must be between 1 and 3650".into()));
+        }
+        if !f.analytics.geoip_database.is_empty() && !Path::new(&f.analytics.geoip_database).is_file() {
+            return Err(invalid("analytics.geoip_database", &s_geo, format!("{:?} is not a readable file", f.analytics.geoip_database)));
+        }
+        if f.analytics.queue_capacity == 0 || f.analytics.batch_max_events == 0 {
+            return Err(invalid("analytics.queue_capacity", &fs, "queue_capacity and batch_max_events must be at least 1".into()));
+        }
+        if !(f.analytics.api_prefix.starts_with('/') && f.analytics.api_prefix.ends_with('/')) {
+            return Err(invalid("analytics.api_prefix", &fs, "must start and end with '/'".into()));
+        }
+        let dash = &f.analytics.dashboard_path;
+        if !(dash.is_empty() || dash.starts_with('/') && dash.ends_with('/') && dash.len() > 1) {
+            return Err(invalid(
+                "analytics.dashboard_path",
+                &fs,
+                "must start and end with '/' (and not be \"/\"), or be empty to disable the dashboard".into(),
+            ));
+        }
+        if !dash.is_empty() && (dash.starts_with(f.analytics.api_prefix.as_str()) || f.analytics.api_prefix.starts_with(dash.as_str())) {
+            return Err(invalid("analytics.dashboard_path", &fs, "must not overlap analytics.api_prefix".into()));
+        }
+        if f.analytics.api_tokens.iter().any(|t| t.expose().len() < 16) {
+            return Err(invalid("analytics.api_tokens", &s_tok, "every token must be at least 16 characters".into()));
+        }
+        if !["json", "combined", "off"].contains(&f.server.access_log.as_str()) {
+            return Err(invalid("server.access_log", &fs, format!("{:?} is not json, combined or off", f.server.access_log)));
+        }
+        if f.server.metrics_max_routes == 0 {
+            return Err(invalid("server.metrics_max_routes", &fs, "must be at least 1".into()));
+        }
+        if f.analytics.idle_timeout_seconds == 0 {
+            return Err(invalid("analytics.idle_timeout_seconds", &fs, "must be at least 1 (0 would end every session at once)".into()));
+        }
+        if f.analytics.sweep_interval_seconds == 0 {
+            return Err(invalid("analytics.sweep_interval_seconds", &fs, "must be at least 1".into()));
+        }
+        crate::config::route_template::RouteTemplater::new(&f.analytics.route_templates).map_err(|m| invalid("analytics.route_templates", &fs, m))?;
+        for a in &f.analytics.actions {
+            if !a.route.starts_with('/') || a.name.is_empty() || a.method.is_empty() {
+                return Err(invalid("analytics.actions", &fs, format!("action {:?}: route must start with '/', name and method must not be empty", a.name)));
+            }
+        }
+        if !f.kratos.public_url.is_empty() {
+            f.kratos.public_url = f.kratos.public_url.trim_end_matches('/').to_owned();
+            parse_url_scheme(&f.kratos.public_url).map_err(|m| invalid("kratos.public_url", &s_kratos, m))?;
+            if f.kratos.timeout_ms == 0 {
+                return Err(invalid("kratos.timeout_ms", &fs, "must be at least 1".into()));
+            }
+        }
+        if !(f.auth.login_url.starts_with('/') || parse_url_scheme(&f.auth.login_url).is_ok()) {
+            return Err(invalid("auth.login_url", &s_login, "must be a path (/login) or an absolute http(s) URL".into()));
+        }
+        if !(400..=599).contains(&f.auth.store_down_status) {
+            return Err(invalid("auth.store_down_status", &fs, "must be an HTTP error status (400-599)".into()));
+        }
+
+        let rules = match env_rules {
+            Some(prefixes) => prefixes
+                .into_iter()
+                .map(|prefix| Rule::new(prefix, Requirement::Session).map_err(|m| invalid("auth.rules", &s_rules, m)))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => f.auth.rules.iter().map(|r| rule_from_section(r).map_err(|m| invalid("auth.rules", &fs, m))).collect::<Result<Vec<_>, _>>()?,
+        };
+
+        Ok(Config {
+            server: f.server,
+            listen,
+            admin_listen,
+            trusted_proxies,
+            upstream: f.upstream,
+            upstream_addr,
+            upstream_host,
+            redis: f.redis,
+            session: f.session,
+            kratos: f.kratos,
+            auth: f.auth,
+            rules,
+            analytics: f.analytics,
+            file: path.map(Path::to_path_buf),
+        })
+    }
+}
+
+fn rule_from_section(r: &RuleSection) -> Result<Rule, String> {
+    let req = match r.require.as_str() {
+        "public" => Requirement::Public,
+        "session" => Requirement::Session,
+        "role" if r.roles.is_empty() => return Err(format!("rule for {:?}: require = \"role\" needs a non-empty roles list", r.prefix)),
+        "role" => Requirement::Role(r.roles.clone()),
+        other => return Err(format!("rule for {:?}: require = {other:?}, expected \"public\", \"session\" or \"role\"", r.prefix)),
+    };
+    Rule::new(r.prefix.clone(), req)
+}
+
+fn text(v: &str) -> Result<String, String> {
+    Ok(v.to_owned())
+}
+
+fn number<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("{v:?} is not a non-negative whole number"))
+}
+
+fn boolean(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("{v:?} is not a boolean (true/false)")),
+    }
+}
+
+fn list(v: &str) -> Result<Vec<String>, String> {
+    Ok(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+}
+
+fn parse_cidr(c: &str) -> Result<IpNet, String> {
+    c.parse::<IpNet>().or_else(|_| c.parse::<std::net::IpAddr>().map(IpNet::from)).map_err(|_| format!("{c:?} is not an IP address or CIDR"))
+}
+
+fn parse_url_scheme(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") if uri.host().is_some() => Ok(()),
+        _ => Err(format!("{url:?} must be an absolute http:// or https:// URL")),
+    }
+}
+
+/// `http://host:port` → (`host:port` to connect to, `host[:port]` for the Host header).
+fn parse_http_url(url: &str) -> Result<(String, String), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("{url:?}: only http:// upstreams are supported (the app is a local sidecar peer)"));
+    }
+    let host = uri.host().ok_or_else(|| format!("{url:?} has no host"))?;
+    if uri.path() != "/" && !uri.path().is_empty() {
+        return Err(format!("{url:?}: a path prefix is not supported"));
+    }
+    let port = uri.port_u16().unwrap_or(80);
+    let host_for_connect = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = if host_for_connect.contains(':') { format!("[{host_for_connect}]:{port}") } else { format!("{host_for_connect}:{port}") };
+    let authority = uri.authority().map(|a| a.as_str().to_owned()).unwrap_or_else(|| host.to_owned());
+    Ok((addr, authority))
+}
+
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::io::Write;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| m.get(k).cloned()
+    }
+
+    fn file_with(body: &str) -> tempfile_path::TempPath {
+        tempfile_path::TempPath::with(body)
+    }
+
+    /// A tiny temp file helper so config tests need no extra crate.
+    mod tempfile_path {
+        use super::*;
+        pub struct TempPath(pub PathBuf);
+        impl TempPath {
+            pub fn with(body: &str) -> Self {
+                let p = std::env::temp_dir().join(format!("sting-cfg-{}-{}.toml", std::process::id(), uuid::Uuid::new_v4()));
+                std::fs::File::create(&p).unwrap().write_all(body.as_bytes()).unwrap();
+                TempPath(p)
+            }
+        }
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    const SECRET: (&str, &str) = ("SESSION_SECRET_KEY", "s3cret");
+
+    #[test]
+    fn defaults_with_a_secret_are_valid() {
+        let c = Config::load_with_env(None, env_of(&[SECRET])).unwrap();
+        assert_eq!(c.session.key_prefix, "sting:session:");
+        assert_eq!(c.session.cookie_name, "session");
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9091");
+        assert_eq!(c.upstream_addr, "127.0.0.1:5000");
+        assert!(c.rules.is_empty());
+    }
+
+    #[test]
+    fn missing_secret_names_the_key_and_source() {
+        let err = Config::load_with_env(None, env_of(&[])).unwrap_err().to_string();
+        assert!(err.contains("session.secret_key"), "{err}");
+        assert!(err.contains("built-in default"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_key_names_key_and_file() {
+        let f = file_with("[session]\nsecret_kye = \"x\"\n");
+        let err = Config::load_with_env(Some(&f.0), env_of(&[SECRET])).unwrap_err().to_string();
+        assert!(err.contains("secret_kye"), "{err}");
+        assert!(err.contains(&f.0.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let err = Config::load_with_env(None, env_of(&[SECRET, ("ANALYTICS_RETENTION_DAYS", "lots")])).unwrap_err().to_string();
+        assert!(err.contains("analytics.retention_days") && err.contains("ANALYTICS_RETENTION_DAYS"), "{err}");
+        let err = Config::load_with_env(None, env_of(&[SECRET, ("STING_UPSTREAM", "ftp://x")])).unwrap_err().to_string();
+        assert!(err.contains("upstream.url") && err.contains("STING_UPSTREAM"), "{err}");
+        let err = Config::load_with_env(None, env_of(&[SECRET, ("STING_TRUSTED_PROXIES", "10.0.0.0/8, nope")])).unwrap_err().to_string();
+        assert!(err.contains("nope") && err.contains("STING_TRUSTED_PROXIES"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let f = file_with("[session]\nsecret_key = \"from-file\"\ncookie_name = \"sess\"\n[upstream]\nurl = \"http://10.0.0.1:9000\"\n");
+        let c = Config::load_with_env(Some(&f.0), env_of(&[("STING_UPSTREAM", "http://127.0.0.1:5001")])).unwrap();
+        assert_eq!(c.session.secret_key.expose(), "from-file");
+        assert_eq!(c.session.cookie_name, "sess");
+        assert_eq!(c.upstream_addr, "127.0.0.1:5001");
+    }
+
+    #[test]
+    fn require_auth_env_builds_session_rules() {
+        let c = Config::load_with_env(None, env_of(&[SECRET, ("STING_REQUIRE_AUTH", "/dashboard, /api/")])).unwrap();
+        assert_eq!(c.rules.len(), 2);
+        assert_eq!(c.rules[1].prefix(), "/api/");
+    }
+
+    #[test]
+    fn role_rule_without_roles_is_rejected() {
+        let f = file_with("[session]\nsecret_key = \"k\"\n[[auth.rules]]\nprefix = \"/admin\"\nrequire = \"role\"\n");
+        let err = Config::load_with_env(Some(&f.0), env_of(&[])).unwrap_err().to_string();
+        assert!(err.contains("auth.rules") && err.contains("roles"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_not_printed_by_debug() {
+        let c = Config::load_with_env(None, env_of(&[("SESSION_SECRET_KEY", "hunter2-very-secret"), ("REDIS_URL", "redis://:pw123@127.0.0.1/0")])).unwrap();
+        let dump = format!("{c:?}");
+        assert!(!dump.contains("hunter2") && !dump.contains("pw123"), "{dump}");
+    }
+
+    /// The shipped example configuration loads as is.
+    #[test]
+    fn shipped_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/sting-proxy.toml");
+        Config::load_with_env(Some(&path), env_of(&[SECRET])).unwrap();
+    }
+}

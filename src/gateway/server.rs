@@ -1,0 +1,184 @@
+//! Assembles the pingora server from a [`Config`]: the proxy service, the admin service and the
+//! Redis connector. Runs until a signal: SIGTERM = graceful (stop accepting, let in-flight
+//! requests finish within the grace period), SIGINT = fast, SIGQUIT = hand the listeners to a
+//! new process started with `--upgrade`.
+
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
+use pingora::prelude::*;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+
+use crate::api::live_active;
+use crate::capture::session_lifecycle::{ExpiryListener, Sweeper};
+use crate::capture::writer;
+use crate::config::Config;
+use crate::gateway::admin::AdminApp;
+use crate::gateway::own_endpoints::OwnEndpoints;
+use crate::gateway::proxy::Sidecar;
+use crate::identity::authenticate::Authenticator;
+use crate::identity::kratos::KratosClient;
+use crate::identity::session_lookup::SessionResolver;
+use crate::observe::access_log;
+use crate::store::RedisStore;
+
+/// Builds every service and blocks until shutdown.
+pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    let store =
+        RedisStore::new(cfg.redis.url.expose(), Duration::from_millis(cfg.redis.connect_timeout_ms), Duration::from_millis(cfg.redis.command_timeout_ms))
+            .context("redis.url")?;
+
+    let sessions = SessionResolver::new(&cfg.session, store.clone());
+    let kratos = if cfg.kratos.public_url.is_empty() {
+        None
+    } else {
+        let memory_ttl = Duration::from_secs(cfg.session.cache_ttl_seconds);
+        Some(KratosClient::new(&cfg.kratos, store.clone(), memory_ttl).context("building the Kratos HTTP client")?)
+    };
+    let auth = Arc::new(Authenticator::new(cfg.session.cookie_name.clone(), sessions, kratos));
+
+    let upstream = cfg
+        .upstream_addr
+        .to_socket_addrs()
+        .with_context(|| format!("upstream.url: cannot resolve {}", cfg.upstream_addr))?
+        .next()
+        .with_context(|| format!("upstream.url: {} resolves to no address", cfg.upstream_addr))?;
+    let mut peer = HttpPeer::new(upstream, false, String::new());
+    peer.options.connection_timeout = Some(Duration::from_millis(cfg.upstream.connect_timeout_ms));
+    peer.options.read_timeout = Some(Duration::from_millis(cfg.upstream.read_timeout_ms));
+    peer.options.write_timeout = Some(Duration::from_millis(cfg.upstream.write_timeout_ms));
+    peer.options.idle_timeout = Some(Duration::from_secs(cfg.upstream.idle_timeout_seconds));
+
+    let opt = Opt { upgrade, ..Default::default() };
+    let conf = ServerConf {
+        threads: cfg.server.threads,
+        work_stealing: cfg.server.work_stealing,
+        grace_period_seconds: Some(cfg.server.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(cfg.server.graceful_shutdown_timeout_seconds),
+        upgrade_sock: cfg.server.upgrade_sock.clone(),
+        pid_file: cfg.server.pid_file.clone(),
+        upstream_keepalive_pool_size: cfg.upstream.keepalive_pool_size,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    // Analytics: the writer and the lifecycle services, all off the request path.
+    let capture = if cfg.analytics.enabled {
+        let grace = Duration::from_secs(cfg.server.grace_period_seconds);
+        // Its own connection: batches may take longer than a request-path command may, and the
+        // writer drives it from its own runtime (see `writer::Writer::start`).
+        let analytics_store =
+            RedisStore::new(cfg.redis.url.expose(), Duration::from_millis(cfg.redis.connect_timeout_ms), writer::BATCH_TIMEOUT).context("redis.url")?;
+        let (handle, writer) = writer::channel(&cfg.analytics, analytics_store.clone(), grace).context("analytics")?;
+        server.add_service(background_service("analytics-writer", writer));
+        if cfg.analytics.keyspace_notifications {
+            server.add_service(background_service(
+                "session-expiry-listener",
+                ExpiryListener { redis_url: cfg.redis.url.expose().to_owned(), key_prefix: cfg.session.key_prefix.clone(), capture: handle.clone() },
+            ));
+        }
+        server.add_service(background_service(
+            "session-sweeper",
+            Sweeper {
+                store: analytics_store,
+                key_prefix: cfg.session.key_prefix.clone(),
+                interval: Duration::from_secs(cfg.analytics.sweep_interval_seconds),
+                idle_timeout: Duration::from_secs(cfg.analytics.idle_timeout_seconds),
+                capture: handle.clone(),
+            },
+        ));
+        Some(handle)
+    } else {
+        None
+    };
+
+    crate::observe::metrics::init(cfg.server.metrics_max_routes);
+    let access_log = match cfg.server.access_log.as_str() {
+        "off" => None,
+        format => {
+            let format = if format == "combined" { access_log::Format::Combined } else { access_log::Format::Json };
+            let geo = if cfg.analytics.geoip_database.is_empty() {
+                None
+            } else {
+                Some(crate::capture::geo::GeoDb::open(std::path::Path::new(&cfg.analytics.geoip_database)).context("analytics.geoip_database")?)
+            };
+            let handle = access_log::start(format, &cfg.server.access_log_path, crate::capture::log_record::log_enricher(geo))
+                .with_context(|| format!("server.access_log_path: cannot open {:?}", cfg.server.access_log_path))?;
+            server.add_service(background_service("access-log-reopen", ReopenOnHangup));
+            Some(handle)
+        }
+    };
+    let live = if cfg.analytics.enabled {
+        let (feed, poller) = live_active::channel(store.clone());
+        server.add_service(background_service("live-active-sessions", poller));
+        Some(feed)
+    } else {
+        None
+    };
+    let own = OwnEndpoints::new(&cfg, auth.clone(), store.clone(), live);
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, Sidecar::new(cfg.clone(), peer, auth, capture, own, access_log)?, "sting-proxy");
+    proxy.add_tcp(&cfg.listen.to_string());
+    if cfg.server.h2c {
+        if let Some(app) = proxy.app_logic_mut() {
+            let mut options = HttpServerOptions::default();
+            options.h2c = true;
+            app.server_options = Some(options);
+        }
+    }
+
+    let mut admin = Service::new("sting-admin".to_string(), AdminApp::new(store.clone()));
+    admin.add_tcp(&cfg.admin_listen.to_string());
+
+    server.add_service(background_service("redis-connector", RedisConnector(store)));
+    server.add_service(proxy);
+    server.add_service(admin);
+    tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, upstream = %cfg.upstream_addr, "sting-proxy starting");
+    server.run_forever();
+}
+
+/// Connects the shared Redis handle in the background, so start-up never waits on Redis.
+struct RedisConnector(RedisStore);
+
+#[async_trait]
+impl BackgroundService for RedisConnector {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            _ = self.0.connect_forever() => {}
+            _ = shutdown.changed() => return,
+        }
+        // The connection's driver task lives on this service's runtime: keep it until shutdown.
+        let _ = shutdown.changed().await;
+    }
+}
+
+/// SIGHUP asks the access log to reopen its file (after logrotate moved it).
+struct ReopenOnHangup;
+
+#[async_trait]
+impl BackgroundService for ReopenOnHangup {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; the access log will not be reopened");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => {
+                    access_log::REOPEN.store(true, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!("SIGHUP: reopening the access log");
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The access log: one line per request, `json` (default) or Apache/nginx `combined` with the
+//! user id in `%u`, to stdout or a file reopened on SIGHUP (for logrotate). The request path
+//! only copies a few fields into a bounded queue (`try_send`; a full queue drops the line and
+//! counts it); a background thread enriches (User-Agent and GeoIP, through the [`Enrich`]
+//! function the capture layer hands to [`start`]) and writes. Cookies, query strings, tokens and
+//! secrets are never logged. I/O.
+
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Write};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Lines waiting for the writer thread; beyond this they are dropped (and counted).
+pub const QUEUE_CAPACITY: usize = 65_536;
+
+/// The output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Combined,
+}
+
+/// What one line needs, copied off the request path (by the capture layer's `RequestEvent`).
+pub struct Record {
+    pub ts_ms: i64,
+    pub request_id: String,
+    pub ip: Option<IpAddr>,
+    pub method: String,
+    pub path: String,
+    pub route: String,
+    pub status: u16,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub latency_us: u64,
+    pub upstream_latency_us: Option<u64>,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    pub auth: &'static str,
+    pub user_agent: Option<String>,
+    pub referrer: Option<String>,
+}
+
+/// What the JSON format adds about the client, derived from its User-Agent and address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTraits {
+    pub ua_family: Option<String>,
+    pub os: Option<String>,
+    pub device: Option<&'static str>,
+    pub country: Option<String>,
+}
+
+/// Derives [`ClientTraits`] for a line, on the writer thread (it may cache what it parses).
+pub type Enrich = Box<dyn FnMut(Option<&str>, Option<IpAddr>) -> ClientTraits + Send>;
+
+/// Hands lines to the writer thread. Cheap to clone.
+#[derive(Clone)]
+pub struct AccessLogHandle {
+    tx: SyncSender<Record>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl AccessLogHandle {
+    /// Queues the line without waiting.
+    pub fn record(&self, r: Record) {
+        if self.tx.try_send(r).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Set by the SIGHUP handler; the writer reopens its file at the next line.
+pub static REOPEN: AtomicBool = AtomicBool::new(false);
+
+/// Starts the writer thread. `path` empty = stdout.
+pub fn start(format: Format, path: &str, enrich: Enrich) -> std::io::Result<AccessLogHandle> {
+    let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
+    let path = (!path.is_empty()).then(|| PathBuf::from(path));
+    let out = open(path.as_ref())?;
+    let dropped = Arc::new(AtomicU64::new(0));
+    std::thread::Builder::new().name("access-log".into()).spawn(move || write_loop(rx, format, path, out, enrich))?;
+    Ok(AccessLogHandle { tx, dropped })
+}
+
+fn open(path: Option<&PathBuf>) -> std::io::Result<Box<dyn Write + Send>> {
+    Ok(match path {
+        Some(p) => Box::new(OpenOptions::new().create(true).append(true).open(p)?) as Box<dyn Write + Send>,
+        None => Box::new(std::io::stdout()),
+    })
+}
+
+fn write_loop(rx: Receiver<Record>, format: Format, path: Option<PathBuf>, out: Box<dyn Write + Send>, mut enrich: Enrich) {
+    let mut out = BufWriter::new(out);
+    loop {
+        let first = match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => {
+                reopen_if_asked(&mut out, path.as_ref());
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        reopen_if_asked(&mut out, path.as_ref());
+        // Write everything queued, then flush once, so a quiet proxy's lines show up at once
+        // and a busy one writes in large blocks.
+        let mut next = Some(first);
+        while let Some(r) = next {
+            let line = match format {
+                Format::Json => json_line(&r, &enrich(r.user_agent.as_deref(), r.ip)),
+                Format::Combined => combined_line(&r),
+            };
+            let _ = out.write_all(line.as_bytes());
+            next = rx.try_recv().ok();
+        }
+        let _ = out.flush();
+    }
+    let _ = out.flush();
+}
+
+fn reopen_if_asked(out: &mut BufWriter<Box<dyn Write + Send>>, path: Option<&PathBuf>) {
+    if path.is_some() && REOPEN.swap(false, Ordering::Relaxed) {
+        let _ = out.flush();
+        match open(path) {
+            Ok(f) => *out = BufWriter::new(f),
+            Err(e) => tracing::error!(error = %e, "cannot reopen the access log; keeping the old file"),
+        }
+    }
+}
+
+fn iso(ts_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ts_ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// One JSON object per line.
+pub fn json_line(r: &Record, traits: &ClientTraits) -> String {
+    let mut v = serde_json::json!({
+        "time": iso(r.ts_ms),
+        "request_id": r.request_id,
+        "client_ip": r.ip.map(|i| i.to_string()),
+        "method": r.method,
+        "path": r.path,
+        "route": r.route,
+        "status": r.status,
+        "bytes": r.bytes_out,
+        "bytes_in": r.bytes_in,
+        "latency_ms": r.latency_us as f64 / 1000.0,
+        "upstream_latency_ms": r.upstream_latency_us.map(|u| u as f64 / 1000.0),
+        "user_id": r.user_id,
+        "session_id": r.session_id,
+        "auth": r.auth,
+        "ua_family": traits.ua_family,
+        "os": traits.os,
+        "device": traits.device,
+        "country": traits.country,
+        "referrer": r.referrer,
+    });
+    if let Some(o) = v.as_object_mut() {
+        o.retain(|_, v| !v.is_null());
+    }
+    let mut s = v.to_string();
+    s.push('\n');
+    s
+}
+
+/// nginx-style escaping for a quoted or bare field: `"`, `\` and bytes outside printable
+/// ASCII as `\xHH`; with `bare`, spaces too (so `%u` stays one field).
+fn escape(s: &str, bare: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'"' | b'\\' => out.push_str(&format!("\\x{b:02X}")),
+            b' ' if bare => out.push_str("\\x20"),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02X}")),
+        }
+    }
+    if out.is_empty() {
+        out.push('-');
+    }
+    out
+}
+
+/// `%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"` (Apache/nginx combined).
+pub fn combined_line(r: &Record) -> String {
+    let t = chrono::DateTime::from_timestamp_millis(r.ts_ms).unwrap_or_default().format("%d/%b/%Y:%H:%M:%S %z");
+    let opt = |v: &Option<String>, bare: bool| v.as_deref().map(|s| escape(s, bare)).unwrap_or_else(|| "-".into());
+    format!(
+        "{} - {} [{t}] \"{} {} HTTP/1.1\" {} {} \"{}\" \"{}\"\n",
+        r.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+        opt(&r.user_id, true),
+        escape(&r.method, true),
+        escape(&r.path, true),
+        r.status,
+        if r.bytes_out == 0 { "-".to_owned() } else { r.bytes_out.to_string() },
+        opt(&r.referrer, false),
+        opt(&r.user_agent, false),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        Record {
+            ts_ms: 1_796_043_900_000,
+            request_id: "r1".into(),
+            ip: Some("81.2.69.1".parse().unwrap()),
+            method: "GET".into(),
+            path: "/users/7".into(),
+            route: "/users/:id".into(),
+            status: 200,
+            bytes_out: 512,
+            bytes_in: 0,
+            latency_us: 1500,
+            upstream_latency_us: Some(1200),
+            user_id: Some("al ice\"".into()),
+            session_id: Some("s1".into()),
+            auth: "flask_cache_hit",
+            user_agent: Some("Mozilla/5.0 \"x\"".into()),
+            referrer: None,
+        }
+    }
+
+    #[test]
+    fn combined_lines_keep_one_field_per_slot() {
+        let line = combined_line(&record());
+        assert_eq!(line, "81.2.69.1 - al\\x20ice\\x22 [30/Nov/2026:13:05:00 +0000] \"GET /users/7 HTTP/1.1\" 200 512 \"-\" \"Mozilla/5.0 \\x22x\\x22\"\n");
+    }
+
+    #[test]
+    fn json_lines_carry_the_fields() {
+        let v: serde_json::Value = serde_json::from_str(&json_line(&record(), &ClientTraits { country: Some("GB".into()), ..Default::default() })).unwrap();
+        assert_eq!((v["route"].as_str(), v["user_id"].as_str(), v["country"].as_str()), (Some("/users/:id"), Some("al ice\""), Some("GB")));
+        assert_eq!(v["latency_ms"], 1.5);
+        assert!(v.get("referrer").is_none(), "absent fields are left out");
+    }
+}

@@ -1,0 +1,375 @@
+//! The ops commands of the `sting-proxy` binary: `sessions`, `stats`, `top`, `cleanup` and
+//! `validate`. They talk to Redis directly and print human tables, or with `--json` the same
+//! JSON the analytics API answers (the reads are shared, see [`crate::api::queries`]). I/O.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+
+use crate::api::endpoint::{valid_id, ApiError, Endpoint};
+use crate::api::queries::{self, QueryError};
+use crate::capture::request_event::EndReason;
+use crate::capture::session_lifecycle::{find_ended, SWEEP_BATCH};
+use crate::capture::session_scripts;
+use crate::config::Config;
+use crate::observe::printable::sanitize;
+use crate::ops::integrity;
+use crate::ops::terminal::{cell, key_values, Progress, Table};
+use crate::store::keys;
+use crate::store::RedisStore;
+use crate::store::Scan;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SessionsCommand {
+    /// How many sessions are active now, and (up to --limit of) which.
+    Active {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// The most recently started sessions, or one user's sessions (newest first).
+    List {
+        /// One user's sessions. An id that starts with '-' is given as `--user=-id`.
+        #[arg(long, value_name = "USER_ID")]
+        user: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One session's record and its recent actions.
+    Show {
+        /// Flask-Session ids are URL-safe base64 and may start with '-': taken as the id.
+        #[arg(allow_hyphen_values = true)]
+        session_id: String,
+    },
+}
+
+/// What `top` ranks.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TopWhat {
+    Pages,
+    Devices,
+    Countries,
+}
+
+/// A breakdown period.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PeriodArg {
+    Day,
+    Hour,
+}
+
+/// One ops command, as parsed by `main`.
+#[derive(Debug)]
+pub enum Ops {
+    Sessions(SessionsCommand),
+    Stats { date: Option<String> },
+    Top { what: TopWhat, period: PeriodArg, date: Option<String>, limit: usize },
+    Cleanup { dry_run: bool },
+    Validate { fix: bool },
+}
+
+/// Runs one command; returns false when it found problems it did not repair (exit status 1).
+pub fn run(cfg: &Config, op: Ops, json: bool) -> anyhow::Result<bool> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let store = connect(cfg).await?;
+        match op {
+            Ops::Sessions(c) => sessions(&store, c, json).await,
+            Ops::Stats { date } => stats(&store, date, json).await,
+            Ops::Top { what, period, date, limit } => top(&store, what, period, date, limit, json).await,
+            Ops::Cleanup { dry_run } => cleanup(cfg, &store, dry_run, json).await,
+            Ops::Validate { fix } => validate(cfg, &store, fix, json).await,
+        }
+    })
+}
+
+async fn connect(cfg: &Config) -> anyhow::Result<RedisStore> {
+    // Scans and repairs may take longer per round trip than a request may.
+    let command_timeout = Duration::from_millis(cfg.redis.command_timeout_ms).max(Duration::from_secs(10));
+    let store = RedisStore::new(cfg.redis.url.expose(), Duration::from_millis(cfg.redis.connect_timeout_ms.max(1000)), command_timeout)
+        .context("redis.url is not a valid Redis URL")?;
+    // The URL may carry a password: name the key, not the value.
+    store.connect_once().await.map_err(|e| anyhow!("cannot reach Redis (redis.url / REDIS_URL): {e}"))?;
+    Ok(store)
+}
+
+/// The query string for a shared query, from CLI options.
+fn query_string(pairs: &[(&str, Option<String>)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        if let Some(v) = v {
+            q.append_pair(k, v);
+        }
+    }
+    q.finish()
+}
+
+/// Runs a shared query; a bad parameter is reported as the option that carried it.
+async fn ask(store: &RedisStore, ep: Endpoint<'_>, query: &str) -> anyhow::Result<serde_json::Value> {
+    match queries::answer(store, &ep, Some(query)).await {
+        Ok(v) => Ok(v),
+        Err(QueryError::Api(ApiError::BadParameter { parameter, message })) => Err(anyhow!("--{parameter}: {message}")),
+        Err(QueryError::Api(e)) => Err(anyhow!("{e:?}")),
+        Err(QueryError::NotFound(what)) => Err(anyhow!("{what}")),
+        Err(QueryError::Store(e)) => Err(anyhow!("reading Redis: {e}")),
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// `2026-11-30T13:05:00.000Z` → `2026-11-30 13:05:00`.
+fn short_time(v: &serde_json::Value) -> String {
+    match v.as_str() {
+        Some(s) => s.get(..19).map(|t| t.replacen('T', " ", 1)).unwrap_or_else(|| s.to_owned()),
+        None => cell(v),
+    }
+}
+
+fn sessions_table(sessions: &[serde_json::Value]) -> Table {
+    let mut t = Table::new(&["SESSION", "USER", "STARTED (UTC)", "LAST ACTIVITY", "ENDED", "PAGE VIEWS", "IP", "COUNTRY", "DEVICE"]);
+    for s in sessions {
+        let ended = match (s["end_time"].is_null(), s["end_reason"].as_str()) {
+            (true, _) => "-".to_owned(),
+            (false, reason) => reason.unwrap_or("yes").to_owned(),
+        };
+        let device = format!("{} / {} / {}", cell(&s["device"]["browser"]), cell(&s["device"]["os"]), cell(&s["device"]["type"]));
+        t.row(vec![
+            cell(&s["session_id"]),
+            cell(&s["user_id"]),
+            short_time(&s["start_time"]),
+            short_time(&s["last_activity"]),
+            ended,
+            cell(&s["page_views"]),
+            cell(&s["ip_address"]),
+            cell(&s["location"]["country"]),
+            device,
+        ]);
+    }
+    t
+}
+
+async fn sessions(store: &RedisStore, c: SessionsCommand, json: bool) -> anyhow::Result<bool> {
+    match c {
+        SessionsCommand::Active { limit } => {
+            if !(1..=crate::api::endpoint::MAX_LIMIT).contains(&limit) {
+                return Err(anyhow!("--limit: must be a whole number from 1 to {}", crate::api::endpoint::MAX_LIMIT));
+            }
+            let mut v = ask(store, Endpoint::ActiveSessions, "").await?;
+            let sids = queries::active_session_ids(store, limit).await?;
+            v["sessions"] = serde_json::json!(queries::session_records(store, &sids).await?);
+            if json {
+                print_json(&v);
+            } else {
+                println!("Active sessions: {} (at {})", v["active_sessions"], short_time(&v["timestamp"]));
+                let list = v["sessions"].as_array().cloned().unwrap_or_default();
+                if !list.is_empty() {
+                    print!("{}", sessions_table(&list).render());
+                }
+            }
+        }
+        SessionsCommand::List { user, limit } => {
+            if user.as_deref().is_some_and(|u| !valid_id(u)) {
+                return Err(anyhow!("--user: not a user id"));
+            }
+            let q = query_string(&[("limit", Some(limit.to_string()))]);
+            let v = match &user {
+                Some(u) => ask(store, Endpoint::UserSessions { user_id: u }, &q).await?,
+                None => ask(store, Endpoint::RecentSessions, &q).await?,
+            };
+            if json {
+                print_json(&v);
+            } else {
+                let list = v["sessions"].as_array().cloned().unwrap_or_default();
+                let whose = user.map(|u| format!(" of user {u}")).unwrap_or_default();
+                println!("Sessions{whose}: showing {} of {} (newest first)", list.len(), v["total_count"]);
+                if !list.is_empty() {
+                    print!("{}", sessions_table(&list).render());
+                }
+            }
+        }
+        SessionsCommand::Show { session_id } => {
+            if !valid_id(&session_id) {
+                return Err(anyhow!("SESSION_ID: not a session id"));
+            }
+            let v = ask(store, Endpoint::Session { sid: &session_id }, "").await?;
+            if json {
+                print_json(&v);
+            } else {
+                let rows: Vec<(&str, String)> = vec![
+                    ("session", cell(&v["session_id"])),
+                    ("user", cell(&v["user_id"])),
+                    ("email", cell(&v["email"])),
+                    ("started", short_time(&v["start_time"])),
+                    ("last activity", short_time(&v["last_activity"])),
+                    ("ended", format!("{} ({})", short_time(&v["end_time"]), cell(&v["end_reason"]))),
+                    ("duration s", cell(&v["duration"])),
+                    ("page views", cell(&v["page_views"])),
+                    ("hits", cell(&v["hits"])),
+                    ("ip", cell(&v["ip_address"])),
+                    ("location", format!("{} / {}", cell(&v["location"]["country"]), cell(&v["location"]["city"]))),
+                    ("device", format!("{} / {} / {}", cell(&v["device"]["browser"]), cell(&v["device"]["os"]), cell(&v["device"]["type"]))),
+                    ("auth", format!("{} {}", cell(&v["auth_source"]), cell(&v["aal"]))),
+                ];
+                print!("{}", key_values(&rows));
+                let mut t = Table::new(&["TIME (UTC)", "ACTION", "PAGE"]);
+                for a in v["actions"].as_array().into_iter().flatten() {
+                    t.row(vec![short_time(&a["timestamp"]), cell(&a["action"]), cell(&a["page"])]);
+                }
+                if !t.is_empty() {
+                    println!("\nRecent actions (newest first):");
+                    print!("{}", t.render());
+                }
+            }
+        }
+    }
+    Ok(true)
+}
+
+async fn stats(store: &RedisStore, date: Option<String>, json: bool) -> anyhow::Result<bool> {
+    let v = ask(store, Endpoint::SessionStats, &query_string(&[("date", date)])).await?;
+    if json {
+        print_json(&v);
+    } else {
+        println!("Statistics for {} (UTC)", cell(&v["date"]));
+        let rows: Vec<(&str, String)> = [
+            ("sessions started", "total_sessions_today"),
+            ("sessions ended", "sessions_ended_today"),
+            ("average duration (min)", "average_duration_minutes"),
+            ("unique users", "unique_users_today"),
+            ("page views", "page_views_today"),
+            ("hits", "hits_today"),
+            ("active sessions now", "active_sessions"),
+        ]
+        .into_iter()
+        .map(|(label, field)| (label, cell(&v[field])))
+        .collect();
+        print!("{}", key_values(&rows));
+    }
+    Ok(true)
+}
+
+async fn top(store: &RedisStore, what: TopWhat, period: PeriodArg, date: Option<String>, limit: usize, json: bool) -> anyhow::Result<bool> {
+    let period = match period {
+        PeriodArg::Day => "day",
+        PeriodArg::Hour => "hour",
+    };
+    let q = query_string(&[("period", Some(period.into())), ("date", date), ("limit", Some(limit.to_string()))]);
+    let (ep, title, sections): (Endpoint, &str, &[(&str, &str)]) = match what {
+        TopWhat::Pages => (Endpoint::TopPages, "Top pages (route templates)", &[("pages", "PAGE")]),
+        TopWhat::Devices => (Endpoint::Devices, "Devices", &[("browsers", "BROWSER"), ("os", "OS"), ("device_types", "DEVICE TYPE")]),
+        TopWhat::Countries => (Endpoint::Geo, "Countries and cities", &[("countries", "COUNTRY"), ("cities", "CITY")]),
+    };
+    let v = ask(store, ep, &q).await?;
+    if json {
+        print_json(&v);
+        return Ok(true);
+    }
+    println!("{title} by page views, {} (UTC)", cell(&v["date"]));
+    for (field, header) in sections {
+        let pages = *field == "pages";
+        let columns: &[&str] = if pages { &[header, "PAGE VIEWS", "SESSIONS"] } else { &[header, "PAGE VIEWS"] };
+        let mut t = Table::new(columns);
+        for r in v[field].as_array().into_iter().flatten() {
+            let mut row = vec![cell(&r["name"]), cell(&r["count"])];
+            if pages {
+                row.push(cell(&r["unique_sessions"]));
+            }
+            t.row(row);
+        }
+        println!();
+        if t.is_empty() {
+            println!("{header}: none");
+        } else {
+            print!("{}", t.render());
+        }
+    }
+    if !v["bots"].is_null() {
+        println!("\nbot page views: {}", v["bots"]);
+    }
+    Ok(true)
+}
+
+/// Ends the active sessions whose app session is gone (or that went idle), the seed's
+/// `SessionCleanup`, directly in Redis with the same script the writer uses (so a session is
+/// still ended only once, even while proxies run). `dry_run` only reports.
+async fn cleanup(cfg: &Config, store: &RedisStore, dry_run: bool, json: bool) -> anyhow::Result<bool> {
+    let idle_ms = cfg.analytics.idle_timeout_seconds * 1000;
+    let ttl = cfg.analytics.retention_days * 86_400;
+    let mut progress = Progress::new();
+    let (mut checked, mut expired, mut idle, mut held_back) = (0u64, 0u64, 0u64, 0u64);
+    let mut scan = store.scanner(Scan::Set(keys::ACTIVE_SESSIONS), SWEEP_BATCH);
+    while let Some(sids) = scan.next_batch().await? {
+        checked += sids.len() as u64;
+        let now = chrono::Utc::now().timestamp_millis();
+        let found = find_ended(store, &cfg.session.key_prefix, idle_ms as i64, &sids, now).await?;
+        held_back += found.suspicious_expiry as u64;
+        if dry_run {
+            for (_, reason) in &found.ended {
+                *if *reason == EndReason::Idle { &mut idle } else { &mut expired } += 1;
+            }
+        } else if !found.ended.is_empty() {
+            let mut pipe = redis::pipe();
+            for (sid, reason) in &found.ended {
+                pipe.add_command(session_scripts::end_for(sid, now, *reason, idle_ms, ttl));
+            }
+            // END answers -1 for a session another instance ended first.
+            let durations: Vec<i64> = store.pipeline(&pipe).await?;
+            for ((_, reason), d) in found.ended.iter().zip(durations) {
+                if d >= 0 {
+                    *if *reason == EndReason::Idle { &mut idle } else { &mut expired } += 1;
+                }
+            }
+        }
+        progress.update(&format!("checked {checked} active sessions, {} to end", expired + idle));
+    }
+    progress.done();
+    let v = serde_json::json!({
+        "checked": checked, "ended": expired + idle, "expired": expired, "idle": idle,
+        "dry_run": dry_run, "held_back": held_back,
+    });
+    if json {
+        print_json(&v);
+    } else {
+        let verb = if dry_run { "would end" } else { "ended" };
+        println!("Checked {checked} active sessions: {verb} {} ({expired} whose app session is gone, {idle} idle)", expired + idle);
+        if held_back > 0 {
+            println!(
+                "Held back {held_back}: every Flask session of their batch lacked its app key under the prefix {:?}; \
+                 check session.key_prefix / SESSION_KEY_PREFIX (they still end when idle)",
+                cfg.session.key_prefix
+            );
+        }
+    }
+    Ok(held_back == 0)
+}
+
+async fn validate(cfg: &Config, store: &RedisStore, fix: bool, json: bool) -> anyhow::Result<bool> {
+    let settings = integrity::Settings {
+        fix,
+        retention_secs: cfg.analytics.retention_days * 86_400,
+        kratos_cache_secs: cfg.kratos.cache_ttl_seconds.max(1),
+        flask_prefix: cfg.session.key_prefix.clone(),
+    };
+    let findings = integrity::validate(store, &settings, &mut Progress::new()).await?;
+    let found: u64 = findings.iter().map(|f| f.found).sum();
+    let fixed: u64 = findings.iter().map(|f| f.fixed).sum();
+    if json {
+        print_json(&serde_json::json!({"fix": fix, "problems": found, "fixed": fixed, "checks": findings}));
+    } else {
+        let mut t = Table::new(&["CHECK", "EXAMINED", "PROBLEMS", "FIXED", "WHAT"]);
+        for f in &findings {
+            t.row(vec![f.check.into(), f.examined.to_string(), f.found.to_string(), f.fixed.to_string(), f.description.into()]);
+        }
+        print!("{}", t.render());
+        for f in findings.iter().filter(|f| !f.examples.is_empty()) {
+            println!("  {}: e.g. {}", f.check, sanitize(&f.examples.join(", ")));
+        }
+        match (found, fix) {
+            (0, _) => println!("No problems found."),
+            (n, false) => println!("{n} problem(s) found; run `sting-proxy validate --fix` to repair them."),
+            (n, true) => println!("{n} problem(s) found, {fixed} repaired."),
+        }
+    }
+    Ok(found == 0 || fix)
+}

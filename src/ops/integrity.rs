@@ -1,0 +1,240 @@
+//! `sting-proxy validate [--fix]`: data-integrity checks over the proxy's keys (the seed's
+//! `validate_data_integrity` and `cleanup_orphaned_data`), each a `SCAN`/`SSCAN`/`ZSCAN` walk in
+//! batches with one check per batch. Repairs only remove dangling references (re-checked and
+//! removed atomically, in a script) and add missing TTLs; they never delete a session record or
+//! a counter, so they are safe while proxies write. I/O.
+
+use std::time::Duration;
+
+use std::collections::BTreeSet;
+
+use crate::observe::printable::sanitize;
+use crate::ops::terminal::Progress;
+use crate::store::keys;
+use crate::store::{RedisStore, Scan, StoreError};
+
+/// Keys or members examined per round trip.
+pub const SCAN_BATCH: usize = 1000;
+
+/// Problems found by one check, and how many were repaired.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    pub check: &'static str,
+    pub description: &'static str,
+    pub examined: u64,
+    pub found: u64,
+    pub fixed: u64,
+    /// Up to a few offending keys or members, for the report.
+    pub examples: Vec<String>,
+}
+
+const MAX_EXAMPLES: usize = 5;
+
+impl Finding {
+    fn new(check: &'static str, description: &'static str) -> Self {
+        Self { check, description, ..Self::default() }
+    }
+
+    fn note(&mut self, what: String) {
+        self.found += 1;
+        if self.examples.len() < MAX_EXAMPLES {
+            self.examples.push(what);
+        }
+    }
+}
+
+/// What the checks need to know about the deployment.
+pub struct Settings {
+    pub fix: bool,
+    /// TTL (s) given to an analytics key found without one.
+    pub retention_secs: u64,
+    /// TTL (s) given to a cached Kratos answer found without one.
+    pub kratos_cache_secs: u64,
+    /// The app's session key prefix: those keys are the app's, never touched.
+    pub flask_prefix: String,
+}
+
+/// Runs every check in order; returns one finding per check.
+pub async fn validate(store: &RedisStore, s: &Settings, progress: &mut Progress) -> Result<Vec<Finding>, StoreError> {
+    let mut out = Vec::new();
+    out.push(
+        check_members(
+            store,
+            s,
+            progress,
+            Finding::new("active_without_record", "active sessions whose record is missing or already ended"),
+            false,
+            vec![(keys::ACTIVE_SESSIONS.to_owned(), Rule::Live)],
+        )
+        .await?,
+    );
+    let user_sets: Vec<(String, Rule)> = key_names(store, &format!("{}*", keys::ACTIVE_USER_PREFIX), progress)
+        .await?
+        .into_iter()
+        .map(|k| {
+            let user = k[keys::ACTIVE_USER_PREFIX.len()..].to_owned();
+            (k, Rule::OwnedBy(user))
+        })
+        .collect();
+    out.push(
+        check_members(
+            store,
+            s,
+            progress,
+            Finding::new("user_active_dangling", "users' active-session entries that are missing, ended or another user's"),
+            false,
+            user_sets,
+        )
+        .await?,
+    );
+    let mut indexes = vec![(keys::RECENT_SESSIONS.to_owned(), Rule::Exists)];
+    indexes.extend(key_names(store, &keys::user_sessions("*"), progress).await?.into_iter().map(|k| (k, Rule::Exists)));
+    out.push(
+        check_members(
+            store,
+            s,
+            progress,
+            Finding::new("index_dangling", "session-index entries (user histories, recent sessions) pointing at no record"),
+            true,
+            indexes,
+        )
+        .await?,
+    );
+    out.push(keys_without_ttl(store, s, progress).await?);
+    progress.done();
+    Ok(out)
+}
+
+/// What a member of a collection must point at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Rule {
+    /// A session record that exists.
+    Exists,
+    /// A session record that exists and has not ended.
+    Live,
+    /// A live session record of this user.
+    OwnedBy(String),
+}
+
+/// Checks a batch of members against their session records and, when fixing, removes the
+/// dangling ones in the same step, so a session that a proxy touches meanwhile is never
+/// removed on a stale reading.
+///
+/// KEYS: 1 the collection, 2.. the members' session records (in ARGV order).
+/// ARGV: 1 `set`/`zset`, 2 rule `exists`/`live`/`owned`, 3 user id for `owned`, 4 `1` to fix,
+///       5.. the members. Returns the dangling members.
+const CHECK_MEMBERS: &str = r#"
+local bad = {}
+for i = 5, #ARGV do
+  local rec = KEYS[i - 3]
+  local ok = redis.call('EXISTS', rec) == 1
+  if ok and ARGV[2] ~= 'exists' then
+    ok = redis.call('HEXISTS', rec, 'end_time') == 0
+    if ok and ARGV[2] == 'owned' then ok = redis.call('HGET', rec, 'user_id') == ARGV[3] end
+  end
+  if not ok then
+    bad[#bad + 1] = ARGV[i]
+    if ARGV[4] == '1' then
+      if ARGV[1] == 'zset' then redis.call('ZREM', KEYS[1], ARGV[i]) else redis.call('SREM', KEYS[1], ARGV[i]) end
+    end
+  end
+end
+return bad
+"#;
+
+/// The distinct keys matching `pattern` (SCAN may repeat a key).
+async fn key_names(store: &RedisStore, pattern: &str, progress: &mut Progress) -> Result<BTreeSet<String>, StoreError> {
+    let mut names = BTreeSet::new();
+    let mut scan = store.scanner(Scan::Keys(pattern), SCAN_BATCH);
+    while let Some(batch) = scan.next_batch().await? {
+        names.extend(batch);
+        progress.update(&format!("{}: {} keys found", sanitize(pattern), names.len()));
+    }
+    Ok(names)
+}
+
+/// Checks every member of `collections` (sets, or sorted sets when `sorted`) against `Rule`.
+async fn check_members(
+    store: &RedisStore,
+    s: &Settings,
+    progress: &mut Progress,
+    mut f: Finding,
+    sorted: bool,
+    collections: Vec<(String, Rule)>,
+) -> Result<Finding, StoreError> {
+    for (key, rule) in collections {
+        let what = if sorted { Scan::SortedSet(&key) } else { Scan::Set(&key) };
+        let (rule_name, user) = match &rule {
+            Rule::Exists => ("exists", ""),
+            Rule::Live => ("live", ""),
+            Rule::OwnedBy(u) => ("owned", u.as_str()),
+        };
+        let mut scan = store.scanner(what, SCAN_BATCH);
+        while let Some(sids) = scan.next_batch().await? {
+            f.examined += sids.len() as u64;
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(CHECK_MEMBERS).arg(1 + sids.len()).arg(&key);
+            for sid in &sids {
+                cmd.arg(keys::analytics_session(sid));
+            }
+            cmd.arg(if sorted { "zset" } else { "set" }).arg(rule_name).arg(user).arg(if s.fix { "1" } else { "0" }).arg(&sids);
+            let bad: Vec<String> = store.query(&cmd).await?;
+            for sid in bad {
+                f.note(format!("{key} {sid}"));
+                if s.fix {
+                    f.fixed += 1;
+                }
+            }
+            progress.update(&format!("{}: {} members checked", sanitize(&key), f.examined));
+        }
+    }
+    Ok(f)
+}
+
+/// Every key the proxy writes expires (see `docs/redis-schema.md`); one without a TTL would
+/// live forever. Only the proxy's own key families are examined: other `sting:*` keys, and
+/// the app's session keys, are never touched.
+async fn keys_without_ttl(store: &RedisStore, s: &Settings, progress: &mut Progress) -> Result<Finding, StoreError> {
+    let mut f = Finding::new("no_ttl", "proxy keys without a TTL (they would never expire)");
+    for prefix in keys::OWNED_PREFIXES {
+        let pattern = format!("{prefix}*");
+        let mut scan = store.scanner(Scan::Keys(&pattern), SCAN_BATCH);
+        while let Some(batch) = scan.next_batch().await? {
+            let ours: Vec<String> = batch.into_iter().filter(|k| s.flask_prefix.is_empty() || !k.starts_with(&s.flask_prefix)).collect();
+            if ours.is_empty() {
+                continue;
+            }
+            f.examined += ours.len() as u64;
+            let mut pipe = redis::pipe();
+            for k in &ours {
+                pipe.ttl(k);
+            }
+            let ttls: Vec<i64> = store.pipeline_within(&pipe, Duration::from_secs(10)).await?;
+            let bad: Vec<&String> = ours.iter().zip(ttls).filter(|(_, t)| *t == -1).map(|(k, _)| k).collect();
+            let mut fix = redis::pipe();
+            for k in &bad {
+                f.note((*k).clone());
+                fix.expire(*k, ttl_for(k, s) as i64);
+            }
+            if s.fix && !bad.is_empty() {
+                let set: Vec<i64> = store.pipeline_within(&fix, Duration::from_secs(10)).await?;
+                f.fixed += set.iter().filter(|r| **r == 1).count() as u64;
+            }
+            progress.update(&format!("{prefix}*: {} keys checked", f.examined));
+        }
+    }
+    Ok(f)
+}
+
+/// The TTL a key of the proxy's should carry, by its documented pattern.
+pub fn ttl_for(key: &str, s: &Settings) -> u64 {
+    if key.starts_with(keys::AAL2_PREFIX) {
+        keys::AAL2_EVENT_TTL_SECS
+    } else if key.starts_with(keys::ANALYTICS_BATCH_PREFIX) {
+        keys::ANALYTICS_BATCH_TTL_SECS
+    } else if key.starts_with(keys::KRATOS_CACHE_PREFIX) {
+        s.kratos_cache_secs
+    } else {
+        s.retention_secs
+    }
+}

@@ -1,0 +1,10 @@
+//! The ops CLI: [`commands`] (`sessions`, `stats`, `top`, `cleanup`, `validate`), the `check`
+//! diagnostics ([`check`]), integrity validation and repair ([`integrity`]), and human output
+//! ([`terminal`]).
+//!
+//! May use: `api`, `capture`, `store`, `config`, `observe`.
+
+pub mod check;
+pub mod commands;
+pub mod integrity;
+pub mod terminal;

@@ -1,0 +1,193 @@
+//! The Redis handle shared by the request path, the admin endpoints and background work. I/O.
+//!
+//! Cloning a [`RedisStore`] is shallow (one `Arc`). The connection is a redis-rs
+//! `ConnectionManager` (one multiplexed connection that reconnects by itself). It is made by
+//! [`RedisStore::connect_forever`], run as a background service, so the proxy starts and serves
+//! public routes even when Redis is down at boot (fail open for public routes, see
+//! `docs/operations.md`). Until then every call fails fast with [`StoreError::NotConnected`].
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::FromRedisValue;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not connected to Redis yet")]
+    NotConnected,
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("Redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Records one round trip in the metrics.
+fn observe(op: &'static str, started: std::time::Instant, ok: bool) {
+    let m = crate::observe::metrics::metrics();
+    m.redis_seconds.with_label_values(&[op]).observe(started.elapsed().as_secs_f64());
+    if !ok {
+        m.redis_errors.with_label_values(&[op]).inc();
+    }
+}
+
+/// What a [`Scanner`] walks.
+#[derive(Debug, Clone, Copy)]
+pub enum Scan<'a> {
+    /// Keys matching a `MATCH` pattern.
+    Keys(&'a str),
+    /// The members of a set.
+    Set(&'a str),
+    /// The members of a sorted set.
+    SortedSet(&'a str),
+}
+
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: redis::Client,
+    conn: OnceLock<ConnectionManager>,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+}
+
+impl StoreError {
+    /// Worth retrying: the connection or Redis itself was briefly unavailable. Anything else
+    /// (a script error, a wrong type) would fail the same way again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::NotConnected | StoreError::Timeout(_) => true,
+            StoreError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || matches!(e.kind(), redis::ErrorKind::BusyLoadingError | redis::ErrorKind::TryAgain)
+            }
+        }
+    }
+}
+
+impl RedisStore {
+    /// A handle for `url`; does no I/O until [`RedisStore::connect_forever`] runs.
+    pub fn new(url: &str, connect_timeout: Duration, command_timeout: Duration) -> redis::RedisResult<Self> {
+        Ok(Self { inner: Arc::new(Inner { client: redis::Client::open(url)?, conn: OnceLock::new(), connect_timeout, command_timeout }) })
+    }
+
+    /// Connects, retrying with capped backoff until it succeeds; later drops are repaired by the
+    /// `ConnectionManager` itself.
+    pub async fn connect_forever(&self) {
+        let mut delay = Duration::from_millis(100);
+        while let Err(e) = self.connect_once().await {
+            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Redis unreachable");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// One connection attempt (the ops CLI's: it reports a failure instead of waiting).
+    pub async fn connect_once(&self) -> Result<(), StoreError> {
+        if self.inner.conn.get().is_some() {
+            return Ok(());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(self.inner.connect_timeout)
+            .set_response_timeout(self.inner.command_timeout)
+            .set_number_of_retries(2)
+            .set_max_delay(500);
+        let conn = ConnectionManager::new_with_config(self.inner.client.clone(), config).await?;
+        if self.inner.conn.set(conn).is_ok() {
+            tracing::info!("connected to Redis");
+        }
+        Ok(())
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.inner.conn.get().is_some()
+    }
+
+    /// Runs one command within the command timeout.
+    pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let mut conn = self.inner.conn.get().ok_or(StoreError::NotConnected)?.clone();
+        let timeout = self.inner.command_timeout;
+        let started = std::time::Instant::now();
+        let r = match tokio::time::timeout(timeout, cmd.query_async(&mut conn)).await {
+            Ok(r) => r.map_err(StoreError::from),
+            Err(_) => Err(StoreError::Timeout(timeout)),
+        };
+        observe("query", started, r.is_ok());
+        r
+    }
+
+    /// Runs one pipeline (one round trip) within the command timeout.
+    pub async fn pipeline<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StoreError> {
+        self.pipeline_within(pipe, self.inner.command_timeout).await
+    }
+
+    /// Runs one pipeline within `timeout` (background batches may take longer than a request may).
+    pub async fn pipeline_within<T: FromRedisValue>(&self, pipe: &redis::Pipeline, timeout: Duration) -> Result<T, StoreError> {
+        let mut conn = self.inner.conn.get().ok_or(StoreError::NotConnected)?.clone();
+        let started = std::time::Instant::now();
+        let r = match tokio::time::timeout(timeout, pipe.query_async(&mut conn)).await {
+            Ok(r) => r.map_err(StoreError::from),
+            Err(_) => Err(StoreError::Timeout(timeout)),
+        };
+        observe("pipeline", started, r.is_ok());
+        r
+    }
+
+    /// A walk over keys (`SCAN MATCH`), a set (`SSCAN`) or a sorted set (`ZSCAN`, scores
+    /// dropped) in batches of about `count`; see [`Scanner::next_batch`].
+    pub fn scanner<'a>(&'a self, what: Scan<'a>, count: usize) -> Scanner<'a> {
+        Scanner { store: self, what, count, cursor: 0, done: false }
+    }
+
+    /// `PING`, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let pong: String = self.query(&redis::cmd("PING")).await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError::Redis(redis::RedisError::from((redis::ErrorKind::ResponseError, "unexpected PING reply"))))
+        }
+    }
+}
+
+/// A `SCAN`-family walk, one round trip per batch. Like every SCAN, an element may come twice;
+/// callers must tolerate that.
+pub struct Scanner<'a> {
+    store: &'a RedisStore,
+    what: Scan<'a>,
+    count: usize,
+    cursor: u64,
+    done: bool,
+}
+
+impl Scanner<'_> {
+    /// The next non-empty batch, or `None` when the walk is complete.
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<String>>, StoreError> {
+        while !self.done {
+            let mut cmd = match self.what {
+                Scan::Keys(_) => redis::cmd("SCAN"),
+                Scan::Set(key) => redis::cmd("SSCAN").arg(key).clone(),
+                Scan::SortedSet(key) => redis::cmd("ZSCAN").arg(key).clone(),
+            };
+            cmd.arg(self.cursor);
+            if let Scan::Keys(pattern) = self.what {
+                cmd.arg("MATCH").arg(pattern);
+            }
+            cmd.arg("COUNT").arg(self.count);
+            let (next, raw): (u64, Vec<String>) = self.store.query(&cmd).await?;
+            self.cursor = next;
+            self.done = next == 0;
+            let batch: Vec<String> = if matches!(self.what, Scan::SortedSet(_)) { raw.into_iter().step_by(2).collect() } else { raw };
+            if !batch.is_empty() {
+                return Ok(Some(batch));
+            }
+        }
+        Ok(None)
+    }
+}
