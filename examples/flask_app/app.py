@@ -49,7 +49,9 @@ app = Flask(__name__)
 app.config.update(
     SECRET_KEY=SECRET_KEY,
     SESSION_TYPE="redis",
-    SESSION_USE_SIGNER=True,  # deprecated in Flask-Session 0.8 (warns), still signs
+    # deprecated in Flask-Session 0.8 (warns), still signs; SESSION_USE_SIGNER=0 for the
+    # proxy's unsigned-mode tests
+    SESSION_USE_SIGNER=os.environ.get("SESSION_USE_SIGNER", "1") != "0",
     SESSION_PERMANENT=True,
     PERMANENT_SESSION_LIFETIME=timedelta(hours=24),
     SESSION_KEY_PREFIX=SESSION_KEY_PREFIX,
@@ -108,6 +110,7 @@ def echo(rest=None):
         headers={name.lower(): value for name, value in request.headers.items()},
         body=request.get_data().decode("utf-8", "replace"),
         session=dict(session),
+        sid=getattr(session, "sid", None),
     )
 
 

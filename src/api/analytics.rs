@@ -84,7 +84,10 @@ pub async fn serve(store: &RedisStore, ep: Endpoint<'_>, query: Option<&str>) ->
         Err(QueryError::Api(e)) => e.response(),
         Err(QueryError::NotFound(what)) => LocalResponse::json(404, serde_json::json!({"error": "not_found", "message": what})),
         Err(QueryError::Store(e)) => {
-            let mut r = LocalResponse::json(503, serde_json::json!({"error": "store_unavailable", "message": e.to_string()}));
+            // The Redis error (addresses, server messages) goes to the log, not to the client.
+            tracing::warn!(error = %e, "analytics API: Redis unavailable");
+            let mut r =
+                LocalResponse::json(503, serde_json::json!({"error": "store_unavailable", "message": "the analytics store is unavailable; try again shortly"}));
             r.retry_after = Some(5);
             r
         }

@@ -219,15 +219,9 @@ impl Batch {
                     t.auth_source = "anonymous";
                 }
             }
-            SessionSignal::Cleared => {
-                if let Some(sid) = &ev.sid {
-                    slot(&mut self.actions, sid.as_str()).push(PendingAction {
-                        ts_ms: ev.ts_ms,
-                        name: Cow::Borrowed("logout"),
-                        page: Some(e.template.to_owned()),
-                    });
-                    self.ends.push((sid.clone(), ev.ts_ms, EndReason::Logout));
-                }
+            SessionSignal::Cleared { sid } => {
+                slot(&mut self.actions, sid.as_str()).push(PendingAction { ts_ms: ev.ts_ms, name: Cow::Borrowed("logout"), page: Some(e.template.to_owned()) });
+                self.ends.push((sid.clone(), ev.ts_ms, EndReason::Logout));
             }
         }
     }
@@ -460,7 +454,7 @@ mod tests {
         let d = device();
         let loc = Location::default();
         let mut ev = event(1_796_043_900_000, Some("s1"), Some("u1"), "/logout", 200);
-        ev.signal = SessionSignal::Cleared;
+        ev.signal = SessionSignal::Cleared { sid: "s1".into() };
         let mut b = Batch::default();
         b.add_request(&Enriched { event: &ev, template: "/logout", page_view: false, action: None, device: &d, location: &loc });
         assert_eq!(b.ends, vec![("s1".to_owned(), 1_796_043_900_000, EndReason::Logout)]);

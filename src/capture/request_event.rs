@@ -18,8 +18,11 @@ pub enum SessionSignal {
     Issued {
         sid: String,
     },
-    /// The app cleared its session cookie (logout).
-    Cleared,
+    /// A session cookie was cleared (logout): the app's (this Flask sid) or Kratos's (this
+    /// Kratos session id). Named, because a request can carry both kinds of session.
+    Cleared {
+        sid: String,
+    },
 }
 
 /// Why a session ended.

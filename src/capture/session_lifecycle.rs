@@ -12,6 +12,7 @@ use pingora::services::background::BackgroundService;
 
 use crate::capture::request_event::{CaptureEvent, EndReason};
 use crate::capture::writer::CaptureHandle;
+use crate::identity::session_id::SessionIds;
 use crate::store::keys;
 use crate::store::{RedisStore, Scan};
 
@@ -23,6 +24,8 @@ fn now_ms() -> i64 {
 pub struct ExpiryListener {
     pub redis_url: String,
     pub key_prefix: String,
+    /// The app's key names the raw sid; analytics knows the published one.
+    pub ids: SessionIds,
     pub capture: CaptureHandle,
 }
 
@@ -41,7 +44,7 @@ impl ExpiryListener {
             let Some(sid) = key.strip_prefix(self.key_prefix.as_str()) else { continue };
             // `del` is the app's `session.clear()`: a logout; `expired` is the lifetime running out.
             let reason = if msg.get_channel_name() == deleted { EndReason::Logout } else { EndReason::Expired };
-            self.capture.send(CaptureEvent::SessionEnded { sid: sid.to_owned(), ts_ms: now_ms(), reason }).await;
+            self.capture.send(CaptureEvent::SessionEnded { sid: self.ids.publish(sid).into_owned(), ts_ms: now_ms(), reason }).await;
         }
         Ok(())
     }
@@ -70,7 +73,8 @@ impl BackgroundService for ExpiryListener {
 /// Walks the active set with `SSCAN` and ends sessions whose app key is gone or that went idle.
 pub struct Sweeper {
     pub store: RedisStore,
-    pub key_prefix: String,
+    /// See [`find_ended`].
+    pub key_prefix: Option<String>,
     pub interval: Duration,
     pub idle_timeout: Duration,
     pub capture: CaptureHandle,
@@ -94,10 +98,12 @@ pub struct Classified {
 
 /// Which of `sids` have ended at `now_ms`: their app session key is gone (`Expired`; Kratos
 /// sessions have no app key) or they have been idle longer than `idle_timeout_ms` (`Idle`).
-/// One round trip. Shared by the sweep and `sting-proxy cleanup`.
+/// One round trip. Shared by the sweep and `sting-proxy cleanup`. `key_prefix` is `None` when
+/// published sids are hashes (unsigned cookies): the app key cannot be named, so only the idle
+/// timeout (and the expiry listener) end sessions.
 pub async fn find_ended(
     store: &RedisStore,
-    key_prefix: &str,
+    key_prefix: Option<&str>,
     idle_timeout_ms: i64,
     sids: &[String],
     now_ms: i64,
@@ -108,7 +114,10 @@ pub async fn find_ended(
     let mut pipe = redis::pipe();
     for sid in sids {
         pipe.cmd("HMGET").arg(keys::analytics_session(sid)).arg("last_time").arg("auth_source");
-        pipe.exists(keys::flask_session(key_prefix, sid));
+        match key_prefix {
+            Some(prefix) => pipe.exists(keys::flask_session(prefix, sid)),
+            None => pipe.cmd("ECHO").arg(1),
+        };
     }
     let replies: Vec<redis::Value> = store.pipeline_within(&pipe, Duration::from_secs(5)).await?;
     let mut expired = Vec::new();
@@ -142,11 +151,11 @@ impl Sweeper {
         let mut scan = self.store.scanner(Scan::Set(keys::ACTIVE_SESSIONS), SWEEP_BATCH);
         while let Some(sids) = scan.next_batch().await? {
             let now = now_ms();
-            let found = find_ended(&self.store, &self.key_prefix, self.idle_timeout.as_millis() as i64, &sids, now).await?;
+            let found = find_ended(&self.store, self.key_prefix.as_deref(), self.idle_timeout.as_millis() as i64, &sids, now).await?;
             if found.suspicious_expiry > 0 {
                 tracing::warn!(
                     sessions = found.suspicious_expiry,
-                    key_prefix = %self.key_prefix,
+                    key_prefix = self.key_prefix.as_deref().unwrap_or_default(),
                     "no Flask session of this sweep batch has its app key: not ending them as expired (check session.key_prefix)"
                 );
             }

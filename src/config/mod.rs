@@ -6,6 +6,7 @@
 
 pub mod route_template;
 pub mod rules;
+pub mod runtime_dir;
 mod settings;
 
 pub use settings::*;

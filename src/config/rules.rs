@@ -31,6 +31,10 @@ impl Rule {
         &self.prefix
     }
 
+    pub fn requirement(&self) -> &Requirement {
+        &self.requirement
+    }
+
     fn matches(&self, path: &str) -> bool {
         match path.strip_prefix(self.prefix.as_str()) {
             None => false,

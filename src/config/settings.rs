@@ -94,8 +94,11 @@ pub struct ServerSection {
     /// Seconds between SIGTERM and the final shutdown step (in-flight requests finish meanwhile).
     pub grace_period_seconds: u64,
     pub graceful_shutdown_timeout_seconds: u64,
-    /// Unix socket through which a new process takes over the listeners (`--upgrade`).
+    /// Unix socket through which a new process takes over the listeners (`--upgrade`). Empty:
+    /// `upgrade.sock` in the private runtime directory (see `config::runtime_dir`). A socket in
+    /// a world-writable directory is refused.
     pub upgrade_sock: String,
+    /// Empty: `sting-proxy.pid` in the private runtime directory.
     pub pid_file: String,
     /// Accept cleartext HTTP/2 (h2c prior knowledge) on the public listener as well as HTTP/1.1.
     pub h2c: bool,
@@ -118,8 +121,8 @@ impl Default for ServerSection {
             work_stealing: true,
             grace_period_seconds: 5,
             graceful_shutdown_timeout_seconds: 5,
-            upgrade_sock: "/tmp/sting-proxy-upgrade.sock".into(),
-            pid_file: "/tmp/sting-proxy.pid".into(),
+            upgrade_sock: String::new(),
+            pid_file: String::new(),
             h2c: false,
             trusted_proxies: Vec::new(),
             metrics_max_routes: crate::observe::metrics::DEFAULT_ROUTE_CAP,
@@ -182,6 +185,10 @@ pub struct SessionSection {
     pub secret_key_fallbacks: Vec<Secret>,
     /// Flask-Session's `SESSION_USE_SIGNER` (`SESSION_USE_SIGNER`).
     pub use_signer: bool,
+    /// Start even though `use_signer` is false. Unsigned, the cookie value is the sid and so the
+    /// login credential: the proxy then publishes only a keyed hash of it (keyed by
+    /// `secret_key`, which stays required) and refuses to start without this acknowledgement.
+    pub allow_unsigned: bool,
     /// `SESSION_KEY_PREFIX`: the app's Redis key is this + the sid.
     pub key_prefix: String,
     /// `SESSION_COOKIE_NAME`.
@@ -198,12 +205,21 @@ pub struct SessionSection {
     pub max_value_bytes: usize,
 }
 
+impl SessionSection {
+    /// The app's key prefix when a published sid names the app's key (signed cookies); `None`
+    /// when published sids are keyed hashes of the real one (unsigned cookies).
+    pub fn app_key_prefix_of_published(&self) -> Option<&str> {
+        self.use_signer.then_some(self.key_prefix.as_str())
+    }
+}
+
 impl Default for SessionSection {
     fn default() -> Self {
         Self {
             secret_key: Secret::default(),
             secret_key_fallbacks: Vec::new(),
             use_signer: true,
+            allow_unsigned: false,
             key_prefix: "sting:session:".into(),
             cookie_name: "session".into(),
             lifetime_hours: 24,
@@ -233,8 +249,14 @@ pub struct KratosSection {
     pub circuit_failure_threshold: u32,
     /// While open, misses are anonymous without calling Kratos; then one probe call is let through.
     pub circuit_open_seconds: u64,
-    /// Identity trait (or `metadata_public` key) that holds the role.
+    /// The `metadata_public` key (admin-written) that holds the role.
     pub role_trait: String,
+    /// Also read the role from `traits[role_trait]` when `metadata_public` has none. Users edit
+    /// their own traits, so this lets any user pick their role: `check` and start-up warn.
+    pub role_from_traits: bool,
+    /// Send `Authorization: Bearer` values to whoami as Kratos session tokens. Off by default:
+    /// the app's own API tokens would otherwise all reach Kratos (and its logs).
+    pub bearer_tokens: bool,
     /// Uncached whoami lookups one client address (IPv6: its /64) may cause per minute, with a
     /// burst of as many; beyond it its unknown credentials are anonymous. 0 = no limit.
     pub lookups_per_client_per_minute: u32,
@@ -251,6 +273,8 @@ impl Default for KratosSection {
             circuit_failure_threshold: 5,
             circuit_open_seconds: 10,
             role_trait: "role".into(),
+            role_from_traits: false,
+            bearer_tokens: false,
             lookups_per_client_per_minute: 120,
         }
     }
@@ -385,9 +409,44 @@ pub struct Config {
     pub kratos: KratosSection,
     pub auth: AuthSection,
     pub rules: Vec<Rule>,
+    /// `STING_REQUIRE_AUTH` set the rules (merged with the file's role rules).
+    pub rules_from_env: bool,
     pub analytics: AnalyticsSection,
     /// The file this came from, if any (for messages).
     pub file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Settings that run but weaken what the proxy guarantees; `check` prints them and start-up
+    /// logs them as warnings.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.kratos.role_from_traits {
+            out.push(
+                "kratos.role_from_traits = true: roles are read from identity traits, which every user edits in Kratos's settings flow; \
+                 any user can give themselves a role. Put roles in metadata_public (admin API) instead."
+                    .to_owned(),
+            );
+        }
+        if !self.session.use_signer {
+            out.push(
+                "session.use_signer = false (allowed by session.allow_unsigned): the app's cookie is the bare sid, a bearer credential; \
+                 the proxy publishes only keyed hashes of sids, but anyone who reads a cookie can replay it."
+                    .to_owned(),
+            );
+        }
+        if self.kratos.bearer_tokens && !self.kratos.public_url.is_empty() {
+            out.push("kratos.bearer_tokens = true: every `Authorization: Bearer` value sent to the app is also sent to Kratos's whoami.".to_owned());
+        }
+        if self.rules_from_env {
+            let kept: Vec<&str> = self.rules.iter().filter(|r| matches!(r.requirement(), Requirement::Role(_))).map(|r| r.prefix()).collect();
+            out.push(format!(
+                "STING_REQUIRE_AUTH replaces the file's public and session rules; role rules kept first: {}",
+                if kept.is_empty() { "none".to_owned() } else { kept.join(", ") }
+            ));
+        }
+        out
+    }
 }
 
 /// Environment variables we read, in one place (the README's table lists the same).
@@ -467,7 +526,7 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         self.over(SESSION_SECRET_KEY_FALLBACKS, "session.secret_key_fallbacks", &mut f.session.secret_key_fallbacks, |v| {
             list(v).map(|l| l.into_iter().map(Secret::new).collect())
         })?;
-        self.over(SESSION_USE_SIGNER, "session.use_signer", &mut f.session.use_signer, boolean)?;
+        let s_signer = self.over(SESSION_USE_SIGNER, "session.use_signer", &mut f.session.use_signer, boolean)?;
         let s_prefix = self.over(SESSION_KEY_PREFIX, "session.key_prefix", &mut f.session.key_prefix, text)?;
         let s_cookie = self.over(SESSION_COOKIE_NAME, "session.cookie_name", &mut f.session.cookie_name, text)?;
         let s_life = self.over(SESSION_LIFETIME_HOURS, "session.lifetime_hours", &mut f.session.lifetime_hours, number)?;
@@ -519,6 +578,23 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
                 "session.secret_key",
                 &s_secret,
                 "is empty but session.use_signer is true; set SESSION_SECRET_KEY to the app's SECRET_KEY".into(),
+            ));
+        }
+        if !f.session.use_signer && !f.session.allow_unsigned {
+            return Err(invalid(
+                "session.use_signer",
+                &s_signer,
+                "is false: unsigned cookies carry the bare sid, which is the login credential; sign them (SESSION_USE_SIGNER = True in the app) \
+                 or set session.allow_unsigned = true to run anyway (the proxy then publishes only a keyed hash of each sid)"
+                    .into(),
+            ));
+        }
+        if !f.session.use_signer && f.session.secret_key.is_empty() {
+            return Err(invalid(
+                "session.secret_key",
+                &s_secret,
+                "is empty; with unsigned cookies it keys the hash of the session ids the proxy publishes (any long random value, the same on every instance)"
+                    .into(),
             ));
         }
         if f.session.key_prefix.is_empty() {
@@ -588,12 +664,29 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
             return Err(invalid("auth.store_down_status", &fs, "must be an HTTP error status (400-599)".into()));
         }
 
+        let runtime = crate::config::runtime_dir::default_dir(|k| (self.env)(k));
+        if f.server.upgrade_sock.is_empty() {
+            f.server.upgrade_sock = runtime.join("upgrade.sock").to_string_lossy().into_owned();
+        }
+        if f.server.pid_file.is_empty() {
+            f.server.pid_file = runtime.join("sting-proxy.pid").to_string_lossy().into_owned();
+        }
+        if let Some(why) = Path::new(&f.server.upgrade_sock).parent().and_then(crate::config::runtime_dir::unsafe_reason) {
+            return Err(invalid("server.upgrade_sock", &fs, why));
+        }
+        let file_rules = f.auth.rules.iter().map(|r| rule_from_section(r).map_err(|m| invalid("auth.rules", &fs, m))).collect::<Result<Vec<_>, _>>()?;
+        // STING_REQUIRE_AUTH replaces the file's public and session rules, but never loosens a
+        // role rule: those stay first (first match wins), so `/admin` keeps needing its role.
+        let rules_from_env = env_rules.is_some();
         let rules = match env_rules {
-            Some(prefixes) => prefixes
-                .into_iter()
-                .map(|prefix| Rule::new(prefix, Requirement::Session).map_err(|m| invalid("auth.rules", &s_rules, m)))
-                .collect::<Result<Vec<_>, _>>()?,
-            None => f.auth.rules.iter().map(|r| rule_from_section(r).map_err(|m| invalid("auth.rules", &fs, m))).collect::<Result<Vec<_>, _>>()?,
+            Some(prefixes) => {
+                let mut rules: Vec<Rule> = file_rules.into_iter().filter(|r| matches!(r.requirement(), Requirement::Role(_))).collect();
+                for prefix in prefixes {
+                    rules.push(Rule::new(prefix, Requirement::Session).map_err(|m| invalid("auth.rules", &s_rules, m))?);
+                }
+                rules
+            }
+            None => file_rules,
         };
 
         Ok(Config {
@@ -609,6 +702,7 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
             kratos: f.kratos,
             auth: f.auth,
             rules,
+            rules_from_env,
             analytics: f.analytics,
             file: path.map(Path::to_path_buf),
         })

@@ -39,7 +39,10 @@ impl ServeHttp for AdminApp {
             "/healthz" => reply(200, serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})),
             "/readyz" => match self.store.ping().await {
                 Ok(()) => reply(200, serde_json::json!({"status": "ready", "redis": "ok"})),
-                Err(e) => reply(503, serde_json::json!({"status": "not ready", "reason": format!("redis: {e}")})),
+                Err(e) => {
+                    tracing::warn!(error = %e, "readiness: Redis unavailable");
+                    reply(503, serde_json::json!({"status": "not ready", "reason": "redis unavailable"}))
+                }
             },
             "/metrics" => {
                 let m = crate::observe::metrics::metrics();

@@ -18,7 +18,7 @@ use crate::api::live_active::LiveFeed;
 use crate::api::local_response::LocalResponse;
 use crate::config::Config;
 use crate::gateway::request_ctx::RequestCtx;
-use crate::identity::authenticate::Authenticator;
+use crate::identity::authenticate::{Audience, Authenticator};
 use crate::identity::headers::X_REQUEST_ID;
 use crate::store::RedisStore;
 
@@ -101,14 +101,14 @@ impl OwnEndpoints {
     pub async fn serve(&self, session: &mut Session, ctx: &mut RequestCtx, own: Own) -> Result<bool> {
         let resp = match own {
             Own::DashboardRoot => LocalResponse::redirect(self.dashboard_path.clone()),
-            Own::Dashboard(rest) => match self.authorize(session, ctx).await {
+            Own::Dashboard(rest) => match self.authorize(session, ctx, Navigation::TopLevelAllowed).await {
                 Ok(()) => self.dashboard.serve(&rest),
                 Err(Denied::Unauthenticated) if wants_html(session.req_header()) => {
                     LocalResponse::redirect(login_redirect(&self.login_url, &self.return_to_param, session.req_header()))
                 }
                 Err(d) => denial(d),
             },
-            Own::Api(rest) => match self.authorize(session, ctx).await {
+            Own::Api(rest) => match self.authorize(session, ctx, Navigation::SameSiteOnly).await {
                 Err(d) => denial(d),
                 Ok(()) => match endpoint::route(session.req_header().method.as_str(), &rest) {
                     Err(e) => e.response(),
@@ -126,17 +126,24 @@ impl OwnEndpoints {
 
     /// Origin, then credentials. A matching bearer token skips identification, so the token
     /// is never sent to Kratos as if it were a Kratos credential.
-    async fn authorize(&self, session: &Session, ctx: &mut RequestCtx) -> std::result::Result<(), Denied> {
+    async fn authorize(&self, session: &Session, ctx: &mut RequestCtx, nav: Navigation) -> std::result::Result<(), Denied> {
         let req = session.req_header();
         let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
         // `Sec-Fetch-Site: cross-site` marks requests another site's page made (an <img>, a
-        // <script>, a no-cors fetch) even when they carry no Origin header.
-        if !self.access.origin_allowed(header("origin"), header("host")) || header("sec-fetch-site") == Some("cross-site") {
+        // <script>, a no-cors fetch) even when they carry no Origin header. A link followed from
+        // another site (a top-level GET navigation to a document) reads nothing back for that
+        // site, so the dashboard's pages allow it; the API never does.
+        let top_level = nav == Navigation::TopLevelAllowed
+            && req.method == http::Method::GET
+            && header("sec-fetch-mode") == Some("navigate")
+            && header("sec-fetch-dest") == Some("document");
+        let cross_site = header("sec-fetch-site") == Some("cross-site") && !top_level;
+        if !self.access.origin_allowed(header("origin"), header("host")) || cross_site {
             return Err(Denied::Origin);
         }
         let bearer = self.access.bearer_matches(header("authorization"));
         if !bearer {
-            let found = self.auth.identify(req, ctx.client_ip).await;
+            let found = self.auth.identify(req, ctx.client_ip, Audience::OwnEndpoint).await;
             ctx.identity = found.identity;
             ctx.outcome = found.outcome;
         }
@@ -202,6 +209,13 @@ impl OwnEndpoints {
         let _ = session.write_response_body(None, true).await;
         Ok(true)
     }
+}
+
+/// Whether a cross-site top-level navigation (a link from another site) may reach the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Navigation {
+    TopLevelAllowed,
+    SameSiteOnly,
 }
 
 fn denial(d: Denied) -> LocalResponse {

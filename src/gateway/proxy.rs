@@ -25,9 +25,9 @@ use crate::config::Config;
 use crate::gateway::client_ip;
 use crate::gateway::own_endpoints::{login_redirect, wants_html, OwnEndpoints};
 use crate::gateway::request_ctx::{request_id, RequestCtx};
-use crate::identity::authenticate::Authenticator;
+use crate::identity::authenticate::{Audience, Authenticator};
 use crate::identity::cookies::{self, CookieChange};
-use crate::identity::headers::{self, *};
+use crate::identity::headers::{self, Strip, *};
 use crate::identity::{AuthOutcome, AuthSource};
 use crate::observe::access_log::AccessLogHandle;
 
@@ -207,7 +207,7 @@ impl ProxyHttp for Sidecar {
             return self.own.serve(session, ctx, own).await;
         }
 
-        let found = self.auth.identify(req, ctx.client_ip).await;
+        let found = self.auth.identify(req, ctx.client_ip, Audience::App).await;
         ctx.identity = found.identity;
         ctx.flask_sid = found.flask_sid;
         ctx.outcome = found.outcome;
@@ -227,7 +227,11 @@ impl ProxyHttp for Sidecar {
 
     async fn upstream_request_filter(&self, session: &mut Session, up: &mut RequestHeader, ctx: &mut Self::CTX) -> Result<()> {
         ctx.upstream_started = Some(Instant::now());
-        headers::strip_identity_headers(up);
+        let peer_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_canonical());
+        let trusted = peer_ip.is_some_and(|peer| self.cfg.trusted_proxies.iter().any(|n| n.contains(&peer)));
+        headers::strip_client_headers(up, if trusted { Strip::IdentityOnly } else { Strip::IdentityAndForwarding });
+        // The app must parse the same Cookie text the proxy identified the caller from.
+        cookies::join_cookie_headers(up)?;
         if let Some(id) = &ctx.identity {
             up.insert_header(X_USER_ID, id.user_id.as_str())?;
             if let Some(e) = &id.email {
@@ -244,10 +248,15 @@ impl ProxyHttp for Sidecar {
         }
         up.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
 
+        // X-Forwarded-Host: a trusted proxy's, else the Host the client asked for, if well formed.
+        if up.headers.get(X_FORWARDED_HOST).is_none() {
+            let host = up.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).filter(|h| headers::valid_host(h)).map(str::to_owned);
+            if let Some(h) = host {
+                up.insert_header(X_FORWARDED_HOST, h)?;
+            }
+        }
         // X-Forwarded-For: the client's chain if its sender is trusted, else only what we saw.
-        let peer_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_canonical());
         if let Some(peer) = peer_ip {
-            let trusted = self.cfg.trusted_proxies.iter().any(|n| n.contains(&peer));
             let prior = if trusted {
                 let parts: Vec<&str> = up.headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
                 (!parts.is_empty()).then(|| parts.join(", "))
@@ -279,14 +288,14 @@ impl ProxyHttp for Sidecar {
             Some(CookieChange::Cleared) => {
                 if let Some(sid) = &ctx.flask_sid {
                     self.auth.sessions().evict(sid);
+                    ctx.signal = SessionSignal::Cleared { sid: sid.clone() };
                 }
-                ctx.signal = SessionSignal::Cleared;
             }
             // Flask-Session re-sends the same cookie on every response; only a new sid is news.
             Some(CookieChange::Set(value)) => {
-                if let Ok(sid) = self.auth.sessions().verified_sid(&value) {
-                    if ctx.flask_sid.as_deref() != Some(sid) {
-                        ctx.signal = SessionSignal::Issued { sid: sid.to_owned() };
+                if let Ok(sid) = self.auth.sessions().published_sid(&value) {
+                    if ctx.flask_sid.as_deref() != Some(sid.as_ref()) {
+                        ctx.signal = SessionSignal::Issued { sid: sid.into_owned() };
                     }
                 }
             }
@@ -294,12 +303,12 @@ impl ProxyHttp for Sidecar {
         }
         if let Some(kratos) = self.auth.kratos() {
             if let Some(CookieChange::Cleared) = cookies::change_in_response(resp, kratos.cookie_name(), now) {
-                if let Some(cred) = self.auth.kratos_credential(session.req_header()) {
+                if let Some(cred) = self.auth.kratos_credential(session.req_header(), Audience::App) {
                     kratos.forget(cred).await;
                 }
                 // Kratos's logout flow: the Kratos session this request carried ends here.
-                if ctx.identity.as_ref().is_some_and(|i| i.source == AuthSource::Kratos) {
-                    ctx.signal = SessionSignal::Cleared;
+                if let Some(id) = ctx.identity.as_ref().filter(|i| i.source == AuthSource::Kratos) {
+                    ctx.signal = SessionSignal::Cleared { sid: id.session_id.clone() };
                 }
             }
         }

@@ -25,6 +25,7 @@ use crate::gateway::own_endpoints::OwnEndpoints;
 use crate::gateway::proxy::Sidecar;
 use crate::identity::authenticate::Authenticator;
 use crate::identity::kratos::KratosClient;
+use crate::identity::session_id::SessionIds;
 use crate::identity::session_lookup::SessionResolver;
 use crate::observe::access_log;
 use crate::store::RedisStore;
@@ -43,7 +44,7 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
         let memory_ttl = Duration::from_secs(cfg.session.cache_ttl_seconds);
         Some(KratosClient::new(&cfg.kratos, store.clone(), memory_ttl).context("building the Kratos HTTP client")?)
     };
-    let auth = Arc::new(Authenticator::new(cfg.session.cookie_name.clone(), sessions, kratos));
+    let auth = Arc::new(Authenticator::new(cfg.session.cookie_name.clone(), sessions, kratos, cfg.kratos.bearer_tokens));
 
     let upstream = cfg
         .upstream_addr
@@ -57,6 +58,13 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
     peer.options.write_timeout = Some(Duration::from_millis(cfg.upstream.write_timeout_ms));
     peer.options.idle_timeout = Some(Duration::from_secs(cfg.upstream.idle_timeout_seconds));
 
+    // The pid file's and the socket's directory: created private if missing, refused if another
+    // user owns it or others may write it (someone else's `/tmp/sting-proxy-<uid>`, say).
+    for (key, path) in [("server.upgrade_sock", &cfg.server.upgrade_sock), ("server.pid_file", &cfg.server.pid_file)] {
+        if let Some(dir) = std::path::Path::new(path).parent() {
+            crate::config::runtime_dir::ensure_private(dir).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+        }
+    }
     let opt = Opt { upgrade, ..Default::default() };
     let conf = ServerConf {
         threads: cfg.server.threads,
@@ -83,14 +91,19 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
         if cfg.analytics.keyspace_notifications {
             server.add_service(background_service(
                 "session-expiry-listener",
-                ExpiryListener { redis_url: cfg.redis.url.expose().to_owned(), key_prefix: cfg.session.key_prefix.clone(), capture: handle.clone() },
+                ExpiryListener {
+                    redis_url: cfg.redis.url.expose().to_owned(),
+                    key_prefix: cfg.session.key_prefix.clone(),
+                    ids: SessionIds::for_session(&cfg.session),
+                    capture: handle.clone(),
+                },
             ));
         }
         server.add_service(background_service(
             "session-sweeper",
             Sweeper {
                 store: analytics_store,
-                key_prefix: cfg.session.key_prefix.clone(),
+                key_prefix: cfg.session.app_key_prefix_of_published().map(str::to_owned),
                 interval: Duration::from_secs(cfg.analytics.sweep_interval_seconds),
                 idle_timeout: Duration::from_secs(cfg.analytics.idle_timeout_seconds),
                 capture: handle.clone(),

@@ -11,6 +11,10 @@ use crate::identity::headers;
 use crate::identity::kratos::{AnswerSource, Credential, KratosClient, KratosOutcome, WhoamiAnswer};
 use crate::identity::session_lookup::{SessionLookup, SessionResolver};
 use crate::identity::{AuthOutcome, Identity};
+use crate::observe::log_limit::LogLimit;
+
+/// While Redis is down every request would warn; one line per 10 s says as much.
+static STORE_DOWN_LOG: LogLimit = LogLimit::new(10_000);
 
 /// The result of identification for one request.
 #[derive(Debug, Default)]
@@ -25,15 +29,25 @@ pub struct Identification {
     pub outcome: AuthOutcome,
 }
 
+/// Where a request is going. A bearer token on a request for the proxy's own endpoints is an
+/// analytics API token (right or mistyped), never a Kratos credential, so it is never sent on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    App,
+    OwnEndpoint,
+}
+
 pub struct Authenticator {
     cookie_name: String,
     sessions: SessionResolver,
     kratos: Option<KratosClient>,
+    /// `kratos.bearer_tokens`: `Authorization: Bearer` is a Kratos session token.
+    bearer_tokens: bool,
 }
 
 impl Authenticator {
-    pub fn new(cookie_name: String, sessions: SessionResolver, kratos: Option<KratosClient>) -> Self {
-        Self { cookie_name, sessions, kratos }
+    pub fn new(cookie_name: String, sessions: SessionResolver, kratos: Option<KratosClient>, bearer_tokens: bool) -> Self {
+        Self { cookie_name, sessions, kratos, bearer_tokens }
     }
 
     pub fn sessions(&self) -> &SessionResolver {
@@ -45,10 +59,10 @@ impl Authenticator {
     }
 
     /// `client` is the resolved client address, for the limit on uncached Kratos lookups.
-    pub async fn identify(&self, req: &RequestHeader, client: Option<IpAddr>) -> Identification {
+    pub async fn identify(&self, req: &RequestHeader, client: Option<IpAddr>, audience: Audience) -> Identification {
         let mut id = Identification::default();
         if let Some(value) = cookies::find(req, &self.cookie_name) {
-            match self.sessions.lookup(value).await {
+            match self.sessions.lookup(&value).await {
                 SessionLookup::User { identity, cached } => {
                     id.flask_sid = Some(identity.session_id.clone());
                     id.outcome = if cached { AuthOutcome::FlaskCacheHit } else { AuthOutcome::FlaskRedisHit };
@@ -70,14 +84,16 @@ impl Authenticator {
                     id.outcome = AuthOutcome::UndecodableSession;
                 }
                 SessionLookup::StoreDown(e) => {
-                    tracing::warn!(error = %e, "session store unavailable");
+                    if let Some(left_out) = STORE_DOWN_LOG.admit() {
+                        tracing::warn!(error = %e, left_out, "session store unavailable (logged at most every 10 s; left_out counts the requests since)");
+                    }
                     id.store_down = true;
                     id.outcome = AuthOutcome::StoreDown;
                 }
             }
         }
         // Fall back to Kratos only when the Flask session gave no user.
-        if let (Some(kratos), Some(cred)) = (&self.kratos, self.kratos_credential(req)) {
+        if let (Some(kratos), Some(cred)) = (&self.kratos, self.kratos_credential(req, audience)) {
             match kratos.resolve(cred, client).await {
                 KratosOutcome::Answer { answer, from } => match answer.as_ref() {
                     WhoamiAnswer::Authenticated { identity, .. } => {
@@ -98,14 +114,17 @@ impl Authenticator {
     }
 
     /// The Kratos credential on a request, in Kratos's order: `X-Session-Token`, the session
-    /// cookie, `Authorization: Bearer`.
-    pub fn kratos_credential<'a>(&self, req: &'a RequestHeader) -> Option<Credential<'a>> {
+    /// cookie, `Authorization: Bearer` (only with `kratos.bearer_tokens`, and only for the app).
+    pub fn kratos_credential<'a>(&self, req: &'a RequestHeader, audience: Audience) -> Option<Credential<'a>> {
         let kratos = self.kratos.as_ref()?;
         if let Some(t) = req.headers.get(headers::X_SESSION_TOKEN).and_then(|v| v.to_str().ok()).filter(|t| !t.is_empty()) {
             return Some(Credential::SessionToken(t));
         }
         if let Some(c) = cookies::find(req, kratos.cookie_name()) {
             return Some(Credential::Cookie(c));
+        }
+        if !self.bearer_tokens || audience == Audience::OwnEndpoint {
+            return None;
         }
         let auth = req.headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
         let (scheme, token) = auth.split_once(' ')?;

@@ -1,27 +1,182 @@
 //! Reading cookies from request headers and noticing cleared cookies in responses. Pure
 //! functions; no I/O. Parsers of untrusted input: property-tested and fuzzed.
 
+use std::borrow::Cow;
+
 use pingora::http::{RequestHeader, ResponseHeader};
 
 /// Longest cookie value we consider; anything longer is not a session cookie we issued.
 pub const MAX_COOKIE_VALUE: usize = 4096;
 
-/// The value of the first cookie called `name` across all `Cookie` headers.
-pub fn find<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|header| find_in(header, name))
+/// Every `Cookie` header of a request as the app will see it: one value, several joined with
+/// `"; "` (the proxy forwards exactly this, see [`join_cookie_headers`]). A lone header is
+/// borrowed.
+pub fn joined(req: &RequestHeader) -> Option<Cow<'_, [u8]>> {
+    let mut values = req.headers.get_all(http::header::COOKIE).iter();
+    let first = values.next()?;
+    let Some(second) = values.next() else { return Some(Cow::Borrowed(first.as_bytes())) };
+    let mut out = Vec::with_capacity(first.len() + second.len() + 2);
+    for v in std::iter::once(first).chain(std::iter::once(second)).chain(values) {
+        if !out.is_empty() {
+            out.extend_from_slice(b"; ");
+        }
+        out.extend_from_slice(v.as_bytes());
+    }
+    Some(Cow::Owned(out))
 }
 
-/// The value of cookie `name` in one `Cookie` header value (`a=1; b=2`).
-pub fn find_in<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header.split(';').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        if k.trim() != name {
-            return None;
+/// Replaces several `Cookie` headers (HTTP/1 lines or HTTP/2 crumbs) by one, joined with
+/// `"; "`: WSGI servers join repeated headers with `,`, which Werkzeug would parse differently.
+pub fn join_cookie_headers(req: &mut RequestHeader) -> pingora::Result<()> {
+    if req.headers.get_all(http::header::COOKIE).iter().nth(1).is_none() {
+        return Ok(());
+    }
+    let Some(Cow::Owned(one)) = joined(req) else { return Ok(()) };
+    let value = http::HeaderValue::from_bytes(&one).map_err(|e| pingora::Error::because(pingora::ErrorType::InvalidHTTPHeader, "joining Cookie", e))?;
+    req.remove_header(&http::header::COOKIE);
+    req.insert_header(http::header::COOKIE, value)?;
+    Ok(())
+}
+
+/// The value of cookie `name` as the app reads it: the first occurrence across all `Cookie`
+/// headers, parsed as Werkzeug does. `None` when absent, when that first occurrence is empty
+/// (Flask-Session then starts a new session, so a later `name=` must not count), when it is
+/// longer than [`MAX_COOKIE_VALUE`], or when it is not UTF-8.
+pub fn find<'a>(req: &'a RequestHeader, name: &str) -> Option<Cow<'a, str>> {
+    match joined(req)? {
+        Cow::Borrowed(h) => find_in(h, name),
+        Cow::Owned(h) => find_in(&h, name).map(|v| Cow::Owned(v.into_owned())),
+    }
+}
+
+/// Werkzeug 3.1's `parse_cookie` on one header value, returning the first value of `name`.
+///
+/// Werkzeug matches, from each position, `[ \t]*` key (`[^ \t=";]+`), an optional
+/// `[ \t]*=[ \t]*` value (a `"quoted"` string with backslash escapes, or a token
+/// `[^ \t";]*`), `[ \t]*` and then `;` or the end; where that fails it skips past the next `;`.
+/// A value in quotes loses them and has `\\ooo` (octal) and `\\x` escapes undone. This is the
+/// same grammar, without backtracking (it needs none), on bytes (a WSGI header is latin-1 text:
+/// one character per byte).
+pub fn find_in<'a>(header: &'a [u8], name: &str) -> Option<Cow<'a, str>> {
+    let mut pos = 0;
+    while pos < header.len() {
+        match pair_at(header, pos) {
+            Some((key, value, end)) => {
+                if key == name.as_bytes() {
+                    return decode_value(value);
+                }
+                pos = end;
+            }
+            None => match header[pos..].iter().position(|b| *b == b';') {
+                Some(i) => pos += i + 1,
+                None => break,
+            },
         }
-        let v = v.trim();
-        let v = v.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(v);
-        (!v.is_empty() && v.len() <= MAX_COOKIE_VALUE).then_some(v)
-    })
+    }
+    None
+}
+
+fn is_blank(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// One `key[=value]` at `pos`: the key, the raw value (quotes kept) and where the next starts.
+fn pair_at(h: &[u8], pos: usize) -> Option<(&[u8], &[u8], usize)> {
+    let skip_blank = |mut i: usize| {
+        while i < h.len() && is_blank(h[i]) {
+            i += 1;
+        }
+        i
+    };
+    // The tail: blanks, then `;` (consumed) or the end.
+    let tail = |i: usize| {
+        let i = skip_blank(i);
+        match h.get(i) {
+            None => Some(i),
+            Some(b';') => Some(i + 1),
+            Some(_) => None,
+        }
+    };
+    let start = skip_blank(pos);
+    let mut i = start;
+    while i < h.len() && !matches!(h[i], b' ' | b'\t' | b'=' | b'"' | b';') {
+        i += 1;
+    }
+    if i == start {
+        return None;
+    }
+    let key = &h[start..i];
+    let eq = skip_blank(i);
+    if h.get(eq) != Some(&b'=') {
+        return tail(i).map(|end| (key, &h[..0], end));
+    }
+    let v = skip_blank(eq + 1);
+    if h.get(v) == Some(&b'"') {
+        let mut j = v + 1;
+        let closed = loop {
+            match h.get(j) {
+                None => break None,
+                Some(b'"') => break Some(j + 1),
+                Some(b'\\') if h.get(j + 1).is_some_and(|c| *c != b'\n') => j += 2,
+                Some(b'\\') => break None,
+                Some(_) => j += 1,
+            }
+        };
+        // A quoted value not followed by the tail leaves only an empty token, which fails too.
+        return closed.and_then(|q| tail(q).map(|end| (key, &h[v..q], end)));
+    }
+    let mut j = v;
+    while j < h.len() && !matches!(h[j], b' ' | b'\t' | b'"' | b';') {
+        j += 1;
+    }
+    tail(j).map(|end| (key, &h[v..j], end))
+}
+
+/// A raw value as the app gets it: unquoted and unescaped; `None` if empty, too long or not
+/// UTF-8.
+fn decode_value(raw: &[u8]) -> Option<Cow<'_, str>> {
+    let value: Cow<'_, [u8]> = if raw.len() >= 2 && raw[0] == b'"' && raw[raw.len() - 1] == b'"' {
+        let inner = &raw[1..raw.len() - 1];
+        if inner.contains(&b'\\') {
+            Cow::Owned(unslash(inner))
+        } else {
+            Cow::Borrowed(inner)
+        }
+    } else {
+        Cow::Borrowed(raw)
+    };
+    if value.is_empty() || value.len() > MAX_COOKIE_VALUE {
+        return None;
+    }
+    match value {
+        Cow::Borrowed(b) => std::str::from_utf8(b).ok().map(Cow::Borrowed),
+        Cow::Owned(v) => String::from_utf8(v).ok().map(Cow::Owned),
+    }
+}
+
+/// Werkzeug's `_cookie_unslash_re` (`\\([0-3][0-7]{2}|.)`): an octal byte or the escaped byte.
+fn unslash(inner: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(inner.len());
+    let mut i = 0;
+    while i < inner.len() {
+        let b = inner[i];
+        if b == b'\\' {
+            let octal = inner.get(i + 1..i + 4).filter(|d| (b'0'..=b'3').contains(&d[0]) && d[1..].iter().all(|c| (b'0'..=b'7').contains(c)));
+            if let Some(d) = octal {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+                continue;
+            }
+            if let Some(&c) = inner.get(i + 1).filter(|c| **c != b'\n') {
+                out.push(c);
+                i += 2;
+                continue;
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    out
 }
 
 /// What a response does to cookie `name`.
@@ -58,20 +213,40 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    #[test]
-    fn finds_cookie_among_others() {
-        assert_eq!(find_in("a=1; session=abc.def; b=2", "session"), Some("abc.def"));
-        assert_eq!(find_in("xsession=1;session=\"q\"", "session"), Some("q"));
-        assert_eq!(find_in("session=", "session"), None);
-        assert_eq!(find_in("nonsense", "session"), None);
+    fn get(h: &str) -> Option<String> {
+        find_in(h.as_bytes(), "session").map(Cow::into_owned)
     }
 
     #[test]
-    fn finds_across_multiple_cookie_headers() {
+    fn finds_cookie_among_others() {
+        assert_eq!(get("a=1; session=abc.def; b=2").as_deref(), Some("abc.def"));
+        assert_eq!(get("xsession=1;session=\"q\"").as_deref(), Some("q"));
+        assert_eq!(get("session="), None);
+        assert_eq!(get("nonsense"), None);
+    }
+
+    /// The cases where a lenient parser and Werkzeug pick different sessions.
+    #[test]
+    fn first_occurrence_wins_as_in_werkzeug() {
+        assert_eq!(get("session=; session=A"), None, "an empty first value is no session, not the second");
+        assert_eq!(get("session=A; session=B").as_deref(), Some("A"));
+        assert_eq!(get("session=\"A;B\"; session=C").as_deref(), Some("A;B"), "quotes span ';'");
+        assert_eq!(get("x=\"a;session=B\"; session=C").as_deref(), Some("C"), "a cookie inside quotes is not a cookie");
+        assert_eq!(get("session=\"\\141\\bc\"").as_deref(), Some("abc"), "octal and plain escapes are undone");
+        assert_eq!(get("session=a b; session=C").as_deref(), Some("C"), "a value with a space is skipped to the next ';'");
+        assert_eq!(get("session = A ").as_deref(), Some("A"));
+        assert_eq!(get("session=\"A\"x; session=C").as_deref(), Some("C"));
+    }
+
+    #[test]
+    fn multiple_cookie_headers_are_joined_as_forwarded() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
         req.append_header("cookie", "a=1").unwrap();
         req.append_header("cookie", "session=s1").unwrap();
-        assert_eq!(find(&req, "session"), Some("s1"));
+        assert_eq!(find(&req, "session").as_deref(), Some("s1"));
+        join_cookie_headers(&mut req).unwrap();
+        let all: Vec<_> = req.headers.get_all("cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        assert_eq!(all, vec!["a=1; session=s1"]);
     }
 
     #[test]
@@ -88,7 +263,7 @@ mod tests {
         /// Arbitrary header text never panics and never returns an oversized value.
         #[test]
         fn arbitrary_cookie_headers(h in ".{0,600}") {
-            if let Some(v) = find_in(&h, "session") {
+            if let Some(v) = find_in(h.as_bytes(), "session") {
                 prop_assert!(!v.is_empty() && v.len() <= MAX_COOKIE_VALUE);
             }
             let _ = parse_set_cookie(&h, "session", chrono::Utc::now());

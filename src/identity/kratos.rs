@@ -29,10 +29,11 @@ use crate::store::keys;
 use crate::store::RedisStore;
 
 /// A Kratos credential found on the request, in Kratos's own order of preference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential<'a> {
     SessionToken(&'a str),
-    Cookie(&'a str),
+    /// Unquoted as the app reads it, so owned when the header quoted it.
+    Cookie(std::borrow::Cow<'a, str>),
     Bearer(&'a str),
 }
 
@@ -41,7 +42,7 @@ impl Credential<'_> {
     pub fn fingerprint(&self) -> [u8; 32] {
         let (tag, v) = match self {
             Credential::SessionToken(v) => (b't', v),
-            Credential::Cookie(v) => (b'c', v),
+            Credential::Cookie(v) => (b'c', &v.as_ref()),
             Credential::Bearer(v) => (b'b', v),
         };
         let mut h = Sha256::new();
@@ -81,7 +82,12 @@ pub enum AnswerSource {
 }
 
 /// Parses a whoami response. Pure; the unit tests feed it Kratos's real bodies.
-pub fn parse_whoami(status: u16, body: &[u8], role_trait: &str, now: DateTime<Utc>) -> Result<WhoamiAnswer, String> {
+///
+/// The role is read from `identity.metadata_public[role_key]`, which only Kratos's admin API
+/// writes. Traits are the user's own (registration and settings flows edit them), so
+/// `traits[role_key]` is consulted only when `role_from_traits` is set, and only when
+/// `metadata_public` has no role.
+pub fn parse_whoami(status: u16, body: &[u8], role_key: &str, role_from_traits: bool, now: DateTime<Utc>) -> Result<WhoamiAnswer, String> {
     match status {
         200 => {
             let s: WhoamiSession = serde_json::from_slice(body).map_err(|e| format!("whoami 200 body: {e}"))?;
@@ -90,7 +96,7 @@ pub fn parse_whoami(status: u16, body: &[u8], role_trait: &str, now: DateTime<Ut
             }
             let identity = s.identity.ok_or("whoami 200 body has no identity")?;
             let trait_str = |v: &Option<serde_json::Value>, k: &str| v.as_ref().and_then(|t| t.get(k)).and_then(|x| x.as_str()).map(str::to_owned);
-            let role = trait_str(&identity.traits, role_trait).or_else(|| trait_str(&identity.metadata_public, role_trait));
+            let role = trait_str(&identity.metadata_public, role_key).or_else(|| role_from_traits.then(|| trait_str(&identity.traits, role_key)).flatten());
             Ok(WhoamiAnswer::Authenticated {
                 identity: Identity {
                     user_id: identity.id,
@@ -174,7 +180,8 @@ struct Remembered {
 pub struct KratosClient {
     whoami_url: String,
     cookie_name: String,
-    role_trait: String,
+    role_key: String,
+    role_from_traits: bool,
     http: reqwest::Client,
     store: RedisStore,
     memory: Cache<[u8; 32], Remembered>,
@@ -198,7 +205,8 @@ impl KratosClient {
         Ok(Self {
             whoami_url: format!("{}/sessions/whoami", cfg.public_url),
             cookie_name: cfg.cookie_name.clone(),
-            role_trait: cfg.role_trait.clone(),
+            role_key: cfg.role_trait.clone(),
+            role_from_traits: cfg.role_from_traits,
             http,
             store,
             memory: Cache::builder().max_capacity(100_000).build(),
@@ -234,13 +242,13 @@ impl KratosClient {
             .flights
             .run(fp, || {
                 led.store(true, std::sync::atomic::Ordering::Relaxed);
-                self.resolve_uncached(credential, fp, client)
+                self.resolve_uncached(&credential, fp, client)
             })
             .await;
         match outcome {
             // The lookup this caller joined was refused for another client's address: that
             // client's limit is not this one's, so it asks on its own account.
-            KratosOutcome::RateLimited if !led.load(std::sync::atomic::Ordering::Relaxed) => self.resolve_uncached(credential, fp, client).await,
+            KratosOutcome::RateLimited if !led.load(std::sync::atomic::Ordering::Relaxed) => self.resolve_uncached(&credential, fp, client).await,
             other => other,
         }
     }
@@ -252,7 +260,7 @@ impl KratosClient {
         let _ = self.store.query::<()>(redis::cmd("DEL").arg(keys::kratos_cache(&hex::encode(fp)))).await;
     }
 
-    async fn resolve_uncached(&self, credential: Credential<'_>, fp: [u8; 32], client: Option<IpAddr>) -> KratosOutcome {
+    async fn resolve_uncached(&self, credential: &Credential<'_>, fp: [u8; 32], client: Option<IpAddr>) -> KratosOutcome {
         let key = keys::kratos_cache(&hex::encode(fp));
         // Redis copy shared by every proxy instance; a Redis failure just means asking Kratos.
         if let Ok((Some(raw), pttl)) = self.store.pipeline::<(Option<Vec<u8>>, i64)>(redis::pipe().get(&key).pttl(&key)).await {
@@ -287,16 +295,24 @@ impl KratosClient {
                 m.kratos_circuit_state.set(circuit_gauge(self.breaker.state()));
                 a
             }
-            Err(reason) if reason == THROTTLED => {
+            Err(CallError::Throttled) => {
                 // Kratos is up and pacing us: not a reason to stop asking for everyone. As an
                 // answer from a live Kratos it also ends a half-open probe (closes the circuit).
                 self.breaker.record_success();
                 m.kratos_circuit_state.set(circuit_gauge(self.breaker.state()));
                 m.kratos_calls.with_label_values(&["throttled"]).inc();
-                tracing::warn!(%reason, "Kratos whoami throttled");
+                tracing::warn!(reason = THROTTLED, "Kratos whoami throttled");
                 return KratosOutcome::Unavailable("kratos throttled");
             }
-            Err(reason) => {
+            Err(CallError::Refused(reason)) => {
+                // Kratos is up: a probe that gets this closes the circuit like any answer.
+                self.breaker.record_success();
+                m.kratos_calls.with_label_values(&["refused"]).inc();
+                m.kratos_circuit_state.set(circuit_gauge(self.breaker.state()));
+                tracing::debug!(%reason, "Kratos whoami refused the credential");
+                return KratosOutcome::Unavailable("kratos refused");
+            }
+            Err(CallError::Down(reason)) => {
                 self.breaker.record_failure();
                 m.kratos_calls.with_label_values(&["error"]).inc();
                 m.kratos_circuit_state.set(circuit_gauge(self.breaker.state()));
@@ -337,24 +353,40 @@ impl KratosClient {
         }
     }
 
-    async fn call(&self, credential: Credential<'_>) -> Result<WhoamiAnswer, String> {
+    async fn call(&self, credential: &Credential<'_>) -> Result<WhoamiAnswer, CallError> {
         let req = self.http.get(&self.whoami_url).header("accept", "application/json");
         let req = match credential {
-            Credential::SessionToken(t) => req.header("x-session-token", t),
+            Credential::SessionToken(t) => req.header("x-session-token", *t),
             Credential::Cookie(c) => req.header("cookie", format!("{}={c}", self.cookie_name)),
             Credential::Bearer(t) => req.header("authorization", format!("Bearer {t}")),
         };
-        let resp = req.send().await.map_err(|e| format!("request: {e}"))?;
+        let resp = req.send().await.map_err(|e| CallError::Down(format!("request: {e}")))?;
         let status = resp.status().as_u16();
         if resp.content_length().is_some_and(|l| l as usize > MAX_BODY) {
-            return Err(format!("whoami body over {MAX_BODY} bytes"));
+            return Err(CallError::Refused(format!("whoami body over {MAX_BODY} bytes")));
         }
-        let body = resp.bytes().await.map_err(|e| format!("body: {e}"))?;
+        let body = resp.bytes().await.map_err(|e| CallError::Down(format!("body: {e}")))?;
         if body.len() > MAX_BODY {
-            return Err(format!("whoami body over {MAX_BODY} bytes"));
+            return Err(CallError::Refused(format!("whoami body over {MAX_BODY} bytes")));
         }
-        parse_whoami(status, &body, &self.role_trait, Utc::now())
+        parse_whoami(status, &body, &self.role_key, self.role_from_traits, Utc::now()).map_err(|reason| match status {
+            429 => CallError::Throttled,
+            500..=599 => CallError::Down(reason),
+            _ => CallError::Refused(reason),
+        })
     }
+}
+
+/// Why a whoami call gave no answer, and whether it says Kratos is down.
+#[derive(Debug)]
+enum CallError {
+    /// Timeout, connection refused or reset, or a 5xx: counts towards opening the circuit.
+    Down(String),
+    /// 429: Kratos is up and pacing us.
+    Throttled,
+    /// Kratos answered, with something other than a session (a 400 for a malformed token, an
+    /// unexpected body). A client can provoke that at will, so it never opens the circuit.
+    Refused(String),
 }
 
 /// The circuit state as the `sting_kratos_circuit_state` gauge value.
@@ -380,7 +412,7 @@ mod tests {
 
     #[test]
     fn parses_a_real_session() {
-        let a = parse_whoami(200, OK, "role", before_expiry()).unwrap();
+        let a = parse_whoami(200, OK, "role", false, before_expiry()).unwrap();
         let WhoamiAnswer::Authenticated { identity, expires_at } = a else { panic!("{a:?}") };
         assert_eq!(identity.user_id, "5ff66179-c240-4703-b0d8-494592cefff5");
         assert_eq!(identity.session_id, "7458af86-c1d8-401c-978a-8da89133f98b");
@@ -394,38 +426,49 @@ mod tests {
     #[test]
     fn expired_session_is_unauthenticated() {
         let after: DateTime<Utc> = "2026-12-03T00:00:00Z".parse().unwrap();
-        assert_eq!(parse_whoami(200, OK, "role", after).unwrap(), WhoamiAnswer::Unauthenticated);
+        assert_eq!(parse_whoami(200, OK, "role", false, after).unwrap(), WhoamiAnswer::Unauthenticated);
     }
 
     #[test]
     fn parses_401_and_aal2_403() {
-        assert_eq!(parse_whoami(401, E401, "role", before_expiry()).unwrap(), WhoamiAnswer::Unauthenticated);
+        assert_eq!(parse_whoami(401, E401, "role", false, before_expiry()).unwrap(), WhoamiAnswer::Unauthenticated);
         assert_eq!(
-            parse_whoami(403, E403, "role", before_expiry()).unwrap(),
+            parse_whoami(403, E403, "role", false, before_expiry()).unwrap(),
             WhoamiAnswer::Aal2Required { redirect_browser_to: Some("https://kratos.example.com/self-service/login/browser?aal=aal2".into()) }
         );
-        assert_eq!(parse_whoami(429, b"", "role", before_expiry()), Err(THROTTLED.to_owned()));
-        assert!(parse_whoami(200, b"<html>", "role", before_expiry()).is_err());
+        assert_eq!(parse_whoami(429, b"", "role", false, before_expiry()), Err(THROTTLED.to_owned()));
+        assert!(parse_whoami(200, b"<html>", "role", false, before_expiry()).is_err());
     }
 
-    #[test]
-    fn role_comes_from_traits_or_public_metadata() {
-        let mut v: serde_json::Value = serde_json::from_slice(OK).unwrap();
-        v["identity"]["metadata_public"] = serde_json::json!({"role": "admin"});
-        let a = parse_whoami(200, v.to_string().as_bytes(), "role", before_expiry()).unwrap();
+    fn role_of(v: &serde_json::Value, from_traits: bool) -> Option<String> {
+        let a = parse_whoami(200, v.to_string().as_bytes(), "role", from_traits, before_expiry()).unwrap();
         let WhoamiAnswer::Authenticated { identity, .. } = a else { panic!() };
-        assert_eq!(identity.role.as_deref(), Some("admin"));
+        identity.role
+    }
+
+    /// Users edit their own traits: a role there counts only with `role_from_traits`, and
+    /// admin-written `metadata_public` wins over it.
+    #[test]
+    fn role_comes_from_public_metadata_not_traits() {
+        let mut v: serde_json::Value = serde_json::from_slice(OK).unwrap();
+        v["identity"]["traits"]["role"] = serde_json::json!("admin");
+        v["identity"]["metadata_public"] = serde_json::Value::Null;
+        assert_eq!(role_of(&v, false), None);
+        assert_eq!(role_of(&v, true).as_deref(), Some("admin"));
+        v["identity"]["metadata_public"] = serde_json::json!({"role": "user"});
+        assert_eq!(role_of(&v, false).as_deref(), Some("user"));
+        assert_eq!(role_of(&v, true).as_deref(), Some("user"));
     }
 
     #[test]
     fn answers_roundtrip_through_the_redis_encoding() {
-        let a = parse_whoami(200, OK, "role", before_expiry()).unwrap();
+        let a = parse_whoami(200, OK, "role", false, before_expiry()).unwrap();
         let json = serde_json::to_vec(&a).unwrap();
         assert_eq!(serde_json::from_slice::<WhoamiAnswer>(&json).unwrap(), a);
     }
 
     #[test]
     fn fingerprints_differ_by_kind() {
-        assert_ne!(Credential::Cookie("x").fingerprint(), Credential::Bearer("x").fingerprint());
+        assert_ne!(Credential::Cookie("x".into()).fingerprint(), Credential::Bearer("x").fingerprint());
     }
 }

@@ -14,6 +14,7 @@ pub mod headers;
 pub mod kratos;
 pub mod lookup_limit;
 pub mod pickle_fields;
+pub mod session_id;
 pub mod session_lookup;
 pub mod session_value;
 pub mod single_flight;

@@ -3,7 +3,8 @@
 //!
 //! Only sessions that carry a user are cached. Anonymous sessions are not, because Flask-Session
 //! keeps the sid across login (the app writes `user_id` into the same session): a cached
-//! "anonymous" would hide a fresh login. A logout is seen by the proxy itself (the app clears the
+//! "anonymous" would hide a fresh login. Every sid it returns is the published form
+//! ([`SessionIds`]): a keyed hash when cookies are unsigned. A logout is seen by the proxy itself (the app clears the
 //! cookie) and evicts the entry at once; other changes show up within `cache_ttl_seconds`.
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use moka::sync::Cache;
 
 use crate::config::SessionSection;
 use crate::identity::flask_cookie::{CookieError, CookieSigner};
+use crate::identity::session_id::SessionIds;
 use crate::identity::session_value::{self, DecodeError, FieldNames};
 use crate::identity::{AuthSource, Identity};
 use crate::store::keys;
@@ -46,6 +48,7 @@ pub enum SessionLookup {
 
 pub struct SessionResolver {
     signer: CookieSigner,
+    ids: SessionIds,
     prefix: String,
     names: FieldNames,
     max_value_bytes: usize,
@@ -65,6 +68,7 @@ impl SessionResolver {
             .then(|| Cache::builder().max_capacity(cfg.cache_capacity).time_to_live(Duration::from_secs(cfg.cache_ttl_seconds)).build());
         Self {
             signer,
+            ids: SessionIds::for_session(cfg),
             prefix: cfg.key_prefix.clone(),
             names: FieldNames { user_id: cfg.user_id_field.clone(), email: cfg.email_field.clone(), role: cfg.role_field.clone() },
             max_value_bytes: cfg.max_value_bytes,
@@ -73,20 +77,27 @@ impl SessionResolver {
         }
     }
 
-    /// The sid inside a cookie value, if its signature is good.
-    pub fn verified_sid<'a>(&self, cookie_value: &'a str) -> Result<&'a str, CookieError> {
-        self.signer.verify(cookie_value)
+    /// The published sid of a cookie value, if its signature is good.
+    pub fn published_sid<'a>(&self, cookie_value: &'a str) -> Result<std::borrow::Cow<'a, str>, CookieError> {
+        self.signer.verify(cookie_value).map(|sid| self.ids.publish(sid))
+    }
+
+    /// How sids are published (shared with the expiry listener).
+    pub fn ids(&self) -> &SessionIds {
+        &self.ids
     }
 
     pub async fn lookup(&self, cookie_value: &str) -> SessionLookup {
-        let sid = match self.signer.verify(cookie_value) {
+        let raw = match self.signer.verify(cookie_value) {
             Ok(sid) => sid,
             Err(e) => return SessionLookup::BadCookie(e),
         };
+        let sid = self.ids.publish(raw);
+        let sid = sid.as_ref();
         if let Some(identity) = self.cache.as_ref().and_then(|c| c.get(sid)) {
             return SessionLookup::User { identity, cached: true };
         }
-        let key = keys::flask_session(&self.prefix, sid);
+        let key = keys::flask_session(&self.prefix, raw);
         let raw: Option<Vec<u8>> = match self.store.query(redis::cmd("GET").arg(&key)).await {
             Ok(v) => v,
             Err(e) => return SessionLookup::StoreDown(Arc::new(e)),
@@ -117,7 +128,7 @@ impl SessionResolver {
         }
     }
 
-    /// Forgets a sid at once (the app cleared its cookie: logout).
+    /// Forgets a (published) sid at once (the app cleared its cookie: logout).
     pub fn evict(&self, sid: &str) {
         if let Some(c) = &self.cache {
             c.invalidate(sid);

@@ -7,5 +7,6 @@
 //! ([`access_log::Enrich`]).
 
 pub mod access_log;
+pub mod log_limit;
 pub mod metrics;
 pub mod printable;

@@ -302,7 +302,7 @@ async fn cleanup(cfg: &Config, store: &RedisStore, dry_run: bool, json: bool) ->
     while let Some(sids) = scan.next_batch().await? {
         checked += sids.len() as u64;
         let now = chrono::Utc::now().timestamp_millis();
-        let found = find_ended(store, &cfg.session.key_prefix, idle_ms as i64, &sids, now).await?;
+        let found = find_ended(store, cfg.session.app_key_prefix_of_published(), idle_ms as i64, &sids, now).await?;
         held_back += found.suspicious_expiry as u64;
         if dry_run {
             for (_, reason) in &found.ended {

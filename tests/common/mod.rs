@@ -57,6 +57,28 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// Every key and everything stored under it (strings, hash fields and values, list, set
+    /// and sorted-set members), as text: what a scan for leaked data must search.
+    pub fn dump_all(&self) -> Vec<(String, String)> {
+        let mut c = self.conn();
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+        keys.into_iter()
+            .map(|k| {
+                let t: String = redis::cmd("TYPE").arg(&k).query(&mut c).unwrap();
+                let v: Vec<Vec<u8>> = match t.as_str() {
+                    "string" => vec![redis::cmd("GET").arg(&k).query(&mut c).unwrap()],
+                    "hash" => redis::cmd("HGETALL").arg(&k).query(&mut c).unwrap(),
+                    "list" => redis::cmd("LRANGE").arg(&k).arg(0).arg(-1).query(&mut c).unwrap(),
+                    "set" => redis::cmd("SMEMBERS").arg(&k).query(&mut c).unwrap(),
+                    "zset" => redis::cmd("ZRANGE").arg(&k).arg(0).arg(-1).query(&mut c).unwrap(),
+                    _ => vec![],
+                };
+                let text = v.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<Vec<_>>().join("\n");
+                (k, text)
+            })
+            .collect()
+    }
+
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -158,6 +180,11 @@ impl FlaskApp {
     }
 
     pub fn start_with_secret(redis: &RedisServer, version: FlaskSession, secret: &str) -> Self {
+        Self::start_with(redis, version, secret, &[])
+    }
+
+    /// With extra environment for the app (e.g. `SESSION_USE_SIGNER=0`).
+    pub fn start_with(redis: &RedisServer, version: FlaskSession, secret: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("app.log")).unwrap();
@@ -167,6 +194,7 @@ impl FlaskApp {
             .env("REDIS_URL", redis.url())
             .env("APP_PORT", port.to_string())
             .env("APP_HOST", "127.0.0.1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -206,6 +234,8 @@ pub enum StubAnswer {
     Aal2Required,
     /// Any status with an empty body (e.g. 500, 429).
     Status(u16),
+    /// Any status with this JSON body (e.g. a whoami session whose traits say "admin").
+    Json(u16, serde_json::Value),
 }
 
 impl StubAnswer {
@@ -261,6 +291,14 @@ impl KratosStub {
     }
 }
 
+/// Kratos's real whoami 200 body (the fixture) for identity `id`, live for an hour.
+pub fn whoami_body(id: &str) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_str(&fixture("kratos_whoami_200.json")).unwrap();
+    v["expires_at"] = serde_json::json!((chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+    v["identity"]["id"] = serde_json::json!(id);
+    v
+}
+
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(repo_root().join("tests/fixtures/kratos").join(name)).unwrap()
 }
@@ -299,6 +337,7 @@ fn serve_kratos(mut conn: TcpStream, calls: &AtomicUsize, delay: &AtomicU64, ans
             (true, None) => (401, fixture("kratos_whoami_401.json")),
             (true, Some(StubAnswer::Aal2Required)) => (403, fixture("kratos_whoami_403.json")),
             (true, Some(StubAnswer::Status(s))) => (s, String::new()),
+            (true, Some(StubAnswer::Json(s, body))) => (s, body.to_string()),
             (true, Some(StubAnswer::Session { identity_id, email, role, aal, expires_in })) => {
                 let mut v: serde_json::Value = serde_json::from_str(&fixture("kratos_whoami_200.json")).unwrap();
                 let expires = chrono::Utc::now() + chrono::Duration::from_std(expires_in).unwrap();
@@ -342,6 +381,8 @@ pub struct ProxyOpts<'a> {
     pub extra_toml: &'a str,
     /// Lines added to the `[server]` table.
     pub server_toml: &'a str,
+    /// Lines added to the `[session]` table.
+    pub session_toml: &'a str,
     pub env: Vec<(&'a str, String)>,
 }
 
@@ -356,6 +397,7 @@ impl<'a> ProxyOpts<'a> {
             cache_ttl_seconds: 5,
             extra_toml: "",
             server_toml: "",
+            session_toml: "",
             env: Vec::new(),
         }
     }
@@ -440,6 +482,7 @@ url = "{redis}"
 secret_key = "{secret}"
 secret_key_fallbacks = [{fallbacks}]
 cache_ttl_seconds = {ttl}
+{session_extra}
 
 [kratos]
 {kratos}
@@ -454,6 +497,7 @@ cache_ttl_seconds = {ttl}
             ttl = opts.cache_ttl_seconds,
             extra = opts.extra_toml,
             server_extra = opts.server_toml,
+            session_extra = opts.session_toml,
         );
         let conf = dir.path().join("sting-proxy.toml");
         std::fs::write(&conf, toml).unwrap();
