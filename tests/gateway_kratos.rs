@@ -26,7 +26,7 @@ fn kratos_credentials_identify_the_caller() {
     kratos.answer("tok-1", session("id-token", None));
     kratos.answer("cookie-1", session("id-cookie", Some("admin")));
     kratos.answer("bearer-1", session("id-bearer", None));
-    let proxy = proxy_with_kratos(&redis, &app, &kratos, "");
+    let proxy = proxy_with_kratos(&redis, &app, &kratos, "bearer_tokens = true\n");
     let c = client();
     let via = |req: reqwest::blocking::RequestBuilder| -> serde_json::Value { req.send().unwrap().json().unwrap() };
 

@@ -58,6 +58,9 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
     peer.options.write_timeout = Some(Duration::from_millis(cfg.upstream.write_timeout_ms));
     peer.options.idle_timeout = Some(Duration::from_secs(cfg.upstream.idle_timeout_seconds));
 
+    for w in cfg.warnings() {
+        tracing::warn!("{w}");
+    }
     // The pid file's and the socket's directory: created private if missing, refused if another
     // user owns it or others may write it (someone else's `/tmp/sting-proxy-<uid>`, say).
     for (key, path) in [("server.upgrade_sock", &cfg.server.upgrade_sock), ("server.pid_file", &cfg.server.pid_file)] {

@@ -17,6 +17,9 @@ async fn run_async(cfg: &Config) -> anyhow::Result<bool> {
     let source = cfg.file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "defaults + environment".into());
     println!("ok    configuration ({source})");
     println!("      listen {} · admin {} · upstream {} · {} auth rule(s)", cfg.listen, cfg.admin_listen, cfg.upstream_addr, cfg.rules.len());
+    for w in cfg.warnings() {
+        println!("warn  {w}");
+    }
 
     match redis_report(cfg).await {
         Ok(lines) => {
