@@ -10,7 +10,7 @@ use common::*;
 
 const TOKEN: &str = "hostile-analytics-token-0123456789";
 
-fn with_kratos<'a>(redis: &RedisServer, app: &FlaskApp, kratos: &KratosStub, extra: &'a str) -> Proxy {
+fn with_kratos(redis: &RedisServer, app: &FlaskApp, kratos: &KratosStub, extra: &str) -> Proxy {
     let mut opts = ProxyOpts { kratos: Some(kratos.url()), extra_toml: extra, ..ProxyOpts::new(redis, app.url()) };
     opts.env = vec![("STING_ANALYTICS_TOKEN", TOKEN.to_owned())];
     let p = Proxy::start(opts);
