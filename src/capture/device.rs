@@ -10,6 +10,7 @@
 //! (`... Chrome/120 Safari/537.36 (compatible; PetalBot; ...)`), which it reports as
 //! Chrome on a PC.
 
+use crate::capture::daily_cap::DailyCap;
 use woothee::parser::Parser;
 
 /// Only this many bytes of the header are looked at. Real UAs are well under 300 bytes;
@@ -191,35 +192,28 @@ pub const OTHER_BOT: &str = "other bot";
 
 /// Bot names are the one browser name a client chooses freely (`xyz123bot`), and each becomes
 /// a member of the day's `browsers` breakdown. This admits the first
-/// [`MAX_BOT_NAMES_PER_DAY`] distinct names of a UTC day and renames the rest, so a client
-/// cycling names cannot grow that sorted set without bound. Per process.
-#[derive(Debug, Default)]
-pub struct BotNames {
-    day: i64,
-    admitted: std::collections::HashSet<String>,
+/// [`MAX_BOT_NAMES_PER_DAY`] distinct names of a UTC day and renames the rest (see
+/// [`DailyCap`]).
+#[derive(Debug)]
+pub struct BotNames(DailyCap);
+
+impl Default for BotNames {
+    fn default() -> Self {
+        Self(DailyCap::new(MAX_BOT_NAMES_PER_DAY))
+    }
 }
 
 impl BotNames {
     /// Moves to the UTC day of `ts_ms` if it is later than the current one; returns true then
     /// (devices renamed on an earlier day may now be admitted: drop cached ones).
     pub fn roll(&mut self, ts_ms: i64) -> bool {
-        let day = crate::store::keys::Period::Day.slot(ts_ms).index;
-        if day <= self.day {
-            return false;
-        }
-        self.day = day;
-        self.admitted.clear();
-        true
+        self.0.roll(ts_ms)
     }
 
     /// Applies the day's cap to a freshly parsed `device`.
     pub fn cap(&mut self, device: &mut Device) {
-        if device.is_bot() && !self.admitted.contains(&device.browser) {
-            if self.admitted.len() < MAX_BOT_NAMES_PER_DAY {
-                self.admitted.insert(device.browser.clone());
-            } else {
-                device.browser = OTHER_BOT.to_owned();
-            }
+        if device.is_bot() && !self.0.admit(&device.browser) {
+            device.browser = OTHER_BOT.to_owned();
         }
     }
 }

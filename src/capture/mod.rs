@@ -7,6 +7,7 @@
 //! May use: `identity` (the `Identity` an event carries), `store`, `config`, `observe`.
 
 pub mod aggregate;
+pub mod daily_cap;
 pub mod device;
 pub mod geo;
 pub mod log_record;

@@ -4,12 +4,12 @@
 //! The request path only ever calls [`CaptureHandle::record`], a `try_send` that never waits:
 //! a full queue drops the event and counts it rather than slow a request. On a Redis error the
 //! writer keeps its batch and retries with capped backoff; meanwhile new events wait in the
-//! queue (bounded). Each batch is one `MULTI`/`EXEC` that also sets a marker key, so a
-//! connection lost before `EXEC` applies nothing and a retry after a lost reply is recognised
-//! instead of counted twice. On SIGTERM the writer takes events for the first half of the grace
+//! queue (bounded). Each batch is one `MULTI`/`EXEC` that also advances this writer's batch
+//! number in Redis, so a connection lost before `EXEC` applies nothing and a retry after a
+//! lost reply is recognised instead of counted twice, at the cost of one key per process. On SIGTERM the writer takes events for the first half of the grace
 //! period (in-flight requests still log) and writes them before it ends.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,11 +21,14 @@ use pingora::services::background::BackgroundService;
 use tokio::sync::mpsc;
 
 use crate::capture::aggregate::{Batch, Enriched, WriteSettings};
+use crate::capture::daily_cap::DailyCap;
 use crate::capture::device::{self, Device};
 use crate::capture::geo::{GeoDb, Location};
-use crate::capture::request_event::{CaptureEvent, RequestEvent};
+use crate::capture::request_event::{CaptureEvent, RequestEvent, SessionSignal};
 use crate::config::route_template::{self, AssetRules};
 use crate::config::{ActionRuleSection, AnalyticsSection};
+use crate::identity::client_limit::ClientLimiter;
+use crate::observe::metrics::OTHER_ROUTE;
 use crate::store::keys;
 use crate::store::RedisStore;
 
@@ -130,6 +133,12 @@ pub struct Writer {
     max_delay: Duration,
     grace: Duration,
     stats: Arc<CaptureStats>,
+    max_pages: usize,
+    /// `analytics.new_sessions_per_client_per_minute`; `None` = no limit.
+    new_sessions: Option<ClientLimiter>,
+    /// This process's writer key (`keys::analytics_writer`) and the number of its last batch.
+    writer_key: String,
+    seq: AtomicU64,
 }
 
 /// Builds the channel: the handle for producers and the writer service that drains it.
@@ -137,6 +146,10 @@ pub fn channel(cfg: &AnalyticsSection, store: RedisStore, grace: Duration) -> an
     let (tx, rx) = mpsc::channel(cfg.queue_capacity);
     let stats = Arc::new(CaptureStats::default());
     let writer = Writer {
+        writer_key: keys::analytics_writer(&uuid::Uuid::new_v4().simple().to_string()),
+        seq: AtomicU64::new(0),
+        max_pages: cfg.max_pages_per_day,
+        new_sessions: ClientLimiter::new(cfg.new_sessions_per_client_per_minute),
         rx: Mutex::new(Some(rx)),
         store,
         enricher: Enricher::new(cfg)?,
@@ -153,12 +166,19 @@ pub fn channel(cfg: &AnalyticsSection, store: RedisStore, grace: Duration) -> an
     Ok((CaptureHandle { tx, stats }, writer))
 }
 
-#[derive(Default)]
 struct Caches {
     devices: HashMap<String, Device>,
     locations: HashMap<IpAddr, Location>,
     bot_names: device::BotNames,
+    /// Route templates admitted today; later new ones are recorded as `other`.
+    pages: DailyCap,
+    /// Anonymous sessions this writer has recorded (bounded: emptied when full).
+    known_sessions: HashSet<String>,
 }
+
+/// Anonymous sessions remembered as already recorded; past it the set starts again (a
+/// forgotten session costs its client one token of its new-session allowance).
+const KNOWN_SESSIONS_MAX: usize = 100_000;
 
 impl Writer {
     /// Turns a list of events into one batch of writes, parsing each distinct UA and IP once.
@@ -195,27 +215,55 @@ impl Writer {
         }
         for ev in events {
             let CaptureEvent::Request(r) = ev else { continue };
-            let r: &RequestEvent = r;
-            let template = &r.template;
+            let refused;
+            let r: &RequestEvent = if self.admit_session(r, caches) {
+                r
+            } else {
+                // Over its client's limit: the request counts in the totals, without a session.
+                refused = RequestEvent { sid: None, signal: SessionSignal::None, ..RequestEvent::clone(r) };
+                &refused
+            };
+            caches.pages.roll(r.ts_ms);
+            let template = if caches.pages.admit(&r.template) { r.template.as_str() } else { OTHER_ROUTE };
             let is_asset = self.enricher.assets.is_asset(&r.path);
             let page_view = route_template::is_page_view(&r.method, r.status, is_asset, r.navigation);
             let device = r.user_agent.as_ref().and_then(|ua| caches.devices.get(ua)).unwrap_or(&unknown_device);
             let location = r.ip.and_then(|ip| caches.locations.get(&ip)).unwrap_or(&nowhere);
-            let action = self.enricher.action_for(&r.method, template);
+            let action = self.enricher.action_for(&r.method, &r.template);
             batch.add_request(&Enriched { event: r, template, page_view, action, device, location });
         }
         batch
     }
 
+    /// May this request's session be recorded? Always for sessions with a user and for ones
+    /// this writer already records; a new anonymous one takes a token of its client's
+    /// new-session allowance, so one address dropping its cookie cannot add a record per request.
+    fn admit_session(&self, r: &RequestEvent, caches: &mut Caches) -> bool {
+        let (Some(sid), None, Some(limiter)) = (&r.sid, &r.identity, &self.new_sessions) else { return true };
+        if caches.known_sessions.contains(sid) {
+            return true;
+        }
+        if r.ip.is_some_and(|ip| !limiter.allow(ip)) {
+            crate::observe::metrics::metrics().analytics_sessions_refused.inc();
+            return false;
+        }
+        if caches.known_sessions.len() >= KNOWN_SESSIONS_MAX {
+            caches.known_sessions.clear();
+        }
+        caches.known_sessions.insert(sid.clone());
+        true
+    }
+
     /// Writes one batch as one `MULTI`/`EXEC`, retrying transient failures with capped backoff.
     ///
-    /// The transaction also sets a marker key; before each retry the writer asks whether the
-    /// marker exists, because a reply lost after Redis committed would otherwise be counted
+    /// The transaction also sets this writer's key to the batch's number (batches of one writer
+    /// are written one after another, so the numbers only grow); before each retry the writer
+    /// reads it back, because a reply lost after Redis committed would otherwise be counted
     /// twice. At shutdown, retries stop at the hard deadline (pingora cancels the runtime then).
     async fn write(&self, batch: &Batch, shutdown: &mut ShutdownWatch, phase: &mut Option<Phase>) {
-        let marker = keys::analytics_batch(&uuid::Uuid::new_v4().simple().to_string());
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let mut pipe = batch.to_pipeline(&self.settings);
-        pipe.set_ex(&marker, 1, keys::ANALYTICS_BATCH_TTL_SECS).ignore();
+        pipe.set_ex(&self.writer_key, seq, keys::ANALYTICS_WRITER_TTL_SECS).ignore();
         pipe.atomic();
         let commands = pipe.cmd_iter().count() as u64;
         let mut delay = Duration::from_millis(50);
@@ -225,11 +273,9 @@ impl Writer {
                 Some(p) => p.hard_deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(50)),
                 None => BATCH_TIMEOUT,
             };
-            let result = if attempt > 0 && self.store.query::<bool>(redis::cmd("EXISTS").arg(&marker)).await.unwrap_or(false) {
-                Ok(())
-            } else {
-                self.store.pipeline_within::<()>(&pipe, timeout).await
-            };
+            let committed =
+                || async { self.store.query::<Option<u64>>(redis::cmd("GET").arg(&self.writer_key)).await.ok().flatten().is_some_and(|n| n >= seq) };
+            let result = if attempt > 0 && committed().await { Ok(()) } else { self.store.pipeline_within::<()>(&pipe, timeout).await };
             attempt += 1;
             let e = match result {
                 Ok(()) => {
@@ -317,7 +363,13 @@ impl BackgroundService for Writer {
             _ = self.store.connect_forever() => {}
             _ = shutdown.changed() => {}
         }
-        let mut caches = Caches::default();
+        let mut caches = Caches {
+            devices: HashMap::new(),
+            locations: HashMap::new(),
+            bot_names: device::BotNames::default(),
+            pages: DailyCap::new(self.max_pages),
+            known_sessions: HashSet::new(),
+        };
         let mut events = Vec::with_capacity(self.max_events);
         let mut phase: Option<Phase> = if *shutdown.borrow() { Some(Phase::starting_now(self.grace)) } else { None };
         loop {

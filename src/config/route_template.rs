@@ -10,6 +10,9 @@ const MAX_PATH: usize = 2048;
 /// Most segments kept; deeper paths end in `/…`.
 const MAX_SEGMENTS: usize = 12;
 
+/// The one template of responses the app did not route (404, 405).
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
 /// Turns raw paths into templates.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTemplater {
@@ -33,6 +36,16 @@ impl RouteTemplater {
     }
 
     /// The template for `path` (no query string).
+    /// The template a response is recorded under: [`UNMATCHED_ROUTE`] when the app routed
+    /// nothing (404, 405), so random paths cannot use up label or page budgets; else the
+    /// path's template.
+    pub fn template_for(&self, path: &str, status: u16) -> String {
+        if matches!(status, 404 | 405) {
+            return UNMATCHED_ROUTE.to_owned();
+        }
+        self.template(path)
+    }
+
     pub fn template(&self, path: &str) -> String {
         if path.len() > MAX_PATH {
             return "/:long".to_owned();

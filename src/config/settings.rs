@@ -326,6 +326,14 @@ pub struct AnalyticsSection {
     pub batch_max_delay_ms: u64,
     /// Recent actions kept per session.
     pub max_actions_per_session: usize,
+    /// Distinct route templates recorded per UTC day (top pages, per-session page sets); later
+    /// new ones count as `other`. Per proxy process.
+    pub max_pages_per_day: usize,
+    /// New anonymous session records one client address (IPv6: its /64) may create per minute,
+    /// with a burst of as many; beyond it its requests count in the totals but start no session
+    /// record (`sting_analytics_sessions_refused_total`). Sessions with a user are never
+    /// refused. 0 = no limit.
+    pub new_sessions_per_client_per_minute: u32,
     /// Sessions without activity for this long are ended by the sweep.
     pub idle_timeout_seconds: u64,
     /// How often the sweep looks for sessions whose app key is gone or that went idle.
@@ -364,6 +372,8 @@ impl Default for AnalyticsSection {
             batch_max_events: 1_000,
             batch_max_delay_ms: 50,
             max_actions_per_session: 100,
+            max_pages_per_day: 1_000,
+            new_sessions_per_client_per_minute: 60,
             idle_timeout_seconds: 1800,
             sweep_interval_seconds: 60,
             keyspace_notifications: true,
@@ -611,6 +621,9 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         }
         if !f.analytics.geoip_database.is_empty() && !Path::new(&f.analytics.geoip_database).is_file() {
             return Err(invalid("analytics.geoip_database", &s_geo, format!("{:?} is not a readable file", f.analytics.geoip_database)));
+        }
+        if f.analytics.max_pages_per_day == 0 {
+            return Err(invalid("analytics.max_pages_per_day", &fs, "must be at least 1".into()));
         }
         if f.analytics.queue_capacity == 0 || f.analytics.batch_max_events == 0 {
             return Err(invalid("analytics.queue_capacity", &fs, "queue_capacity and batch_max_events must be at least 1".into()));

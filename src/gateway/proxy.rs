@@ -319,7 +319,7 @@ impl ProxyHttp for Sidecar {
     async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut Self::CTX) {
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
         let latency_us = ctx.started.elapsed().as_micros() as u64;
-        let template = self.templater.template(session.req_header().uri.path());
+        let template = self.templater.template_for(session.req_header().uri.path(), status);
         crate::observe::metrics::metrics().request(
             &session.req_header().method,
             status,

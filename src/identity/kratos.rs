@@ -8,7 +8,7 @@
 //! the circuit breaker and the caller is treated as anonymous (fail closed for protected
 //! routes, open for public ones). Kratos's 429 fails that lookup too, but for the circuit it
 //! counts as Kratos being up. Unknown credentials from one client address are limited per minute
-//! ([`LookupLimiter`]), so a flood of random tokens from a few addresses neither floods Kratos
+//! ([`ClientLimiter`]), so a flood of random tokens from a few addresses neither floods Kratos
 //! nor opens the circuit for everyone else.
 
 use std::net::IpAddr;
@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::KratosSection;
 use crate::identity::circuit_breaker::{CircuitBreaker, CircuitState};
-use crate::identity::lookup_limit::LookupLimiter;
+use crate::identity::client_limit::ClientLimiter;
 use crate::identity::single_flight::SingleFlight;
 use crate::identity::{AuthSource, Identity};
 use crate::store::keys;
@@ -187,7 +187,7 @@ pub struct KratosClient {
     memory: Cache<[u8; 32], Remembered>,
     flights: SingleFlight<[u8; 32], KratosOutcome>,
     breaker: CircuitBreaker,
-    limiter: Option<LookupLimiter>,
+    limiter: Option<ClientLimiter>,
     cache_ttl: Duration,
     negative_ttl: Duration,
     memory_ttl: Duration,
@@ -212,7 +212,7 @@ impl KratosClient {
             memory: Cache::builder().max_capacity(100_000).build(),
             flights: SingleFlight::default(),
             breaker: CircuitBreaker::new(cfg.circuit_failure_threshold, Duration::from_secs(cfg.circuit_open_seconds)),
-            limiter: LookupLimiter::new(cfg.lookups_per_client_per_minute),
+            limiter: ClientLimiter::new(cfg.lookups_per_client_per_minute),
             cache_ttl: Duration::from_secs(cfg.cache_ttl_seconds),
             negative_ttl: Duration::from_secs(cfg.negative_cache_ttl_seconds),
             memory_ttl,

@@ -8,11 +8,11 @@
 pub mod authenticate;
 mod caller;
 pub mod circuit_breaker;
+pub mod client_limit;
 pub mod cookies;
 pub mod flask_cookie;
 pub mod headers;
 pub mod kratos;
-pub mod lookup_limit;
 pub mod pickle_fields;
 pub mod session_id;
 pub mod session_lookup;

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub analytics_written: IntCounter,
     pub analytics_retried: IntCounter,
     pub analytics_dropped: IntCounter,
+    /// Requests of new anonymous sessions over their client's limit: counted, not recorded.
+    pub analytics_sessions_refused: IntCounter,
     pub analytics_batch_events: Histogram,
     pub active_sessions: IntGauge,
     routes: RouteLabels,
@@ -151,6 +153,10 @@ impl Metrics {
             analytics_written: counter("analytics_events_written_total", "Analytics events written to Redis."),
             analytics_retried: counter("analytics_batch_retries_total", "Analytics batch writes retried after a transient error."),
             analytics_dropped: counter("analytics_events_dropped_total", "Analytics events lost: queue full, or a batch that could not be written."),
+            analytics_sessions_refused: counter(
+                "analytics_sessions_refused_total",
+                "Requests of new anonymous sessions over their client's per-minute limit: in the totals, without a session record.",
+            ),
             analytics_batch_events: Histogram::with_opts(
                 HistogramOpts::new("analytics_batch_events", "Events per analytics batch.").buckets(vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0]),
             )
@@ -177,6 +183,7 @@ impl Metrics {
             Box::new(m.analytics_written.clone()),
             Box::new(m.analytics_retried.clone()),
             Box::new(m.analytics_dropped.clone()),
+            Box::new(m.analytics_sessions_refused.clone()),
             Box::new(m.analytics_batch_events.clone()),
             Box::new(m.active_sessions.clone()),
             Box::new(build),

@@ -230,8 +230,8 @@ async fn keys_without_ttl(store: &RedisStore, s: &Settings, progress: &mut Progr
 pub fn ttl_for(key: &str, s: &Settings) -> u64 {
     if key.starts_with(keys::AAL2_PREFIX) {
         keys::AAL2_EVENT_TTL_SECS
-    } else if key.starts_with(keys::ANALYTICS_BATCH_PREFIX) {
-        keys::ANALYTICS_BATCH_TTL_SECS
+    } else if key.starts_with(keys::ANALYTICS_WRITER_PREFIX) || key.starts_with(keys::LEGACY_ANALYTICS_BATCH_PREFIX) {
+        keys::ANALYTICS_WRITER_TTL_SECS
     } else if key.starts_with(keys::KRATOS_CACHE_PREFIX) {
         s.kratos_cache_secs
     } else {

@@ -5,9 +5,15 @@
 //! [`RedisStore::connect_forever`], run as a background service, so the proxy starts and serves
 //! public routes even when Redis is down at boot (fail open for public routes, see
 //! `docs/operations.md`). Until then every call fails fast with [`StoreError::NotConnected`].
+//!
+//! Fail fast while Redis is down: once a call fails for want of Redis (connection refused or
+//! dropped, or no answer in time), the next calls fail at once with [`StoreError::Down`]
+//! instead of each waiting out the command timeout; one probe call per [`PROBE_INTERVAL`]
+//! goes through, and the first that succeeds ends the outage (the circuit-breaker idea).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::FromRedisValue;
@@ -18,6 +24,9 @@ pub enum StoreError {
     NotConnected,
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
+    /// A recent call found Redis unreachable; not asked again until the next probe.
+    #[error("Redis is unreachable (failing fast until a probe succeeds)")]
+    Down,
     #[error("Redis error: {0}")]
     Redis(#[from] redis::RedisError),
 }
@@ -52,6 +61,46 @@ struct Inner {
     conn: OnceLock<ConnectionManager>,
     connect_timeout: Duration,
     command_timeout: Duration,
+    epoch: Instant,
+    /// Milliseconds since `epoch` before which calls fail fast; 0 = Redis is up.
+    down_until_ms: AtomicU64,
+}
+
+/// While Redis is down, one call per interval is let through to find out whether it is back.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+impl Inner {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// May a call go out? While down, only the one that moves the deadline (the probe).
+    fn admit(&self) -> bool {
+        let until = self.down_until_ms.load(Ordering::Acquire);
+        if until == 0 {
+            return true;
+        }
+        let now = self.now_ms();
+        now >= until && self.down_until_ms.compare_exchange(until, now + PROBE_INTERVAL.as_millis() as u64, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    /// Records how a call went: Redis unreachable starts (or extends) an outage; any answer
+    /// from Redis, even an error reply, ends it.
+    fn record<T>(&self, r: &Result<T, StoreError>) {
+        match r {
+            Err(e) if e.means_unreachable() => {
+                let next = self.now_ms() + PROBE_INTERVAL.as_millis() as u64;
+                if self.down_until_ms.swap(next, Ordering::AcqRel) == 0 {
+                    tracing::warn!(error = %e, "Redis unreachable: failing fast until a probe succeeds");
+                }
+            }
+            _ => {
+                if self.down_until_ms.swap(0, Ordering::AcqRel) != 0 {
+                    tracing::info!("Redis reachable again");
+                }
+            }
+        }
+    }
 }
 
 impl StoreError {
@@ -59,7 +108,7 @@ impl StoreError {
     /// (a script error, a wrong type) would fail the same way again.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::NotConnected | StoreError::Timeout(_) => true,
+            StoreError::NotConnected | StoreError::Timeout(_) | StoreError::Down => true,
             StoreError::Redis(e) => {
                 e.is_io_error()
                     || e.is_timeout()
@@ -71,10 +120,35 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// Redis could not be reached (as opposed to answering with an error).
+    fn means_unreachable(&self) -> bool {
+        match self {
+            StoreError::Timeout(_) | StoreError::Down => true,
+            StoreError::NotConnected => false,
+            StoreError::Redis(e) => e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal(),
+        }
+    }
+}
+
 impl RedisStore {
     /// A handle for `url`; does no I/O until [`RedisStore::connect_forever`] runs.
     pub fn new(url: &str, connect_timeout: Duration, command_timeout: Duration) -> redis::RedisResult<Self> {
-        Ok(Self { inner: Arc::new(Inner { client: redis::Client::open(url)?, conn: OnceLock::new(), connect_timeout, command_timeout }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client: redis::Client::open(url)?,
+                conn: OnceLock::new(),
+                connect_timeout,
+                command_timeout,
+                epoch: Instant::now(),
+                down_until_ms: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Whether calls are failing fast (Redis found unreachable and no probe has succeeded).
+    pub fn is_down(&self) -> bool {
+        self.inner.down_until_ms.load(Ordering::Acquire) != 0
     }
 
     /// Connects, retrying with capped backoff until it succeeds; later drops are repaired by the
@@ -112,12 +186,17 @@ impl RedisStore {
     /// Runs one command within the command timeout.
     pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         let mut conn = self.inner.conn.get().ok_or(StoreError::NotConnected)?.clone();
+        if !self.inner.admit() {
+            observe("fail_fast", Instant::now(), false);
+            return Err(StoreError::Down);
+        }
         let timeout = self.inner.command_timeout;
         let started = std::time::Instant::now();
         let r = match tokio::time::timeout(timeout, cmd.query_async(&mut conn)).await {
             Ok(r) => r.map_err(StoreError::from),
             Err(_) => Err(StoreError::Timeout(timeout)),
         };
+        self.inner.record(&r);
         observe("query", started, r.is_ok());
         r
     }
@@ -130,11 +209,16 @@ impl RedisStore {
     /// Runs one pipeline within `timeout` (background batches may take longer than a request may).
     pub async fn pipeline_within<T: FromRedisValue>(&self, pipe: &redis::Pipeline, timeout: Duration) -> Result<T, StoreError> {
         let mut conn = self.inner.conn.get().ok_or(StoreError::NotConnected)?.clone();
+        if !self.inner.admit() {
+            observe("fail_fast", Instant::now(), false);
+            return Err(StoreError::Down);
+        }
         let started = std::time::Instant::now();
         let r = match tokio::time::timeout(timeout, pipe.query_async(&mut conn)).await {
             Ok(r) => r.map_err(StoreError::from),
             Err(_) => Err(StoreError::Timeout(timeout)),
         };
+        self.inner.record(&r);
         observe("pipeline", started, r.is_ok());
         r
     }

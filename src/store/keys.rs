@@ -145,16 +145,21 @@ pub fn metrics_period(period: Period, label: &str) -> String {
     format!("sting:metrics:{}:{label}", period.as_str())
 }
 
-/// Prefix of the batch markers; see [`analytics_batch`].
-pub const ANALYTICS_BATCH_PREFIX: &str = "sting:analytics:batch:";
+/// Prefix of the writers' batch sequences; see [`analytics_writer`].
+pub const ANALYTICS_WRITER_PREFIX: &str = "sting:analytics:writer:";
 
-/// How long a batch marker lives: far longer than any retry.
-pub const ANALYTICS_BATCH_TTL_SECS: u64 = 86_400;
+/// How long a writer's sequence outlives its last batch: far longer than any retry.
+pub const ANALYTICS_WRITER_TTL_SECS: u64 = 86_400;
 
-/// Marks a written analytics batch, so a retry after a lost reply can tell the batch already
-/// landed instead of counting it twice.
-pub fn analytics_batch(batch_id: &str) -> String {
-    format!("{ANALYTICS_BATCH_PREFIX}{batch_id}")
+/// Prefix of the per-batch markers of earlier versions (one key per batch); they expire on
+/// their own within a day of an upgrade, and `validate` still knows their TTL.
+pub const LEGACY_ANALYTICS_BATCH_PREFIX: &str = "sting:analytics:batch:";
+
+/// The number of the last batch one writer (one process) committed: set inside each batch's
+/// transaction, so a retry after a lost reply can tell the batch already landed instead of
+/// counting it twice. One key per writer process, not per batch.
+pub fn analytics_writer(writer_id: &str) -> String {
+    format!("{ANALYTICS_WRITER_PREFIX}{writer_id}")
 }
 
 /// Prefix of the AAL2 step-up events; see [`aal2_event`].

@@ -1,9 +1,11 @@
-//! Per-client limit on uncached Kratos lookups: a token bucket per client address. No I/O.
+//! Per-client limits: a token bucket per client address. No I/O.
 //!
-//! Every credential the proxy has not seen costs one whoami call, so a flood of random tokens
+//! Two uses. Uncached Kratos lookups: every credential the proxy has not seen costs one whoami call, so a flood of random tokens
 //! would otherwise turn into a flood on Kratos (and, once Kratos slows down, an open circuit
 //! for everyone). Cached credentials never reach this limit; a real user needs a lookup only
-//! after logging in. IPv6 clients are grouped by /64, the block one host usually holds.
+//! after logging in. New anonymous session records (the analytics writer): a client that
+//! drops its cookie on every request would otherwise add a session record per request. IPv6
+//! clients are grouped by /64, the block one host usually holds.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -35,12 +37,12 @@ impl Bucket {
     }
 }
 
-pub struct LookupLimiter {
+pub struct ClientLimiter {
     per_minute: f64,
     buckets: Cache<IpAddr, Arc<Mutex<Bucket>>>,
 }
 
-impl LookupLimiter {
+impl ClientLimiter {
     /// `per_minute` lookups per client, with a burst of as many; `None` when 0 (no limit).
     pub fn new(per_minute: u32) -> Option<Self> {
         (per_minute > 0).then(|| Self {
@@ -84,12 +86,12 @@ mod tests {
 
     #[test]
     fn zero_means_no_limit() {
-        assert!(LookupLimiter::new(0).is_none());
+        assert!(ClientLimiter::new(0).is_none());
     }
 
     #[test]
     fn a_burst_of_the_rate_then_a_token_per_interval() {
-        let l = LookupLimiter::new(6).unwrap();
+        let l = ClientLimiter::new(6).unwrap();
         let t0 = Instant::now();
         let a = ip("192.0.2.1");
         assert_eq!((0..10).filter(|_| l.allow_at(a, t0)).count(), 6, "the burst is one minute's allowance");
@@ -103,7 +105,7 @@ mod tests {
 
     #[test]
     fn clients_have_separate_buckets() {
-        let l = LookupLimiter::new(2).unwrap();
+        let l = ClientLimiter::new(2).unwrap();
         let t0 = Instant::now();
         assert!(l.allow_at(ip("192.0.2.1"), t0) && l.allow_at(ip("192.0.2.1"), t0));
         assert!(!l.allow_at(ip("192.0.2.1"), t0));
@@ -112,7 +114,7 @@ mod tests {
 
     #[test]
     fn ipv6_hosts_share_their_64_and_mapped_ipv4_is_ipv4() {
-        let l = LookupLimiter::new(1).unwrap();
+        let l = ClientLimiter::new(1).unwrap();
         let t0 = Instant::now();
         assert!(l.allow_at(ip("2001:db8:1:2::1"), t0));
         assert!(!l.allow_at(ip("2001:db8:1:2:ffff::9"), t0), "same /64");

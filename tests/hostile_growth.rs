@@ -1,0 +1,163 @@
+//! Bounded growth under hostile traffic (issue 12, items 8-12): floods through the real binary,
+//! then Redis's own `DBSIZE`, `KEYS` and `MEMORY USAGE` say what the proxy kept. Redis runs
+//! `noeviction` in production and is shared with the app's logins, so the proxy's keys must
+//! grow with users and days, never with requests or batches.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn keys(redis: &RedisServer, pattern: &str) -> Vec<String> {
+    redis::cmd("KEYS").arg(pattern).query(&mut redis.conn()).unwrap()
+}
+
+fn metric(proxy: &Proxy, line_start: &str) -> f64 {
+    let text = client().get(proxy.admin_url("/metrics")).send().unwrap().text().unwrap();
+    text.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+}
+
+/// Sends `n` GETs of `path(i)` from 8 threads; returns the statuses' sum of 2xx.
+fn flood(proxy: &Proxy, n: usize, headers: &'static [(&'static str, &'static str)], path: impl Fn(usize) -> String + Sync) -> usize {
+    let ok = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let (ok, path) = (&ok, &path);
+            s.spawn(move || {
+                let c = client();
+                for i in (t..n).step_by(8) {
+                    let mut r = c.get(proxy.url(&path(i)));
+                    for (k, v) in headers {
+                        r = r.header(*k, *v);
+                    }
+                    if r.send().is_ok_and(|r| r.status().is_success()) {
+                        ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    ok.into_inner()
+}
+
+fn wait_written(proxy: &Proxy, at_least: f64) {
+    wait_until("the analytics writer", Duration::from_secs(60), || metric(proxy, "sting_analytics_events_written_total") >= at_least);
+}
+
+/// 10,000 batches leave one writer key, not 10,000 markers.
+#[test]
+fn batches_leave_one_key_per_writer() {
+    let redis = RedisServer::start();
+    let app = FlaskApp::start(&redis, FlaskSession::V08);
+    let proxy = Proxy::start(ProxyOpts { extra_toml: "[analytics]\nbatch_max_events = 1\n", ..ProxyOpts::new(&redis, app.url()) });
+    proxy.wait_ready();
+    let before = redis::cmd("DBSIZE").query::<i64>(&mut redis.conn()).unwrap();
+    assert_eq!(flood(&proxy, 10_000, &[], |_| "/healthz".to_owned()), 10_000);
+    wait_written(&proxy, 10_000.0);
+    let batches = metric(&proxy, "sting_analytics_batch_events_count");
+    assert!(batches >= 9_000.0, "about one batch per request: {batches}");
+    assert_eq!(keys(&redis, "sting:analytics:writer:*").len(), 1);
+    assert!(keys(&redis, "sting:analytics:batch:*").is_empty());
+    let after = redis::cmd("DBSIZE").query::<i64>(&mut redis.conn()).unwrap();
+    // The day's and hour's aggregates (analytics, request metrics, breakdowns) and the writer
+    // key: a fixed set, whatever the number of batches.
+    let per_period = |k: &String| k.starts_with("sting:analytics:daily:") || k.starts_with("sting:analytics:hourly:") || k.starts_with("sting:metrics:");
+    let others: Vec<String> = keys(&redis, "*").into_iter().filter(|k| !per_period(k)).collect();
+    assert!(after - before <= 30 && others.len() <= 2, "{batches} batches added {} keys; not per period: {others:?}", after - before);
+}
+
+/// One address whose every request gets a new anonymous session (a bot that drops cookies)
+/// creates at most its allowance of session records; its requests still count in the totals.
+#[test]
+fn a_cookie_dropping_client_cannot_grow_session_records() {
+    let redis = RedisServer::start();
+    let app = FlaskApp::start(&redis, FlaskSession::V08);
+    let proxy = Proxy::start(ProxyOpts { extra_toml: "[analytics]\nnew_sessions_per_client_per_minute = 20\n", ..ProxyOpts::new(&redis, app.url()) });
+    proxy.wait_ready();
+    // /anon makes the app issue a new session to every request that carries none.
+    assert_eq!(flood(&proxy, 600, &[("accept", "text/html")], |_| "/anon".to_owned()), 600);
+    wait_written(&proxy, 600.0);
+    // The session hashes (`sting:analytics:session:{sid}`), not their `:actions` / `:pages:` keys.
+    let records = keys(&redis, "sting:analytics:session:*").into_iter().filter(|k| k.matches(':').count() == 3).count();
+    // The burst (20), plus what refilled during the flood (20 a minute).
+    assert!((20..=30).contains(&records), "{records} session records from one address");
+    let refused = metric(&proxy, "sting_analytics_sessions_refused_total");
+    assert!(refused >= 570.0, "{refused}");
+    let day: std::collections::HashMap<String, i64> =
+        redis::cmd("HGETALL").arg(format!("sting:analytics:daily:{}", chrono::Utc::now().format("%Y-%m-%d"))).query(&mut redis.conn()).unwrap();
+    assert_eq!(day.get("hits"), Some(&600), "every request still counts: {day:?}");
+    // What one recorded anonymous one-request session costs, in Redis's own accounting.
+    let mut bytes = 0i64;
+    for k in keys(&redis, "sting:analytics:session:*") {
+        bytes += redis::cmd("MEMORY").arg("USAGE").arg(&k).query::<Option<i64>>(&mut redis.conn()).unwrap().unwrap_or(0);
+    }
+    eprintln!("per-session keys of an anonymous one-request session: {} B on average", bytes / records.max(1) as i64);
+}
+
+/// Random page templates under a catch-all route: the day's and hour's page sets keep the
+/// first `max_pages_per_day` and count the rest as `other`.
+#[test]
+fn top_pages_are_capped_per_day() {
+    let redis = RedisServer::start();
+    let app = FlaskApp::start(&redis, FlaskSession::V08);
+    let proxy = Proxy::start(ProxyOpts { extra_toml: "[analytics]\nmax_pages_per_day = 50\n", ..ProxyOpts::new(&redis, app.url()) });
+    proxy.wait_ready();
+    assert_eq!(flood(&proxy, 400, &[("accept", "text/html")], |i| format!("/echo/word{i}x")), 400);
+    wait_written(&proxy, 400.0);
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let pages: Vec<(String, i64)> =
+        redis::cmd("ZRANGE").arg(format!("sting:analytics:daily:{today}:pages")).arg(0).arg(-1).arg("WITHSCORES").query(&mut redis.conn()).unwrap();
+    assert_eq!(pages.len(), 51, "50 templates and other: {pages:?}");
+    assert_eq!(pages.iter().find(|(p, _)| p == "other").map(|(_, n)| *n), Some(350));
+    for hour in keys(&redis, "sting:analytics:hourly:*:pages") {
+        let n: i64 = redis::cmd("ZCARD").arg(&hour).query(&mut redis.conn()).unwrap();
+        assert!(n <= 51, "{hour}: {n}");
+    }
+}
+
+/// Responses the app did not route (404) are one `unmatched` template: random paths neither
+/// use up the metric label budget nor enter the page sets, and later real routes keep their
+/// own label.
+#[test]
+fn not_found_paths_use_one_label() {
+    let redis = RedisServer::start();
+    let app = FlaskApp::start(&redis, FlaskSession::V08);
+    let proxy = Proxy::start(ProxyOpts { server_toml: "metrics_max_routes = 20\n", ..ProxyOpts::new(&redis, app.url()) });
+    proxy.wait_ready();
+    let c = client();
+    for i in 0..300 {
+        assert_eq!(c.get(proxy.url(&format!("/no-such-page-{i}"))).header("accept", "text/html").send().unwrap().status(), 404);
+    }
+    assert_eq!(c.get(proxy.url("/healthz")).send().unwrap().status(), 200);
+    let text = c.get(proxy.admin_url("/metrics")).send().unwrap().text().unwrap();
+    assert!(text.contains(r#"route="unmatched",status_class="4xx"} 300"#), "{text}");
+    assert!(text.contains(r#"route="/healthz""#), "the real route keeps its label");
+    assert!(!text.contains("no-such-page"));
+    wait_written(&proxy, 301.0);
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let pages: Vec<String> = redis::cmd("ZRANGE").arg(format!("sting:analytics:daily:{today}:pages")).arg(0).arg(-1).query(&mut redis.conn()).unwrap();
+    assert!(pages.iter().all(|p| !p.contains("no-such-page")), "{pages:?}");
+}
+
+/// While Redis refuses connections, requests fail at once instead of each waiting out the
+/// command timeout: most are answered by the fail-fast path (counted in metrics).
+#[test]
+fn requests_fail_fast_while_redis_is_down() {
+    let mut redis = RedisServer::start();
+    let app = FlaskApp::start(&redis, FlaskSession::V08);
+    let proxy = Proxy::start(ProxyOpts { extra_toml: DEFAULT_RULES, ..ProxyOpts::new(&redis, app.url()) });
+    proxy.wait_ready();
+    let cookie = login(&proxy.url(""), "ff-user", "user");
+    redis.stop();
+    for _ in 0..40 {
+        let r = client().get(proxy.url("/dashboard")).header("cookie", format!("session={cookie}")).send().unwrap();
+        assert_eq!(r.status(), 503);
+    }
+    let fast = metric(&proxy, r#"sting_redis_errors_total{op="fail_fast"}"#);
+    assert!(fast >= 30.0, "{fast} of 40 failed fast");
+    redis.restart();
+    wait_until("recovery", Duration::from_secs(15), || {
+        client().get(proxy.url("/dashboard")).header("cookie", format!("session={cookie}")).send().unwrap().status() != 503
+    });
+}
