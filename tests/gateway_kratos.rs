@@ -11,12 +11,6 @@ fn session(id: &str, role: Option<&str>) -> StubAnswer {
     StubAnswer::session(id, role, "aal1")
 }
 
-fn proxy_with_kratos(redis: &RedisServer, app: &FlaskApp, kratos: &KratosStub, extra: &str) -> Proxy {
-    let p = Proxy::start(ProxyOpts { kratos: Some(kratos.url()), extra_toml: extra, ..ProxyOpts::new(redis, app.url()) });
-    p.wait_ready();
-    p
-}
-
 /// Each Kratos credential form is accepted and produces Kratos identity headers.
 #[test]
 fn kratos_credentials_identify_the_caller() {

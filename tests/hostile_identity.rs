@@ -10,14 +10,6 @@ use common::*;
 
 const TOKEN: &str = "hostile-analytics-token-0123456789";
 
-fn with_kratos(redis: &RedisServer, app: &FlaskApp, kratos: &KratosStub, extra: &str) -> Proxy {
-    let mut opts = ProxyOpts { kratos: Some(kratos.url()), extra_toml: extra, ..ProxyOpts::new(redis, app.url()) };
-    opts.env = vec![("STING_ANALYTICS_TOKEN", TOKEN.to_owned())];
-    let p = Proxy::start(opts);
-    p.wait_ready();
-    p
-}
-
 /// A user who writes `role = "admin"` into their own Kratos traits is not an admin: the API
 /// answers 403 and the app gets no `X-User-Role: admin`.
 #[test]
@@ -32,7 +24,7 @@ fn a_role_in_traits_makes_no_admin() {
     let mut real = whoami_body("real-admin");
     real["identity"]["metadata_public"] = serde_json::json!({"role": "admin"});
     kratos.answer("meta-admin", StubAnswer::Json(200, real));
-    let proxy = with_kratos(&redis, &app, &kratos, "");
+    let proxy = proxy_with_kratos(&redis, &app, &kratos, "");
     let c = client();
 
     let api = c.get(proxy.url("/api/analytics/sessions/active")).header("x-session-token", "trait-admin").send().unwrap();
@@ -55,7 +47,7 @@ fn role_from_traits_is_explicit_and_warned() {
     let mut body = whoami_body("trait-user");
     body["identity"]["traits"]["role"] = serde_json::json!("admin");
     kratos.answer("t", StubAnswer::Json(200, body));
-    let proxy = with_kratos(&redis, &app, &kratos, "role_from_traits = true\n");
+    let proxy = proxy_with_kratos(&redis, &app, &kratos, "role_from_traits = true\n");
     let e: serde_json::Value = client().get(proxy.url("/echo")).header("x-session-token", "t").send().unwrap().json().unwrap();
     assert_eq!(seen(&e, "x-user-role"), Some("admin"));
     let (_, out, _) = proxy.cli(&["check"]);
@@ -194,11 +186,11 @@ fn bearer_tokens_reach_kratos_only_when_asked() {
     let app = FlaskApp::start(&redis, FlaskSession::V08);
     let kratos = KratosStub::start();
     kratos.answer("kb-1", StubAnswer::session("bearer-user", None, "aal1"));
-    let off = with_kratos(&redis, &app, &kratos, "");
+    let off = proxy_with_kratos(&redis, &app, &kratos, "");
     let e = echo(&off.url("/echo"), None, &[("authorization", "Bearer kb-1")]);
     assert_eq!((seen(&e, "x-user-id"), kratos.calls()), (None, 0), "the app's own API tokens stay away from Kratos");
 
-    let on = with_kratos(&redis, &app, &kratos, "bearer_tokens = true\n");
+    let on = proxy_with_kratos(&redis, &app, &kratos, "bearer_tokens = true\n");
     let e = echo(&on.url("/echo"), None, &[("authorization", "Bearer kb-1")]);
     assert_eq!(seen(&e, "x-user-id"), Some("bearer-user"));
     let before = kratos.calls();
@@ -217,7 +209,7 @@ fn client_provoked_kratos_400s_keep_the_circuit_closed() {
         kratos.answer(&format!("garbage-{i}"), StubAnswer::Status(400));
     }
     kratos.answer("good", StubAnswer::session("good-user", None, "aal1"));
-    let proxy = with_kratos(&redis, &app, &kratos, "circuit_failure_threshold = 3\n");
+    let proxy = proxy_with_kratos(&redis, &app, &kratos, "circuit_failure_threshold = 3\n");
     for i in 0..20 {
         let e = echo(&proxy.url("/echo"), None, &[("x-session-token", &format!("garbage-{i}"))]);
         assert_eq!(seen(&e, "x-user-id"), None);
@@ -262,7 +254,7 @@ fn flask_logout_on_a_kratos_request_ends_the_flask_session() {
     let app = FlaskApp::start(&redis, FlaskSession::V08);
     let kratos = KratosStub::start();
     kratos.answer("kt", StubAnswer::session("kratos-user", None, "aal1"));
-    let proxy = with_kratos(&redis, &app, &kratos, "");
+    let proxy = proxy_with_kratos(&redis, &app, &kratos, "");
     // An anonymous Flask session first (the app gives one to every visitor of /anon).
     let r = client().get(proxy.url("/anon")).send().unwrap();
     let flask_cookie = set_cookie_value(&r, "session").expect("anonymous Flask session");

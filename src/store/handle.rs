@@ -185,20 +185,7 @@ impl RedisStore {
 
     /// Runs one command within the command timeout.
     pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        let mut conn = self.inner.conn.get().ok_or(StoreError::NotConnected)?.clone();
-        if !self.inner.admit() {
-            observe("fail_fast", Instant::now(), false);
-            return Err(StoreError::Down);
-        }
-        let timeout = self.inner.command_timeout;
-        let started = std::time::Instant::now();
-        let r = match tokio::time::timeout(timeout, cmd.query_async(&mut conn)).await {
-            Ok(r) => r.map_err(StoreError::from),
-            Err(_) => Err(StoreError::Timeout(timeout)),
-        };
-        self.inner.record(&r);
-        observe("query", started, r.is_ok());
-        r
+        self.round_trip("query", self.inner.command_timeout, |mut conn| async move { cmd.query_async(&mut conn).await }).await
     }
 
     /// Runs one pipeline (one round trip) within the command timeout.
@@ -208,18 +195,27 @@ impl RedisStore {
 
     /// Runs one pipeline within `timeout` (background batches may take longer than a request may).
     pub async fn pipeline_within<T: FromRedisValue>(&self, pipe: &redis::Pipeline, timeout: Duration) -> Result<T, StoreError> {
-        let mut conn = self.inner.conn.get().ok_or(StoreError::NotConnected)?.clone();
+        self.round_trip("pipeline", timeout, |mut conn| async move { pipe.query_async(&mut conn).await }).await
+    }
+
+    /// One round trip: fails fast while Redis is down, bounds the wait, records the outcome.
+    async fn round_trip<T, F, Fut>(&self, op: &'static str, timeout: Duration, call: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = self.inner.conn.get().ok_or(StoreError::NotConnected)?.clone();
         if !self.inner.admit() {
             observe("fail_fast", Instant::now(), false);
             return Err(StoreError::Down);
         }
-        let started = std::time::Instant::now();
-        let r = match tokio::time::timeout(timeout, pipe.query_async(&mut conn)).await {
+        let started = Instant::now();
+        let r = match tokio::time::timeout(timeout, call(conn)).await {
             Ok(r) => r.map_err(StoreError::from),
             Err(_) => Err(StoreError::Timeout(timeout)),
         };
         self.inner.record(&r);
-        observe("pipeline", started, r.is_ok());
+        observe(op, started, r.is_ok());
         r
     }
 

@@ -449,6 +449,14 @@ const PROXY_ENV: &[&str] = &[
     "STING_SESSION_CACHE_TTL_SECONDS",
 ];
 
+/// A ready proxy in front of `app` with the Kratos fallback on `kratos`; `extra` goes into the
+/// `[kratos]` table (and may open later tables).
+pub fn proxy_with_kratos(redis: &RedisServer, app: &FlaskApp, kratos: &KratosStub, extra: &str) -> Proxy {
+    let p = Proxy::start(ProxyOpts { kratos: Some(kratos.url()), extra_toml: extra, ..ProxyOpts::new(redis, app.url()) });
+    p.wait_ready();
+    p
+}
+
 pub fn proxy_binary() -> &'static str {
     env!("CARGO_BIN_EXE_sting-proxy")
 }
