@@ -87,6 +87,11 @@ fn a_cookie_dropping_client_cannot_grow_session_records() {
     let day: std::collections::HashMap<String, i64> =
         redis::cmd("HGETALL").arg(format!("sting:analytics:daily:{}", chrono::Utc::now().format("%Y-%m-%d"))).query(&mut redis.conn()).unwrap();
     assert_eq!(day.get("hits"), Some(&600), "every request still counts: {day:?}");
+    // Records without a user live the app's session lifetime (24 h here), not the retention.
+    for k in keys(&redis, "sting:analytics:session:*").into_iter().filter(|k| !k.contains(":pages:")) {
+        let ttl: i64 = redis::cmd("TTL").arg(&k).query(&mut redis.conn()).unwrap();
+        assert!((1..=86_400).contains(&ttl), "{k}: ttl {ttl}");
+    }
     // What one recorded anonymous one-request session costs, in Redis's own accounting.
     let mut bytes = 0i64;
     for k in keys(&redis, "sting:analytics:session:*") {

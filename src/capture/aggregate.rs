@@ -34,6 +34,9 @@ pub struct Enriched<'a> {
 #[derive(Debug, Clone)]
 pub struct WriteSettings {
     pub ttl_secs: u64,
+    /// The life of a session record (and its actions) without a user: the app's session
+    /// lifetime, at most `ttl_secs`.
+    pub anonymous_ttl_secs: u64,
     pub actions_cap: usize,
     /// Idle ends are re-checked against this when written.
     pub idle_timeout_ms: u64,
@@ -295,7 +298,7 @@ impl Batch {
             p.expire(&key, ttl).ignore();
         }
         for t in self.touches.values() {
-            p.add_command(session_scripts::touch_cmd(t, s.ttl_secs, s.actions_cap)).ignore();
+            p.add_command(session_scripts::touch_cmd(t, s.ttl_secs, s.anonymous_ttl_secs, s.actions_cap)).ignore();
         }
         for (sid, acts) in &self.actions {
             if acts.is_empty() {
@@ -306,7 +309,8 @@ impl Batch {
                 acts.iter().skip(acts.len().saturating_sub(s.actions_cap)).map(|a| session_scripts::action_json(a.ts_ms, &a.name, a.page.as_deref())).collect();
             p.lpush(&key, newest).ignore();
             p.ltrim(&key, 0, s.actions_cap as isize - 1).ignore();
-            p.expire(&key, ttl).ignore();
+            let anonymous = self.touches.get(sid.as_str()).is_some_and(|t| t.user_id.is_none());
+            p.expire(&key, if anonymous { s.anonymous_ttl_secs.min(s.ttl_secs) as i64 } else { ttl }).ignore();
         }
         for (sid, ts, reason) in &self.ends {
             p.add_command(session_scripts::end_for(sid, *ts, *reason, s.idle_timeout_ms, s.ttl_secs)).ignore();
@@ -388,7 +392,7 @@ mod tests {
         assert_eq!((t.hits, t.page_views, t.user_id.as_deref()), (10, 5, Some("u1")));
         assert_eq!(b.actions["s1"].len(), 5);
         // The command count depends on distinct keys and fields, not on the number of events.
-        let s = WriteSettings { ttl_secs: 60, actions_cap: 100, idle_timeout_ms: 1000 };
+        let s = WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 100, idle_timeout_ms: 1000 };
         assert_eq!(b.command_count(&s), batch_of(1000).command_count(&s));
     }
 
@@ -414,7 +418,7 @@ mod tests {
             b.add_request(&Enriched { event: ev, template: &ev.path, page_view: true, action: None, device: &d, location: &loc });
         }
         let cmds: Vec<String> = b
-            .to_pipeline(&WriteSettings { ttl_secs: 60, actions_cap: 2, idle_timeout_ms: 1000 })
+            .to_pipeline(&WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 2, idle_timeout_ms: 1000 })
             .cmd_iter()
             .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
             .collect();
@@ -459,7 +463,7 @@ mod tests {
         b.add_request(&Enriched { event: &ev, template: "/logout", page_view: false, action: None, device: &d, location: &loc });
         assert_eq!(b.ends, vec![("s1".to_owned(), 1_796_043_900_000, EndReason::Logout)]);
         let cmds: Vec<String> = b
-            .to_pipeline(&WriteSettings { ttl_secs: 60, actions_cap: 10, idle_timeout_ms: 1000 })
+            .to_pipeline(&WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 10, idle_timeout_ms: 1000 })
             .cmd_iter()
             .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
             .collect();

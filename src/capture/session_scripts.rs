@@ -52,7 +52,7 @@ pub fn load_scripts(pipe: &mut redis::Pipeline) {
 ///       `first_ip` if it starts here; 7 is its latest), 23 n = number of page entries, then n
 ///       groups of 4: the session's viewed-pages set for a period, its ttl, the template, the
 ///       period's `page_sessions` zset. A template new to the set counts one more distinct
-///       session for that page in that period. (These keys are derived per batch, so they are
+///       session for that page in that period. Last: the ttl s of a record without a user. (These keys are derived per batch, so they are
 ///       passed as ARGV; analytics does not support Redis Cluster, see docs/redis-schema.md.)
 /// Returns {started, user_attached, aal2_step_up} as 0/1.
 ///
@@ -133,7 +133,13 @@ for i = 0, pages - 1 do
     redis.call('EXPIRE', ARGV[b + 3], ttl)
   end
 end
-redis.call('EXPIRE', h, ttl)
+-- A session without a user lives at most the app's session lifetime: a visitor the app gave a
+-- session and never saw again must not stay for the whole retention.
+if uid then
+  redis.call('EXPIRE', h, ttl)
+else
+  redis.call('EXPIRE', h, math.min(ttl, tonumber(ARGV[24 + pages * 4])))
+end
 if started == 1 or attached == 1 or stepped == 1 then
   redis.call('EXPIRE', KEYS[5], ttl)
   redis.call('EXPIRE', KEYS[6], ttl)
@@ -182,7 +188,8 @@ for i = 3, 4 do
   redis.call('EXPIRE', KEYS[i], ARGV[4])
 end
 redis.call('HINCRBY', KEYS[3], 'ended_' .. ARGV[3], 1)
-redis.call('EXPIRE', h, ARGV[4])
+-- An anonymous record keeps the shorter life TOUCH gave it.
+if uid then redis.call('EXPIRE', h, ARGV[4]) end
 return dur
 "#;
 
@@ -215,7 +222,7 @@ pub struct Touch {
 }
 
 /// The `EVAL` command for one session touch.
-pub fn touch_cmd(t: &Touch, ttl_secs: u64, actions_cap: usize) -> redis::Cmd {
+pub fn touch_cmd(t: &Touch, ttl_secs: u64, anonymous_ttl_secs: u64, actions_cap: usize) -> redis::Cmd {
     let user = t.user_id.as_deref().unwrap_or("");
     let day = Period::Day.label(t.first_ts_ms);
     let hour = Period::Hour.label(t.first_ts_ms);
@@ -266,6 +273,7 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, actions_cap: usize) -> redis::Cmd {
             c.arg(&seen).arg(keys::session_pages_ttl_secs(slot.period)).arg(template).arg(&breakdown);
         }
     }
+    c.arg(anonymous_ttl_secs.min(ttl_secs));
     c
 }
 

@@ -142,7 +142,8 @@ pub struct Writer {
 }
 
 /// Builds the channel: the handle for producers and the writer service that drains it.
-pub fn channel(cfg: &AnalyticsSection, store: RedisStore, grace: Duration) -> anyhow::Result<(CaptureHandle, Writer)> {
+/// `anonymous_ttl_secs`: the app's session lifetime, the longest a record without a user lives.
+pub fn channel(cfg: &AnalyticsSection, anonymous_ttl_secs: u64, store: RedisStore, grace: Duration) -> anyhow::Result<(CaptureHandle, Writer)> {
     let (tx, rx) = mpsc::channel(cfg.queue_capacity);
     let stats = Arc::new(CaptureStats::default());
     let writer = Writer {
@@ -155,6 +156,7 @@ pub fn channel(cfg: &AnalyticsSection, store: RedisStore, grace: Duration) -> an
         enricher: Enricher::new(cfg)?,
         settings: WriteSettings {
             ttl_secs: cfg.retention_days * 86_400,
+            anonymous_ttl_secs,
             actions_cap: cfg.max_actions_per_session.max(1),
             idle_timeout_ms: cfg.idle_timeout_seconds * 1000,
         },
