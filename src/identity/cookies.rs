@@ -268,5 +268,25 @@ mod tests {
             }
             let _ = parse_set_cookie(&h, "session", chrono::Utc::now());
         }
+
+        /// Among well-formed cookies, in any order and with any spacing, the first `session`
+        /// wins, quoted or not, and later ones never do.
+        #[test]
+        fn the_first_session_cookie_wins(
+            others in proptest::collection::vec(("[a-z]{1,8}", "[A-Za-z0-9._-]{0,12}"), 0..6),
+            at in 0usize..6,
+            first in "[A-Za-z0-9._-]{1,20}",
+            later in "[A-Za-z0-9._-]{0,20}",
+            quoted in any::<bool>(),
+            sep in prop_oneof![Just(";"), Just("; "), Just(" ;  "), Just(";\t")],
+        ) {
+            let mut parts: Vec<String> = others.iter().filter(|(k, _)| k != "session").map(|(k, v)| format!("{k}={v}")).collect();
+            let at = at.min(parts.len());
+            parts.insert(at, if quoted { format!("session=\"{first}\"") } else { format!("session={first}") });
+            parts.push(format!("session={later}"));
+            let header = parts.join(sep);
+            let found = find_in(header.as_bytes(), "session").map(Cow::into_owned);
+            prop_assert_eq!(found, Some(first), "{}", header);
+        }
     }
 }
