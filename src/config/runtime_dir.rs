@@ -24,21 +24,35 @@ pub fn default_dir(env: impl Fn(&str) -> Option<String>) -> PathBuf {
     }
 }
 
-/// Why a directory is not fit to hold the upgrade socket.
+/// The directory a file path lives in (`.` for a bare file name).
+pub fn parent_of(path: &str) -> &Path {
+    match Path::new(path).parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Why a directory is not fit to hold the upgrade socket: a symbolic link (whoever owns the
+/// link can point it elsewhere later, e.g. in sticky `/tmp`), or writable by group or others
+/// (they could create the socket first).
 pub fn unsafe_reason(dir: &Path) -> Option<String> {
-    let meta = std::fs::metadata(dir).ok()?;
-    if meta.permissions().mode() & 0o002 != 0 {
-        return Some(format!("{} is world-writable: another local user could create the socket first; use a private directory", dir.display()));
+    let meta = std::fs::symlink_metadata(dir).ok()?;
+    if meta.file_type().is_symlink() {
+        return Some(format!("{} is a symbolic link: its owner could re-point it; use a real private directory", dir.display()));
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Some(format!("{} is writable by group or others: another local user could create the socket first; use a private directory", dir.display()));
     }
     None
 }
 
-/// Creates `dir` (0700) if missing; refuses one that another user owns or others may write.
+/// Creates `dir` (0700) if missing; refuses a symbolic link, one another user owns, or one
+/// others may write.
 pub fn ensure_private(dir: &Path) -> Result<(), String> {
-    if !dir.exists() {
+    if std::fs::symlink_metadata(dir).is_err() {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     // SAFETY: as above.
     let uid = unsafe { libc::getuid() };
     if meta.uid() != uid {
@@ -73,7 +87,17 @@ mod tests {
         ensure_private(&d).unwrap();
         assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700);
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        assert!(ensure_private(&d).unwrap_err().contains("world-writable"));
+        assert!(ensure_private(&d).unwrap_err().contains("writable by group or others"));
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o770)).unwrap();
+        assert!(ensure_private(&d).is_err(), "group-writable");
         assert!(unsafe_reason(Path::new("/tmp")).is_some());
+        // A link to a private directory of ours is still refused: its owner could re-point it.
+        let private = t.path().join("private");
+        ensure_private(&private).unwrap();
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&private, &link).unwrap();
+        assert!(ensure_private(&link).unwrap_err().contains("symbolic link"));
+        assert_eq!(parent_of("upgrade.sock"), Path::new("."));
+        assert_eq!(parent_of("/run/x/upgrade.sock"), Path::new("/run/x"));
     }
 }

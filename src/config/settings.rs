@@ -684,7 +684,7 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         if f.server.pid_file.is_empty() {
             f.server.pid_file = runtime.join("sting-proxy.pid").to_string_lossy().into_owned();
         }
-        if let Some(why) = Path::new(&f.server.upgrade_sock).parent().and_then(crate::config::runtime_dir::unsafe_reason) {
+        if let Some(why) = crate::config::runtime_dir::unsafe_reason(crate::config::runtime_dir::parent_of(&f.server.upgrade_sock)) {
             return Err(invalid("server.upgrade_sock", &fs, why));
         }
         let file_rules = f.auth.rules.iter().map(|r| rule_from_section(r).map_err(|m| invalid("auth.rules", &fs, m))).collect::<Result<Vec<_>, _>>()?;

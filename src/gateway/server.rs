@@ -64,9 +64,7 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
     // The pid file's and the socket's directory: created private if missing, refused if another
     // user owns it or others may write it (someone else's `/tmp/sting-proxy-<uid>`, say).
     for (key, path) in [("server.upgrade_sock", &cfg.server.upgrade_sock), ("server.pid_file", &cfg.server.pid_file)] {
-        if let Some(dir) = std::path::Path::new(path).parent() {
-            crate::config::runtime_dir::ensure_private(dir).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
-        }
+        crate::config::runtime_dir::ensure_private(crate::config::runtime_dir::parent_of(path)).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
     }
     let opt = Opt { upgrade, ..Default::default() };
     let conf = ServerConf {

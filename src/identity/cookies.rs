@@ -58,6 +58,11 @@ pub fn find<'a>(req: &'a RequestHeader, name: &str) -> Option<Cow<'a, str>> {
 /// same grammar, without backtracking (it needs none), on bytes (a WSGI header is latin-1 text:
 /// one character per byte).
 pub fn find_in<'a>(header: &'a [u8], name: &str) -> Option<Cow<'a, str>> {
+    // Werkzeug decodes the whole header as UTF-8 first; on bytes that are not, the app fails
+    // the request, so no cookie of it names a session.
+    if std::str::from_utf8(header).is_err() {
+        return None;
+    }
     let mut pos = 0;
     while pos < header.len() {
         match pair_at(header, pos) {
@@ -236,6 +241,7 @@ mod tests {
         assert_eq!(get("session=a b; session=C").as_deref(), Some("C"), "a value with a space is skipped to the next ';'");
         assert_eq!(get("session = A ").as_deref(), Some("A"));
         assert_eq!(get("session=\"A\"x; session=C").as_deref(), Some("C"));
+        assert_eq!(find_in(b"session=A; x=\xff", "session"), None, "not UTF-8: Werkzeug fails the whole header");
     }
 
     #[test]

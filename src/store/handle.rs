@@ -7,11 +7,12 @@
 //! `docs/operations.md`). Until then every call fails fast with [`StoreError::NotConnected`].
 //!
 //! Fail fast while Redis is down: once a call fails for want of Redis (connection refused or
-//! dropped, or no answer in time), the next calls fail at once with [`StoreError::Down`]
+//! dropped, or [`TIMEOUTS_TO_TRIP`] calls in a row without an answer in time: one slow reply
+//! alone does not trip it), the next calls fail at once with [`StoreError::Down`]
 //! instead of each waiting out the command timeout; one probe call per [`PROBE_INTERVAL`]
 //! goes through, and the first that succeeds ends the outage (the circuit-breaker idea).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -64,7 +65,12 @@ struct Inner {
     epoch: Instant,
     /// Milliseconds since `epoch` before which calls fail fast; 0 = Redis is up.
     down_until_ms: AtomicU64,
+    /// Calls in a row that timed out.
+    timeouts: AtomicU32,
 }
+
+/// Timeouts in a row that count as Redis being unreachable.
+pub const TIMEOUTS_TO_TRIP: u32 = 3;
 
 /// While Redis is down, one call per interval is let through to find out whether it is back.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
@@ -87,8 +93,17 @@ impl Inner {
     /// Records how a call went: Redis unreachable starts (or extends) an outage; any answer
     /// from Redis, even an error reply, ends it.
     fn record<T>(&self, r: &Result<T, StoreError>) {
+        let tripped = match r {
+            Err(StoreError::Timeout(_)) => self.timeouts.fetch_add(1, Ordering::AcqRel) + 1 >= TIMEOUTS_TO_TRIP,
+            Err(e) => e.means_unreachable(),
+            Ok(_) => false,
+        };
+        if !matches!(r, Err(StoreError::Timeout(_))) {
+            self.timeouts.store(0, Ordering::Release);
+        }
         match r {
-            Err(e) if e.means_unreachable() => {
+            Err(StoreError::Timeout(_)) if !tripped => {}
+            Err(e) if tripped => {
                 let next = self.now_ms() + PROBE_INTERVAL.as_millis() as u64;
                 if self.down_until_ms.swap(next, Ordering::AcqRel) == 0 {
                     tracing::warn!(error = %e, "Redis unreachable: failing fast until a probe succeeds");
@@ -142,6 +157,7 @@ impl RedisStore {
                 command_timeout,
                 epoch: Instant::now(),
                 down_until_ms: AtomicU64::new(0),
+                timeouts: AtomicU32::new(0),
             }),
         })
     }
