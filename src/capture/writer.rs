@@ -275,9 +275,17 @@ impl Writer {
                 Some(p) => p.hard_deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(50)),
                 None => BATCH_TIMEOUT,
             };
-            let committed =
-                || async { self.store.query::<Option<u64>>(redis::cmd("GET").arg(&self.writer_key)).await.ok().flatten().is_some_and(|n| n >= seq) };
-            let result = if attempt > 0 && committed().await { Ok(()) } else { self.store.pipeline_within::<()>(&pipe, timeout).await };
+            // Before a retry: landed already? If that cannot be read either, wait and ask again;
+            // never resend blind.
+            let result = if attempt == 0 {
+                self.store.pipeline_within::<()>(&pipe, timeout).await
+            } else {
+                match self.store.query::<Option<u64>>(redis::cmd("GET").arg(&self.writer_key)).await {
+                    Ok(Some(n)) if n >= seq => Ok(()),
+                    Ok(_) => self.store.pipeline_within::<()>(&pipe, timeout).await,
+                    Err(e) => Err(e),
+                }
+            };
             attempt += 1;
             let e = match result {
                 Ok(()) => {
