@@ -30,7 +30,8 @@ pub fn resolve<'a>(peer: IpAddr, xff: impl Iterator<Item = &'a str>, trusted: &[
     client
 }
 
-fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+/// Whether `ip` (IPv4-mapped IPv6 included) is in one of the trusted proxies' networks.
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     let ip = ip.to_canonical();
     trusted.iter().any(|net| net.contains(&ip))
 }

@@ -228,7 +228,7 @@ impl ProxyHttp for Sidecar {
     async fn upstream_request_filter(&self, session: &mut Session, up: &mut RequestHeader, ctx: &mut Self::CTX) -> Result<()> {
         ctx.upstream_started = Some(Instant::now());
         let peer_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_canonical());
-        let trusted = peer_ip.is_some_and(|peer| self.cfg.trusted_proxies.iter().any(|n| n.contains(&peer)));
+        let trusted = peer_ip.is_some_and(|peer| client_ip::is_trusted(peer, &self.cfg.trusted_proxies));
         headers::strip_client_headers(up, if trusted { Strip::IdentityOnly } else { Strip::IdentityAndForwarding });
         // The app must parse the same Cookie text the proxy identified the caller from.
         cookies::join_cookie_headers(up)?;

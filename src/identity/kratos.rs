@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::KratosSection;
-use crate::identity::circuit_breaker::{CircuitBreaker, CircuitState};
 use crate::identity::client_limit::ClientLimiter;
 use crate::identity::single_flight::SingleFlight;
 use crate::identity::{AuthSource, Identity};
+use crate::store::circuit_breaker::{CircuitBreaker, CircuitState};
 use crate::store::keys;
 use crate::store::RedisStore;
 

@@ -7,7 +7,6 @@
 
 pub mod authenticate;
 mod caller;
-pub mod circuit_breaker;
 pub mod client_limit;
 pub mod cookies;
 pub mod flask_cookie;

@@ -12,12 +12,13 @@
 //! instead of each waiting out the command timeout; one probe call per [`PROBE_INTERVAL`]
 //! goes through, and the first that succeeds ends the outage (the circuit-breaker idea).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::FromRedisValue;
+
+use crate::store::circuit_breaker::{CircuitBreaker, CircuitState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -62,58 +63,35 @@ struct Inner {
     conn: OnceLock<ConnectionManager>,
     connect_timeout: Duration,
     command_timeout: Duration,
-    epoch: Instant,
-    /// Milliseconds since `epoch` before which calls fail fast; 0 = Redis is up.
-    down_until_ms: AtomicU64,
-    /// Calls in a row that timed out.
-    timeouts: AtomicU32,
+    /// Open while Redis is unreachable: calls fail fast, one probe per [`PROBE_INTERVAL`].
+    breaker: CircuitBreaker,
 }
-
-/// Timeouts in a row that count as Redis being unreachable.
-pub const TIMEOUTS_TO_TRIP: u32 = 3;
 
 /// While Redis is down, one call per interval is let through to find out whether it is back.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
+/// Timeouts in a row that count as Redis being unreachable.
+pub const TIMEOUTS_TO_TRIP: u32 = 3;
+
 impl Inner {
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64 + 1
-    }
-
-    /// May a call go out? While down, only the one that moves the deadline (the probe).
-    fn admit(&self) -> bool {
-        let until = self.down_until_ms.load(Ordering::Acquire);
-        if until == 0 {
-            return true;
-        }
-        let now = self.now_ms();
-        now >= until && self.down_until_ms.compare_exchange(until, now + PROBE_INTERVAL.as_millis() as u64, Ordering::AcqRel, Ordering::Relaxed).is_ok()
-    }
-
-    /// Records how a call went: Redis unreachable starts (or extends) an outage; any answer
-    /// from Redis, even an error reply, ends it.
+    /// Records how a call went: a refused or dropped connection opens the breaker at once,
+    /// [`TIMEOUTS_TO_TRIP`] timeouts in a row open it; any answer from Redis, even an error
+    /// reply, closes it.
     fn record<T>(&self, r: &Result<T, StoreError>) {
-        let tripped = match r {
-            Err(StoreError::Timeout(_)) => self.timeouts.fetch_add(1, Ordering::AcqRel) + 1 >= TIMEOUTS_TO_TRIP,
-            Err(e) => e.means_unreachable(),
-            Ok(_) => false,
-        };
-        if !matches!(r, Err(StoreError::Timeout(_))) {
-            self.timeouts.store(0, Ordering::Release);
-        }
+        let was = self.breaker.state();
         match r {
-            Err(StoreError::Timeout(_)) if !tripped => {}
-            Err(e) if tripped => {
-                let next = self.now_ms() + PROBE_INTERVAL.as_millis() as u64;
-                if self.down_until_ms.swap(next, Ordering::AcqRel) == 0 {
+            Err(StoreError::Timeout(_)) => self.breaker.record_failure(),
+            Err(e) if e.means_unreachable() => self.breaker.trip(),
+            _ => self.breaker.record_success(),
+        }
+        match (was, self.breaker.state()) {
+            (CircuitState::Closed, CircuitState::Open) => {
+                if let Err(e) = r {
                     tracing::warn!(error = %e, "Redis unreachable: failing fast until a probe succeeds");
                 }
             }
-            _ => {
-                if self.down_until_ms.swap(0, Ordering::AcqRel) != 0 {
-                    tracing::info!("Redis reachable again");
-                }
-            }
+            (CircuitState::Open | CircuitState::HalfOpen, CircuitState::Closed) => tracing::info!("Redis reachable again"),
+            _ => {}
         }
     }
 }
@@ -155,16 +133,9 @@ impl RedisStore {
                 conn: OnceLock::new(),
                 connect_timeout,
                 command_timeout,
-                epoch: Instant::now(),
-                down_until_ms: AtomicU64::new(0),
-                timeouts: AtomicU32::new(0),
+                breaker: CircuitBreaker::new(TIMEOUTS_TO_TRIP, PROBE_INTERVAL),
             }),
         })
-    }
-
-    /// Whether calls are failing fast (Redis found unreachable and no probe has succeeded).
-    pub fn is_down(&self) -> bool {
-        self.inner.down_until_ms.load(Ordering::Acquire) != 0
     }
 
     /// Connects, retrying with capped backoff until it succeeds; later drops are repaired by the
@@ -221,7 +192,7 @@ impl RedisStore {
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let conn = self.inner.conn.get().ok_or(StoreError::NotConnected)?.clone();
-        if !self.inner.admit() {
+        if !self.inner.breaker.allow() {
             observe("fail_fast", Instant::now(), false);
             return Err(StoreError::Down);
         }

@@ -1,8 +1,10 @@
 //! Redis: the shared, cloneable [`RedisStore`] handle (timeouts, reconnects, batched scans) and
-//! every key name the proxy reads or writes ([`keys`]).
+//! every key name the proxy reads or writes ([`keys`]), and the [`circuit_breaker`] its fail
+//! fast shares with the Kratos client.
 //!
 //! May use: `config`, `observe`.
 
+pub mod circuit_breaker;
 mod handle;
 pub mod keys;
 

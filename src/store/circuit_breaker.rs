@@ -1,4 +1,5 @@
-//! A consecutive-failure circuit breaker for calls to Kratos. No I/O.
+//! A consecutive-failure circuit breaker, for calls to Kratos and for the Redis handle's fail
+//! fast. No I/O.
 //!
 //! Closed: calls pass. After `threshold` consecutive failures it opens for `open_for`: calls are
 //! refused without trying (misses become anonymous, cached identities keep working). When that
@@ -53,6 +54,14 @@ impl CircuitBreaker {
         self.open_until_ms.store(0, Ordering::Release);
     }
 
+    /// Opens the circuit now, whatever the count (a failure that alone proves the peer down,
+    /// such as a refused connection).
+    pub fn trip(&self) {
+        self.failures.store(self.threshold, Ordering::Release);
+        let until = self.now_ms() + self.open_for.as_millis() as u64;
+        self.open_until_ms.store(until.max(1), Ordering::Release);
+    }
+
     pub fn record_failure(&self) {
         let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
         if n >= self.threshold {
@@ -91,6 +100,14 @@ mod tests {
         cb.record_success();
         assert_eq!(cb.state(), CircuitState::Closed);
         assert!(cb.allow());
+    }
+
+    #[test]
+    fn a_trip_opens_at_once() {
+        let cb = CircuitBreaker::new(3, Duration::from_secs(60));
+        cb.trip();
+        assert_eq!(cb.state(), CircuitState::Open);
+        assert!(!cb.allow());
     }
 
     #[test]
