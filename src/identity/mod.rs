@@ -1,7 +1,8 @@
 //! Who is calling. The Flask-Session cookie (signer, stored-value decoders for pickle, msgpack
 //! and JSON, the sid → identity resolver and its cache), then Kratos (`whoami` with single
-//! flight, a circuit breaker and per-client lookup limits), combined by [`authenticate`] into
-//! an [`Identity`] and an [`AuthOutcome`]; plus the cookie and identity-header vocabulary.
+//! flight, the store's circuit breaker and per-client lookup limits), combined by
+//! [`authenticate`] into an [`Identity`] and an [`AuthOutcome`]; plus the cookie and
+//! identity-header vocabulary.
 //!
 //! May use: `store`, `config`, `observe`.
 
