@@ -66,7 +66,7 @@ fn login_as(proxy: &Proxy, user: &str, ua: &str, ip: &str) -> String {
 
 struct Setup {
     redis: RedisServer,
-    _app: FlaskApp,
+    app: FlaskApp,
     proxy: Proxy,
     _dir: tempfile::TempDir,
 }
@@ -84,7 +84,7 @@ fn setup(analytics_toml: &str) -> Setup {
     opts.env = vec![("STING_TRUSTED_PROXIES", "127.0.0.0/8".into()), ("GEOIP_DATABASE", mmdb.display().to_string())];
     let proxy = Proxy::start(opts);
     proxy.wait_ready();
-    Setup { redis, _app: app, proxy, _dir: dir }
+    Setup { redis, app, proxy, _dir: dir }
 }
 
 /// Page views, hits, device, geo, route templates and the user's history are recorded.
@@ -335,7 +335,10 @@ fn every_key_is_documented_and_expires() {
     browse(&s.proxy, "/echo/a/1", Some(&cookie), SAFARI_IPHONE, "89.160.20.5");
     client().post(s.proxy.url("/logout")).header("cookie", format!("session={cookie}")).send().unwrap();
     browse(&s.proxy, "/", None, GOOGLEBOT, "198.51.100.3");
+    // A visitor the app gives a session and never sees again: a light record.
+    client().get(s.proxy.url("/anon")).send().unwrap();
     wait_field(&s.redis, &format!("sting:analytics:session:{}", sid_of(&cookie)), "end_reason", "logout");
+    wait_until("a light record", Duration::from_secs(15), || s.redis.conn().exists(format!("sting:analytics:light:{}", today())).unwrap());
 
     let doc = std::fs::read_to_string(repo_root().join("docs/redis-schema.md")).unwrap();
     let patterns: Vec<String> = doc.lines().filter(|l| l.starts_with("| `sting:")).map(|l| l.split('`').nth(1).unwrap().to_owned()).collect();
@@ -444,4 +447,95 @@ fn kratos_logout_ends_the_kratos_session() {
     assert_eq!(kratos.calls(), 1);
     with_cookie("/");
     assert_eq!(kratos.calls(), 2, "the cached answer was forgotten at logout");
+}
+
+fn light_record(redis: &RedisServer, sid: &str) -> Option<Vec<serde_json::Value>> {
+    let v: Option<String> = redis.conn().hget(format!("sting:analytics:light:{}", today()), sid).unwrap();
+    v.map(|v| serde_json::from_str(&v).unwrap())
+}
+
+fn day_counter(redis: &RedisServer, field: &str) -> i64 {
+    redis.conn().hget::<_, _, Option<i64>>(format!("sting:analytics:daily:{}", today()), field).unwrap().unwrap_or(0)
+}
+
+/// A session the proxy first sees on one page view (here one the app made before the proxy
+/// came: a cookie from the app directly) is a light record: counted, in no active set, no key
+/// of its own. Its second request promotes it to the full record it would have had: same start,
+/// both page views and actions, its first page counted once per period.
+#[test]
+fn a_one_request_session_is_light_until_its_second_request() {
+    let s = setup("");
+    let r = client().get(format!("{}/anon", s.app.url())).send().unwrap();
+    let cookie = set_cookie_value(&r, "session").unwrap();
+    let sid = sid_of(&cookie);
+    assert_eq!(browse(&s.proxy, "/", Some(&cookie), CHROME_MAC, "81.2.69.7"), 200);
+    wait_until("the light record", Duration::from_secs(15), || light_record(&s.redis, &sid).is_some());
+    let light = light_record(&s.redis, &sid).unwrap();
+    assert_eq!(light.len(), 11, "{light:?}");
+    assert_eq!(light[2], "81.2.69.7");
+    assert_eq!(light[10], "/");
+    assert!(session_record(&s.redis, &sid).is_empty());
+    assert!(!s.redis.conn().sismember::<_, _, bool>("sting:active:sessions", &sid).unwrap());
+    assert_eq!(day_counter(&s.redis, "sessions_started"), 1);
+
+    assert_eq!(browse(&s.proxy, "/login", Some(&cookie), CHROME_MAC, "81.2.69.8"), 200);
+    let key = format!("sting:analytics:session:{sid}");
+    wait_field(&s.redis, &key, "page_views", "2");
+    let rec = session_record(&s.redis, &sid);
+    assert_eq!(rec["start_time"], light[0].as_str().unwrap(), "the start is the light record's");
+    assert_eq!((rec["hits"].as_str(), rec["first_ip"].as_str(), rec["ip"].as_str()), ("2", "81.2.69.7", "81.2.69.8"));
+    assert_eq!(rec["browser"], "Chrome");
+    assert!(light_record(&s.redis, &sid).is_none(), "promoted records leave the light bucket");
+    assert!(s.redis.conn().sismember::<_, _, bool>("sting:active:sessions", &sid).unwrap());
+    assert_eq!(day_counter(&s.redis, "sessions_started"), 1, "promotion is not a second start");
+    let actions: Vec<String> = s.redis.conn().lrange(format!("{key}:actions"), 0, -1).unwrap();
+    let pages: Vec<String> = actions.iter().rev().map(|a| serde_json::from_str::<serde_json::Value>(a).unwrap()["page"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(pages, ["/", "/login"], "{actions:?}");
+    // The first page is in the session's pages sets: viewing it again counts no new session.
+    assert_eq!(browse(&s.proxy, "/", Some(&cookie), CHROME_MAC, "81.2.69.8"), 200);
+    wait_field(&s.redis, &key, "page_views", "3");
+    let page_sessions: HashMap<String, i64> = s.redis.conn().zrange_withscores(format!("sting:analytics:daily:{}:page_sessions", today()), 0, -1).unwrap();
+    assert_eq!((page_sessions.get("/"), page_sessions.get("/login")), (Some(&1), Some(&1)), "{page_sessions:?}");
+}
+
+/// A light record ends like any session (here idle, by the sweep), once; a later request
+/// promotes it to a record that is already ended, not to a second start.
+#[test]
+fn a_light_session_ends_once_and_stays_ended() {
+    let s = setup("keyspace_notifications = false\nsweep_interval_seconds = 1\nidle_timeout_seconds = 1");
+    let r = client().get(format!("{}/anon", s.app.url())).send().unwrap();
+    let cookie = set_cookie_value(&r, "session").unwrap();
+    let sid = sid_of(&cookie);
+    assert_eq!(browse(&s.proxy, "/", Some(&cookie), CHROME_MAC, "81.2.69.7"), 200);
+    wait_until("the light record ends", Duration::from_secs(15), || light_record(&s.redis, &sid).is_some_and(|l| l.len() == 14));
+    let light = light_record(&s.redis, &sid).unwrap();
+    assert_eq!((light[11].as_str(), light[13].as_str()), (light[0].as_str(), Some("idle")), "ended at its only request: {light:?}");
+    assert_eq!((day_counter(&s.redis, "sessions_ended"), day_counter(&s.redis, "duration_le_10")), (1, 1));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(day_counter(&s.redis, "sessions_ended"), 1, "the sweep ends it once");
+
+    assert_eq!(browse(&s.proxy, "/login", Some(&cookie), CHROME_MAC, "81.2.69.7"), 200);
+    let key = format!("sting:analytics:session:{sid}");
+    wait_field(&s.redis, &key, "page_views", "2");
+    let rec = session_record(&s.redis, &sid);
+    assert_eq!(rec["end_reason"], "idle");
+    assert!(!s.redis.conn().sismember::<_, _, bool>("sting:active:sessions", &sid).unwrap());
+    assert_eq!((day_counter(&s.redis, "sessions_started"), day_counter(&s.redis, "sessions_ended")), (1, 1));
+}
+
+/// The app deleting a light session's key (its logout) ends it through the keyspace
+/// notification, with the same counts as a full record.
+#[test]
+fn a_light_session_ends_when_the_app_deletes_it() {
+    let s = setup("");
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("notify-keyspace-events").arg("Egx").query(&mut s.redis.conn()).unwrap();
+    let r = client().get(format!("{}/anon", s.app.url())).send().unwrap();
+    let cookie = set_cookie_value(&r, "session").unwrap();
+    let sid = sid_of(&cookie);
+    assert_eq!(browse(&s.proxy, "/", Some(&cookie), CHROME_MAC, "81.2.69.7"), 200);
+    wait_until("the light record", Duration::from_secs(15), || light_record(&s.redis, &sid).is_some());
+    let _: () = s.redis.conn().del(format!("sting:session:{sid}")).unwrap();
+    wait_until("the light record ends", Duration::from_secs(15), || light_record(&s.redis, &sid).is_some_and(|l| l.len() == 14));
+    assert_eq!(light_record(&s.redis, &sid).unwrap()[13], "logout");
+    assert_eq!((day_counter(&s.redis, "sessions_ended"), day_counter(&s.redis, "ended_logout")), (1, 1));
 }

@@ -67,6 +67,20 @@ fn batches_leave_one_key_per_writer() {
     assert!(after - before <= 30 && others.len() <= 2, "{batches} batches added {} keys; not per period: {others:?}", after - before);
 }
 
+fn today() -> String {
+    chrono::Utc::now().format("%Y-%m-%d").to_string()
+}
+
+/// The sids of today's light records (one-request sessions without a user).
+fn light_records(redis: &RedisServer) -> Vec<String> {
+    redis::cmd("HKEYS").arg(format!("sting:analytics:light:{}", today())).query(&mut redis.conn()).unwrap()
+}
+
+/// The proxy's per-session keys (`sting:analytics:session:{sid}` and its `:actions` / `:pages:`).
+fn session_keys(redis: &RedisServer) -> Vec<String> {
+    keys(redis, "sting:analytics:session:*")
+}
+
 /// One address whose every request gets a new anonymous session (a bot that drops cookies)
 /// creates at most its allowance of session records; its requests still count in the totals.
 #[test]
@@ -78,26 +92,41 @@ fn a_cookie_dropping_client_cannot_grow_session_records() {
     // /anon makes the app issue a new session to every request that carries none.
     assert_eq!(flood(&proxy, 600, &[("accept", "text/html")], |_| "/anon".to_owned()), 600);
     wait_written(&proxy, 600.0);
-    // The session hashes (`sting:analytics:session:{sid}`), not their `:actions` / `:pages:` keys.
-    let records = keys(&redis, "sting:analytics:session:*").into_iter().filter(|k| k.matches(':').count() == 3).count();
+    let records = light_records(&redis).len();
     // The burst (20), plus what refilled during the flood (20 a minute).
     assert!((20..=30).contains(&records), "{records} session records from one address");
+    assert!(session_keys(&redis).is_empty(), "one-request sessions make no keys of their own: {:?}", session_keys(&redis));
     let refused = metric(&proxy, "sting_analytics_sessions_refused_total");
     assert!(refused >= 570.0, "{refused}");
-    let day: std::collections::HashMap<String, i64> =
-        redis::cmd("HGETALL").arg(format!("sting:analytics:daily:{}", chrono::Utc::now().format("%Y-%m-%d"))).query(&mut redis.conn()).unwrap();
+    let day: std::collections::HashMap<String, i64> = redis::cmd("HGETALL").arg(format!("sting:analytics:daily:{}", today())).query(&mut redis.conn()).unwrap();
     assert_eq!(day.get("hits"), Some(&600), "every request still counts: {day:?}");
-    // Records without a user live the app's session lifetime (24 h here), not the retention.
-    for k in keys(&redis, "sting:analytics:session:*").into_iter().filter(|k| !k.contains(":pages:")) {
-        let ttl: i64 = redis::cmd("TTL").arg(&k).query(&mut redis.conn()).unwrap();
-        assert!((1..=86_400).contains(&ttl), "{k}: ttl {ttl}");
-    }
-    // What one recorded anonymous one-request session costs, in Redis's own accounting.
-    let mut bytes = 0i64;
-    for k in keys(&redis, "sting:analytics:session:*") {
-        bytes += redis::cmd("MEMORY").arg("USAGE").arg(&k).query::<Option<i64>>(&mut redis.conn()).unwrap().unwrap_or(0);
-    }
-    eprintln!("per-session keys of an anonymous one-request session: {} B on average", bytes / records.max(1) as i64);
+    assert_eq!(day.get("sessions_started"), Some(&(records as i64)), "{day:?}");
+    // Light records live at most the app's session lifetime (24 h here) past their day.
+    let ttl: i64 = redis::cmd("TTL").arg(format!("sting:analytics:light:{}", today())).query(&mut redis.conn()).unwrap();
+    assert!((1..=3 * 86_400).contains(&ttl), "light bucket ttl {ttl}");
+}
+
+/// What an anonymous one-request session costs in Redis, by Redis's own accounting
+/// (`MEMORY USAGE ... SAMPLES 0` of every key the proxy keeps per session, and the active set):
+/// under 300 bytes, where a full record with its page sets cost about 1.2 KB.
+#[test]
+fn a_one_request_session_costs_under_300_bytes() {
+    let redis = RedisServer::start();
+    let app = FlaskApp::start(&redis, FlaskSession::V08);
+    let proxy = Proxy::start(ProxyOpts { extra_toml: "[analytics]\nnew_sessions_per_client_per_minute = 0\n", ..ProxyOpts::new(&redis, app.url()) });
+    proxy.wait_ready();
+    let n = 2_000;
+    assert_eq!(flood(&proxy, n, &[("accept", "text/html")], |_| "/anon".to_owned()), n);
+    wait_written(&proxy, n as f64);
+    wait_until("every session recorded", Duration::from_secs(30), || light_records(&redis).len() == n);
+    assert!(session_keys(&redis).is_empty());
+    let active: i64 = redis::cmd("SCARD").arg("sting:active:sessions").query(&mut redis.conn()).unwrap();
+    assert_eq!(active, 0, "a one-request session is not in the active set");
+    let usage: i64 =
+        redis::cmd("MEMORY").arg("USAGE").arg(format!("sting:analytics:light:{}", today())).arg("SAMPLES").arg(0).query(&mut redis.conn()).unwrap();
+    let per_session = usage / n as i64;
+    eprintln!("an anonymous one-request session costs {per_session} B ({usage} B for {n})");
+    assert!(per_session < 300, "{per_session} B per one-request session");
 }
 
 /// Random page templates under a catch-all route: the day's and hour's page sets keep the

@@ -150,17 +150,25 @@ fn commands_report_what_the_api_reports() {
 fn cleanup_ends_sessions_whose_app_session_is_gone() {
     let s = scenario();
     let carol_sid = sid(&s.carol);
-    let _: () = redis::cmd("DEL").arg(format!("sting:session:{carol_sid}")).query(&mut s.redis.conn()).unwrap();
+    // A one-request session (a light record, not in the active set) whose app key is gone too.
+    let r = client().get(format!("{}/anon", s._app.url())).send().unwrap();
+    let visitor = sid(&set_cookie_value(&r, "session").unwrap());
+    view(&s.proxy, &set_cookie_value(&r, "session").unwrap(), "/");
+    let light = format!("sting:analytics:light:{}", chrono::Utc::now().format("%Y-%m-%d"));
+    wait_until("the light record", Duration::from_secs(15), || redis::cmd("HEXISTS").arg(&light).arg(&visitor).query(&mut s.redis.conn()).unwrap());
+    for gone in [&carol_sid, &visitor] {
+        let _: () = redis::cmd("DEL").arg(format!("sting:session:{gone}")).query(&mut s.redis.conn()).unwrap();
+    }
     let dry = json_of(&s.proxy, &["cleanup", "--dry-run"]);
-    assert_eq!(dry, serde_json::json!({"checked": 2, "ended": 1, "expired": 1, "idle": 0, "dry_run": true, "held_back": 0}));
+    assert_eq!(dry, serde_json::json!({"checked": 3, "ended": 2, "expired": 2, "idle": 0, "dry_run": true, "held_back": 0}));
     assert_eq!(api(&s.proxy, "/api/analytics/sessions/active")["active_sessions"], 2, "a dry run changes nothing");
     let out = json_of(&s.proxy, &["cleanup"]);
-    assert_eq!(out, serde_json::json!({"checked": 2, "ended": 1, "expired": 1, "idle": 0, "dry_run": false, "held_back": 0}));
+    assert_eq!(out, serde_json::json!({"checked": 3, "ended": 2, "expired": 2, "idle": 0, "dry_run": false, "held_back": 0}));
     assert_eq!(api(&s.proxy, "/api/analytics/sessions/active")["active_sessions"], 1);
     assert_eq!(api(&s.proxy, &format!("/api/analytics/sessions/{carol_sid}"))["end_reason"], "expired");
-    assert_eq!(api(&s.proxy, "/api/analytics/sessions/stats")["sessions_ended_today"], 2);
+    assert_eq!(api(&s.proxy, "/api/analytics/sessions/stats")["sessions_ended_today"], 3);
     let again = human(&s.proxy, &["cleanup"]);
-    assert!(again.contains("Checked 1 active sessions: ended 0"), "{again}");
+    assert!(again.contains("Checked 1 sessions: ended 0"), "{again}");
 }
 
 /// A wrong `session.key_prefix` makes every app session look gone: `cleanup` holds them back

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use crate::capture::device::Device;
 use crate::capture::geo::Location;
 use crate::capture::request_event::{EndReason, RequestEvent, SessionSignal};
-use crate::capture::session_scripts::{self, Touch};
+use crate::capture::session_scripts::{self, LightStart, Touch};
 use crate::store::keys::{self, Period, PeriodSlot};
 
 /// Upper bounds (ms) of the request-latency histogram buckets.
@@ -258,6 +258,19 @@ impl Batch {
         t
     }
 
+    /// Whether `t` may start its session as a light record: no user or AAL, one request at
+    /// most, and no action but that request's page view (a logout is an action).
+    fn light_start<'s>(&'s self, t: &Touch) -> Option<LightStart<'s>> {
+        if t.user_id.is_some() || t.aal.is_some() || t.hits > 1 {
+            return None;
+        }
+        match self.actions.get(t.sid.as_str()).map(Vec::as_slice).unwrap_or_default() {
+            [] => Some(LightStart { page_view: None }),
+            [a] if a.name == "page_view" => Some(LightStart { page_view: Some((a.ts_ms, a.page.as_deref().unwrap_or_default())) }),
+            _ => None,
+        }
+    }
+
     pub fn add_end(&mut self, sid: String, ts_ms: i64, reason: EndReason) {
         self.events += 1;
         self.ends.push((sid, ts_ms, reason));
@@ -298,10 +311,12 @@ impl Batch {
             p.expire(&key, ttl).ignore();
         }
         for t in self.touches.values() {
-            p.add_command(session_scripts::touch_cmd(t, s.ttl_secs, s.anonymous_ttl_secs, s.actions_cap)).ignore();
+            let light = self.light_start(t);
+            p.add_command(session_scripts::touch_cmd(t, s.ttl_secs, s.anonymous_ttl_secs, s.actions_cap, light.as_ref())).ignore();
         }
         for (sid, acts) in &self.actions {
-            if acts.is_empty() {
+            // A light start's page view is pushed by its TOUCH, unless the record stays light.
+            if acts.is_empty() || self.touches.get(sid.as_str()).is_some_and(|t| self.light_start(t).is_some()) {
                 continue;
             }
             let key = keys::session_actions(sid);
@@ -313,7 +328,7 @@ impl Batch {
             p.expire(&key, if anonymous { s.anonymous_ttl_secs.min(s.ttl_secs) as i64 } else { ttl }).ignore();
         }
         for (sid, ts, reason) in &self.ends {
-            p.add_command(session_scripts::end_for(sid, *ts, *reason, s.idle_timeout_ms, s.ttl_secs)).ignore();
+            p.add_command(session_scripts::end_for(sid, *ts, *reason, s.idle_timeout_ms, s.ttl_secs, s.anonymous_ttl_secs)).ignore();
         }
         p
     }
@@ -467,7 +482,7 @@ mod tests {
             .cmd_iter()
             .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
             .collect();
-        let load = cmds.iter().position(|c| c.contains("HSETNX', h, 'start_time'")).unwrap();
+        let load = cmds.iter().position(|c| c.contains("SCRIPT") && c.contains("local h, sid = KEYS[1], ARGV[1]")).unwrap();
         let touch = cmds.iter().position(|c| c.contains(session_scripts::touch_sha())).unwrap();
         let end = cmds.iter().position(|c| c.contains(session_scripts::end_sha()) && c.contains("logout")).unwrap();
         assert!(load < touch, "the script is loaded before its first use");

@@ -1,7 +1,8 @@
 //! Noticing that sessions ended without a request saying so: Redis keyspace notifications for
 //! the app's session keys (immediate), and a periodic sweep of `sting:active:sessions` (the
-//! fallback, as the seed's `SessionCleanup`, and the idle timeout). Both feed the analytics
-//! writer; ending a session is idempotent, so several instances may sweep at once. I/O.
+//! fallback, as the seed's `SessionCleanup`, and the idle timeout) and of the light records of
+//! one-request sessions. Both feed the analytics writer; ending a session is idempotent, so
+//! several instances may sweep at once. I/O.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use crate::capture::request_event::{CaptureEvent, EndReason};
 use crate::capture::writer::CaptureHandle;
 use crate::identity::session_id::SessionIds;
 use crate::store::keys;
-use crate::store::{RedisStore, Scan};
+use crate::store::{RedisStore, Scan, Scanner};
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -77,6 +78,8 @@ pub struct Sweeper {
     pub key_prefix: Option<String>,
     pub interval: Duration,
     pub idle_timeout: Duration,
+    /// The app's session lifetime: which light buckets can hold a live record.
+    pub anonymous_ttl_secs: u64,
     pub capture: CaptureHandle,
 }
 
@@ -89,6 +92,8 @@ pub const GUARD_MIN_SESSIONS: usize = 3;
 /// What [`find_ended`] decided about one batch.
 #[derive(Debug, Default)]
 pub struct Classified {
+    /// Sessions looked at (light records that already ended are not).
+    pub checked: usize,
     pub ended: Vec<(String, EndReason)>,
     /// Every Flask session of the batch lacked its app key: more likely a wrong
     /// `session.key_prefix` (or a flushed Redis) than that many expiries at once, so none
@@ -96,11 +101,11 @@ pub struct Classified {
     pub suspicious_expiry: usize,
 }
 
-/// Which of `sids` have ended at `now_ms`: their app session key is gone (`Expired`; Kratos
-/// sessions have no app key) or they have been idle longer than `idle_timeout_ms` (`Idle`).
-/// One round trip. Shared by the sweep and `sting-proxy cleanup`. `key_prefix` is `None` when
-/// published sids are hashes (unsigned cookies): the app key cannot be named, so only the idle
-/// timeout (and the expiry listener) end sessions.
+/// Which of `sids` (members of the active set) have ended at `now_ms`: their app session key is
+/// gone (`Expired`; Kratos sessions have no app key) or they have been idle longer than
+/// `idle_timeout_ms` (`Idle`). One round trip. `key_prefix` is `None` when published sids are
+/// hashes (unsigned cookies): the app key cannot be named, so only the idle timeout (and the
+/// expiry listener) end sessions.
 pub async fn find_ended(
     store: &RedisStore,
     key_prefix: Option<&str>,
@@ -114,25 +119,79 @@ pub async fn find_ended(
     let mut pipe = redis::pipe();
     for sid in sids {
         pipe.cmd("HMGET").arg(keys::analytics_session(sid)).arg("last_time").arg("auth_source");
-        match key_prefix {
-            Some(prefix) => pipe.exists(keys::flask_session(prefix, sid)),
-            None => pipe.cmd("ECHO").arg(1),
-        };
+        app_key_exists(&mut pipe, key_prefix, sid);
     }
     let replies: Vec<redis::Value> = store.pipeline_within(&pipe, Duration::from_secs(5)).await?;
+    let rows = sids.iter().enumerate().map(|(i, sid)| {
+        let (last, source): (Option<i64>, Option<String>) = redis::from_redis_value(&replies[2 * i]).unwrap_or((None, None));
+        let exists: bool = redis::from_redis_value(&replies[2 * i + 1]).unwrap_or(true);
+        Row { sid, last_ms: last, flask: source.as_deref() != Some("kratos"), app_key_exists: exists }
+    });
+    Ok(classify(rows, idle_timeout_ms, now_ms))
+}
+
+/// [`find_ended`] for light records (see `session_scripts::TOUCH`): `pairs` is a page of a light
+/// bucket, `[sid, record, sid, record, ...]`. A light record's last activity is its start;
+/// records that already ended are skipped.
+pub async fn find_ended_light(
+    store: &RedisStore,
+    key_prefix: Option<&str>,
+    idle_timeout_ms: i64,
+    pairs: &[String],
+    now_ms: i64,
+) -> Result<Classified, crate::store::StoreError> {
+    let live: Vec<(&String, Option<i64>)> = pairs
+        .chunks_exact(2)
+        .filter_map(|p| {
+            let rec: Vec<serde_json::Value> = serde_json::from_str(&p[1]).unwrap_or_default();
+            let ended = rec.len() > LIGHT_FIELDS;
+            (!ended).then(|| (&p[0], rec.first().and_then(|v| v.as_str()).and_then(|v| v.parse().ok())))
+        })
+        .collect();
+    if live.is_empty() {
+        return Ok(Classified::default());
+    }
+    let mut pipe = redis::pipe();
+    for (sid, _) in &live {
+        app_key_exists(&mut pipe, key_prefix, sid);
+    }
+    let exists: Vec<redis::Value> = store.pipeline_within(&pipe, Duration::from_secs(5)).await?;
+    let rows =
+        live.iter().zip(&exists).map(|((sid, start), e)| Row { sid, last_ms: *start, flask: true, app_key_exists: redis::from_redis_value(e).unwrap_or(true) });
+    Ok(classify(rows, idle_timeout_ms, now_ms))
+}
+
+/// Fields of a light record that has not ended (`END` appends three).
+const LIGHT_FIELDS: usize = 11;
+
+fn app_key_exists(pipe: &mut redis::Pipeline, key_prefix: Option<&str>, sid: &str) {
+    match key_prefix {
+        Some(prefix) => pipe.exists(keys::flask_session(prefix, sid)),
+        None => pipe.cmd("ECHO").arg(1),
+    };
+}
+
+/// What the sweep knows about one session.
+struct Row<'s> {
+    sid: &'s str,
+    last_ms: Option<i64>,
+    /// A Flask session (it has an app key); Kratos sessions have none.
+    flask: bool,
+    app_key_exists: bool,
+}
+
+fn classify<'s>(rows: impl Iterator<Item = Row<'s>>, idle_timeout_ms: i64, now_ms: i64) -> Classified {
     let mut expired = Vec::new();
     let mut out = Classified::default();
     let mut flask = 0;
-    for (i, sid) in sids.iter().enumerate() {
-        let (last, source): (Option<i64>, Option<String>) = redis::from_redis_value(&replies[2 * i]).unwrap_or((None, None));
-        let app_key_exists: bool = redis::from_redis_value(&replies[2 * i + 1]).unwrap_or(true);
-        let is_flask = source.as_deref() != Some("kratos");
-        flask += usize::from(is_flask);
-        let idle = last.is_none_or(|l| now_ms - l > idle_timeout_ms);
-        if is_flask && !app_key_exists {
-            expired.push((sid.clone(), idle));
+    for r in rows {
+        out.checked += 1;
+        flask += usize::from(r.flask);
+        let idle = r.last_ms.is_none_or(|l| now_ms - l > idle_timeout_ms);
+        if r.flask && !r.app_key_exists {
+            expired.push((r.sid.to_owned(), idle));
         } else if idle {
-            out.ended.push((sid.clone(), EndReason::Idle));
+            out.ended.push((r.sid.to_owned(), EndReason::Idle));
         }
     }
     if flask >= GUARD_MIN_SESSIONS && expired.len() == flask {
@@ -141,17 +200,58 @@ pub async fn find_ended(
     } else {
         out.ended.extend(expired.into_iter().map(|(sid, _)| (sid, EndReason::Expired)));
     }
-    Ok(out)
+    out
+}
+
+/// Every session the sweep must look at, page by page: the active set, then the light buckets
+/// that can hold a live light record now. Shared by the sweep and `sting-proxy cleanup`.
+pub struct EndedWalk<'a> {
+    store: &'a RedisStore,
+    key_prefix: Option<&'a str>,
+    idle_timeout_ms: i64,
+    sources: std::vec::IntoIter<Scan<'a>>,
+    scan: Option<(Scanner<'a>, bool)>,
+}
+
+impl<'a> EndedWalk<'a> {
+    /// `buckets` is [`keys::light_buckets`] of now.
+    pub fn new(store: &'a RedisStore, key_prefix: Option<&'a str>, idle_timeout_ms: i64, buckets: &'a [String]) -> Self {
+        let mut sources = vec![Scan::Set(keys::ACTIVE_SESSIONS)];
+        sources.extend(buckets.iter().map(|b| Scan::Hash(b)));
+        EndedWalk { store, key_prefix, idle_timeout_ms, sources: sources.into_iter(), scan: None }
+    }
+
+    /// What ended among the next page of sessions.
+    pub async fn next_page(&mut self) -> Result<Option<Classified>, crate::store::StoreError> {
+        loop {
+            if self.scan.is_none() {
+                let Some(source) = self.sources.next() else { return Ok(None) };
+                self.scan = Some((self.store.scanner(source, SWEEP_BATCH), matches!(source, Scan::Hash(_))));
+            }
+            let (scanner, light) = self.scan.as_mut().expect("set above");
+            let light = *light;
+            let Some(page) = scanner.next_batch().await? else {
+                self.scan = None;
+                continue;
+            };
+            let now = now_ms();
+            return Ok(Some(if light {
+                find_ended_light(self.store, self.key_prefix, self.idle_timeout_ms, &page, now).await?
+            } else {
+                find_ended(self.store, self.key_prefix, self.idle_timeout_ms, &page, now).await?
+            }));
+        }
+    }
 }
 
 impl Sweeper {
-    /// One pass over the active set; returns how many sessions it ended.
+    /// One pass over the active set and the light records; returns how many sessions it ended.
     pub async fn sweep_once(&self) -> Result<usize, crate::store::StoreError> {
         let mut ended = 0;
-        let mut scan = self.store.scanner(Scan::Set(keys::ACTIVE_SESSIONS), SWEEP_BATCH);
-        while let Some(sids) = scan.next_batch().await? {
+        let buckets = keys::light_buckets(now_ms(), self.anonymous_ttl_secs);
+        let mut walk = EndedWalk::new(&self.store, self.key_prefix.as_deref(), self.idle_timeout.as_millis() as i64, &buckets);
+        while let Some(found) = walk.next_page().await? {
             let now = now_ms();
-            let found = find_ended(&self.store, self.key_prefix.as_deref(), self.idle_timeout.as_millis() as i64, &sids, now).await?;
             if found.suspicious_expiry > 0 {
                 tracing::warn!(
                     sessions = found.suspicious_expiry,

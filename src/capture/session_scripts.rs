@@ -41,7 +41,8 @@ pub fn load_scripts(pipe: &mut redis::Pipeline) {
     }
 }
 
-/// Per session, per batch: first sight, activity, user attach, AAL2 step-up.
+/// Per session, per batch: first sight, promotion of a light record, activity, user attach,
+/// AAL2 step-up.
 ///
 /// KEYS: 1 session hash, 2 active sessions, 3 user's sessions zset, 4 user's active set,
 ///       5 daily hash, 6 hourly hash, 7 AAL2 event key, 8 actions list, 9 recent sessions zset.
@@ -52,31 +53,97 @@ pub fn load_scripts(pipe: &mut redis::Pipeline) {
 ///       `first_ip` if it starts here; 7 is its latest), 23 n = number of page entries, then n
 ///       groups of 4: the session's viewed-pages set for a period, its ttl, the template, the
 ///       period's `page_sessions` zset. A template new to the set counts one more distinct
-///       session for that page in that period. Last: the ttl s of a record without a user. (These keys are derived per batch, so they are
-///       passed as ARGV; analytics does not support Redis Cluster, see docs/redis-schema.md.)
+///       session for that page in that period. Then, from T = 24 + 4n: T the ttl s of a record
+///       without a user; T+1 the light record (JSON array, see [`light_record`]) when the batch
+///       may start one ('' otherwise); T+2 that batch's page-view action JSON ('' if none; the
+///       pipeline does not push it, the script does unless the record stays light); T+3 the
+///       light bucket of the batch's day; T+4 its ttl s; T+5 the session's pages-set key prefix;
+///       T+6 the day and T+7 the hour pages-set ttl s; T+8 m = number of light buckets to
+///       search, then m bucket keys. (These keys are derived per batch, so they are passed as
+///       ARGV; analytics does not support Redis Cluster, see docs/redis-schema.md.)
 /// Returns {started, user_attached, aal2_step_up} as 0/1.
 ///
-/// It reads the session's hash once (`HMGET`) and writes every changed field in one `HSET`:
-/// per session and batch that is about 12 commands for a returning session and 30 for a new
-/// one with a user, where each field used to be its own command.
+/// A session first seen without a user and by at most one request becomes a *light* record:
+/// one field in the day's light bucket, counted in `sessions_started` and `page_sessions` but
+/// not in the active set. Its next batch (a second request, a user) finds it, removes it and
+/// writes the full record from it as if it had been full all along: its start, first address,
+/// device, first page (in the pages sets and the action list) and counts. A light record that
+/// ended carries its end, so the promoted record is ended too.
+///
+/// It reads the session's hash once (`HMGET`) and writes every changed field in one `HSET`.
 pub const TOUCH: &str = r#"
-local h = KEYS[1]
+local h, sid = KEYS[1], ARGV[1]
 local ttl = tonumber(ARGV[15])
--- One read of what the session already holds, then one HSET of every field that changes.
-local started = redis.call('HSETNX', h, 'start_time', ARGV[3])
+local pages = tonumber(ARGV[23])
+local T = 24 + pages * 4
+local anon_ttl = math.min(ttl, tonumber(ARGV[T]))
+local light_json, pending = ARGV[T + 1], ARGV[T + 2]
+local started, light = 0, false
+if redis.call('EXISTS', h) == 0 then
+  for i = 1, tonumber(ARGV[T + 8]) do
+    local b = ARGV[T + 8 + i]
+    local v = redis.call('HGET', b, sid)
+    if v then
+      light = cjson.decode(v)
+      redis.call('HDEL', b, sid)
+      break
+    end
+  end
+  if not light then
+    started = 1
+    redis.call('HINCRBY', KEYS[5], 'sessions_started', 1)
+    redis.call('HINCRBY', KEYS[6], 'sessions_started', 1)
+    redis.call('EXPIRE', KEYS[5], ttl)
+    redis.call('EXPIRE', KEYS[6], ttl)
+    if light_json ~= '' then
+      -- A first sight without a user, by one request at most: one field, nothing else.
+      redis.call('HSET', ARGV[T + 3], sid, light_json)
+      redis.call('EXPIRE', ARGV[T + 3], ARGV[T + 4])
+      for i = 0, pages - 1 do
+        local b = 24 + i * 4
+        redis.call('ZINCRBY', ARGV[b + 3], 1, ARGV[b + 2])
+        redis.call('EXPIRE', ARGV[b + 3], ttl)
+      end
+      return {1, 0, 0}
+    end
+  end
+end
 local set = {}
 local function put(field, value)
   set[#set + 1] = field
   set[#set + 1] = value
 end
+local acts = {}
 local last, ended, uid, prev_aal, start
-if started == 1 then
-  last, ended, uid, prev_aal, start = tonumber(ARGV[3]), false, false, false, ARGV[3]
-  put('session_id', ARGV[1]); put('page_views', ARGV[5]); put('hits', ARGV[6]); put('first_ip', ARGV[22])
-  put('browser', ARGV[10]); put('os', ARGV[11]); put('device', ARGV[12]); put('auth_source', ARGV[13])
-  redis.call('HINCRBY', KEYS[5], 'sessions_started', 1)
-  redis.call('HINCRBY', KEYS[6], 'sessions_started', 1)
-  redis.call('ZADD', KEYS[9], ARGV[3], ARGV[1])
+if started == 1 or light then
+  start, ended, uid, prev_aal = ARGV[3], false, false, false
+  local pv, hits, first_ip = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[22]
+  local browser, os, device = ARGV[10], ARGV[11], ARGV[12]
+  if light then
+    -- {start ms, first page ISO time, ip, browser, os, device, country, city, hits, page views,
+    --  first page, [end ms, duration s, end reason]}
+    start, pv, hits = light[1], pv + tonumber(light[10]), hits + tonumber(light[9])
+    if light[3] ~= '' then first_ip = light[3] end
+    if light[4] ~= '' then browser, os, device = light[4], light[5], light[6] end
+    if light[7] ~= '' then put('country', light[7]); put('city', light[8]) end
+    if light[11] ~= '' then
+      local iso, page, prefix = light[2], light[11], ARGV[T + 5]
+      redis.call('SADD', prefix .. string.sub(iso, 1, 10), page)
+      redis.call('EXPIRE', prefix .. string.sub(iso, 1, 10), ARGV[T + 6])
+      redis.call('SADD', prefix .. string.sub(iso, 1, 13), page)
+      redis.call('EXPIRE', prefix .. string.sub(iso, 1, 13), ARGV[T + 7])
+      acts[1] = '{"timestamp":"' .. iso .. '","action":"page_view","page":' .. cjson.encode(page) .. '}'
+    end
+    if light[12] then
+      ended = true
+      put('end_time', light[12]); put('duration', light[13]); put('end_reason', light[14])
+    end
+  end
+  put('session_id', sid); put('start_time', start); put('page_views', pv); put('hits', hits)
+  put('first_ip', first_ip); put('browser', browser); put('os', os); put('device', device)
+  put('auth_source', ARGV[13])
+  last = tonumber(start)
+  redis.call('ZADD', KEYS[9], start, sid)
   redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -(tonumber(ARGV[20]) + 1))
   redis.call('EXPIRE', KEYS[9], ttl)
 else
@@ -85,13 +152,13 @@ else
   redis.call('HINCRBY', h, 'page_views', ARGV[5])
   redis.call('HINCRBY', h, 'hits', ARGV[6])
 end
-if tonumber(ARGV[4]) > last then put('last_time', ARGV[4]) elseif started == 1 then put('last_time', ARGV[3]) end
+if tonumber(ARGV[4]) > last then put('last_time', ARGV[4]) elseif started == 1 or light then put('last_time', start) end
 if ARGV[7] ~= '' then put('ip', ARGV[7]) end
 if ARGV[13] ~= 'anonymous' and ARGV[13] ~= '' then put('auth_source', ARGV[13]) end
 if ARGV[8] ~= '' then put('country', ARGV[8]) end
 if ARGV[9] ~= '' then put('city', ARGV[9]) end
 if not ended then
-  redis.call('SADD', KEYS[2], ARGV[1])
+  redis.call('SADD', KEYS[2], sid)
   redis.call('EXPIRE', KEYS[2], ttl)
 end
 local attached = 0
@@ -101,18 +168,22 @@ if ARGV[2] ~= '' then
     uid = ARGV[2]
     put('user_id', ARGV[2])
     if ARGV[16] ~= '' then put('email', ARGV[16]) end
-    redis.call('ZADD', KEYS[3], start, ARGV[1])
+    redis.call('ZADD', KEYS[3], start, sid)
     redis.call('EXPIRE', KEYS[3], ttl)
     redis.call('HINCRBY', KEYS[5], 'logins', 1)
     redis.call('HINCRBY', KEYS[6], 'logins', 1)
-    redis.call('LPUSH', KEYS[8], ARGV[18])
-    redis.call('LTRIM', KEYS[8], 0, tonumber(ARGV[19]) - 1)
-    redis.call('EXPIRE', KEYS[8], ttl)
+    acts[#acts + 1] = ARGV[18]
   end
   if not ended and uid == ARGV[2] then
-    redis.call('SADD', KEYS[4], ARGV[1])
+    redis.call('SADD', KEYS[4], sid)
     redis.call('EXPIRE', KEYS[4], ttl)
   end
+end
+if pending ~= '' then acts[#acts + 1] = pending end
+if #acts > 0 then
+  redis.call('LPUSH', KEYS[8], unpack(acts))
+  redis.call('LTRIM', KEYS[8], 0, tonumber(ARGV[19]) - 1)
+  if uid then redis.call('EXPIRE', KEYS[8], ttl) else redis.call('EXPIRE', KEYS[8], anon_ttl) end
 end
 local stepped = 0
 if ARGV[14] ~= '' then
@@ -124,7 +195,6 @@ if ARGV[14] ~= '' then
   put('aal', ARGV[14])
 end
 if #set > 0 then redis.call('HSET', h, unpack(set)) end
-local pages = tonumber(ARGV[23])
 for i = 0, pages - 1 do
   local b = 24 + i * 4
   if redis.call('SADD', ARGV[b], ARGV[b + 2]) == 1 then
@@ -138,9 +208,9 @@ end
 if uid then
   redis.call('EXPIRE', h, ttl)
 else
-  redis.call('EXPIRE', h, math.min(ttl, tonumber(ARGV[24 + pages * 4])))
+  redis.call('EXPIRE', h, anon_ttl)
 end
-if started == 1 or attached == 1 or stepped == 1 then
+if attached == 1 or stepped == 1 then
   redis.call('EXPIRE', KEYS[5], ttl)
   redis.call('EXPIRE', KEYS[6], ttl)
 end
@@ -148,43 +218,60 @@ return {started, attached, stepped}
 "#;
 
 /// Ends a session once: sets end time and duration, leaves the active sets, counts the end and
-/// its duration (total and histogram bucket) in the period of the end.
+/// its duration (total and histogram bucket) in the period of the end. A light record (see
+/// [`TOUCH`]) is ended in its bucket: its end is appended to its array.
 ///
 /// KEYS: 1 session hash, 2 active sessions, 3 daily hash, 4 hourly hash.
 /// ARGV: 1 sid, 2 end ts ms, 3 reason, 4 ttl s, 5 active-user key prefix,
 ///       6 '1' to end at the last activity instead (expiry, idle), 7 bucket bounds "60,300,...",
 ///       8 idle threshold ms: when > 0, end only if the session is still idle (the sweep's
-///       reading may be stale by the time the batch is written).
+///       reading may be stale by the time the batch is written), 9 m = number of light buckets
+///       to search, then m bucket keys.
 /// Returns the duration in seconds, or -1 when there was nothing to end.
 pub const END: &str = r#"
-local h = KEYS[1]
+local h, sid = KEYS[1], ARGV[1]
+local start, last, uid, bucket, light
 if redis.call('EXISTS', h) == 0 then
-  redis.call('SREM', KEYS[2], ARGV[1])
-  return -1
+  for i = 1, tonumber(ARGV[9]) do
+    local v = redis.call('HGET', ARGV[9 + i], sid)
+    if v then
+      bucket, light = ARGV[9 + i], cjson.decode(v)
+      break
+    end
+  end
+  if not light or light[12] then
+    redis.call('SREM', KEYS[2], sid)
+    return -1
+  end
+  start = tonumber(light[1])
+  last = start
+else
+  local cur = redis.call('HMGET', h, 'end_time', 'start_time', 'last_time', 'user_id')
+  if cur[1] then return -1 end
+  start, last, uid = tonumber(cur[2] or ARGV[2]), tonumber(cur[3] or cur[2] or '0'), cur[4]
 end
-if redis.call('HEXISTS', h, 'end_time') == 1 then return -1 end
 local idle = tonumber(ARGV[8])
-if idle > 0 then
-  local seen = tonumber(redis.call('HGET', h, 'last_time') or '0')
-  if tonumber(ARGV[2]) - seen < idle then return -1 end
-end
-local start = tonumber(redis.call('HGET', h, 'start_time') or ARGV[2])
+if idle > 0 and tonumber(ARGV[2]) - last < idle then return -1 end
 local stop = tonumber(ARGV[2])
-if ARGV[6] == '1' then stop = tonumber(redis.call('HGET', h, 'last_time') or ARGV[2]) end
+if ARGV[6] == '1' then stop = last end
 if stop < start then stop = start end
 local dur = math.floor((stop - start) / 1000)
-redis.call('HSET', h, 'end_time', stop, 'duration', dur, 'end_reason', ARGV[3])
-redis.call('SREM', KEYS[2], ARGV[1])
-local uid = redis.call('HGET', h, 'user_id')
-if uid then redis.call('SREM', ARGV[5] .. uid, ARGV[1]) end
-local bucket = 'duration_gt_max'
+if light then
+  light[12], light[13], light[14] = string.format('%d', stop), dur, ARGV[3]
+  redis.call('HSET', bucket, sid, cjson.encode(light))
+else
+  redis.call('HSET', h, 'end_time', stop, 'duration', dur, 'end_reason', ARGV[3])
+end
+redis.call('SREM', KEYS[2], sid)
+if uid then redis.call('SREM', ARGV[5] .. uid, sid) end
+local bucket_field = 'duration_gt_max'
 for b in string.gmatch(ARGV[7], '[^,]+') do
-  if dur <= tonumber(b) then bucket = 'duration_le_' .. b break end
+  if dur <= tonumber(b) then bucket_field = 'duration_le_' .. b break end
 end
 for i = 3, 4 do
   redis.call('HINCRBY', KEYS[i], 'sessions_ended', 1)
   redis.call('HINCRBY', KEYS[i], 'duration_total_s', dur)
-  redis.call('HINCRBY', KEYS[i], bucket, 1)
+  redis.call('HINCRBY', KEYS[i], bucket_field, 1)
   redis.call('EXPIRE', KEYS[i], ARGV[4])
 end
 redis.call('HINCRBY', KEYS[3], 'ended_' .. ARGV[3], 1)
@@ -221,8 +308,29 @@ pub struct Touch {
     pub pages: std::collections::BTreeMap<keys::PeriodSlot, std::collections::BTreeSet<String>>,
 }
 
-/// The `EVAL` command for one session touch.
-pub fn touch_cmd(t: &Touch, ttl_secs: u64, anonymous_ttl_secs: u64, actions_cap: usize) -> redis::Cmd {
+/// The batch of a session that may start as a light record (see [`TOUCH`]): no user, no AAL,
+/// one request at most, no action but that request's page view.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LightStart<'a> {
+    /// The page view (time, template), if the request was one.
+    pub page_view: Option<(i64, &'a str)>,
+}
+
+/// The light record of a session starting with `t`: a JSON array of
+/// `[start ms, first page ISO time, ip, browser, os, device, country, city, hits, page views,
+/// first page]` (strings but for the counts; `""` when unknown), to which `END` appends
+/// `[end ms, duration s, end reason]`. About 110 bytes.
+pub fn light_record(t: &Touch, light: &LightStart<'_>) -> String {
+    let (iso, page) = match light.page_view {
+        Some((ts, page)) => (iso_millis(ts), page),
+        None => (String::new(), ""),
+    };
+    serde_json::json!([t.first_ts_ms.to_string(), iso, address(t.first_ip), t.browser, t.os, t.device, t.country, t.city, t.hits, t.page_views, page,])
+        .to_string()
+}
+
+/// The `EVAL` command for one session touch; `light` when the batch may start a light record.
+pub fn touch_cmd(t: &Touch, ttl_secs: u64, anonymous_ttl_secs: u64, actions_cap: usize, light: Option<&LightStart<'_>>) -> redis::Cmd {
     let user = t.user_id.as_deref().unwrap_or("");
     let day = Period::Day.label(t.first_ts_ms);
     let hour = Period::Hour.label(t.first_ts_ms);
@@ -273,7 +381,20 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, anonymous_ttl_secs: u64, actions_cap:
             c.arg(&seen).arg(keys::session_pages_ttl_secs(slot.period)).arg(template).arg(&breakdown);
         }
     }
-    c.arg(anonymous_ttl_secs.min(ttl_secs));
+    let anonymous_ttl = anonymous_ttl_secs.min(ttl_secs);
+    c.arg(anonymous_ttl);
+    match light {
+        Some(l) => c.arg(light_record(t, l)).arg(l.page_view.map(|(ts, page)| action_json(ts, "page_view", Some(page))).unwrap_or_default()),
+        None => c.arg("").arg(""),
+    };
+    let buckets = keys::light_buckets(t.first_ts_ms, anonymous_ttl);
+    c.arg(keys::light_sessions(&day))
+        .arg(keys::light_bucket_ttl_secs(anonymous_ttl))
+        .arg(keys::session_pages_prefix(&t.sid))
+        .arg(keys::session_pages_ttl_secs(Period::Day))
+        .arg(keys::session_pages_ttl_secs(Period::Hour))
+        .arg(buckets.len())
+        .arg(buckets);
     c
 }
 
@@ -284,22 +405,31 @@ fn address(ip: Option<std::net::IpAddr>) -> String {
 
 /// One entry of a session's action list: `{"timestamp": ISO-8601, "action": ..., "page": ...}`.
 pub fn action_json(ts_ms: i64, action: &str, page: Option<&str>) -> String {
-    let ts = chrono::DateTime::from_timestamp_millis(ts_ms).unwrap_or_default();
     serde_json::json!({
-        "timestamp": ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "timestamp": iso_millis(ts_ms),
         "action": action,
         "page": page,
     })
     .to_string()
 }
 
+/// `ts_ms` as `2026-12-04T03:07:31.123Z`; its first 10 and 13 characters are the day and hour
+/// labels (the `TOUCH` script relies on it).
+fn iso_millis(ts_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ts_ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// The `EVAL` command that ends `sid` for `reason`: a logout ends it at `ts_ms`; an expiry or
 /// idle end at its last activity, and an idle end only if it is still idle for `idle_timeout_ms`
 /// when the script runs (the reading that found it idle may be stale).
-pub fn end_for(sid: &str, ts_ms: i64, reason: EndReason, idle_timeout_ms: u64, ttl_secs: u64) -> redis::Cmd {
+/// `anonymous_ttl_secs` says which light buckets may hold it.
+pub fn end_for(sid: &str, ts_ms: i64, reason: EndReason, idle_timeout_ms: u64, ttl_secs: u64, anonymous_ttl_secs: u64) -> redis::Cmd {
     let at_last = matches!(reason, EndReason::Expired | EndReason::Idle);
     let idle_check = if reason == EndReason::Idle { idle_timeout_ms.max(1) } else { 0 };
-    end_cmd(sid, ts_ms, reason.as_str(), at_last, idle_check, ttl_secs)
+    let mut c = end_cmd(sid, ts_ms, reason.as_str(), at_last, idle_check, ttl_secs);
+    let buckets = keys::light_buckets(ts_ms, anonymous_ttl_secs.min(ttl_secs));
+    c.arg(buckets.len()).arg(buckets);
+    c
 }
 
 /// The `EVAL` command that ends `sid` at `ts_ms` (or at its last activity when
@@ -339,7 +469,7 @@ mod tests {
         assert_ne!(touch_sha(), end_sha());
         let mut p = redis::pipe();
         load_scripts(&mut p);
-        p.add_command(end_for("s", 1, EndReason::Logout, 1000, 60));
+        p.add_command(end_for("s", 1, EndReason::Logout, 1000, 60, 60));
         let cmds: Vec<String> = p.cmd_iter().map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned()).collect();
         assert!(cmds[0].contains("SCRIPT") && cmds[2].contains("EVALSHA") && cmds[2].contains(end_sha()));
     }

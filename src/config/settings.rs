@@ -206,6 +206,11 @@ pub struct SessionSection {
 }
 
 impl SessionSection {
+    /// The app's session lifetime in seconds: the longest a record without a user lives.
+    pub fn lifetime_secs(&self) -> u64 {
+        self.lifetime_hours * 3600
+    }
+
     /// The app's key prefix when a published sid names the app's key (signed cookies); `None`
     /// when published sids are keyed hashes of the real one (unsigned cookies).
     pub fn app_key_prefix_of_published(&self) -> Option<&str> {

@@ -87,7 +87,7 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
         // writer drives it from its own runtime (see `writer::Writer::start`).
         let analytics_store =
             RedisStore::new(cfg.redis.url.expose(), Duration::from_millis(cfg.redis.connect_timeout_ms), writer::BATCH_TIMEOUT).context("redis.url")?;
-        let (handle, writer) = writer::channel(&cfg.analytics, cfg.session.lifetime_hours * 3600, analytics_store.clone(), grace).context("analytics")?;
+        let (handle, writer) = writer::channel(&cfg.analytics, cfg.session.lifetime_secs(), analytics_store.clone(), grace).context("analytics")?;
         server.add_service(background_service("analytics-writer", writer));
         if cfg.analytics.keyspace_notifications {
             server.add_service(background_service(
@@ -107,6 +107,7 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
                 key_prefix: cfg.session.app_key_prefix_of_published().map(str::to_owned),
                 interval: Duration::from_secs(cfg.analytics.sweep_interval_seconds),
                 idle_timeout: Duration::from_secs(cfg.analytics.idle_timeout_seconds),
+                anonymous_ttl_secs: cfg.session.lifetime_secs(),
                 capture: handle.clone(),
             },
         ));

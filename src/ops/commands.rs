@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context};
 use crate::api::endpoint::{valid_id, ApiError, Endpoint};
 use crate::api::queries::{self, QueryError};
 use crate::capture::request_event::EndReason;
-use crate::capture::session_lifecycle::{find_ended, SWEEP_BATCH};
+use crate::capture::session_lifecycle::EndedWalk;
 use crate::capture::session_scripts;
 use crate::config::Config;
 use crate::observe::printable::sanitize;
@@ -17,7 +17,6 @@ use crate::ops::integrity;
 use crate::ops::terminal::{cell, key_values, Progress, Table};
 use crate::store::keys;
 use crate::store::RedisStore;
-use crate::store::Scan;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum SessionsCommand {
@@ -290,7 +289,8 @@ async fn top(store: &RedisStore, what: TopWhat, period: PeriodArg, date: Option<
     Ok(true)
 }
 
-/// Ends the active sessions whose app session is gone (or that went idle), the seed's
+/// Ends the sessions (active ones and one-request light records) whose app session is gone (or
+/// that went idle), the seed's
 /// `SessionCleanup`, directly in Redis with the same script the writer uses (so a session is
 /// still ended only once, even while proxies run). `dry_run` only reports.
 async fn cleanup(cfg: &Config, store: &RedisStore, dry_run: bool, json: bool) -> anyhow::Result<bool> {
@@ -298,11 +298,12 @@ async fn cleanup(cfg: &Config, store: &RedisStore, dry_run: bool, json: bool) ->
     let ttl = cfg.analytics.retention_days * 86_400;
     let mut progress = Progress::new();
     let (mut checked, mut expired, mut idle, mut held_back) = (0u64, 0u64, 0u64, 0u64);
-    let mut scan = store.scanner(Scan::Set(keys::ACTIVE_SESSIONS), SWEEP_BATCH);
-    while let Some(sids) = scan.next_batch().await? {
-        checked += sids.len() as u64;
+    let anonymous_ttl = cfg.session.lifetime_secs();
+    let buckets = keys::light_buckets(chrono::Utc::now().timestamp_millis(), anonymous_ttl);
+    let mut walk = EndedWalk::new(store, cfg.session.app_key_prefix_of_published(), idle_ms as i64, &buckets);
+    while let Some(found) = walk.next_page().await? {
+        checked += found.checked as u64;
         let now = chrono::Utc::now().timestamp_millis();
-        let found = find_ended(store, cfg.session.app_key_prefix_of_published(), idle_ms as i64, &sids, now).await?;
         held_back += found.suspicious_expiry as u64;
         if dry_run {
             for (_, reason) in &found.ended {
@@ -311,7 +312,7 @@ async fn cleanup(cfg: &Config, store: &RedisStore, dry_run: bool, json: bool) ->
         } else if !found.ended.is_empty() {
             let mut pipe = redis::pipe();
             for (sid, reason) in &found.ended {
-                pipe.add_command(session_scripts::end_for(sid, now, *reason, idle_ms, ttl));
+                pipe.add_command(session_scripts::end_for(sid, now, *reason, idle_ms, ttl, anonymous_ttl));
             }
             // END answers -1 for a session another instance ended first.
             let durations: Vec<i64> = store.pipeline(&pipe).await?;
@@ -321,7 +322,7 @@ async fn cleanup(cfg: &Config, store: &RedisStore, dry_run: bool, json: bool) ->
                 }
             }
         }
-        progress.update(&format!("checked {checked} active sessions, {} to end", expired + idle));
+        progress.update(&format!("checked {checked} sessions, {} to end", expired + idle));
     }
     progress.done();
     let v = serde_json::json!({
@@ -332,7 +333,7 @@ async fn cleanup(cfg: &Config, store: &RedisStore, dry_run: bool, json: bool) ->
         print_json(&v);
     } else {
         let verb = if dry_run { "would end" } else { "ended" };
-        println!("Checked {checked} active sessions: {verb} {} ({expired} whose app session is gone, {idle} idle)", expired + idle);
+        println!("Checked {checked} sessions: {verb} {} ({expired} whose app session is gone, {idle} idle)", expired + idle);
         if held_back > 0 {
             println!(
                 "Held back {held_back}: every Flask session of their batch lacked its app key under the prefix {:?}; \

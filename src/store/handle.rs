@@ -51,6 +51,8 @@ pub enum Scan<'a> {
     Set(&'a str),
     /// The members of a sorted set.
     SortedSet(&'a str),
+    /// The fields and values of a hash, flattened: `[field, value, field, value, ...]`.
+    Hash(&'a str),
 }
 
 #[derive(Clone)]
@@ -241,6 +243,7 @@ impl Scanner<'_> {
                 Scan::Keys(_) => redis::cmd("SCAN"),
                 Scan::Set(key) => redis::cmd("SSCAN").arg(key).clone(),
                 Scan::SortedSet(key) => redis::cmd("ZSCAN").arg(key).clone(),
+                Scan::Hash(key) => redis::cmd("HSCAN").arg(key).clone(),
             };
             cmd.arg(self.cursor);
             if let Scan::Keys(pattern) = self.what {

@@ -33,7 +33,37 @@ pub fn session_actions(sid: &str) -> String {
 /// The pages a session has viewed in one period (set of templates): how `page_sessions` counts
 /// each session once per page. Short-lived; see [`session_pages_ttl_secs`].
 pub fn session_pages(sid: &str, label: &str) -> String {
-    format!("sting:analytics:session:{sid}:pages:{label}")
+    format!("{}{label}", session_pages_prefix(sid))
+}
+
+/// [`session_pages`] without its period label: the `TOUCH` script appends the label of a
+/// light session's first page when it promotes the session.
+pub fn session_pages_prefix(sid: &str) -> String {
+    format!("sting:analytics:session:{sid}:pages:")
+}
+
+/// Light session records of one day (hash: sid → JSON array): sessions without a user seen by
+/// one request at most, which cost one hash field instead of four keys and an active-set entry
+/// until a second request or a user promotes them to a [`analytics_session`] record. Filed
+/// under the UTC day of their request; see [`light_buckets`].
+pub fn light_sessions(day_label: &str) -> String {
+    format!("sting:analytics:light:{day_label}")
+}
+
+/// The light-session buckets that may hold a session seen at `ts_ms`: a light record lives at
+/// most `anonymous_ttl_secs` (the app's session lifetime) after its day, and batches may arrive
+/// up to a day out of order across instances. Oldest first.
+pub fn light_buckets(ts_ms: i64, anonymous_ttl_secs: u64) -> Vec<String> {
+    const DAY_MS: i64 = 86_400_000;
+    let first = ts_ms.saturating_sub(anonymous_ttl_secs as i64 * 1000).saturating_sub(DAY_MS).div_euclid(DAY_MS);
+    let last = ts_ms.saturating_add(DAY_MS).div_euclid(DAY_MS);
+    (first..=last).map(|day| light_sessions(&Period::Day.label(day * DAY_MS))).collect()
+}
+
+/// How long a [`light_sessions`] bucket lives after its last write: the longest life of a
+/// record in it (its day, then the app's session lifetime) plus a day of slack.
+pub fn light_bucket_ttl_secs(anonymous_ttl_secs: u64) -> u64 {
+    anonymous_ttl_secs + 2 * 86_400
 }
 
 /// How long a [`session_pages`] set must live: its period and some slack for late batches.
@@ -196,6 +226,7 @@ mod tests {
         assert_eq!(flask_session("sting:session:", "abc"), "sting:session:abc");
         assert_eq!(kratos_cache("00ff"), "sting:kratos:00ff");
         assert_eq!(analytics_session("s1"), "sting:analytics:session:s1");
+        assert_eq!(session_pages("s1", "2026-12-04"), "sting:analytics:session:s1:pages:2026-12-04");
         assert_eq!(session_actions("s1"), "sting:analytics:session:s1:actions");
         assert_eq!(user_sessions("u1"), "sting:analytics:user:u1:sessions");
         assert_eq!(active_user("u1"), "sting:active:users:u1");
@@ -208,5 +239,20 @@ mod tests {
         assert_eq!(analytics_unique_users(Period::Day, "2026-11-30"), "sting:analytics:daily:2026-11-30:users");
         assert_eq!(metrics_period(Period::Day, "2026-11-30"), "sting:metrics:daily:2026-11-30");
         assert_eq!(aal2_event("s1", 5), "sting:aal2:s1:5");
+    }
+
+    /// A light record made at `ts` by a batch up to a day late or early is found by any script
+    /// run while it can still live: the buckets searched cover its day.
+    #[test]
+    fn light_buckets_cover_a_records_life() {
+        let ts = 1_796_043_900_000; // 2026-11-30T13:05:00Z
+        let ttl = 86_400;
+        assert_eq!(light_buckets(ts, ttl), ["2026-11-28", "2026-11-29", "2026-11-30", "2026-12-01"].map(|d| format!("sting:analytics:light:{d}")));
+        let home = light_sessions(&Period::Day.label(ts));
+        for later in [ts - 86_400_000, ts, ts + ttl as i64 * 1000, ts + ttl as i64 * 1000 + 86_399_000] {
+            assert!(light_buckets(later, ttl).contains(&home), "{later}");
+        }
+        // A 31-day session lifetime: 34 buckets, each a single HGET in the script.
+        assert_eq!(light_buckets(ts, 31 * 86_400).len(), 34);
     }
 }

@@ -121,7 +121,12 @@ try:
     before = int(wait_for("a live reading", lambda: text("#active-now").isdigit() and text("#active-now")))
     req = urllib.request.Request(base + "/login", data=json.dumps({"user_id": "live-new-user", "role": "user"}).encode(),
                                  headers={"Content-Type": "application/json"})
-    urllib.request.urlopen(req).read()
+    resp = urllib.request.urlopen(req)
+    resp.read()
+    # A browser then loads the next page with its new cookie; a session becomes active at its
+    # second request (one-request sessions are light records, not active sessions).
+    cookie = resp.headers["Set-Cookie"].split(";", 1)[0]
+    urllib.request.urlopen(urllib.request.Request(base + "/", headers={"Cookie": cookie})).read()
     started = time.time()
     wait_for("the live counter to move", lambda: text("#active-now") == str(before + 1), timeout=15)
     measured["sse_update_s"] = round(time.time() - started, 2)
