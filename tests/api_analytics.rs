@@ -358,6 +358,17 @@ fn openapi_document_matches_real_responses() {
     let r = client().post(s.proxy.url("/api/analytics/devices")).header("authorization", format!("Bearer {TOKEN}")).send().unwrap();
     let status = r.status().as_u16();
     recorded.push(serde_json::json!({"path": "/api/analytics/devices", "method": "POST", "status": status, "body": r.json::<Value>().unwrap(), "content_type": "application/json"}));
+    // The changes, last (they revoke erin's session): with the token, then the audit log.
+    for (method, path) in [
+        (reqwest::Method::DELETE, format!("/api/analytics/sessions/{erin_sid}")),
+        (reqwest::Method::DELETE, "/api/analytics/sessions/no-such-session".to_owned()),
+        (reqwest::Method::POST, "/api/analytics/users/frank/revoke".to_owned()),
+        (reqwest::Method::GET, "/api/analytics/audit?limit=5".to_owned()),
+    ] {
+        let r = client().request(method.clone(), s.proxy.url(&path)).header("authorization", format!("Bearer {TOKEN}")).send().unwrap();
+        let status = r.status().as_u16();
+        recorded.push(serde_json::json!({"path": path, "method": method.as_str(), "status": status, "body": r.json::<Value>().unwrap(), "content_type": "application/json"}));
+    }
     let (status, first_event) = first_sse_event(&s.proxy);
     assert!(first_event.starts_with("event: active\ndata: {"), "{first_event}");
     recorded.push(serde_json::json!({"path": "/api/analytics/stream/active", "status": status, "body": null, "content_type": "text/event-stream"}));

@@ -6,6 +6,7 @@ use subtle::ConstantTimeEq;
 use crate::api::endpoint::Endpoint;
 use crate::api::local_response::LocalResponse;
 use crate::api::queries::{answer, QueryError};
+use crate::api::revoke::Revoker;
 use crate::config::AnalyticsSection;
 use crate::identity::Identity;
 use crate::store::RedisStore;
@@ -79,7 +80,20 @@ pub async fn serve(store: &RedisStore, ep: Endpoint<'_>, query: Option<&str>) ->
     if ep == Endpoint::OpenApi {
         return LocalResponse::static_body(200, "application/yaml", OPENAPI_YAML);
     }
-    match answer(store, &ep, query).await {
+    respond(answer(store, &ep, query).await)
+}
+
+/// Revokes what a change endpoint names, on behalf of `actor` (audited).
+pub async fn change(revoker: &Revoker, ep: Endpoint<'_>, actor: &str) -> LocalResponse {
+    respond(match ep {
+        Endpoint::RevokeSession { sid } => revoker.revoke_session(sid, actor).await,
+        Endpoint::RevokeUser { user_id } => revoker.revoke_user(user_id, actor).await,
+        _ => Err(QueryError::NotFound("not a change")),
+    })
+}
+
+fn respond(answer: Result<serde_json::Value, QueryError>) -> LocalResponse {
+    match answer {
         Ok(v) => LocalResponse::json(200, v),
         Err(QueryError::Api(e)) => e.response(),
         Err(QueryError::NotFound(what)) => LocalResponse::json(404, serde_json::json!({"error": "not_found", "message": what})),

@@ -28,6 +28,24 @@ pub enum Endpoint<'a> {
     OpenApi,
     /// Server-Sent Events of the active count (served by `own_endpoints`, not a query).
     ActiveStream,
+    /// `DELETE sessions/{id}`: revoke a session (a change: see [`Endpoint::is_change`]).
+    RevokeSession {
+        sid: &'a str,
+    },
+    /// `POST users/{id}/revoke`: revoke every active session of a user.
+    RevokeUser {
+        user_id: &'a str,
+    },
+    /// `GET audit`: the newest entries of the audit log of changes.
+    Audit,
+}
+
+impl Endpoint<'_> {
+    /// Whether the endpoint changes state (revocations): it is audited, and with session-cookie
+    /// access it needs the CSRF header.
+    pub fn is_change(&self) -> bool {
+        matches!(self, Endpoint::RevokeSession { .. } | Endpoint::RevokeUser { .. })
+    }
 }
 
 /// Why a request is not a valid API call.
@@ -42,7 +60,9 @@ impl ApiError {
     pub fn response(&self) -> LocalResponse {
         match self {
             ApiError::NotFound => LocalResponse::json(404, serde_json::json!({"error": "not_found", "message": "no such analytics endpoint"})),
-            ApiError::MethodNotAllowed => LocalResponse::json(405, serde_json::json!({"error": "method_not_allowed", "message": "only GET is supported"})),
+            ApiError::MethodNotAllowed => {
+                LocalResponse::json(405, serde_json::json!({"error": "method_not_allowed", "message": "this endpoint does not take that method"}))
+            }
             ApiError::BadParameter { parameter, message } => {
                 LocalResponse::json(400, serde_json::json!({"error": "invalid_parameter", "parameter": parameter, "message": message}))
             }
@@ -50,26 +70,35 @@ impl ApiError {
     }
 }
 
-/// Maps the path below the API prefix to an endpoint. Pure.
+/// Maps the method and the path below the API prefix to an endpoint. Pure.
 pub fn route<'a>(method: &str, rest: &'a str) -> Result<Endpoint<'a>, ApiError> {
     let segs: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    let read = method == "GET" || method == "HEAD";
     let ep = match segs.as_slice() {
         ["sessions"] => Endpoint::RecentSessions,
         ["sessions", "active"] => Endpoint::ActiveSessions,
         ["sessions", "stats"] => Endpoint::SessionStats,
         ["users", user_id, "sessions"] if valid_id(user_id) => Endpoint::UserSessions { user_id },
+        ["users", user_id, "revoke"] if valid_id(user_id) => Endpoint::RevokeUser { user_id },
         ["sessions", "durations"] => Endpoint::Durations,
+        ["sessions", sid] if valid_id(sid) && method == "DELETE" => Endpoint::RevokeSession { sid },
         ["sessions", sid] if valid_id(sid) => Endpoint::Session { sid },
         ["pages", "top"] => Endpoint::TopPages,
         ["devices"] => Endpoint::Devices,
         ["geo"] => Endpoint::Geo,
         ["timeseries"] => Endpoint::Timeseries,
         ["activity", "peak-hours"] => Endpoint::PeakHours,
+        ["audit"] => Endpoint::Audit,
         ["openapi.yaml"] => Endpoint::OpenApi,
         ["stream", "active"] => Endpoint::ActiveStream,
         _ => return Err(ApiError::NotFound),
     };
-    if method != "GET" && method != "HEAD" {
+    let allowed = match ep {
+        Endpoint::RevokeSession { .. } => method == "DELETE",
+        Endpoint::RevokeUser { .. } => method == "POST",
+        _ => read,
+    };
+    if !allowed {
         return Err(ApiError::MethodNotAllowed);
     }
     Ok(ep)
@@ -189,6 +218,13 @@ mod tests {
         assert_eq!(route("GET", "users/u1/sessions"), Ok(Endpoint::UserSessions { user_id: "u1" }));
         assert_eq!(route("GET", "sessions/abc"), Ok(Endpoint::Session { sid: "abc" }));
         assert_eq!(route("POST", "sessions/active"), Err(ApiError::MethodNotAllowed));
+        assert_eq!(route("DELETE", "sessions/abc"), Ok(Endpoint::RevokeSession { sid: "abc" }));
+        assert_eq!(route("DELETE", "sessions/active"), Err(ApiError::MethodNotAllowed), "not a session id");
+        assert_eq!(route("POST", "users/u1/revoke"), Ok(Endpoint::RevokeUser { user_id: "u1" }));
+        assert_eq!(route("GET", "users/u1/revoke"), Err(ApiError::MethodNotAllowed));
+        assert_eq!(route("DELETE", "users/u1/sessions"), Err(ApiError::MethodNotAllowed));
+        assert_eq!(route("GET", "audit"), Ok(Endpoint::Audit));
+        assert!(route("POST", "users/u1/revoke").unwrap().is_change() && !route("GET", "audit").unwrap().is_change());
         assert_eq!(route("GET", "users/a:b/sessions"), Err(ApiError::NotFound));
         assert_eq!(route("GET", "nope"), Err(ApiError::NotFound));
         assert_eq!(route("GET", "pages/top"), Ok(Endpoint::TopPages));

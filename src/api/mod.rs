@@ -12,3 +12,4 @@ pub mod endpoint;
 pub mod live_active;
 pub mod local_response;
 pub mod queries;
+pub mod revoke;

@@ -155,7 +155,15 @@ pub async fn answer(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
         Endpoint::Durations => durations(store, query).await,
         Endpoint::Timeseries => timeseries(store, query).await,
         Endpoint::PeakHours => peak_hours(store, query).await,
-        Endpoint::OpenApi | Endpoint::ActiveStream => Err(QueryError::NotFound("not a query: served by the proxy directly")),
+        Endpoint::Audit => {
+            let limit = parse_limit(query)?;
+            let entries: Vec<String> = store.query(redis::cmd("LRANGE").arg(keys::AUDIT_LOG).arg(0).arg(limit - 1)).await?;
+            let entries: Vec<serde_json::Value> = entries.iter().filter_map(|e| serde_json::from_str(e).ok()).collect();
+            Ok(serde_json::json!({"entries": entries}))
+        }
+        Endpoint::OpenApi | Endpoint::ActiveStream | Endpoint::RevokeSession { .. } | Endpoint::RevokeUser { .. } => {
+            Err(QueryError::NotFound("not a query: served by the proxy directly"))
+        }
     }
 }
 

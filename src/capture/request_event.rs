@@ -33,6 +33,8 @@ pub enum EndReason {
     Expired,
     /// No activity for `analytics.idle_timeout_seconds`.
     Idle,
+    /// Revoked through the API (`DELETE /api/analytics/sessions/{id}`).
+    Revoked,
 }
 
 impl EndReason {
@@ -41,6 +43,7 @@ impl EndReason {
             EndReason::Logout => "logout",
             EndReason::Expired => "expired",
             EndReason::Idle => "idle",
+            EndReason::Revoked => "revoked",
         }
     }
 }

@@ -243,6 +243,10 @@ impl Default for SessionSection {
 pub struct KratosSection {
     /// `KRATOS_PUBLIC_URL`; empty disables the Kratos fallback.
     pub public_url: String,
+    /// `KRATOS_ADMIN_URL`: Kratos's admin API, used only to revoke sessions (revocation through
+    /// the analytics API also revokes the Kratos session there). Empty: the proxy still refuses
+    /// revoked sessions itself, but Kratos keeps honouring them elsewhere.
+    pub admin_url: String,
     pub cookie_name: String,
     pub timeout_ms: u64,
     /// Upper bound for caching a whoami answer; the session's own `expires_at` may cut it shorter.
@@ -271,6 +275,7 @@ impl Default for KratosSection {
     fn default() -> Self {
         Self {
             public_url: String::new(),
+            admin_url: String::new(),
             cookie_name: "ory_kratos_session".into(),
             timeout_ms: 1_000,
             cache_ttl_seconds: 300,
@@ -432,6 +437,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// How long a revoked session stays refused: longer than any session or analytics record
+    /// about it lives.
+    pub fn revocation_keep(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.session.lifetime_secs().max(self.analytics.retention_days * 86_400))
+    }
+
     /// Settings that run but weaken what the proxy guarantees; `check` prints them and start-up
     /// logs them as warnings.
     pub fn warnings(&self) -> Vec<String> {
@@ -479,6 +490,7 @@ pub mod env {
     pub const STING_ADMIN_LISTEN: &str = "STING_ADMIN_LISTEN";
     pub const STING_UPSTREAM: &str = "STING_UPSTREAM";
     pub const KRATOS_PUBLIC_URL: &str = "KRATOS_PUBLIC_URL";
+    pub const KRATOS_ADMIN_URL: &str = "KRATOS_ADMIN_URL";
     pub const STING_TRUSTED_PROXIES: &str = "STING_TRUSTED_PROXIES";
     pub const STING_REQUIRE_AUTH: &str = "STING_REQUIRE_AUTH";
     pub const STING_LOGIN_URL: &str = "STING_LOGIN_URL";
@@ -552,6 +564,7 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         let s_tok = self
             .over(STING_ANALYTICS_TOKEN, "analytics.api_tokens", &mut f.analytics.api_tokens, |v| list(v).map(|l| l.into_iter().map(Secret::new).collect()))?;
         let s_kratos = self.over(KRATOS_PUBLIC_URL, "kratos.public_url", &mut f.kratos.public_url, text)?;
+        let s_kratos_admin = self.over(KRATOS_ADMIN_URL, "kratos.admin_url", &mut f.kratos.admin_url, text)?;
         let s_login = self.over(STING_LOGIN_URL, "auth.login_url", &mut f.auth.login_url, text)?;
         let mut env_rules: Option<Vec<String>> = None;
         let s_rules = self.over(STING_REQUIRE_AUTH, "auth.rules", &mut env_rules, |v| list(v).map(Some))?;
@@ -674,6 +687,10 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
             if f.kratos.timeout_ms == 0 {
                 return Err(invalid("kratos.timeout_ms", &fs, "must be at least 1".into()));
             }
+        }
+        if !f.kratos.admin_url.is_empty() {
+            f.kratos.admin_url = f.kratos.admin_url.trim_end_matches('/').to_owned();
+            parse_url_scheme(&f.kratos.admin_url).map_err(|m| invalid("kratos.admin_url", &s_kratos_admin, m))?;
         }
         if !(f.auth.login_url.starts_with('/') || parse_url_scheme(&f.auth.login_url).is_ok()) {
             return Err(invalid("auth.login_url", &s_login, "must be a path (/login) or an absolute http(s) URL".into()));

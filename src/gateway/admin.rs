@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz` (the process is alive), `/readyz` (Redis answers) and
+//! The admin listener: `/healthz` (the process is alive), `/readyz` (Redis answers and the
+//! revoked sessions are loaded) and
 //! `/metrics` (Prometheus text, see [`crate::observe::metrics`]). I/O.
 //!
 //! It runs as its own pingora service on `server.admin_listen`, so health checks never queue
@@ -9,15 +10,19 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use std::sync::Arc;
+
+use crate::identity::revocation::Revocations;
 use crate::store::RedisStore;
 
 pub struct AdminApp {
     store: RedisStore,
+    revocations: Arc<Revocations>,
 }
 
 impl AdminApp {
-    pub fn new(store: RedisStore) -> Self {
-        Self { store }
+    pub fn new(store: RedisStore, revocations: Arc<Revocations>) -> Self {
+        Self { store, revocations }
     }
 }
 
@@ -38,6 +43,8 @@ impl ServeHttp for AdminApp {
         match session.req_header().uri.path() {
             "/healthz" => reply(200, serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})),
             "/readyz" => match self.store.ping().await {
+                // Not ready to refuse revoked sessions yet: keep traffic away a moment longer.
+                Ok(()) if !self.revocations.loaded() => reply(503, serde_json::json!({"status": "not ready", "reason": "revoked sessions not loaded yet"})),
                 Ok(()) => reply(200, serde_json::json!({"status": "ready", "redis": "ok"})),
                 Err(e) => {
                     tracing::warn!(error = %e, "readiness: Redis unavailable");

@@ -16,6 +16,7 @@ use crate::api::dashboard::Dashboard;
 use crate::api::endpoint::{self, Endpoint};
 use crate::api::live_active::LiveFeed;
 use crate::api::local_response::LocalResponse;
+use crate::api::revoke::Revoker;
 use crate::config::Config;
 use crate::gateway::request_ctx::RequestCtx;
 use crate::identity::authenticate::{Audience, Authenticator};
@@ -57,7 +58,12 @@ pub struct OwnEndpoints {
     streams: Arc<tokio::sync::Semaphore>,
     login_url: String,
     return_to_param: String,
+    revoker: Revoker,
 }
+
+/// The header a browser session must send with a change (revocations): a page on another
+/// origin cannot add it without a CORS preflight, which the origin rule refuses.
+pub const CSRF_HEADER: &str = "x-sting-csrf";
 
 /// Why access was refused.
 enum Denied {
@@ -72,13 +78,14 @@ impl OwnEndpoints {
             api_prefix: cfg.analytics.api_prefix.clone(),
             dashboard_path: cfg.analytics.dashboard_path.clone(),
             access: ApiAccess::new(&cfg.analytics),
-            auth,
-            store,
+            auth: auth.clone(),
+            store: store.clone(),
             dashboard: Dashboard::new(&cfg.analytics.api_prefix),
             live,
             streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
             login_url: cfg.auth.login_url.clone(),
             return_to_param: cfg.auth.return_to_param.clone(),
+            revoker: Revoker::new(cfg, store.clone(), auth.clone()),
         }
     }
 
@@ -102,7 +109,7 @@ impl OwnEndpoints {
         let resp = match own {
             Own::DashboardRoot => LocalResponse::redirect(self.dashboard_path.clone()),
             Own::Dashboard(rest) => match self.authorize(session, ctx, Navigation::TopLevelAllowed).await {
-                Ok(()) => self.dashboard.serve(&rest),
+                Ok(_) => self.dashboard.serve(&rest),
                 Err(Denied::Unauthenticated) if wants_html(session.req_header()) => {
                     LocalResponse::redirect(login_redirect(&self.login_url, &self.return_to_param, session.req_header()))
                 }
@@ -110,9 +117,17 @@ impl OwnEndpoints {
             },
             Own::Api(rest) => match self.authorize(session, ctx, Navigation::SameSiteOnly).await {
                 Err(d) => denial(d),
-                Ok(()) => match endpoint::route(session.req_header().method.as_str(), &rest) {
+                Ok(bearer) => match endpoint::route(session.req_header().method.as_str(), &rest) {
                     Err(e) => e.response(),
                     Ok(Endpoint::ActiveStream) => return self.stream_active(session, &ctx.request_id).await,
+                    Ok(ep) if ep.is_change() => {
+                        let csrf = session.req_header().headers.get(CSRF_HEADER).is_some_and(|v| !v.is_empty());
+                        match (bearer, &ctx.identity) {
+                            (false, _) if !csrf => denial(Denied::Forbidden("a change made with a session cookie needs the X-Sting-Csrf header")),
+                            (false, Some(id)) => analytics::change(&self.revoker, ep, &format!("user:{}", id.user_id)).await,
+                            _ => analytics::change(&self.revoker, ep, "token").await,
+                        }
+                    }
                     Ok(ep) => {
                         let query = session.req_header().uri.query().map(str::to_owned);
                         analytics::serve(&self.store, ep, query.as_deref()).await
@@ -125,8 +140,9 @@ impl OwnEndpoints {
     }
 
     /// Origin, then credentials. A matching bearer token skips identification, so the token
-    /// is never sent to Kratos as if it were a Kratos credential.
-    async fn authorize(&self, session: &Session, ctx: &mut RequestCtx, nav: Navigation) -> std::result::Result<(), Denied> {
+    /// is never sent to Kratos as if it were a Kratos credential. `Ok(true)` when access came
+    /// from a bearer token, `Ok(false)` from an admin session.
+    async fn authorize(&self, session: &Session, ctx: &mut RequestCtx, nav: Navigation) -> std::result::Result<bool, Denied> {
         let req = session.req_header();
         let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
         // `Sec-Fetch-Site: cross-site` marks requests another site's page made (an <img>, a
@@ -148,7 +164,7 @@ impl OwnEndpoints {
             ctx.outcome = found.outcome;
         }
         match self.access.check(bearer, ctx.identity.as_deref()) {
-            Access::Granted => Ok(()),
+            Access::Granted => Ok(bearer),
             Access::Unauthenticated => Err(Denied::Unauthenticated),
             Access::Forbidden(why) => Err(Denied::Forbidden(why)),
         }

@@ -25,6 +25,7 @@ use crate::gateway::own_endpoints::OwnEndpoints;
 use crate::gateway::proxy::Sidecar;
 use crate::identity::authenticate::Authenticator;
 use crate::identity::kratos::KratosClient;
+use crate::identity::revocation::{RevocationListener, Revocations};
 use crate::identity::session_id::SessionIds;
 use crate::identity::session_lookup::SessionResolver;
 use crate::observe::access_log;
@@ -44,7 +45,8 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
         let memory_ttl = Duration::from_secs(cfg.session.cache_ttl_seconds);
         Some(KratosClient::new(&cfg.kratos, store.clone(), memory_ttl).context("building the Kratos HTTP client")?)
     };
-    let auth = Arc::new(Authenticator::new(cfg.session.cookie_name.clone(), sessions, kratos, cfg.kratos.bearer_tokens));
+    let revocations = Arc::new(Revocations::new(cfg.revocation_keep()));
+    let auth = Arc::new(Authenticator::new(cfg.session.cookie_name.clone(), sessions, kratos, cfg.kratos.bearer_tokens, revocations.clone()));
 
     let upstream = cfg
         .upstream_addr
@@ -79,6 +81,10 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    server.add_service(background_service(
+        "revocation-listener",
+        RevocationListener { redis_url: cfg.redis.url.expose().to_owned(), store: store.clone(), revocations: revocations.clone() },
+    ));
 
     // Analytics: the writer and the lifecycle services, all off the request path.
     let capture = if cfg.analytics.enabled {
@@ -151,7 +157,7 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
         }
     }
 
-    let mut admin = Service::new("sting-admin".to_string(), AdminApp::new(store.clone()));
+    let mut admin = Service::new("sting-admin".to_string(), AdminApp::new(store.clone(), revocations));
     admin.add_tcp(&cfg.admin_listen.to_string());
 
     server.add_service(background_service("redis-connector", RedisConnector(store)));

@@ -9,6 +9,7 @@ use pingora::http::RequestHeader;
 use crate::identity::cookies;
 use crate::identity::headers;
 use crate::identity::kratos::{AnswerSource, Credential, KratosClient, KratosOutcome, WhoamiAnswer};
+use crate::identity::revocation::Revocations;
 use crate::identity::session_lookup::{SessionLookup, SessionResolver};
 use crate::identity::{AuthOutcome, Identity};
 use crate::observe::log_limit::LogLimit;
@@ -43,11 +44,17 @@ pub struct Authenticator {
     kratos: Option<KratosClient>,
     /// `kratos.bearer_tokens`: `Authorization: Bearer` is a Kratos session token.
     bearer_tokens: bool,
+    revocations: Arc<Revocations>,
 }
 
 impl Authenticator {
-    pub fn new(cookie_name: String, sessions: SessionResolver, kratos: Option<KratosClient>, bearer_tokens: bool) -> Self {
-        Self { cookie_name, sessions, kratos, bearer_tokens }
+    pub fn new(cookie_name: String, sessions: SessionResolver, kratos: Option<KratosClient>, bearer_tokens: bool, revocations: Arc<Revocations>) -> Self {
+        Self { cookie_name, sessions, kratos, bearer_tokens, revocations }
+    }
+
+    /// The sessions this instance refuses.
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
     }
 
     pub fn sessions(&self) -> &SessionResolver {
@@ -63,6 +70,10 @@ impl Authenticator {
         let mut id = Identification::default();
         if let Some(value) = cookies::find(req, &self.cookie_name) {
             match self.sessions.lookup(&value).await {
+                SessionLookup::User { identity, .. } if self.revocations.contains(&identity.session_id) => {
+                    id.flask_sid = Some(identity.session_id.clone());
+                    id.outcome = AuthOutcome::Revoked;
+                }
                 SessionLookup::User { identity, cached } => {
                     id.flask_sid = Some(identity.session_id.clone());
                     id.outcome = if cached { AuthOutcome::FlaskCacheHit } else { AuthOutcome::FlaskRedisHit };
@@ -96,6 +107,9 @@ impl Authenticator {
         if let (Some(kratos), Some(cred)) = (&self.kratos, self.kratos_credential(req, audience)) {
             match kratos.resolve(cred, client).await {
                 KratosOutcome::Answer { answer, from } => match answer.as_ref() {
+                    WhoamiAnswer::Authenticated { identity, .. } if self.revocations.contains(&identity.session_id) => {
+                        id.outcome = AuthOutcome::Revoked;
+                    }
                     WhoamiAnswer::Authenticated { identity, .. } => {
                         id.identity = Some(Arc::new(identity.clone()));
                         id.outcome = if from == AnswerSource::Kratos { AuthOutcome::KratosCall } else { AuthOutcome::KratosCacheHit };

@@ -58,6 +58,8 @@ pub enum AuthOutcome {
     KratosUnavailable,
     /// An unknown Kratos credential from a client over its lookup limit.
     KratosRateLimited,
+    /// A session revoked through the API: refused like a missing one.
+    Revoked,
 }
 
 impl crate::observe::metrics::FixedLabel for AuthOutcome {
@@ -88,6 +90,7 @@ impl AuthOutcome {
             KratosAal2Required => "kratos_aal2_required",
             KratosUnavailable => "kratos_unavailable",
             KratosRateLimited => "kratos_rate_limited",
+            Revoked => "revoked",
         }
     }
 }

@@ -179,6 +179,8 @@ struct Remembered {
 
 pub struct KratosClient {
     whoami_url: String,
+    /// `kratos.admin_url`, empty when not configured.
+    admin_url: String,
     cookie_name: String,
     role_key: String,
     role_from_traits: bool,
@@ -204,6 +206,7 @@ impl KratosClient {
             .build()?;
         Ok(Self {
             whoami_url: format!("{}/sessions/whoami", cfg.public_url),
+            admin_url: cfg.admin_url.clone(),
             cookie_name: cfg.cookie_name.clone(),
             role_key: cfg.role_trait.clone(),
             role_from_traits: cfg.role_from_traits,
@@ -251,6 +254,32 @@ impl KratosClient {
             KratosOutcome::RateLimited if !led.load(std::sync::atomic::Ordering::Relaxed) => self.resolve_uncached(&credential, fp, client).await,
             other => other,
         }
+    }
+
+    /// Revokes a Kratos session through the admin API (`DELETE /admin/sessions/{id}`); `None`
+    /// without `kratos.admin_url` or when `id` cannot be a Kratos id, `Some(Ok(true))` when
+    /// Kratos revoked it, `Some(Ok(false))` when Kratos did not know it.
+    pub async fn revoke_session(&self, id: &str) -> Option<Result<bool, String>> {
+        self.admin_delete(&format!("/admin/sessions/{id}"), id).await
+    }
+
+    /// Revokes every Kratos session of an identity (`DELETE /admin/identities/{id}/sessions`).
+    pub async fn revoke_identity_sessions(&self, identity_id: &str) -> Option<Result<bool, String>> {
+        self.admin_delete(&format!("/admin/identities/{identity_id}/sessions"), identity_id).await
+    }
+
+    async fn admin_delete(&self, path: &str, id: &str) -> Option<Result<bool, String>> {
+        // Kratos ids are UUIDs: anything else would not name one (and must not shape the URL).
+        if self.admin_url.is_empty() || id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return None;
+        }
+        let r = self.http.delete(format!("{}{path}", self.admin_url)).send().await;
+        Some(match r {
+            Ok(resp) if resp.status().is_success() => Ok(true),
+            Ok(resp) if resp.status() == http::StatusCode::NOT_FOUND => Ok(false),
+            Ok(resp) => Err(format!("Kratos admin API answered {}", resp.status().as_u16())),
+            Err(e) => Err(format!("Kratos admin API unreachable: {e}")),
+        })
     }
 
     /// Forgets a credential (its cookie was cleared: Kratos logout).

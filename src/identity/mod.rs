@@ -14,6 +14,7 @@ pub mod flask_cookie;
 pub mod headers;
 pub mod kratos;
 pub mod pickle_fields;
+pub mod revocation;
 pub mod session_id;
 pub mod session_lookup;
 pub mod session_value;

@@ -5,7 +5,7 @@
 //! session record) from [`ACTIVE_USER_PREFIX`].
 
 /// The key families the proxy writes (and so may repair); other `sting:*` keys are not ours.
-pub const OWNED_PREFIXES: &[&str] = &["sting:analytics:", "sting:active:", "sting:metrics:", "sting:kratos:", "sting:aal2:"];
+pub const OWNED_PREFIXES: &[&str] = &["sting:analytics:", "sting:active:", "sting:metrics:", "sting:kratos:", "sting:aal2:", "sting:security:"];
 
 /// The app's Flask-Session key for `sid` (read only for us).
 pub fn flask_session(prefix: &str, sid: &str) -> String {
@@ -99,6 +99,22 @@ pub const ACTIVE_USER_PREFIX: &str = "sting:active:users:";
 pub fn active_user(user_id: &str) -> String {
     format!("{ACTIVE_USER_PREFIX}{user_id}")
 }
+
+/// Revoked session ids (sorted set, scored by the time in ms until which the revocation is
+/// kept): every proxy instance loads it at start and whenever it resubscribes to
+/// [`REVOCATIONS_CHANNEL`], and refuses these sessions.
+pub const REVOKED_SESSIONS: &str = "sting:security:revoked";
+
+/// Pub/sub channel on which a revocation is announced (message: the session id), so every
+/// instance refuses the session at once.
+pub const REVOCATIONS_CHANNEL: &str = "sting:security:revocations";
+
+/// The audit log of state-changing API calls (list, newest first, capped at [`AUDIT_LOG_CAP`]):
+/// JSON `{"timestamp", "actor", "action", "target", "result"}`.
+pub const AUDIT_LOG: &str = "sting:security:audit";
+
+/// How many entries [`AUDIT_LOG`] keeps.
+pub const AUDIT_LOG_CAP: usize = 10_000;
 
 /// Which analytics period a key covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

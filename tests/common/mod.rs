@@ -256,18 +256,20 @@ pub struct KratosStub {
     calls: Arc<AtomicUsize>,
     delay_ms: Arc<AtomicU64>,
     answers: Arc<Mutex<HashMap<String, StubAnswer>>>,
+    /// Admin API calls (`DELETE /admin/...` request lines), in order.
+    admin: Arc<Mutex<Vec<String>>>,
 }
 
 impl KratosStub {
     pub fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let stub = KratosStub { port, calls: Arc::default(), delay_ms: Arc::default(), answers: Arc::default() };
-        let (calls, delay, answers) = (stub.calls.clone(), stub.delay_ms.clone(), stub.answers.clone());
+        let stub = KratosStub { port, calls: Arc::default(), delay_ms: Arc::default(), answers: Arc::default(), admin: Arc::default() };
+        let (calls, delay, answers, admin) = (stub.calls.clone(), stub.delay_ms.clone(), stub.answers.clone(), stub.admin.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (calls, delay, answers) = (calls.clone(), delay.clone(), answers.clone());
-                std::thread::spawn(move || serve_kratos(conn, &calls, &delay, &answers));
+                let (calls, delay, answers, admin) = (calls.clone(), delay.clone(), answers.clone(), admin.clone());
+                std::thread::spawn(move || serve_kratos(conn, &calls, &delay, &answers, &admin));
             }
         });
         stub
@@ -275,6 +277,13 @@ impl KratosStub {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The admin API calls received (`DELETE /admin/sessions/{id}` ...), as request lines
+    /// without the HTTP version. A session revoked there is answered 401 by whoami afterwards,
+    /// as Kratos does.
+    pub fn admin_calls(&self) -> Vec<String> {
+        self.admin.lock().unwrap().clone()
     }
 
     /// Registers the answer for a credential value (token, cookie value or bearer token).
@@ -303,7 +312,7 @@ fn fixture(name: &str) -> String {
     std::fs::read_to_string(repo_root().join("tests/fixtures/kratos").join(name)).unwrap()
 }
 
-fn serve_kratos(mut conn: TcpStream, calls: &AtomicUsize, delay: &AtomicU64, answers: &Mutex<HashMap<String, StubAnswer>>) {
+fn serve_kratos(mut conn: TcpStream, calls: &AtomicUsize, delay: &AtomicU64, answers: &Mutex<HashMap<String, StubAnswer>>, admin: &Mutex<Vec<String>>) {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     loop {
         let mut request_line = String::new();
@@ -332,8 +341,17 @@ fn serve_kratos(mut conn: TcpStream, calls: &AtomicUsize, delay: &AtomicU64, ans
             .or_else(|| headers.get("cookie").and_then(|c| c.split(';').find_map(|p| p.trim().strip_prefix("ory_kratos_session=").map(str::to_owned))))
             .or_else(|| headers.get("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_owned)));
         let answer = credential.and_then(|c| answers.lock().unwrap().get(&c).cloned());
+        let line = request_line.trim_end().trim_end_matches(" HTTP/1.1").to_owned();
+        let fixture_session: serde_json::Value = serde_json::from_str(&fixture("kratos_whoami_200.json")).unwrap();
+        let revoked = admin.lock().unwrap().iter().any(|l| l == &format!("DELETE /admin/sessions/{}", fixture_session["id"].as_str().unwrap()));
         let (status, body) = match (request_line.starts_with("GET /sessions/whoami"), answer) {
+            // Kratos's admin API: 204 No Content for a revoked session or identity's sessions.
+            (false, _) if line.starts_with("DELETE /admin/sessions/") || (line.starts_with("DELETE /admin/identities/") && line.ends_with("/sessions")) => {
+                admin.lock().unwrap().push(line);
+                (204, String::new())
+            }
             (false, _) => (404, String::new()),
+            (true, Some(StubAnswer::Session { .. })) if revoked => (401, fixture("kratos_whoami_401.json")),
             (true, None) => (401, fixture("kratos_whoami_401.json")),
             (true, Some(StubAnswer::Aal2Required)) => (403, fixture("kratos_whoami_403.json")),
             (true, Some(StubAnswer::Status(s))) => (s, String::new()),
@@ -353,6 +371,7 @@ fn serve_kratos(mut conn: TcpStream, calls: &AtomicUsize, delay: &AtomicU64, ans
         };
         let reason = match status {
             200 => "OK",
+            204 => "No Content",
             401 => "Unauthorized",
             403 => "Forbidden",
             404 => "Not Found",

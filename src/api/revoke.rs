@@ -1,0 +1,150 @@
+//! Revoking sessions (`DELETE {api}/sessions/{id}`, `POST {api}/users/{id}/revoke`, and the CLI's
+//! `revoke`), and the audit log every such change is written to. I/O.
+//!
+//! A revocation, in this order:
+//! 1. is recorded and announced ([`revocation::publish`]): every proxy instance refuses the
+//!    session from the next request on, whatever it has cached;
+//! 2. ends the session in analytics with reason `revoked` (the `END` script: once, however many
+//!    instances or retries);
+//! 3. deletes the app's Flask-Session key (signed cookies: the published sid is the real one), so
+//!    the app itself logs the user out too. After step 2, so the key-deletion notification finds
+//!    the session already ended instead of ending it as a logout;
+//! 4. revokes a Kratos session through Kratos's admin API when `kratos.admin_url` is set.
+
+use std::sync::Arc;
+
+use crate::api::queries::QueryError;
+use crate::capture::request_event::EndReason;
+use crate::capture::session_scripts;
+use crate::config::Config;
+use crate::identity::authenticate::Authenticator;
+use crate::identity::revocation;
+use crate::store::keys;
+use crate::store::RedisStore;
+
+/// Who asked for a change, as the audit log names them: `user:{id}` or `token`.
+pub type Actor<'a> = &'a str;
+
+pub struct Revoker {
+    store: RedisStore,
+    auth: Arc<Authenticator>,
+    /// The app's key prefix when published sids are the real ones (signed cookies).
+    app_key_prefix: Option<String>,
+    ttl_secs: u64,
+    anonymous_ttl_secs: u64,
+    idle_timeout_ms: u64,
+}
+
+impl Revoker {
+    pub fn new(cfg: &Config, store: RedisStore, auth: Arc<Authenticator>) -> Self {
+        Self {
+            store,
+            auth,
+            app_key_prefix: cfg.session.app_key_prefix_of_published().map(str::to_owned),
+            ttl_secs: cfg.analytics.retention_days * 86_400,
+            anonymous_ttl_secs: cfg.session.lifetime_secs(),
+            idle_timeout_ms: cfg.analytics.idle_timeout_seconds * 1000,
+        }
+    }
+
+    /// Revokes one session. 404 when neither analytics nor the app knows it.
+    pub async fn revoke_session(&self, sid: &str, actor: Actor<'_>) -> Result<serde_json::Value, QueryError> {
+        let (source, app_key): (Option<String>, bool) = {
+            let mut pipe = redis::pipe();
+            pipe.hget(keys::analytics_session(sid), "auth_source");
+            match &self.app_key_prefix {
+                Some(prefix) => pipe.exists(keys::flask_session(prefix, sid)),
+                None => pipe.cmd("ECHO").arg(0),
+            };
+            self.store.pipeline(&pipe).await?
+        };
+        if source.is_none() && !app_key {
+            return Err(QueryError::NotFound("no such session"));
+        }
+        let mut results = self.revoke(&[sid.to_owned()]).await?;
+        let mut body = results.remove(0);
+        if source.as_deref() == Some("kratos") {
+            let answer = match self.auth.kratos() {
+                Some(k) => k.revoke_session(sid).await,
+                None => None,
+            };
+            body["kratos"] = kratos_result(answer);
+        }
+        self.audit(actor, "revoke_session", sid, &body).await?;
+        Ok(body)
+    }
+
+    /// Revokes every active session of a user (and, with `kratos.admin_url`, every Kratos
+    /// session of the identity of that id).
+    pub async fn revoke_user(&self, user_id: &str, actor: Actor<'_>) -> Result<serde_json::Value, QueryError> {
+        let mut sids: Vec<String> = self.store.query(redis::cmd("SMEMBERS").arg(keys::active_user(user_id))).await?;
+        sids.sort();
+        let sessions = if sids.is_empty() { Vec::new() } else { self.revoke(&sids).await? };
+        let kratos = kratos_result(match self.auth.kratos() {
+            Some(k) => k.revoke_identity_sessions(user_id).await,
+            None => None,
+        });
+        let body = serde_json::json!({"user_id": user_id, "revoked": sessions.len(), "sessions": sessions, "kratos": kratos});
+        self.audit(actor, "revoke_user", user_id, &body).await?;
+        Ok(body)
+    }
+
+    /// Steps 1-3 for `sids`; one answer per sid.
+    async fn revoke(&self, sids: &[String]) -> Result<Vec<serde_json::Value>, QueryError> {
+        let revocations = self.auth.revocations();
+        for sid in sids {
+            revocations.insert(sid);
+        }
+        revocation::publish(&self.store, sids, revocations.keep()).await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut pipe = redis::pipe();
+        session_scripts::load_scripts(&mut pipe);
+        for sid in sids {
+            pipe.add_command(session_scripts::end_for(sid, now, EndReason::Revoked, self.idle_timeout_ms, self.ttl_secs, self.anonymous_ttl_secs));
+        }
+        let durations: Vec<i64> = self.store.pipeline(&pipe).await?;
+        let deleted: Vec<i64> = match &self.app_key_prefix {
+            Some(prefix) => {
+                let mut pipe = redis::pipe();
+                for sid in sids {
+                    pipe.del(keys::flask_session(prefix, sid));
+                }
+                self.store.pipeline(&pipe).await?
+            }
+            None => vec![0; sids.len()],
+        };
+        Ok(sids
+            .iter()
+            .zip(durations.iter().zip(&deleted))
+            .map(|(sid, (d, del))| serde_json::json!({"session_id": sid, "revoked": true, "ended": *d >= 0, "app_session_deleted": *del > 0}))
+            .collect())
+    }
+
+    /// Appends to the audit log.
+    async fn audit(&self, actor: Actor<'_>, action: &str, target: &str, result: &serde_json::Value) -> Result<(), QueryError> {
+        let entry = serde_json::json!({
+            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "actor": actor, "action": action, "target": target, "result": result,
+        });
+        let mut pipe = redis::pipe();
+        pipe.lpush(keys::AUDIT_LOG, entry.to_string())
+            .ignore()
+            .ltrim(keys::AUDIT_LOG, 0, keys::AUDIT_LOG_CAP as isize - 1)
+            .ignore()
+            .expire(keys::AUDIT_LOG, self.ttl_secs as i64)
+            .ignore();
+        self.store.pipeline::<()>(&pipe).await?;
+        Ok(())
+    }
+}
+
+/// What Kratos's admin API said, for the answer: `revoked`, `unknown` (Kratos did not know it),
+/// `not_configured`, or `error: ...`.
+fn kratos_result(r: Option<Result<bool, String>>) -> serde_json::Value {
+    serde_json::json!(match r {
+        None => "not_configured".to_owned(),
+        Some(Ok(true)) => "revoked".to_owned(),
+        Some(Ok(false)) => "unknown".to_owned(),
+        Some(Err(e)) => format!("error: {e}"),
+    })
+}
