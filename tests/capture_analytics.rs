@@ -74,12 +74,18 @@ struct Setup {
 /// Redis + app + proxy trusting loopback as a load balancer (so tests choose the client IP),
 /// with the generated GeoIP database.
 fn setup(analytics_toml: &str) -> Setup {
+    setup_with(analytics_toml, "")
+}
+
+/// [`setup`] with extra `[session]` settings.
+fn setup_with(analytics_toml: &str, session_toml: &'static str) -> Setup {
     let redis = RedisServer::start();
     let app = FlaskApp::start(&redis, FlaskSession::V08);
     let dir = tempfile::tempdir().unwrap();
     let mmdb = make_mmdb(dir.path());
     let extra = format!("[analytics]\nbatch_max_delay_ms = 20\n{analytics_toml}\n");
     let mut opts = ProxyOpts::new(&redis, app.url());
+    opts.session_toml = session_toml;
     opts.extra_toml = Box::leak(extra.into_boxed_str());
     opts.env = vec![("STING_TRUSTED_PROXIES", "127.0.0.0/8".into()), ("GEOIP_DATABASE", mmdb.display().to_string())];
     let proxy = Proxy::start(opts);
@@ -449,9 +455,13 @@ fn kratos_logout_ends_the_kratos_session() {
     assert_eq!(kratos.calls(), 2, "the cached answer was forgotten at logout");
 }
 
+/// A light record, live or (in the bucket's `:ended` twin) ended.
 fn light_record(redis: &RedisServer, sid: &str) -> Option<Vec<serde_json::Value>> {
-    let v: Option<String> = redis.conn().hget(format!("sting:analytics:light:{}", today()), sid).unwrap();
-    v.map(|v| serde_json::from_str(&v).unwrap())
+    let bucket = format!("sting:analytics:light:{}", today());
+    let live: Option<String> = redis.conn().hget(&bucket, sid).unwrap();
+    let ended: Option<String> = redis.conn().hget(format!("{bucket}:ended"), sid).unwrap();
+    assert!(live.is_none() || ended.is_none(), "{sid} is both live and ended");
+    live.or(ended).map(|v| serde_json::from_str(&v).unwrap())
 }
 
 fn day_counter(redis: &RedisServer, field: &str) -> i64 {
@@ -510,6 +520,8 @@ fn a_light_session_ends_once_and_stays_ended() {
     wait_until("the light record ends", Duration::from_secs(15), || light_record(&s.redis, &sid).is_some_and(|l| l.len() == 14));
     let light = light_record(&s.redis, &sid).unwrap();
     assert_eq!((light[11].as_str(), light[13].as_str()), (light[0].as_str(), Some("idle")), "ended at its only request: {light:?}");
+    let live: i64 = s.redis.conn().hlen(format!("sting:analytics:light:{}", today())).unwrap();
+    assert_eq!(live, 0, "the sweep reads live records only: ended ones move out");
     assert_eq!((day_counter(&s.redis, "sessions_ended"), day_counter(&s.redis, "duration_le_10")), (1, 1));
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(day_counter(&s.redis, "sessions_ended"), 1, "the sweep ends it once");
@@ -538,4 +550,26 @@ fn a_light_session_ends_when_the_app_deletes_it() {
     wait_until("the light record ends", Duration::from_secs(15), || light_record(&s.redis, &sid).is_some_and(|l| l.len() == 14));
     assert_eq!(light_record(&s.redis, &sid).unwrap()[13], "logout");
     assert_eq!((day_counter(&s.redis, "sessions_ended"), day_counter(&s.redis, "ended_logout")), (1, 1));
+}
+
+/// A light record older than the app's session lifetime is gone, as an expired full record
+/// would be: the sid's next request starts a new session.
+#[test]
+fn a_light_record_past_the_session_lifetime_starts_anew() {
+    let s = setup_with("", "lifetime_hours = 1");
+    let r = client().get(format!("{}/anon", s.app.url())).send().unwrap();
+    let cookie = set_cookie_value(&r, "session").unwrap();
+    let sid = sid_of(&cookie);
+    // What a visit two hours ago left (its bucket is today's as long as the test does not run
+    // just after midnight UTC).
+    let two_hours_ago = chrono::Utc::now().timestamp_millis() - 2 * 3_600_000;
+    let old = serde_json::json!([two_hours_ago.to_string(), "", "81.2.69.7", "Chrome", "Mac OS X", "desktop", "GB", "London", 1, 0, ""]);
+    let _: () = s.redis.conn().hset(format!("sting:analytics:light:{}", today()), &sid, old.to_string()).unwrap();
+    assert_eq!(browse(&s.proxy, "/", Some(&cookie), CHROME_MAC, "81.2.69.7"), 200);
+    assert_eq!(browse(&s.proxy, "/login", Some(&cookie), CHROME_MAC, "81.2.69.7"), 200);
+    wait_field(&s.redis, &format!("sting:analytics:session:{sid}"), "page_views", "2");
+    let rec = session_record(&s.redis, &sid);
+    assert!(rec["start_time"].parse::<i64>().unwrap() > two_hours_ago + 3_600_000, "a new start: {rec:?}");
+    assert_eq!(rec["hits"], "2", "the old visit's request is not carried over");
+    assert_eq!(day_counter(&s.redis, "sessions_started"), 1, "counted once, by this start");
 }

@@ -214,10 +214,11 @@ pub struct EndedWalk<'a> {
 }
 
 impl<'a> EndedWalk<'a> {
-    /// `buckets` is [`keys::light_buckets`] of now.
-    pub fn new(store: &'a RedisStore, key_prefix: Option<&'a str>, idle_timeout_ms: i64, buckets: &'a [String]) -> Self {
+    /// `buckets` is [`keys::light_buckets`] of now (their live records; ended ones are in
+    /// their `:ended` twins, which the walk does not read).
+    pub fn new(store: &'a RedisStore, key_prefix: Option<&'a str>, idle_timeout_ms: i64, buckets: &'a [keys::LightBucket]) -> Self {
         let mut sources = vec![Scan::Set(keys::ACTIVE_SESSIONS)];
-        sources.extend(buckets.iter().map(|b| Scan::Hash(b)));
+        sources.extend(buckets.iter().map(|b| Scan::Hash(&b.key)));
         EndedWalk { store, key_prefix, idle_timeout_ms, sources: sources.into_iter(), scan: None }
     }
 

@@ -57,9 +57,10 @@ pub fn load_scripts(pipe: &mut redis::Pipeline) {
 ///       without a user; T+1 the light record (JSON array, see [`light_record`]) when the batch
 ///       may start one ('' otherwise); T+2 that batch's page-view action JSON ('' if none; the
 ///       pipeline does not push it, the script does unless the record stays light); T+3 the
-///       light bucket of the batch's day; T+4 its ttl s; T+5 the session's pages-set key prefix;
+///       light bucket of the batch's day; T+4 when it expires (Unix s, `EXPIREAT`); T+5 the
+///       session's pages-set key prefix;
 ///       T+6 the day and T+7 the hour pages-set ttl s; T+8 m = number of light buckets to
-///       search, then m bucket keys. (These keys are derived per batch, so they are passed as
+///       search, then m bucket keys (each searched with its `:ended` twin). (These keys are derived per batch, so they are passed as
 ///       ARGV; analytics does not support Redis Cluster, see docs/redis-schema.md.)
 /// Returns {started, user_attached, aal2_step_up} as 0/1.
 ///
@@ -68,7 +69,9 @@ pub fn load_scripts(pipe: &mut redis::Pipeline) {
 /// not in the active set. Its next batch (a second request, a user) finds it, removes it and
 /// writes the full record from it as if it had been full all along: its start, first address,
 /// device, first page (in the pages sets and the action list) and counts. A light record that
-/// ended carries its end, so the promoted record is ended too.
+/// ended (moved to its bucket's `:ended` twin) carries its end, so the promoted record is ended
+/// too. A light record older than the app's session lifetime is gone, as a full record would
+/// be: the session starts anew.
 ///
 /// It reads the session's hash once (`HMGET`) and writes every changed field in one `HSET`.
 pub const TOUCH: &str = r#"
@@ -81,13 +84,16 @@ local light_json, pending = ARGV[T + 1], ARGV[T + 2]
 local started, light = 0, false
 if redis.call('EXISTS', h) == 0 then
   for i = 1, tonumber(ARGV[T + 8]) do
-    local b = ARGV[T + 8 + i]
-    local v = redis.call('HGET', b, sid)
-    if v then
-      light = cjson.decode(v)
-      redis.call('HDEL', b, sid)
-      break
+    for _, b in ipairs({ARGV[T + 8 + i], ARGV[T + 8 + i] .. ':ended'}) do
+      local v = redis.call('HGET', b, sid)
+      if v then
+        redis.call('HDEL', b, sid)
+        light = cjson.decode(v)
+        if tonumber(light[1]) < tonumber(ARGV[3]) - anon_ttl * 1000 then light = false end
+        break
+      end
     end
+    if light then break end
   end
   if not light then
     started = 1
@@ -98,7 +104,7 @@ if redis.call('EXISTS', h) == 0 then
     if light_json ~= '' then
       -- A first sight without a user, by one request at most: one field, nothing else.
       redis.call('HSET', ARGV[T + 3], sid, light_json)
-      redis.call('EXPIRE', ARGV[T + 3], ARGV[T + 4])
+      redis.call('EXPIREAT', ARGV[T + 3], ARGV[T + 4])
       for i = 0, pages - 1 do
         local b = 24 + i * 4
         redis.call('ZINCRBY', ARGV[b + 3], 1, ARGV[b + 2])
@@ -219,27 +225,29 @@ return {started, attached, stepped}
 
 /// Ends a session once: sets end time and duration, leaves the active sets, counts the end and
 /// its duration (total and histogram bucket) in the period of the end. A light record (see
-/// [`TOUCH`]) is ended in its bucket: its end is appended to its array.
+/// [`TOUCH`]) is ended by appending its end to its array and moving it to its bucket's
+/// `:ended` twin.
 ///
 /// KEYS: 1 session hash, 2 active sessions, 3 daily hash, 4 hourly hash.
 /// ARGV: 1 sid, 2 end ts ms, 3 reason, 4 ttl s, 5 active-user key prefix,
 ///       6 '1' to end at the last activity instead (expiry, idle), 7 bucket bounds "60,300,...",
 ///       8 idle threshold ms: when > 0, end only if the session is still idle (the sweep's
 ///       reading may be stale by the time the batch is written), 9 m = number of light buckets
-///       to search, then m bucket keys.
+///       to search, then m pairs (bucket key, its expiry in Unix s).
 /// Returns the duration in seconds, or -1 when there was nothing to end.
 pub const END: &str = r#"
 local h, sid = KEYS[1], ARGV[1]
 local start, last, uid, bucket, light
 if redis.call('EXISTS', h) == 0 then
   for i = 1, tonumber(ARGV[9]) do
-    local v = redis.call('HGET', ARGV[9 + i], sid)
+    local b = 8 + 2 * i
+    local v = redis.call('HGET', ARGV[b], sid)
     if v then
-      bucket, light = ARGV[9 + i], cjson.decode(v)
+      bucket, light = b, cjson.decode(v)
       break
     end
   end
-  if not light or light[12] then
+  if not light then
     redis.call('SREM', KEYS[2], sid)
     return -1
   end
@@ -258,7 +266,10 @@ if stop < start then stop = start end
 local dur = math.floor((stop - start) / 1000)
 if light then
   light[12], light[13], light[14] = string.format('%d', stop), dur, ARGV[3]
-  redis.call('HSET', bucket, sid, cjson.encode(light))
+  local ended_bucket = ARGV[bucket] .. ':ended'
+  redis.call('HDEL', ARGV[bucket], sid)
+  redis.call('HSET', ended_bucket, sid, cjson.encode(light))
+  redis.call('EXPIREAT', ended_bucket, ARGV[bucket + 1])
 else
   redis.call('HSET', h, 'end_time', stop, 'duration', dur, 'end_reason', ARGV[3])
 end
@@ -388,13 +399,16 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, anonymous_ttl_secs: u64, actions_cap:
         None => c.arg("").arg(""),
     };
     let buckets = keys::light_buckets(t.first_ts_ms, anonymous_ttl);
-    c.arg(keys::light_sessions(&day))
-        .arg(keys::light_bucket_ttl_secs(anonymous_ttl))
+    let home = keys::light_bucket(t.first_ts_ms, anonymous_ttl);
+    c.arg(home.key)
+        .arg(home.expire_at)
         .arg(keys::session_pages_prefix(&t.sid))
         .arg(keys::session_pages_ttl_secs(Period::Day))
         .arg(keys::session_pages_ttl_secs(Period::Hour))
-        .arg(buckets.len())
-        .arg(buckets);
+        .arg(buckets.len());
+    for b in buckets {
+        c.arg(b.key);
+    }
     c
 }
 
@@ -428,7 +442,10 @@ pub fn end_for(sid: &str, ts_ms: i64, reason: EndReason, idle_timeout_ms: u64, t
     let idle_check = if reason == EndReason::Idle { idle_timeout_ms.max(1) } else { 0 };
     let mut c = end_cmd(sid, ts_ms, reason.as_str(), at_last, idle_check, ttl_secs);
     let buckets = keys::light_buckets(ts_ms, anonymous_ttl_secs.min(ttl_secs));
-    c.arg(buckets.len()).arg(buckets);
+    c.arg(buckets.len());
+    for b in buckets {
+        c.arg(b.key).arg(b.expire_at);
+    }
     c
 }
 

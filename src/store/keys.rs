@@ -45,25 +45,39 @@ pub fn session_pages_prefix(sid: &str) -> String {
 /// Light session records of one day (hash: sid → JSON array): sessions without a user seen by
 /// one request at most, which cost one hash field instead of four keys and an active-set entry
 /// until a second request or a user promotes them to a [`analytics_session`] record. Filed
-/// under the UTC day of their request; see [`light_buckets`].
+/// under the UTC day of their request; see [`light_buckets`]. Ended ones move to the bucket's
+/// [`LIGHT_ENDED_SUFFIX`] twin, so the sweep reads only live ones.
 pub fn light_sessions(day_label: &str) -> String {
     format!("sting:analytics:light:{day_label}")
 }
 
-/// The light-session buckets that may hold a session seen at `ts_ms`: a light record lives at
-/// most `anonymous_ttl_secs` (the app's session lifetime) after its day, and batches may arrive
-/// up to a day out of order across instances. Oldest first.
-pub fn light_buckets(ts_ms: i64, anonymous_ttl_secs: u64) -> Vec<String> {
-    const DAY_MS: i64 = 86_400_000;
-    let first = ts_ms.saturating_sub(anonymous_ttl_secs as i64 * 1000).saturating_sub(DAY_MS).div_euclid(DAY_MS);
-    let last = ts_ms.saturating_add(DAY_MS).div_euclid(DAY_MS);
-    (first..=last).map(|day| light_sessions(&Period::Day.label(day * DAY_MS))).collect()
+/// Appended to a [`light_sessions`] bucket's name (by the `END` and `TOUCH` scripts too) for
+/// the bucket of its ended records.
+pub const LIGHT_ENDED_SUFFIX: &str = ":ended";
+
+/// A light bucket and when it expires (Unix seconds): the end of its day plus the app's session
+/// lifetime, when every record in it is past its own life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LightBucket {
+    pub key: String,
+    pub expire_at: i64,
 }
 
-/// How long a [`light_sessions`] bucket lives after its last write: the longest life of a
-/// record in it (its day, then the app's session lifetime) plus a day of slack.
-pub fn light_bucket_ttl_secs(anonymous_ttl_secs: u64) -> u64 {
-    anonymous_ttl_secs + 2 * 86_400
+const DAY_MS: i64 = 86_400_000;
+
+/// The bucket of the day of `ts_ms`.
+pub fn light_bucket(ts_ms: i64, anonymous_ttl_secs: u64) -> LightBucket {
+    let day = ts_ms.div_euclid(DAY_MS);
+    LightBucket { key: light_sessions(&Period::Day.label(day * DAY_MS)), expire_at: (day + 1) * 86_400 + anonymous_ttl_secs as i64 }
+}
+
+/// The light-session buckets that may hold a session seen at `ts_ms`: a light record lives at
+/// most `anonymous_ttl_secs` (the app's session lifetime) past its day, and batches may arrive
+/// up to a day out of order across instances. Oldest first.
+pub fn light_buckets(ts_ms: i64, anonymous_ttl_secs: u64) -> Vec<LightBucket> {
+    let first = ts_ms.saturating_sub(anonymous_ttl_secs as i64 * 1000).saturating_sub(DAY_MS).div_euclid(DAY_MS);
+    let last = ts_ms.saturating_add(DAY_MS).div_euclid(DAY_MS);
+    (first..=last).map(|day| light_bucket(day * DAY_MS, anonymous_ttl_secs)).collect()
 }
 
 /// How long a [`session_pages`] set must live: its period and some slack for late batches.
@@ -258,13 +272,16 @@ mod tests {
     }
 
     /// A light record made at `ts` by a batch up to a day late or early is found by any script
-    /// run while it can still live: the buckets searched cover its day.
+    /// run while it can still live: the buckets searched cover its day. A bucket expires a
+    /// session lifetime after its day ends.
     #[test]
     fn light_buckets_cover_a_records_life() {
         let ts = 1_796_043_900_000; // 2026-11-30T13:05:00Z
         let ttl = 86_400;
-        assert_eq!(light_buckets(ts, ttl), ["2026-11-28", "2026-11-29", "2026-11-30", "2026-12-01"].map(|d| format!("sting:analytics:light:{d}")));
-        let home = light_sessions(&Period::Day.label(ts));
+        let names: Vec<String> = light_buckets(ts, ttl).into_iter().map(|b| b.key).collect();
+        assert_eq!(names, ["2026-11-28", "2026-11-29", "2026-11-30", "2026-12-01"].map(|d| format!("sting:analytics:light:{d}")));
+        let home = light_bucket(ts, ttl);
+        assert_eq!(home.expire_at, 1_796_083_200 + 86_400, "2026-12-01T00:00Z plus a day");
         for later in [ts - 86_400_000, ts, ts + ttl as i64 * 1000, ts + ttl as i64 * 1000 + 86_399_000] {
             assert!(light_buckets(later, ttl).contains(&home), "{later}");
         }
