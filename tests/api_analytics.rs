@@ -341,6 +341,8 @@ fn openapi_document_matches_real_responses() {
         "/api/analytics/pages/top?limit=0".into(),
         "/api/analytics/timeseries?granularity=week".into(),
         "/api/analytics/no-such-endpoint".into(),
+        "/api/analytics/sessions/anomalies?severity=low&limit=5".into(),
+        "/api/analytics/sessions/anomalies?severity=urgent".into(),
     ];
     let mut recorded: Vec<Value> = paths
         .iter()

@@ -17,8 +17,19 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+/// Where the generated database puts its cities (tests/python/make_mmdb.py).
+fn point_of(city: Option<&str>) -> Option<(f64, f64)> {
+    match city? {
+        "London" => Some((51.5142, -0.0931)),
+        "Linköping" => Some((58.4167, 15.6167)),
+        "Munich" => Some((48.1374, 11.5755)),
+        "Tokyo" => Some((35.6897, 139.6922)),
+        _ => None,
+    }
+}
+
 fn at(country: Option<&str>, city: Option<&str>) -> Location {
-    Location { country: country.map(str::to_owned), city: city.map(str::to_owned) }
+    Location { country: country.map(str::to_owned), city: city.map(str::to_owned), point: point_of(city) }
 }
 
 #[test]

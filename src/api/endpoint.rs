@@ -38,6 +38,8 @@ pub enum Endpoint<'a> {
     },
     /// `GET audit`: the newest entries of the audit log of changes.
     Audit,
+    /// `GET sessions/anomalies`: the day's detected anomalies.
+    Anomalies,
 }
 
 impl Endpoint<'_> {
@@ -81,6 +83,7 @@ pub fn route<'a>(method: &str, rest: &'a str) -> Result<Endpoint<'a>, ApiError> 
         ["users", user_id, "sessions"] if valid_id(user_id) => Endpoint::UserSessions { user_id },
         ["users", user_id, "revoke"] if valid_id(user_id) => Endpoint::RevokeUser { user_id },
         ["sessions", "durations"] => Endpoint::Durations,
+        ["sessions", "anomalies"] => Endpoint::Anomalies,
         ["sessions", sid] if valid_id(sid) && method == "DELETE" => Endpoint::RevokeSession { sid },
         ["sessions", sid] if valid_id(sid) => Endpoint::Session { sid },
         ["pages", "top"] => Endpoint::TopPages,
@@ -102,6 +105,39 @@ pub fn route<'a>(method: &str, rest: &'a str) -> Result<Endpoint<'a>, ApiError> 
         return Err(ApiError::MethodNotAllowed);
     }
     Ok(ep)
+}
+
+/// The filters of `sessions/anomalies`: the UTC day, the lowest severity, one user.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AnomalyQuery {
+    pub day: String,
+    /// 0 low, 1 medium, 2 high: anomalies at or above it.
+    pub min_severity: u8,
+    pub user: Option<String>,
+    pub limit: usize,
+}
+
+/// The rank of a severity name (`low` < `medium` < `high`).
+pub fn severity_rank(s: &str) -> Option<u8> {
+    ["low", "medium", "high"].iter().position(|x| *x == s).map(|i| i as u8)
+}
+
+pub fn parse_anomaly_query(query: Option<&str>) -> Result<AnomalyQuery, ApiError> {
+    let (period, day) = parse_period(query)?;
+    if period != Period::Day {
+        return Err(ApiError::BadParameter { parameter: "period", message: "anomalies are per day".into() });
+    }
+    let min_severity = match param(query, "severity") {
+        None => 0,
+        Some(s) => {
+            severity_rank(&s).ok_or_else(|| ApiError::BadParameter { parameter: "severity", message: "must be \"low\", \"medium\" or \"high\"".into() })?
+        }
+    };
+    let user = match param(query, "user") {
+        Some(u) if !valid_id(&u) => return Err(ApiError::BadParameter { parameter: "user", message: "not a valid user id".into() }),
+        u => u,
+    };
+    Ok(AnomalyQuery { day, min_severity, user, limit: parse_limit(query)? })
 }
 
 /// Ids as they appear in our keys: no `:` (that would address another key), no wildcards.
@@ -224,6 +260,11 @@ mod tests {
         assert_eq!(route("GET", "users/u1/revoke"), Err(ApiError::MethodNotAllowed));
         assert_eq!(route("DELETE", "users/u1/sessions"), Err(ApiError::MethodNotAllowed));
         assert_eq!(route("GET", "audit"), Ok(Endpoint::Audit));
+        assert_eq!(route("GET", "sessions/anomalies"), Ok(Endpoint::Anomalies));
+        let q = parse_anomaly_query(Some("date=2026-12-04&severity=medium&user=u1&limit=5")).unwrap();
+        assert_eq!(q, AnomalyQuery { day: "2026-12-04".into(), min_severity: 1, user: Some("u1".into()), limit: 5 });
+        assert!(matches!(parse_anomaly_query(Some("severity=urgent")), Err(ApiError::BadParameter { parameter: "severity", .. })));
+        assert!(matches!(parse_anomaly_query(Some("user=a:b")), Err(ApiError::BadParameter { parameter: "user", .. })));
         assert!(route("POST", "users/u1/revoke").unwrap().is_change() && !route("GET", "audit").unwrap().is_change());
         assert_eq!(route("GET", "users/a:b/sessions"), Err(ApiError::NotFound));
         assert_eq!(route("GET", "nope"), Err(ApiError::NotFound));

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use chrono::{Datelike, Timelike};
 
-use crate::api::endpoint::{param, parse_limit, parse_limit_or, parse_period, timeseries_labels, ApiError, Endpoint};
+use crate::api::endpoint::{param, parse_anomaly_query, parse_limit, parse_limit_or, parse_period, severity_rank, timeseries_labels, ApiError, Endpoint};
 use crate::store::keys::{self, Period};
 use crate::store::{RedisStore, Scan, StoreError};
 
@@ -155,6 +155,18 @@ pub async fn answer(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
         Endpoint::Durations => durations(store, query).await,
         Endpoint::Timeseries => timeseries(store, query).await,
         Endpoint::PeakHours => peak_hours(store, query).await,
+        Endpoint::Anomalies => {
+            let q = parse_anomaly_query(query)?;
+            let entries: Vec<String> = store.query(redis::cmd("LRANGE").arg(keys::anomalies(&q.day)).arg(0).arg(-1)).await?;
+            let matching: Vec<serde_json::Value> = entries
+                .iter()
+                .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+                .filter(|a| a["severity"].as_str().and_then(severity_rank).is_some_and(|r| r >= q.min_severity))
+                .filter(|a| q.user.as_deref().is_none_or(|u| a["user_id"] == u))
+                .collect();
+            let total = matching.len();
+            Ok(serde_json::json!({"date": q.day, "anomalies": matching.into_iter().take(q.limit).collect::<Vec<_>>(), "total": total}))
+        }
         Endpoint::Audit => {
             let limit = parse_limit(query)?;
             let entries: Vec<String> = store.query(redis::cmd("LRANGE").arg(keys::AUDIT_LOG).arg(0).arg(limit - 1)).await?;

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
+use crate::capture::detect::{self, Observation};
 use crate::capture::device::Device;
 use crate::capture::geo::Location;
 use crate::capture::request_event::{EndReason, RequestEvent, SessionSignal};
@@ -40,6 +41,8 @@ pub struct WriteSettings {
     pub actions_cap: usize,
     /// Idle ends are re-checked against this when written.
     pub idle_timeout_ms: u64,
+    /// The anomaly detectors' settings JSON; `None` when none is on.
+    pub detect: Option<String>,
 }
 
 /// The batch sums by period number; label text is made once per key when the batch is written.
@@ -70,6 +73,8 @@ pub struct Batch {
     touches: BTreeMap<String, Touch>,
     /// sid → actions in time order
     actions: BTreeMap<String, Vec<PendingAction>>,
+    /// signed-in sid → what its requests showed (address, place, browser), changes only
+    observations: BTreeMap<String, Vec<Observation>>,
     ends: Vec<(String, i64, EndReason)>,
     pub events: usize,
 }
@@ -182,6 +187,10 @@ impl Batch {
             let t = self.touch(sid, e);
             t.hits += 1;
             t.page_views += i64::from(e.page_view);
+            if ev.identity.is_some() {
+                self.observe(sid, e);
+            }
+            let t = self.touches.get_mut(sid.as_str()).expect("touched above");
             if let Some(id) = &ev.identity {
                 if t.user_id.as_deref() != Some(id.user_id.as_str()) {
                     t.user_id = Some(id.user_id.clone());
@@ -258,6 +267,22 @@ impl Batch {
         t
     }
 
+    /// Notes what a signed-in session's request showed, if it differs from the last one.
+    fn observe(&mut self, sid: &str, e: &Enriched<'_>) {
+        let ev = e.event;
+        let ua = if e.device.browser == crate::capture::device::UNKNOWN {
+            String::new()
+        } else {
+            format!("{}|{}|{}", e.device.browser, e.device.os, e.device.kind.as_str())
+        };
+        let o = Observation::new(ev.ts_ms, ev.ip, e.location, ua);
+        let seen = slot(&mut self.observations, sid);
+        if seen.last().is_some_and(|last| last.same_as(&o)) || seen.len() >= detect::MAX_OBSERVATIONS {
+            return;
+        }
+        seen.push(o);
+    }
+
     /// Whether `t` may start its session as a light record: no user or AAL, one request at
     /// most, and no action but that request's page view (a logout is an action).
     fn light_start<'s>(&'s self, t: &Touch) -> Option<LightStart<'s>> {
@@ -310,9 +335,20 @@ impl Batch {
             p.pfadd(&key, users.iter().collect::<Vec<_>>()).ignore();
             p.expire(&key, ttl).ignore();
         }
+        let mut detect_loaded = false;
         for t in self.touches.values() {
             let light = self.light_start(t);
             p.add_command(session_scripts::touch_cmd(t, s.ttl_secs, s.anonymous_ttl_secs, s.actions_cap, light.as_ref())).ignore();
+            // The detectors, atomically after the touch that updated the session.
+            if let (Some(settings), Some(user), Some(obs)) = (&s.detect, &t.user_id, self.observations.get(t.sid.as_str())) {
+                if !detect_loaded {
+                    p.cmd("SCRIPT").arg("LOAD").arg(detect::DETECT).ignore();
+                    detect_loaded = true;
+                }
+                let mut obs = obs.clone();
+                obs.sort_by_key(|o| o.ts_ms);
+                p.add_command(detect::detect_cmd(&t.sid, user, t.aal.as_deref(), &obs, settings)).ignore();
+            }
         }
         for (sid, acts) in &self.actions {
             // A light start's page view is pushed by its TOUCH, unless the record stays light.
@@ -385,7 +421,7 @@ mod tests {
 
     fn batch_of(n: i64) -> Batch {
         let d = device();
-        let loc = Location { country: Some("GB".into()), city: Some("London".into()) };
+        let loc = Location { country: Some("GB".into()), city: Some("London".into()), point: None };
         let evs: Vec<RequestEvent> = (0..n).map(|i| event(1_796_043_900_000 + i, Some("s1"), Some("u1"), "/x", 200)).collect();
         let mut b = Batch::default();
         for (i, ev) in evs.iter().enumerate() {
@@ -407,7 +443,7 @@ mod tests {
         assert_eq!((t.hits, t.page_views, t.user_id.as_deref()), (10, 5, Some("u1")));
         assert_eq!(b.actions["s1"].len(), 5);
         // The command count depends on distinct keys and fields, not on the number of events.
-        let s = WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 100, idle_timeout_ms: 1000 };
+        let s = WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 100, idle_timeout_ms: 1000, detect: None };
         assert_eq!(b.command_count(&s), batch_of(1000).command_count(&s));
     }
 
@@ -433,7 +469,7 @@ mod tests {
             b.add_request(&Enriched { event: ev, template: &ev.path, page_view: true, action: None, device: &d, location: &loc });
         }
         let cmds: Vec<String> = b
-            .to_pipeline(&WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 2, idle_timeout_ms: 1000 })
+            .to_pipeline(&WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 2, idle_timeout_ms: 1000, detect: None })
             .cmd_iter()
             .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
             .collect();
@@ -455,7 +491,7 @@ mod tests {
     fn a_batch_keeps_the_first_address_and_device_and_the_latest_known_place() {
         let chrome = device();
         let unknown = Device { browser: crate::capture::device::UNKNOWN.into(), os: crate::capture::device::UNKNOWN.into(), kind: DeviceKind::Other };
-        let london = Location { country: Some("GB".into()), city: Some("London".into()) };
+        let london = Location { country: Some("GB".into()), city: Some("London".into()), point: None };
         let nowhere = Location::default();
         let first = event(1_796_043_900_000, Some("s1"), Some("u1"), "/", 200);
         let mut second = event(1_796_043_900_001, Some("s1"), Some("u1"), "/static/a.js", 200);
@@ -478,7 +514,7 @@ mod tests {
         b.add_request(&Enriched { event: &ev, template: "/logout", page_view: false, action: None, device: &d, location: &loc });
         assert_eq!(b.ends, vec![("s1".to_owned(), 1_796_043_900_000, EndReason::Logout)]);
         let cmds: Vec<String> = b
-            .to_pipeline(&WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 10, idle_timeout_ms: 1000 })
+            .to_pipeline(&WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 10, idle_timeout_ms: 1000, detect: None })
             .cmd_iter()
             .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
             .collect();

@@ -24,12 +24,14 @@ pub struct GeoDb {
 
 /// Where an address is, as far as the database knows. Both parts are optional: many
 /// records carry a country but no city.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Location {
     /// ISO 3166-1 alpha-2, upper case ("GB").
     pub country: Option<String>,
     /// English city name ("London").
     pub city: Option<String>,
+    /// Latitude and longitude (degrees), for the impossible-travel detector.
+    pub point: Option<(f64, f64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,15 +89,25 @@ impl GeoDb {
     }
 }
 
-/// Just the two fields we keep. Decoding into this rather than `maxminddb::geoip2::City`
-/// skips everything else (coordinates, subdivisions, translations) without allocating,
-/// and a malformed field we do not use cannot blank the answer.
+/// Just the fields we keep. Decoding into this rather than `maxminddb::geoip2::City` skips
+/// everything else (subdivisions, translations) without allocating, and a malformed field we
+/// do not use cannot blank the answer.
 #[derive(Deserialize)]
 struct Record<'a> {
     #[serde(borrow, default)]
     country: Option<Country<'a>>,
     #[serde(borrow, default)]
     city: Option<City<'a>>,
+    #[serde(default)]
+    location: Option<Coordinates>,
+}
+
+#[derive(Deserialize)]
+struct Coordinates {
+    #[serde(default)]
+    latitude: Option<f64>,
+    #[serde(default)]
+    longitude: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -121,6 +133,10 @@ impl Record<'_> {
         Location {
             country: self.country.and_then(|c| c.iso_code).and_then(country_code),
             city: self.city.and_then(|c| c.names).and_then(|n| n.en).and_then(city_name),
+            point: self.location.and_then(|l| match (l.latitude, l.longitude) {
+                (Some(lat), Some(lon)) if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) => Some((lat, lon)),
+                _ => None,
+            }),
         }
     }
 }
@@ -202,7 +218,7 @@ mod tests {
 
     #[test]
     fn record_without_city_keeps_country() {
-        let record = Record { country: Some(Country { iso_code: Some("US") }), city: None };
-        assert_eq!(record.into_location(), Location { country: Some("US".into()), city: None });
+        let record = Record { country: Some(Country { iso_code: Some("US") }), city: None, location: None };
+        assert_eq!(record.into_location(), Location { country: Some("US".into()), city: None, point: None });
     }
 }

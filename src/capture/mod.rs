@@ -8,6 +8,7 @@
 
 pub mod aggregate;
 pub mod daily_cap;
+pub mod detect;
 pub mod device;
 pub mod geo;
 pub mod log_record;

@@ -18,20 +18,21 @@ use sha1::{Digest, Sha1};
 use crate::capture::request_event::EndReason;
 use crate::store::keys::{self, Period};
 
-fn sha(script: &str) -> String {
+/// The SHA-1 Redis names `script` by (lowercase hex).
+pub fn script_sha(script: &str) -> String {
     hex::encode(Sha1::digest(script.as_bytes()))
 }
 
 /// The SHA-1 Redis knows [`TOUCH`] by.
 pub fn touch_sha() -> &'static str {
     static SHA: OnceLock<String> = OnceLock::new();
-    SHA.get_or_init(|| sha(TOUCH))
+    SHA.get_or_init(|| script_sha(TOUCH))
 }
 
 /// The SHA-1 Redis knows [`END`] by.
 pub fn end_sha() -> &'static str {
     static SHA: OnceLock<String> = OnceLock::new();
-    SHA.get_or_init(|| sha(END))
+    SHA.get_or_init(|| script_sha(END))
 }
 
 /// Adds `SCRIPT LOAD` of both scripts to `pipe`; call it before adding any script call.
@@ -481,7 +482,7 @@ mod tests {
     #[test]
     fn shas_are_what_redis_computes() {
         // Redis names a script by the SHA-1 of its text, lowercase hex.
-        assert_eq!(sha("return 1"), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+        assert_eq!(script_sha("return 1"), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
         assert_eq!(touch_sha().len(), 40);
         assert_ne!(touch_sha(), end_sha());
         let mut p = redis::pipe();

@@ -22,10 +22,12 @@ use tokio::sync::mpsc;
 
 use crate::capture::aggregate::{Batch, Enriched, WriteSettings};
 use crate::capture::daily_cap::DailyCap;
+use crate::capture::detect;
 use crate::capture::device::{self, Device};
 use crate::capture::geo::{GeoDb, Location};
 use crate::capture::request_event::{CaptureEvent, RequestEvent, SessionSignal};
 use crate::config::route_template::{self, AssetRules};
+use crate::config::security::SecuritySection;
 use crate::config::{ActionRuleSection, AnalyticsSection};
 use crate::identity::client_limit::ClientLimiter;
 use crate::observe::metrics::OTHER_ROUTE;
@@ -143,7 +145,14 @@ pub struct Writer {
 
 /// Builds the channel: the handle for producers and the writer service that drains it.
 /// `anonymous_ttl_secs`: the app's session lifetime, the longest a record without a user lives.
-pub fn channel(cfg: &AnalyticsSection, anonymous_ttl_secs: u64, store: RedisStore, grace: Duration) -> anyhow::Result<(CaptureHandle, Writer)> {
+/// `security`: the anomaly detectors run on signed-in sessions' batches.
+pub fn channel(
+    cfg: &AnalyticsSection,
+    security: &SecuritySection,
+    anonymous_ttl_secs: u64,
+    store: RedisStore,
+    grace: Duration,
+) -> anyhow::Result<(CaptureHandle, Writer)> {
     let (tx, rx) = mpsc::channel(cfg.queue_capacity);
     let stats = Arc::new(CaptureStats::default());
     let writer = Writer {
@@ -159,6 +168,7 @@ pub fn channel(cfg: &AnalyticsSection, anonymous_ttl_secs: u64, store: RedisStor
             anonymous_ttl_secs,
             actions_cap: cfg.max_actions_per_session.max(1),
             idle_timeout_ms: cfg.idle_timeout_seconds * 1000,
+            detect: detect::settings_json(security, cfg.retention_days * 86_400),
         },
         max_events: cfg.batch_max_events,
         max_delay: Duration::from_millis(cfg.batch_max_delay_ms),

@@ -7,6 +7,7 @@
 pub mod route_template;
 pub mod rules;
 pub mod runtime_dir;
+pub mod security;
 mod settings;
 
 pub use settings::*;

@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::config::rules::{Requirement, Rule};
+use crate::config::security::SecuritySection;
 
 /// Where a setting came from; quoted in every error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +80,7 @@ struct FileConfig {
     kratos: KratosSection,
     auth: AuthSection,
     analytics: AnalyticsSection,
+    security: SecuritySection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -432,6 +434,7 @@ pub struct Config {
     /// `STING_REQUIRE_AUTH` set the rules (merged with the file's role rules).
     pub rules_from_env: bool,
     pub analytics: AnalyticsSection,
+    pub security: SecuritySection,
     /// The file this came from, if any (for messages).
     pub file: Option<PathBuf>,
 }
@@ -688,6 +691,7 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
                 return Err(invalid("kratos.timeout_ms", &fs, "must be at least 1".into()));
             }
         }
+        f.security.validate().map_err(|(key, message)| invalid(key, &fs, message))?;
         if !f.kratos.admin_url.is_empty() {
             f.kratos.admin_url = f.kratos.admin_url.trim_end_matches('/').to_owned();
             parse_url_scheme(&f.kratos.admin_url).map_err(|m| invalid("kratos.admin_url", &s_kratos_admin, m))?;
@@ -739,6 +743,7 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
             rules,
             rules_from_env,
             analytics: f.analytics,
+            security: f.security,
             file: path.map(Path::to_path_buf),
         })
     }

@@ -93,7 +93,8 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
         // writer drives it from its own runtime (see `writer::Writer::start`).
         let analytics_store =
             RedisStore::new(cfg.redis.url.expose(), Duration::from_millis(cfg.redis.connect_timeout_ms), writer::BATCH_TIMEOUT).context("redis.url")?;
-        let (handle, writer) = writer::channel(&cfg.analytics, cfg.session.lifetime_secs(), analytics_store.clone(), grace).context("analytics")?;
+        let (handle, writer) =
+            writer::channel(&cfg.analytics, &cfg.security, cfg.session.lifetime_secs(), analytics_store.clone(), grace).context("analytics")?;
         server.add_service(background_service("analytics-writer", writer));
         if cfg.analytics.keyspace_notifications {
             server.add_service(background_service(

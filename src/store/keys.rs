@@ -130,6 +130,19 @@ pub const AUDIT_LOG: &str = "sting:security:audit";
 /// How many entries [`AUDIT_LOG`] keeps.
 pub const AUDIT_LOG_CAP: usize = 10_000;
 
+/// The anomalies detected on one UTC day (list, newest first, capped at
+/// `security.max_anomalies_per_day`): JSON `{"timestamp", "session_id", "user_id", "detector",
+/// "severity", "evidence"}`.
+pub fn anomalies(day_label: &str) -> String {
+    format!("sting:security:anomalies:{day_label}")
+}
+
+/// The devices (`ua:{browser|os|class}`) and countries (`country:{CC}`) a user has been seen
+/// with (set, capped), for `new_device` / `new_country`.
+pub fn user_known(user_id: &str) -> String {
+    format!("sting:security:user:{user_id}:known")
+}
+
 /// Which analytics period a key covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Period {

@@ -3,7 +3,8 @@
 Usage: make_mmdb.py OUT_PATH
 
 Writes one file (OUT_PATH) and nothing else. The records carry only the fields
-sting-proxy reads (`country.iso_code`, `city.names.en`) plus the geoname ids
+sting-proxy reads (`country.iso_code`, `city.names.en`, `location.latitude` /
+`longitude`) plus the geoname ids
 and English country names a real GeoLite2-City record has, so the Rust reader
 is exercised against the real layout rather than a simplified one.
 
@@ -16,25 +17,29 @@ Installed into .venv/fs08 by scripts/setup-python (mmdb-writer, netaddr).
 
 import sys
 
-from mmdb_writer import MMDBWriter
+from mmdb_writer import MMDBWriter, MmdbF64, MmdbU16
 from netaddr import IPSet
 
-# (network, country ISO code, English country name, English city name or None)
+# (network, country ISO code, English country name, English city name or None,
+#  (latitude, longitude) or None)
 NETWORKS = [
-    ("81.2.69.0/24", "GB", "United Kingdom", "London"),
-    ("89.160.20.0/24", "SE", "Sweden", "Linköping"),
-    ("203.0.113.0/24", "DE", "Germany", "Munich"),
+    ("81.2.69.0/24", "GB", "United Kingdom", "London", (51.5142, -0.0931)),
+    ("89.160.20.0/24", "SE", "Sweden", "Linköping", (58.4167, 15.6167)),
+    ("203.0.113.0/24", "DE", "Germany", "Munich", (48.1374, 11.5755)),
     # Country-only on purpose: real GeoLite2 data has many such records, and the
     # reader must return the country without inventing a city.
-    ("198.51.100.0/24", "US", "United States", None),
-    ("2001:db8::/32", "JP", "Japan", "Tokyo"),
+    ("198.51.100.0/24", "US", "United States", None, None),
+    ("2001:db8::/32", "JP", "Japan", "Tokyo", (35.6897, 139.6922)),
 ]
 
 
-def record(iso_code, country_name, city_name):
+def record(iso_code, country_name, city_name, point):
     rec = {"country": {"iso_code": iso_code, "names": {"en": country_name}}}
     if city_name is not None:
         rec["city"] = {"names": {"en": city_name}}
+    if point is not None:
+        # GeoLite2-City's layout: location.latitude / longitude (doubles) and the accuracy radius.
+        rec["location"] = {"latitude": MmdbF64(point[0]), "longitude": MmdbF64(point[1]), "accuracy_radius": MmdbU16(20)}
     return rec
 
 
@@ -56,8 +61,8 @@ def main(argv):
         languages=["en"],
         description={"en": "sting-proxy test database (not real GeoIP data)"},
     )
-    for network, iso_code, country_name, city_name in NETWORKS:
-        writer.insert_network(IPSet([network]), record(iso_code, country_name, city_name))
+    for network, iso_code, country_name, city_name, point in NETWORKS:
+        writer.insert_network(IPSet([network]), record(iso_code, country_name, city_name, point))
     writer.to_db_file(out_path)
     return 0
 

@@ -1,0 +1,260 @@
+//! Session anomaly detection (a stolen cookie, a stolen account), off the request path: the
+//! writer turns what one batch saw of each signed-in session into observations, and the
+//! [`DETECT`] script compares them with the session's fingerprint in Redis and records each
+//! anomaly once per session and detector. Pure (command builders).
+//!
+//! It runs in the batch's `MULTI`/`EXEC` right after the session's `TOUCH`, so it is atomic with
+//! it and, like every batch, applied exactly once however many instances and retries there are.
+//! Only sessions with a user are examined: an anonymous session has nothing to steal.
+
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use crate::capture::geo::Location;
+use crate::capture::session_scripts::script_sha;
+use crate::config::security::SecuritySection;
+use crate::store::keys::{self, Period};
+
+/// Observations kept per session per batch (changes only; a session that keeps its address and
+/// browser makes one).
+pub const MAX_OBSERVATIONS: usize = 16;
+
+/// Known devices and countries kept per user for `new_device` / `new_country`.
+pub const MAX_KNOWN_PER_USER: usize = 64;
+
+/// The client address prefix a fingerprint keeps: /24 for IPv4, /48 for IPv6.
+pub fn address_prefix(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+    }
+}
+
+/// What one request told about its session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub ts_ms: i64,
+    pub prefix: String,
+    pub country: String,
+    pub city: String,
+    pub point: Option<(f64, f64)>,
+    /// `browser|os|device class`; empty when the User-Agent said nothing.
+    pub ua: String,
+}
+
+impl Observation {
+    pub fn new(ts_ms: i64, ip: Option<IpAddr>, location: &Location, ua: String) -> Self {
+        Observation {
+            ts_ms,
+            prefix: ip.map(address_prefix).unwrap_or_default(),
+            country: location.country.clone().unwrap_or_default(),
+            city: location.city.clone().unwrap_or_default(),
+            point: location.point,
+            ua,
+        }
+    }
+
+    /// Same place and browser: nothing new to compare.
+    pub fn same_as(&self, other: &Observation) -> bool {
+        self.prefix == other.prefix && self.country == other.country && self.ua == other.ua && self.point == other.point
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let mut o = serde_json::json!({
+            "t": self.ts_ms,
+            "iso": chrono::DateTime::from_timestamp_millis(self.ts_ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "p": self.prefix, "c": self.country, "city": self.city, "ua": self.ua,
+        });
+        if let Some((lat, lon)) = self.point {
+            o["lat"] = serde_json::json!(lat);
+            o["lon"] = serde_json::json!(lon);
+        }
+        o
+    }
+}
+
+/// The detectors' settings, as the script reads them (one JSON made at start-up).
+pub fn settings_json(s: &SecuritySection, ttl_secs: u64) -> Option<String> {
+    let severity: serde_json::Map<String, serde_json::Value> =
+        s.severities().into_iter().filter_map(|(name, sev)| sev.map(|v| (name.to_owned(), serde_json::json!(v.as_str())))).collect();
+    if severity.is_empty() {
+        return None;
+    }
+    Some(
+        serde_json::json!({
+            "severity": severity,
+            "kmh": s.impossible_travel_kmh,
+            "min_km": s.travel_min_km,
+            "max_concurrent": s.max_concurrent_sessions,
+            "cap": s.max_anomalies_per_day,
+            "known_cap": MAX_KNOWN_PER_USER,
+            "ttl": ttl_secs,
+        })
+        .to_string(),
+    )
+}
+
+/// The SHA-1 Redis knows [`DETECT`] by.
+pub fn detect_sha() -> &'static str {
+    static SHA: OnceLock<String> = OnceLock::new();
+    SHA.get_or_init(|| script_sha(DETECT))
+}
+
+/// The `EVALSHA` of [`DETECT`] for one signed-in session's batch.
+pub fn detect_cmd(sid: &str, user_id: &str, aal: Option<&str>, observations: &[Observation], settings_json: &str) -> redis::Cmd {
+    let day = Period::Day.label(observations.first().map(|o| o.ts_ms).unwrap_or_default());
+    let obs: Vec<serde_json::Value> = observations.iter().map(Observation::json).collect();
+    let mut c = redis::cmd("EVALSHA");
+    c.arg(detect_sha())
+        .arg(5)
+        .arg(keys::analytics_session(sid))
+        .arg(keys::anomalies(&day))
+        .arg(keys::analytics_period(Period::Day, &day))
+        .arg(keys::user_known(user_id))
+        .arg(keys::active_user(user_id))
+        .arg(sid)
+        .arg(user_id)
+        .arg(settings_json)
+        .arg(serde_json::Value::Array(obs).to_string())
+        .arg(aal.unwrap_or(""));
+    c
+}
+
+/// Compares a signed-in session's batch with its fingerprint and records anomalies.
+///
+/// KEYS: 1 session hash, 2 the day's anomaly list, 3 the day's analytics hash, 4 the user's
+///       known devices and countries (set), 5 the user's active sessions (set).
+/// ARGV: 1 sid, 2 user id, 3 settings JSON ([`settings_json`]), 4 observations JSON (in time
+///       order: `{t, iso, p, c, city, ua[, lat, lon]}`), 5 the batch's AAL or ''.
+/// Returns the number of anomalies recorded.
+///
+/// The fingerprint (`fp_ua`, `fp_prefix`, `fp_country`) is the session's first signed-in
+/// observation; `geo_*` is its latest located point; `aal_max` whether it ever had AAL2. Each
+/// detector fires at most once per session (field `anomaly:{detector}`).
+pub const DETECT: &str = r#"
+local h, sid, uid = KEYS[1], ARGV[1], ARGV[2]
+if redis.call('EXISTS', h) == 0 then return 0 end
+local cfg = cjson.decode(ARGV[3])
+local obs = cjson.decode(ARGV[4])
+if #obs == 0 then return 0 end
+local fired = 0
+local function anomaly(det, o, evidence)
+  local sev = cfg.severity[det]
+  if not sev then return end
+  if redis.call('HSETNX', h, 'anomaly:' .. det, o.iso) == 0 then return end
+  local entry = cjson.encode({timestamp = o.iso, session_id = sid, user_id = uid, detector = det, severity = sev, evidence = evidence})
+  redis.call('LPUSH', KEYS[2], entry)
+  redis.call('LTRIM', KEYS[2], 0, cfg.cap - 1)
+  redis.call('EXPIRE', KEYS[2], cfg.ttl)
+  redis.call('HINCRBY', KEYS[3], 'anomalies_' .. sev, 1)
+  redis.call('EXPIRE', KEYS[3], cfg.ttl)
+  fired = fired + 1
+end
+local function km(lat1, lon1, lat2, lon2)
+  local r = math.pi / 180
+  local a = math.sin((lat2 - lat1) * r / 2) ^ 2 + math.cos(lat1 * r) * math.cos(lat2 * r) * math.sin((lon2 - lon1) * r / 2) ^ 2
+  return 2 * 6371 * math.asin(math.min(1, math.sqrt(a)))
+end
+local cur = redis.call('HMGET', h, 'fp_ua', 'fp_prefix', 'fp_country', 'geo_lat', 'geo_lon', 'geo_ts', 'geo_city', 'aal_max')
+local fp_ua, fp_prefix, fp_country = cur[1], cur[2], cur[3]
+local lat, lon, gts, gcity = tonumber(cur[4]), tonumber(cur[5]), tonumber(cur[6]), cur[7]
+local new_ua, new_country
+local set = {}
+for _, o in ipairs(obs) do
+  if o.ua ~= '' then
+    if not fp_ua then
+      fp_ua, new_ua = o.ua, o
+      set[#set + 1] = 'fp_ua'; set[#set + 1] = o.ua
+    elseif o.ua ~= fp_ua then
+      anomaly('ua_change', o, {old = fp_ua, new = o.ua})
+    end
+  end
+  if o.p ~= '' then
+    if not fp_prefix then
+      fp_prefix = o.p
+      set[#set + 1] = 'fp_prefix'; set[#set + 1] = o.p
+    elseif o.p ~= fp_prefix then
+      anomaly('ip_change', o, {old = fp_prefix, new = o.p})
+    end
+  end
+  if o.c ~= '' then
+    if not fp_country then
+      fp_country, new_country = o.c, o
+      set[#set + 1] = 'fp_country'; set[#set + 1] = o.c
+    elseif o.c ~= fp_country then
+      anomaly('country_change', o, {old = fp_country, new = o.c})
+    end
+  end
+  if o.lat then
+    if lat then
+      local d = km(lat, lon, o.lat, o.lon)
+      local hours = math.max(math.abs(o.t - gts), 1) / 3600000
+      if d >= cfg.min_km and d / hours > cfg.kmh then
+        anomaly('impossible_travel', o, {from = gcity or '', to = o.city, distance_km = math.floor(d), speed_kmh = math.floor(d / hours)})
+      end
+    end
+    if not gts or o.t >= gts then lat, lon, gts, gcity = o.lat, o.lon, o.t, o.city end
+  end
+end
+if lat then
+  set[#set + 1] = 'geo_lat'; set[#set + 1] = tostring(lat)
+  set[#set + 1] = 'geo_lon'; set[#set + 1] = tostring(lon)
+  set[#set + 1] = 'geo_ts'; set[#set + 1] = string.format('%d', gts)
+  set[#set + 1] = 'geo_city'; set[#set + 1] = gcity or ''
+end
+-- A device or country this user was not seen with before (only once they have a history).
+local known = KEYS[4]
+local has_history = redis.call('SCARD', known) > 0
+if new_ua and has_history and redis.call('SISMEMBER', known, 'ua:' .. new_ua.ua) == 0 then
+  anomaly('new_device', new_ua, {device = new_ua.ua})
+end
+if new_country and has_history and redis.call('SISMEMBER', known, 'country:' .. new_country.c) == 0 then
+  anomaly('new_country', new_country, {country = new_country.c})
+end
+local function remember(m)
+  if redis.call('SCARD', known) < cfg.known_cap then redis.call('SADD', known, m) end
+end
+if new_ua then remember('ua:' .. new_ua.ua) end
+if new_country then remember('country:' .. new_country.c) end
+if new_ua or new_country then redis.call('EXPIRE', known, cfg.ttl) end
+local active = redis.call('SCARD', KEYS[5])
+if active > cfg.max_concurrent then
+  anomaly('concurrent_sessions', obs[#obs], {active_sessions = active, limit = cfg.max_concurrent})
+end
+if ARGV[5] == 'aal2' then
+  if cur[8] ~= 'aal2' then set[#set + 1] = 'aal_max'; set[#set + 1] = 'aal2' end
+elseif ARGV[5] == 'aal1' and cur[8] == 'aal2' then
+  anomaly('aal_downgrade', obs[#obs], {from = 'aal2', to = 'aal1'})
+end
+if #set > 0 then redis.call('HSET', h, unpack(set)) end
+return fired
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_slash_24_and_slash_48() {
+        assert_eq!(address_prefix("81.2.69.77".parse().unwrap()), "81.2.69.0/24");
+        assert_eq!(address_prefix("::ffff:81.2.69.77".parse().unwrap()), "81.2.69.0/24");
+        assert_eq!(address_prefix("2001:db8:abcd:12::1".parse().unwrap()), "2001:db8:abcd::/48");
+    }
+
+    #[test]
+    fn settings_list_only_enabled_detectors() {
+        let mut s = SecuritySection::default();
+        s.detectors.insert("ip_change".into(), "off".into());
+        let v: serde_json::Value = serde_json::from_str(&settings_json(&s, 60).unwrap()).unwrap();
+        assert!(v["severity"].get("ip_change").is_none());
+        assert_eq!(v["severity"]["ua_change"], "high");
+        s.anomalies = false;
+        assert_eq!(settings_json(&s, 60), None);
+    }
+}

@@ -1,0 +1,266 @@
+//! Session anomaly detection (issue 13): one scenario per detector through the real binary,
+//! real Flask-Session app and Kratos stub, with real User-Agent strings and a generated GeoIP
+//! database whose cities lie far apart (London, Munich, Linköping, Tokyo); an ordinary session
+//! raises nothing; two instances record an anomaly once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const TOKEN: &str = "anomaly-test-token-0123456789";
+const CHROME_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+const FIREFOX_LINUX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0";
+const LONDON: &str = "81.2.69.7";
+const LONDON_OTHER_NET: &str = "81.2.69.200";
+const MUNICH: &str = "203.0.113.7";
+const LINKOPING: &str = "89.160.20.9";
+
+struct Setup {
+    redis: RedisServer,
+    _app: FlaskApp,
+    proxies: Vec<Proxy>,
+    _dir: tempfile::TempDir,
+    _kratos: Option<KratosStub>,
+}
+
+/// Redis, the app and `n` proxies (trusting loopback as a load balancer, so tests choose the
+/// client address) with the generated GeoIP database and `security_toml`.
+fn setup(n: usize, security_toml: &str, kratos: Option<KratosStub>) -> Setup {
+    let redis = RedisServer::start();
+    let app = FlaskApp::start(&redis, FlaskSession::V08);
+    let dir = tempfile::tempdir().unwrap();
+    let mmdb = make_mmdb(dir.path());
+    let proxies = (0..n)
+        .map(|_| {
+            let mut opts = ProxyOpts::new(&redis, app.url());
+            opts.kratos = kratos.as_ref().map(KratosStub::url);
+            opts.extra_toml = Box::leak(format!("[analytics]\nbatch_max_delay_ms = 5\n[security]\n{security_toml}\n").into_boxed_str());
+            opts.env = vec![
+                ("STING_TRUSTED_PROXIES", "127.0.0.0/8".into()),
+                ("GEOIP_DATABASE", mmdb.display().to_string()),
+                ("STING_ANALYTICS_TOKEN", TOKEN.to_owned()),
+            ];
+            let p = Proxy::start(opts);
+            p.wait_ready();
+            p
+        })
+        .collect();
+    Setup { redis, _app: app, proxies, _dir: dir, _kratos: kratos }
+}
+
+fn login_as(proxy: &Proxy, user: &str, ua: &str, ip: &str) -> String {
+    let r = client()
+        .post(proxy.url("/login"))
+        .header("user-agent", ua)
+        .header("x-forwarded-for", ip)
+        .json(&serde_json::json!({"user_id": user, "role": "user"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    set_cookie_value(&r, "session").unwrap()
+}
+
+fn browse(proxy: &Proxy, cookie: &str, ua: &str, ip: &str) {
+    let r = client()
+        .get(proxy.url("/"))
+        .header("cookie", format!("session={cookie}"))
+        .header("accept", "text/html")
+        .header("user-agent", ua)
+        .header("x-forwarded-for", ip)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+fn sid_of(cookie: &str) -> String {
+    cookie.rsplit_once('.').unwrap().0.to_owned()
+}
+
+fn anomalies(proxy: &Proxy, query: &str) -> serde_json::Value {
+    let r = client().get(proxy.url(&format!("/api/analytics/sessions/anomalies?{query}"))).bearer_auth(TOKEN).send().unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().unwrap()
+}
+
+/// The detectors that fired for `sid`, once its `hits` reached `hits`.
+fn detected(s: &Setup, sid: &str, hits: i64) -> Vec<String> {
+    wait_until("the session's requests written", Duration::from_secs(15), || {
+        redis::cmd("HGET").arg(format!("sting:analytics:session:{sid}")).arg("hits").query::<Option<i64>>(&mut s.redis.conn()).unwrap() == Some(hits)
+    });
+    let all = anomalies(&s.proxies[0], "limit=500");
+    let mut found: Vec<String> =
+        all["anomalies"].as_array().unwrap().iter().filter(|a| a["session_id"] == sid).map(|a| a["detector"].as_str().unwrap().to_owned()).collect();
+    found.sort();
+    found
+}
+
+fn anomaly_of(s: &Setup, sid: &str, detector: &str) -> serde_json::Value {
+    let all = anomalies(&s.proxies[0], "limit=500");
+    all["anomalies"].as_array().unwrap().iter().find(|a| a["session_id"] == sid && a["detector"] == detector).cloned().unwrap()
+}
+
+/// A copied cookie used from another browser: `ua_change`, with the old and new browser.
+#[test]
+fn a_session_used_from_another_browser_is_a_ua_change() {
+    let s = setup(1, "", None);
+    let p = &s.proxies[0];
+    let cookie = login_as(p, "alice", CHROME_MAC, LONDON);
+    browse(p, &cookie, CHROME_MAC, LONDON);
+    browse(p, &cookie, FIREFOX_LINUX, LONDON);
+    let sid = sid_of(&cookie);
+    assert_eq!(detected(&s, &sid, 3), ["ua_change"]);
+    let a = anomaly_of(&s, &sid, "ua_change");
+    assert_eq!(a["severity"], "high");
+    assert_eq!(a["user_id"], "alice");
+    assert_eq!(a["evidence"], serde_json::json!({"old": "Chrome|Mac OSX|desktop", "new": "Firefox|Linux|desktop"}));
+}
+
+/// The same session from London, then from another London network, then from Munich a second
+/// later: `ip_change` (once), `country_change` GB → DE, and `impossible_travel` (about 920 km in
+/// about a second).
+#[test]
+fn a_session_that_jumps_countries_is_an_impossible_travel() {
+    let s = setup(1, "", None);
+    let p = &s.proxies[0];
+    let cookie = login_as(p, "bob", CHROME_MAC, LONDON);
+    browse(p, &cookie, CHROME_MAC, LONDON);
+    browse(p, &cookie, CHROME_MAC, LONDON_OTHER_NET);
+    browse(p, &cookie, CHROME_MAC, MUNICH);
+    let sid = sid_of(&cookie);
+    // 81.2.69.7 and 81.2.69.200 share a /24: the first change of prefix is Munich's.
+    assert_eq!(detected(&s, &sid, 4), ["country_change", "impossible_travel", "ip_change"]);
+    assert_eq!(anomaly_of(&s, &sid, "country_change")["evidence"], serde_json::json!({"old": "GB", "new": "DE"}));
+    assert_eq!(anomaly_of(&s, &sid, "ip_change")["evidence"], serde_json::json!({"old": "81.2.69.0/24", "new": "203.0.113.0/24"}));
+    let travel = anomaly_of(&s, &sid, "impossible_travel");
+    assert_eq!((travel["evidence"]["from"].as_str(), travel["evidence"]["to"].as_str()), (Some("London"), Some("Munich")));
+    let km = travel["evidence"]["distance_km"].as_i64().unwrap();
+    assert!((900..=950).contains(&km), "London-Munich is about 920 km: {km}");
+    assert!(travel["evidence"]["speed_kmh"].as_i64().unwrap() > 1000);
+    // Filters: severity at or above, and user.
+    let high = anomalies(p, "severity=high");
+    assert!(high["anomalies"].as_array().unwrap().iter().all(|a| a["severity"] == "high"));
+    assert_eq!(high["total"], 1);
+    assert_eq!(anomalies(p, "user=nobody")["total"], 0);
+    assert_eq!(anomalies(p, "user=bob")["total"], 3);
+}
+
+/// A user's second session from a browser and a country never seen for them:
+/// `new_device` and `new_country`; the first session (no history yet) raises neither.
+#[test]
+fn a_new_device_and_country_for_a_user_are_noticed() {
+    let s = setup(1, "", None);
+    let p = &s.proxies[0];
+    let first = login_as(p, "carol", CHROME_MAC, LONDON);
+    browse(p, &first, CHROME_MAC, LONDON);
+    assert_eq!(detected(&s, &sid_of(&first), 2), Vec::<String>::new());
+    let second = login_as(p, "carol", FIREFOX_LINUX, LINKOPING);
+    browse(p, &second, FIREFOX_LINUX, LINKOPING);
+    let sid = sid_of(&second);
+    assert_eq!(detected(&s, &sid, 2), ["new_country", "new_device"]);
+    assert_eq!(anomaly_of(&s, &sid, "new_country")["evidence"], serde_json::json!({"country": "SE"}));
+    // A third session from the first browser and place is nothing new.
+    let third = login_as(p, "carol", CHROME_MAC, LONDON);
+    browse(p, &third, CHROME_MAC, LONDON);
+    assert_eq!(detected(&s, &sid_of(&third), 2), Vec::<String>::new());
+}
+
+/// More active sessions of one user than `max_concurrent_sessions`.
+#[test]
+fn too_many_concurrent_sessions_of_a_user() {
+    let s = setup(1, "max_concurrent_sessions = 2", None);
+    let p = &s.proxies[0];
+    let sessions: Vec<String> = (0..3).map(|_| login_as(p, "dave", CHROME_MAC, LONDON)).collect();
+    for (i, c) in sessions.iter().enumerate() {
+        browse(p, c, CHROME_MAC, LONDON);
+        let found = detected(&s, &sid_of(c), 2);
+        if i < 2 {
+            assert!(found.is_empty(), "session {i}: {found:?}");
+        } else {
+            assert_eq!(found, ["concurrent_sessions"]);
+            assert_eq!(anomaly_of(&s, &sid_of(c), "concurrent_sessions")["evidence"], serde_json::json!({"active_sessions": 3, "limit": 2}));
+        }
+    }
+}
+
+/// A Kratos session seen at AAL2, then at AAL1 (two credentials of the one Kratos session, as
+/// the stub's fixture has one session id): `aal_downgrade`.
+#[test]
+fn a_session_that_loses_its_second_factor_is_an_aal_downgrade() {
+    let kratos = KratosStub::start();
+    kratos.answer("strong", StubAnswer::session("erin", None, "aal2"));
+    kratos.answer("weak", StubAnswer::session("erin", None, "aal1"));
+    let s = setup(1, "", Some(kratos));
+    let p = &s.proxies[0];
+    let get = |token: &str| {
+        let r =
+            client().get(p.url("/echo")).header("x-session-token", token).header("user-agent", CHROME_MAC).header("x-forwarded-for", LONDON).send().unwrap();
+        assert_eq!(r.status(), 200);
+    };
+    get("strong");
+    let sid = "7458af86-c1d8-401c-978a-8da89133f98b";
+    assert_eq!(detected(&s, sid, 1), Vec::<String>::new());
+    get("weak");
+    assert_eq!(detected(&s, sid, 2), ["aal_downgrade"]);
+}
+
+/// An ordinary session: 500 requests from one address and browser raise nothing; the day's
+/// anomaly counters stay empty.
+#[test]
+fn an_ordinary_session_raises_no_anomaly() {
+    let s = setup(1, "", None);
+    let p = &s.proxies[0];
+    let cookie = login_as(p, "frank", CHROME_MAC, LONDON);
+    let c = client();
+    for i in 0..499 {
+        let r = c
+            .get(p.url(&format!("/echo/items/{}", i % 20)))
+            .header("cookie", format!("session={cookie}"))
+            .header("user-agent", CHROME_MAC)
+            .header("x-forwarded-for", LONDON)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(detected(&s, &sid_of(&cookie), 500), Vec::<String>::new());
+    assert_eq!(anomalies(p, "")["total"], 0);
+}
+
+/// Two instances share one session, one from London and one from Munich, at once: each
+/// detector fires once, not once per instance or batch.
+#[test]
+fn two_instances_record_an_anomaly_once() {
+    let s = setup(2, "", None);
+    let cookie = login_as(&s.proxies[0], "grace", CHROME_MAC, LONDON);
+    let sid = sid_of(&cookie);
+    std::thread::scope(|scope| {
+        for (p, ip) in [(&s.proxies[0], LONDON), (&s.proxies[1], MUNICH)] {
+            let cookie = &cookie;
+            scope.spawn(move || {
+                for _ in 0..50 {
+                    browse(p, cookie, CHROME_MAC, ip);
+                }
+            });
+        }
+    });
+    let found = detected(&s, &sid, 101);
+    assert_eq!(found, ["country_change", "impossible_travel", "ip_change"], "each once");
+}
+
+/// The day's list keeps the newest `max_anomalies_per_day`; the counters count every one.
+#[test]
+fn the_days_anomaly_list_is_capped() {
+    let s = setup(1, "max_anomalies_per_day = 2", None);
+    let p = &s.proxies[0];
+    for user in ["u1", "u2", "u3"] {
+        let cookie = login_as(p, user, CHROME_MAC, LONDON);
+        browse(p, &cookie, CHROME_MAC, LONDON);
+        browse(p, &cookie, FIREFOX_LINUX, LONDON);
+        detected(&s, &sid_of(&cookie), 3);
+    }
+    let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let kept: i64 = redis::cmd("LLEN").arg(format!("sting:security:anomalies:{day}")).query(&mut s.redis.conn()).unwrap();
+    let counted: i64 = redis::cmd("HGET").arg(format!("sting:analytics:daily:{day}")).arg("anomalies_high").query(&mut s.redis.conn()).unwrap();
+    assert_eq!((kept, counted), (2, 3));
+}
