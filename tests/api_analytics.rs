@@ -344,6 +344,13 @@ fn openapi_document_matches_real_responses() {
         "/api/analytics/sessions/anomalies?severity=low&limit=5".into(),
         "/api/analytics/sessions/anomalies?severity=urgent".into(),
     ];
+    let bad_rules = client()
+        .post(s.proxy.url("/api/analytics/sessions/alerts/configure"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .json(&serde_json::json!([{"detector": "telepathy", "log": true}]))
+        .send()
+        .unwrap();
+    let bad_rules = serde_json::json!({"path": "/api/analytics/sessions/alerts/configure", "method": "POST", "status": bad_rules.status().as_u16(), "body": bad_rules.json::<Value>().unwrap(), "content_type": "application/json"});
     let mut recorded: Vec<Value> = paths
         .iter()
         .map(|p| {
@@ -365,12 +372,16 @@ fn openapi_document_matches_real_responses() {
         (reqwest::Method::DELETE, format!("/api/analytics/sessions/{erin_sid}")),
         (reqwest::Method::DELETE, "/api/analytics/sessions/no-such-session".to_owned()),
         (reqwest::Method::POST, "/api/analytics/users/frank/revoke".to_owned()),
+        (reqwest::Method::POST, "/api/analytics/sessions/alerts/configure".to_owned()),
+        (reqwest::Method::GET, "/api/analytics/sessions/alerts/configure".to_owned()),
         (reqwest::Method::GET, "/api/analytics/audit?limit=5".to_owned()),
     ] {
-        let r = client().request(method.clone(), s.proxy.url(&path)).header("authorization", format!("Bearer {TOKEN}")).send().unwrap();
+        let rules = serde_json::json!([{"detector": "*", "min_severity": "medium", "log": true}]);
+        let r = client().request(method.clone(), s.proxy.url(&path)).header("authorization", format!("Bearer {TOKEN}")).json(&rules).send().unwrap();
         let status = r.status().as_u16();
         recorded.push(serde_json::json!({"path": path, "method": method.as_str(), "status": status, "body": r.json::<Value>().unwrap(), "content_type": "application/json"}));
     }
+    recorded.push(bad_rules);
     let (status, first_event) = first_sse_event(&s.proxy);
     assert!(first_event.starts_with("event: active\ndata: {"), "{first_event}");
     recorded.push(serde_json::json!({"path": "/api/analytics/stream/active", "status": status, "body": null, "content_type": "text/event-stream"}));

@@ -264,3 +264,102 @@ fn the_days_anomaly_list_is_capped() {
     let counted: i64 = redis::cmd("HGET").arg(format!("sting:analytics:daily:{day}")).arg("anomalies_high").query(&mut s.redis.conn()).unwrap();
     assert_eq!((kept, counted), (2, 3));
 }
+
+/// What a receiver got: (the status it answered, the signature header, the body).
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(u16, Option<String>, String)>>>;
+
+/// A webhook receiver: answers 500 to the first `fail_first` requests, then 200; keeps every
+/// request (signature header and body).
+struct Receiver {
+    port: u16,
+    got: Received,
+}
+
+impl Receiver {
+    fn start(fail_first: usize) -> Self {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let got: Received = Default::default();
+        let seen = got.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let (mut line, mut signature, mut length) = (String::new(), None, 0usize);
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    continue;
+                }
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).unwrap();
+                    let h = h.trim_end();
+                    if h.is_empty() {
+                        break;
+                    }
+                    let (k, v) = h.split_once(':').unwrap();
+                    match k.to_ascii_lowercase().as_str() {
+                        "x-sting-signature" => signature = Some(v.trim().to_owned()),
+                        "content-length" => length = v.trim().parse().unwrap(),
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let mut all = seen.lock().unwrap();
+                let status = if all.len() < fail_first { 500 } else { 200 };
+                all.push((status, signature, String::from_utf8(body).unwrap()));
+                drop(all);
+                let _ = (&conn).write_all(format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes());
+            }
+        });
+        Receiver { port, got }
+    }
+}
+
+/// An alert rule sends an anomaly to a webhook, signed (HMAC-SHA256 over "timestamp.body",
+/// verified here), retried after a 500, and once only: the receiver sees one delivered body
+/// per (session, detector), however many times the session repeats the anomaly's cause. The
+/// rules are set through the API with the CSRF header and read back.
+#[test]
+fn alerts_reach_a_signed_webhook_with_retries_and_no_duplicates() {
+    use hmac::Mac;
+    let receiver = Receiver::start(1);
+    let s = setup(1, "webhook_secret = \"whsec-test-0123456789\"", None);
+    let p = &s.proxies[0];
+    let rules = serde_json::json!([{"detector": "ua_change", "min_severity": "high", "webhooks": [format!("http://127.0.0.1:{}/hook", receiver.port)]}]);
+    let r = client().post(p.url("/api/analytics/sessions/alerts/configure")).bearer_auth(TOKEN).json(&rules).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let read: serde_json::Value = client().get(p.url("/api/analytics/sessions/alerts/configure")).bearer_auth(TOKEN).send().unwrap().json().unwrap();
+    assert_eq!(read["rules"][0]["detector"], "ua_change");
+    let bad = client()
+        .post(p.url("/api/analytics/sessions/alerts/configure"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!([{"detector": "telepathy", "log": true}]))
+        .send()
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let cookie = login_as(p, "henry", CHROME_MAC, LONDON);
+    browse(p, &cookie, CHROME_MAC, LONDON);
+    for _ in 0..5 {
+        browse(p, &cookie, FIREFOX_LINUX, LONDON);
+    }
+    let sid = sid_of(&cookie);
+    assert_eq!(detected(&s, &sid, 7), ["ua_change"]);
+    wait_until("the webhook delivered", Duration::from_secs(15), || receiver.got.lock().unwrap().iter().any(|(status, _, _)| *status == 200));
+    std::thread::sleep(Duration::from_millis(1500));
+    let got = receiver.got.lock().unwrap().clone();
+    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [500, 200], "one retry after the 500, then nothing more: {got:?}");
+    for (_, signature, body) in &got {
+        let signature = signature.as_deref().expect("signed");
+        let (t, v1) = signature.strip_prefix("t=").unwrap().split_once(",v1=").unwrap();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"whsec-test-0123456789").unwrap();
+        mac.update(format!("{t}.{body}").as_bytes());
+        mac.verify_slice(&hex::decode(v1).unwrap()).expect("the signature verifies");
+        let alert: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!((alert["detector"].as_str(), alert["session_id"].as_str()), (Some("ua_change"), Some(sid.as_str())));
+    }
+    let metrics = client().get(p.admin_url("/metrics")).send().unwrap().text().unwrap();
+    assert!(metrics.contains("sting_security_alerts_total{result=\"delivered\"} 1"), "{metrics}");
+    assert!(metrics.contains("sting_security_alerts_total{result=\"retried\"} 1"));
+}

@@ -3,10 +3,10 @@
 
 use subtle::ConstantTimeEq;
 
+use crate::api::changes::Changes;
 use crate::api::endpoint::Endpoint;
 use crate::api::local_response::LocalResponse;
 use crate::api::queries::{answer, QueryError};
-use crate::api::revoke::Revoker;
 use crate::config::AnalyticsSection;
 use crate::identity::Identity;
 use crate::store::RedisStore;
@@ -83,11 +83,12 @@ pub async fn serve(store: &RedisStore, ep: Endpoint<'_>, query: Option<&str>) ->
     respond(answer(store, &ep, query).await)
 }
 
-/// Revokes what a change endpoint names, on behalf of `actor` (audited).
-pub async fn change(revoker: &Revoker, ep: Endpoint<'_>, actor: &str) -> LocalResponse {
+/// Makes the change an endpoint names, on behalf of `actor` (audited); `body` is the request's.
+pub async fn change(changes: &Changes, ep: Endpoint<'_>, actor: &str, body: &[u8]) -> LocalResponse {
     respond(match ep {
-        Endpoint::RevokeSession { sid } => revoker.revoke_session(sid, actor).await,
-        Endpoint::RevokeUser { user_id } => revoker.revoke_user(user_id, actor).await,
+        Endpoint::RevokeSession { sid } => changes.revoke_session(sid, actor).await,
+        Endpoint::RevokeUser { user_id } => changes.revoke_user(user_id, actor).await,
+        Endpoint::ConfigureAlerts => changes.configure_alerts(body, actor).await,
         _ => Err(QueryError::NotFound("not a change")),
     })
 }

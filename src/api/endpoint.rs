@@ -40,13 +40,17 @@ pub enum Endpoint<'a> {
     Audit,
     /// `GET sessions/anomalies`: the day's detected anomalies.
     Anomalies,
+    /// `GET sessions/alerts/configure`: the alert rules in force.
+    AlertRules,
+    /// `POST sessions/alerts/configure`: replace the alert rules (a change).
+    ConfigureAlerts,
 }
 
 impl Endpoint<'_> {
     /// Whether the endpoint changes state (revocations): it is audited, and with session-cookie
     /// access it needs the CSRF header.
     pub fn is_change(&self) -> bool {
-        matches!(self, Endpoint::RevokeSession { .. } | Endpoint::RevokeUser { .. })
+        matches!(self, Endpoint::RevokeSession { .. } | Endpoint::RevokeUser { .. } | Endpoint::ConfigureAlerts)
     }
 }
 
@@ -84,6 +88,8 @@ pub fn route<'a>(method: &str, rest: &'a str) -> Result<Endpoint<'a>, ApiError> 
         ["users", user_id, "revoke"] if valid_id(user_id) => Endpoint::RevokeUser { user_id },
         ["sessions", "durations"] => Endpoint::Durations,
         ["sessions", "anomalies"] => Endpoint::Anomalies,
+        ["sessions", "alerts", "configure"] if method == "POST" => Endpoint::ConfigureAlerts,
+        ["sessions", "alerts", "configure"] => Endpoint::AlertRules,
         ["sessions", sid] if valid_id(sid) && method == "DELETE" => Endpoint::RevokeSession { sid },
         ["sessions", sid] if valid_id(sid) => Endpoint::Session { sid },
         ["pages", "top"] => Endpoint::TopPages,
@@ -98,7 +104,7 @@ pub fn route<'a>(method: &str, rest: &'a str) -> Result<Endpoint<'a>, ApiError> 
     };
     let allowed = match ep {
         Endpoint::RevokeSession { .. } => method == "DELETE",
-        Endpoint::RevokeUser { .. } => method == "POST",
+        Endpoint::RevokeUser { .. } | Endpoint::ConfigureAlerts => method == "POST",
         _ => read,
     };
     if !allowed {

@@ -7,9 +7,9 @@
 //! `observe`.
 
 pub mod analytics;
+pub mod changes;
 pub mod dashboard;
 pub mod endpoint;
 pub mod live_active;
 pub mod local_response;
 pub mod queries;
-pub mod revoke;

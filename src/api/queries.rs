@@ -173,7 +173,8 @@ pub async fn answer(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
             let entries: Vec<serde_json::Value> = entries.iter().filter_map(|e| serde_json::from_str(e).ok()).collect();
             Ok(serde_json::json!({"entries": entries}))
         }
-        Endpoint::OpenApi | Endpoint::ActiveStream | Endpoint::RevokeSession { .. } | Endpoint::RevokeUser { .. } => {
+        Endpoint::AlertRules => crate::api::changes::alert_rules(store).await,
+        Endpoint::OpenApi | Endpoint::ActiveStream | Endpoint::RevokeSession { .. } | Endpoint::RevokeUser { .. } | Endpoint::ConfigureAlerts => {
             Err(QueryError::NotFound("not a query: served by the proxy directly"))
         }
     }

@@ -94,6 +94,7 @@ pub fn settings_json(s: &SecuritySection, ttl_secs: u64) -> Option<String> {
             "max_concurrent": s.max_concurrent_sessions,
             "cap": s.max_anomalies_per_day,
             "known_cap": MAX_KNOWN_PER_USER,
+            "stream_cap": crate::capture::alerts::STREAM_CAP,
             "ttl": ttl_secs,
         })
         .to_string(),
@@ -112,12 +113,13 @@ pub fn detect_cmd(sid: &str, user_id: &str, aal: Option<&str>, observations: &[O
     let obs: Vec<serde_json::Value> = observations.iter().map(Observation::json).collect();
     let mut c = redis::cmd("EVALSHA");
     c.arg(detect_sha())
-        .arg(5)
+        .arg(6)
         .arg(keys::analytics_session(sid))
         .arg(keys::anomalies(&day))
         .arg(keys::analytics_period(Period::Day, &day))
         .arg(keys::user_known(user_id))
         .arg(keys::active_user(user_id))
+        .arg(keys::ALERT_STREAM)
         .arg(sid)
         .arg(user_id)
         .arg(settings_json)
@@ -129,7 +131,8 @@ pub fn detect_cmd(sid: &str, user_id: &str, aal: Option<&str>, observations: &[O
 /// Compares a signed-in session's batch with its fingerprint and records anomalies.
 ///
 /// KEYS: 1 session hash, 2 the day's anomaly list, 3 the day's analytics hash, 4 the user's
-///       known devices and countries (set), 5 the user's active sessions (set).
+///       known devices and countries (set), 5 the user's active sessions (set), 6 the alert
+///       stream (each anomaly is also an alert; see `capture::alerts`).
 /// ARGV: 1 sid, 2 user id, 3 settings JSON ([`settings_json`]), 4 observations JSON (in time
 ///       order: `{t, iso, p, c, city, ua[, lat, lon]}`), 5 the batch's AAL or ''.
 /// Returns the number of anomalies recorded.
@@ -154,6 +157,8 @@ local function anomaly(det, o, evidence)
   redis.call('EXPIRE', KEYS[2], cfg.ttl)
   redis.call('HINCRBY', KEYS[3], 'anomalies_' .. sev, 1)
   redis.call('EXPIRE', KEYS[3], cfg.ttl)
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', cfg.stream_cap, '*', 'anomaly', entry)
+  redis.call('EXPIRE', KEYS[6], cfg.ttl)
   fired = fired + 1
 end
 local function km(lat1, lon1, lat2, lon2)

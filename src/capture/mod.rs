@@ -7,6 +7,7 @@
 //! May use: `identity` (the `Identity` an event carries), `store`, `config`, `observe`.
 
 pub mod aggregate;
+pub mod alerts;
 pub mod daily_cap;
 pub mod detect;
 pub mod device;

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::config::Secret;
+
 /// Every detector, with its default severity. The analytics writer runs them (see
 /// `capture::detect`); a severity of `off` disables one.
 pub const DETECTORS: &[(&str, Severity)] = &[
@@ -69,6 +71,9 @@ pub struct SecuritySection {
     pub max_anomalies_per_day: usize,
     /// Detector → `low` | `medium` | `high` | `off`; unlisted detectors keep their default.
     pub detectors: BTreeMap<String, String>,
+    /// `STING_WEBHOOK_SECRET`: the HMAC-SHA256 key that signs alert webhooks (header
+    /// `X-Sting-Signature: t=<unix>,v1=<hex>`). Empty: webhooks go unsigned (warned).
+    pub webhook_secret: Secret,
 }
 
 impl Default for SecuritySection {
@@ -80,6 +85,7 @@ impl Default for SecuritySection {
             max_concurrent_sessions: 5,
             max_anomalies_per_day: 10_000,
             detectors: BTreeMap::new(),
+            webhook_secret: Secret::default(),
         }
     }
 }

@@ -450,6 +450,11 @@ impl Config {
     /// logs them as warnings.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if self.security.anomalies && self.security.webhook_secret.expose().is_empty() {
+            out.push(
+                "security.webhook_secret is empty: alert webhooks (if any rule sets one) are sent unsigned; set STING_WEBHOOK_SECRET so receivers can verify them".into(),
+            );
+        }
         if self.kratos.role_from_traits {
             out.push(
                 "kratos.role_from_traits = true: roles are read from identity traits, which every user edits in Kratos's settings flow; \
@@ -494,6 +499,7 @@ pub mod env {
     pub const STING_UPSTREAM: &str = "STING_UPSTREAM";
     pub const KRATOS_PUBLIC_URL: &str = "KRATOS_PUBLIC_URL";
     pub const KRATOS_ADMIN_URL: &str = "KRATOS_ADMIN_URL";
+    pub const STING_WEBHOOK_SECRET: &str = "STING_WEBHOOK_SECRET";
     pub const STING_TRUSTED_PROXIES: &str = "STING_TRUSTED_PROXIES";
     pub const STING_REQUIRE_AUTH: &str = "STING_REQUIRE_AUTH";
     pub const STING_LOGIN_URL: &str = "STING_LOGIN_URL";
@@ -568,6 +574,7 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
             .over(STING_ANALYTICS_TOKEN, "analytics.api_tokens", &mut f.analytics.api_tokens, |v| list(v).map(|l| l.into_iter().map(Secret::new).collect()))?;
         let s_kratos = self.over(KRATOS_PUBLIC_URL, "kratos.public_url", &mut f.kratos.public_url, text)?;
         let s_kratos_admin = self.over(KRATOS_ADMIN_URL, "kratos.admin_url", &mut f.kratos.admin_url, text)?;
+        self.over(STING_WEBHOOK_SECRET, "security.webhook_secret", &mut f.security.webhook_secret, |v| Ok(Secret::new(v)))?;
         let s_login = self.over(STING_LOGIN_URL, "auth.login_url", &mut f.auth.login_url, text)?;
         let mut env_rules: Option<Vec<String>> = None;
         let s_rules = self.over(STING_REQUIRE_AUTH, "auth.rules", &mut env_rules, |v| list(v).map(Some))?;

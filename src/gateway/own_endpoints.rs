@@ -12,11 +12,11 @@ use pingora::proxy::Session;
 use pingora::Result;
 
 use crate::api::analytics::{self, Access, ApiAccess};
+use crate::api::changes::Changes;
 use crate::api::dashboard::Dashboard;
 use crate::api::endpoint::{self, Endpoint};
 use crate::api::live_active::LiveFeed;
 use crate::api::local_response::LocalResponse;
-use crate::api::revoke::Revoker;
 use crate::config::Config;
 use crate::gateway::request_ctx::RequestCtx;
 use crate::identity::authenticate::{Audience, Authenticator};
@@ -58,7 +58,7 @@ pub struct OwnEndpoints {
     streams: Arc<tokio::sync::Semaphore>,
     login_url: String,
     return_to_param: String,
-    revoker: Revoker,
+    changes: Changes,
 }
 
 /// The header a browser session must send with a change (revocations): a page on another
@@ -85,7 +85,7 @@ impl OwnEndpoints {
             streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
             login_url: cfg.auth.login_url.clone(),
             return_to_param: cfg.auth.return_to_param.clone(),
-            revoker: Revoker::new(cfg, store.clone(), auth.clone()),
+            changes: Changes::new(cfg, store.clone(), auth.clone()),
         }
     }
 
@@ -122,10 +122,19 @@ impl OwnEndpoints {
                     Ok(Endpoint::ActiveStream) => return self.stream_active(session, &ctx.request_id).await,
                     Ok(ep) if ep.is_change() => {
                         let csrf = session.req_header().headers.get(CSRF_HEADER).is_some_and(|v| !v.is_empty());
-                        match (bearer, &ctx.identity) {
-                            (false, _) if !csrf => denial(Denied::Forbidden("a change made with a session cookie needs the X-Sting-Csrf header")),
-                            (false, Some(id)) => analytics::change(&self.revoker, ep, &format!("user:{}", id.user_id)).await,
-                            _ => analytics::change(&self.revoker, ep, "token").await,
+                        if !bearer && !csrf {
+                            denial(Denied::Forbidden("a change made with a session cookie needs the X-Sting-Csrf header"))
+                        } else {
+                            match read_body(session).await {
+                                Err(r) => r,
+                                Ok(body) => {
+                                    let actor = match (&ctx.identity, bearer) {
+                                        (Some(id), false) => format!("user:{}", id.user_id),
+                                        _ => "token".to_owned(),
+                                    };
+                                    analytics::change(&self.changes, ep, &actor, &body).await
+                                }
+                            }
                         }
                     }
                     Ok(ep) => {
@@ -224,6 +233,28 @@ impl OwnEndpoints {
         }
         let _ = session.write_response_body(None, true).await;
         Ok(true)
+    }
+}
+
+/// Largest request body a change takes (alert rules).
+pub const MAX_CHANGE_BODY: usize = 64 * 1024;
+
+/// The request body, whole, up to [`MAX_CHANGE_BODY`] (413 beyond it).
+async fn read_body(session: &mut Session) -> std::result::Result<Vec<u8>, LocalResponse> {
+    let too_large =
+        || LocalResponse::json(413, serde_json::json!({"error": "too_large", "message": format!("the body may be at most {MAX_CHANGE_BODY} bytes")}));
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_CHANGE_BODY {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => return Err(LocalResponse::json(400, serde_json::json!({"error": "bad_body", "message": "the request body could not be read"}))),
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
 use crate::api::live_active;
+use crate::capture::alerts::AlertDispatcher;
 use crate::capture::session_lifecycle::{ExpiryListener, Sweeper};
 use crate::capture::writer;
 use crate::config::Config;
@@ -106,6 +107,11 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
                     capture: handle.clone(),
                 },
             ));
+        }
+        if cfg.security.anomalies {
+            let alerts = AlertDispatcher::new(cfg.redis.url.expose(), cfg.security.webhook_secret.expose(), cfg.analytics.retention_days * 86_400)
+                .context("building the alert HTTP client")?;
+            server.add_service(background_service("alert-dispatcher", alerts));
         }
         server.add_service(background_service(
             "session-sweeper",

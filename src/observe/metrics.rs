@@ -65,6 +65,8 @@ pub struct Metrics {
     pub analytics_dropped: IntCounter,
     /// Requests of new anonymous sessions over their client's limit: counted, not recorded.
     pub analytics_sessions_refused: IntCounter,
+    /// `result`: `delivered`, `retried`, `failed`, `duplicate`, `logged` (security alerts).
+    pub alerts: IntCounterVec,
     pub analytics_batch_events: Histogram,
     pub active_sessions: IntGauge,
     routes: RouteLabels,
@@ -157,6 +159,11 @@ impl Metrics {
                 "analytics_sessions_refused_total",
                 "Requests of new anonymous sessions over their client's per-minute limit: in the totals, without a session record.",
             ),
+            alerts: counter_vec(
+                "security_alerts_total",
+                "Security alerts: webhook deliveries (delivered, retried, failed, duplicate) and log lines (logged).",
+                &["result"],
+            ),
             analytics_batch_events: Histogram::with_opts(
                 HistogramOpts::new("analytics_batch_events", "Events per analytics batch.").buckets(vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0]),
             )
@@ -184,6 +191,7 @@ impl Metrics {
             Box::new(m.analytics_retried.clone()),
             Box::new(m.analytics_dropped.clone()),
             Box::new(m.analytics_sessions_refused.clone()),
+            Box::new(m.alerts.clone()),
             Box::new(m.analytics_batch_events.clone()),
             Box::new(m.active_sessions.clone()),
             Box::new(build),

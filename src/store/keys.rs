@@ -143,6 +143,19 @@ pub fn user_known(user_id: &str) -> String {
     format!("sting:security:user:{user_id}:known")
 }
 
+/// The security alert stream (Redis stream, `MAXLEN ~ 10000`): one entry `anomaly` = the
+/// anomaly JSON per anomaly recorded; read by every instance in one consumer group.
+pub const ALERT_STREAM: &str = "sting:security:alerts";
+
+/// The alert rules set through the API (string, JSON array).
+pub const ALERT_RULES: &str = "sting:security:alert_rules";
+
+/// Marks that a webhook (by the first 8 bytes of its URL's SHA-256, hex) got a session's alert of
+/// one detector (string, 1 day): an alert taken over from a dead instance is not sent twice.
+pub fn alert_sent(sid: &str, detector: &str, url_hash_hex: &str) -> String {
+    format!("sting:security:alert_sent:{sid}:{detector}:{url_hash_hex}")
+}
+
 /// Which analytics period a key covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Period {

@@ -1,5 +1,6 @@
-//! Revoking sessions (`DELETE {api}/sessions/{id}`, `POST {api}/users/{id}/revoke`, and the CLI's
-//! `revoke`), and the audit log every such change is written to. I/O.
+//! What the API changes, each written to the audit log: revoking sessions
+//! (`DELETE {api}/sessions/{id}`, `POST {api}/users/{id}/revoke`) and the alert rules
+//! (`POST {api}/sessions/alerts/configure`). I/O.
 //!
 //! A revocation, in this order:
 //! 1. is recorded and announced ([`revocation::publish`]): every proxy instance refuses the
@@ -13,7 +14,9 @@
 
 use std::sync::Arc;
 
+use crate::api::endpoint::ApiError;
 use crate::api::queries::QueryError;
+use crate::capture::alerts::{self, AlertRule};
 use crate::capture::request_event::EndReason;
 use crate::capture::session_scripts;
 use crate::config::Config;
@@ -25,7 +28,7 @@ use crate::store::RedisStore;
 /// Who asked for a change, as the audit log names them: `user:{id}` or `token`.
 pub type Actor<'a> = &'a str;
 
-pub struct Revoker {
+pub struct Changes {
     store: RedisStore,
     auth: Arc<Authenticator>,
     /// The app's key prefix when published sids are the real ones (signed cookies).
@@ -35,7 +38,7 @@ pub struct Revoker {
     idle_timeout_ms: u64,
 }
 
-impl Revoker {
+impl Changes {
     pub fn new(cfg: &Config, store: RedisStore, auth: Arc<Authenticator>) -> Self {
         Self {
             store,
@@ -120,6 +123,17 @@ impl Revoker {
             .collect())
     }
 
+    /// Replaces the alert rules with `body` (a JSON array of [`AlertRule`]s), after checking it.
+    pub async fn configure_alerts(&self, body: &[u8], actor: Actor<'_>) -> Result<serde_json::Value, QueryError> {
+        let rules: Vec<AlertRule> = serde_json::from_slice(body).map_err(|e| bad_rules(format!("not a JSON array of rules: {e}")))?;
+        alerts::validate_rules(&rules).map_err(bad_rules)?;
+        let json = serde_json::to_string(&rules).expect("rules serialize");
+        self.store.query::<()>(redis::cmd("SET").arg(keys::ALERT_RULES).arg(&json)).await?;
+        let body = serde_json::json!({"rules": rules});
+        self.audit(actor, "configure_alerts", "alert_rules", &body).await?;
+        Ok(body)
+    }
+
     /// Appends to the audit log.
     async fn audit(&self, actor: Actor<'_>, action: &str, target: &str, result: &serde_json::Value) -> Result<(), QueryError> {
         let entry = serde_json::json!({
@@ -136,6 +150,17 @@ impl Revoker {
         self.store.pipeline::<()>(&pipe).await?;
         Ok(())
     }
+}
+
+fn bad_rules(message: String) -> QueryError {
+    QueryError::Api(ApiError::BadParameter { parameter: "rules", message })
+}
+
+/// The alert rules in force (`GET {api}/sessions/alerts/configure`).
+pub async fn alert_rules(store: &RedisStore) -> Result<serde_json::Value, QueryError> {
+    let raw: Option<String> = store.query(redis::cmd("GET").arg(keys::ALERT_RULES)).await?;
+    let rules: Vec<AlertRule> = raw.and_then(|r| serde_json::from_str(&r).ok()).unwrap_or_default();
+    Ok(serde_json::json!({"rules": rules}))
 }
 
 /// What Kratos's admin API said, for the answer: `revoked`, `unknown` (Kratos did not know it),
