@@ -156,13 +156,6 @@ fn bad_rules(message: String) -> QueryError {
     QueryError::Api(ApiError::BadParameter { parameter: "rules", message })
 }
 
-/// The alert rules in force (`GET {api}/sessions/alerts/configure`).
-pub async fn alert_rules(store: &RedisStore) -> Result<serde_json::Value, QueryError> {
-    let raw: Option<String> = store.query(redis::cmd("GET").arg(keys::ALERT_RULES)).await?;
-    let rules: Vec<AlertRule> = raw.and_then(|r| serde_json::from_str(&r).ok()).unwrap_or_default();
-    Ok(serde_json::json!({"rules": rules}))
-}
-
 /// What Kratos's admin API said, for the answer: `revoked`, `unknown` (Kratos did not know it),
 /// `not_configured`, or `error: ...`.
 fn kratos_result(r: Option<Result<bool, String>>) -> serde_json::Value {

@@ -173,7 +173,11 @@ pub async fn answer(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
             let entries: Vec<serde_json::Value> = entries.iter().filter_map(|e| serde_json::from_str(e).ok()).collect();
             Ok(serde_json::json!({"entries": entries}))
         }
-        Endpoint::AlertRules => crate::api::changes::alert_rules(store).await,
+        Endpoint::AlertRules => {
+            let raw: Option<String> = store.query(redis::cmd("GET").arg(keys::ALERT_RULES)).await?;
+            let rules: Vec<crate::capture::alerts::AlertRule> = raw.and_then(|r| serde_json::from_str(&r).ok()).unwrap_or_default();
+            Ok(serde_json::json!({"rules": rules}))
+        }
         Endpoint::OpenApi | Endpoint::ActiveStream | Endpoint::RevokeSession { .. } | Endpoint::RevokeUser { .. } | Endpoint::ConfigureAlerts => {
             Err(QueryError::NotFound("not a query: served by the proxy directly"))
         }
