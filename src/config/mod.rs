@@ -7,7 +7,9 @@
 pub mod route_template;
 pub mod rules;
 pub mod runtime_dir;
+mod secret;
 pub mod security;
 mod settings;
 
+pub use secret::Secret;
 pub use settings::*;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::config::Secret;
+use crate::config::secret::Secret;
 
 /// Every detector, with its default severity. The analytics writer runs them (see
 /// `capture::detect`); a severity of `off` disables one.

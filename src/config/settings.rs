@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::config::rules::{Requirement, Rule};
+use crate::config::secret::Secret;
 use crate::config::security::SecuritySection;
 
 /// Where a setting came from; quoted in every error.
@@ -41,29 +42,6 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid `{key}` (from {origin}): {message}")]
     Invalid { key: &'static str, origin: Source, message: String },
-}
-
-/// A secret string: usable, but never shown by `Debug` or `Display`.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
