@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 const TOKEN: &str = "dashboard-test-token-0123456789";
 const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0";
 const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 const XSS_PATH: &str = "/echo/<script>alert(1)</script>";
 const XSS_USER: &str = "<img src=x onerror=alert(1)>";
@@ -102,11 +103,17 @@ fn dashboard_renders_the_api_numbers_live_and_safely() {
     client().post(proxy.url("/logout")).header("cookie", format!("session={bob}")).send().unwrap();
     let mallory = login(&base, XSS_USER, "user");
     view(&proxy, Some(&mallory), "/", CHROME);
+    // The same session from another browser: a `ua_change` anomaly for the security view.
+    view(&proxy, Some(&mallory), "/", FIREFOX);
     view(&proxy, None, "/", GOOGLEBOT);
-    wait_until("7 page views and bob's logout recorded", Duration::from_secs(15), || {
+    wait_until("8 page views, bob's logout and the anomaly recorded", Duration::from_secs(15), || {
         let s = api(&proxy, "sessions/stats");
-        s["page_views_today"] == 7 && s["sessions_ended_today"] == 1
+        s["page_views_today"] == 8 && s["sessions_ended_today"] == 1 && api(&proxy, "sessions/anomalies")["total"] == 1
     });
+    let anomalies: Vec<Value> =
+        api(&proxy, "sessions/anomalies")["anomalies"].as_array().unwrap().iter().map(|a| json!([a["detector"], a["user_id"]])).collect();
+    assert_eq!(anomalies, [json!(["ua_change", XSS_USER])]);
+    let alice_sid = alice.rsplit_once('.').unwrap().0.to_owned();
     seed_a_month(&redis);
 
     // What the page must show, read from the API (the page reads the same endpoints).
@@ -143,6 +150,8 @@ fn dashboard_renders_the_api_numbers_live_and_safely() {
         "recent_users": recent_users,
         "xss_path": XSS_PATH,
         "xss_user": XSS_USER,
+        "anomalies": anomalies,
+        "revoke_sid": alice_sid,
         "user": {"id": "alice", "sessions": api(&proxy, "users/alice/sessions")["total_count"]},
         "peak_total": api(&proxy, "activity/peak-hours?days=28")["total"],
         "ts_total_hour": ts_total,
@@ -169,6 +178,10 @@ fn dashboard_renders_the_api_numbers_live_and_safely() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the dashboard does not show what the API says:\n{stdout}\n{stderr}\nproxy log:\n{}", proxy.log());
     eprintln!("dashboard measured: {stdout}");
+    // The revoke button on the page revoked alice's session (through the API, with the CSRF header).
+    assert_eq!(api(&proxy, &format!("sessions/{alice_sid}"))["end_reason"], "revoked");
+    let audit = api(&proxy, "audit");
+    assert_eq!((audit["entries"][0]["actor"].as_str(), audit["entries"][0]["action"].as_str()), (Some("user:boss"), Some("revoke_session")));
     let measured: Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap();
     assert!(measured["first_render_ms"].as_i64().is_some() && screenshot.exists());
     // The browser's own requests never reach the app.

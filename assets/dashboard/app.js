@@ -51,6 +51,15 @@ async function api(path) {
   return r.json();
 }
 
+// A change (revocation): the CSRF header a browser session must send, and the token if any.
+async function apiChange(method, path) {
+  const headers = { "X-Sting-Csrf": "1" };
+  if (token) headers.Authorization = "Bearer " + token;
+  const r = await fetch(API + path, { method, headers, credentials: "same-origin", cache: "no-store" });
+  if (!r.ok) throw new Error("HTTP " + r.status + " for " + method + " " + path);
+  return r.json();
+}
+
 function fill(tableId, rows, cells) {
   const body = $(tableId).tBodies[0];
   body.replaceChildren(...rows.map((r) => el("tr", null, ...cells(r).map((c) => (c instanceof Node && c.tagName === "TD" ? c : el("td", null, c))))));
@@ -184,9 +193,47 @@ function userButton(uid) {
 const device = (s) => [s.device.browser, s.device.os, s.device.type].filter(Boolean).join(" / ") || "–";
 const state = (s) => (s.end_time ? "ended (" + (s.end_reason || "?") + ")" : "active");
 
+// Revoke takes two clicks (the second confirms), then says what happened.
+function revokeButton(sid) {
+  const b = el("button", { type: "button", class: "revoke", "data-sid": sid }, "revoke");
+  b.addEventListener("click", async () => {
+    if (b.dataset.armed !== "1") {
+      b.dataset.armed = "1";
+      b.textContent = "confirm revoke";
+      return;
+    }
+    b.disabled = true;
+    try {
+      await apiChange("DELETE", "sessions/" + encodeURIComponent(sid));
+      b.textContent = "revoked";
+    } catch (e) {
+      b.textContent = "failed";
+      showError(e);
+    }
+  });
+  return b;
+}
+
+function stateCell(s) {
+  return s.end_time ? el("td", null, state(s)) : el("td", null, "active ", revokeButton(s.session_id));
+}
+
 async function loadRecent() {
   const r = await api("sessions?limit=25");
-  fill("recent", r.sessions, (s) => [shortTime(s.start_time), userButton(s.user_id), sessionButton(s.session_id), s.page_views, duration(s.duration), device(s), s.location.country, state(s)]);
+  fill("recent", r.sessions, (s) => [shortTime(s.start_time), userButton(s.user_id), sessionButton(s.session_id), s.page_views, duration(s.duration), device(s), s.location.country, stateCell(s)]);
+}
+
+async function loadAnomalies() {
+  const r = await api("sessions/anomalies?limit=50");
+  $("anomaly-summary").textContent = "· " + r.total + " today";
+  fill("anomalies", r.anomalies, (a) => [
+    shortTime(a.timestamp),
+    el("td", { class: "sev-" + a.severity }, a.severity),
+    a.detector,
+    userButton(a.user_id),
+    sessionButton(a.session_id),
+    Object.entries(a.evidence || {}).map(([k, v]) => k + ": " + v).join(", "),
+  ]);
 }
 
 async function showUser(uid) {
@@ -270,7 +317,7 @@ async function live() {
 // ---- start -----------------------------------------------------------------------------------
 
 async function loadAll() {
-  const results = await Promise.allSettled([loadCompare(), loadTimeseries(), loadDurations(), loadPages(), loadPeak(), loadDevices(), loadGeo(), loadRecent()]);
+  const results = await Promise.allSettled([loadCompare(), loadTimeseries(), loadDurations(), loadPages(), loadPeak(), loadDevices(), loadGeo(), loadRecent(), loadAnomalies()]);
   const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason);
   if (failed.some((e) => e instanceof Unauthorized)) {
     $("auth-form").hidden = false;

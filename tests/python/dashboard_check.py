@@ -106,6 +106,10 @@ try:
     except NoAlertPresentException:
         pass
 
+    # The security view: the day's anomalies, with user strings as text.
+    anomalies = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in driver.find_elements(By.CSS_SELECTOR, "#anomalies tbody tr")]
+    check("anomalies (detector, user)", [[r[2], r[3]] for r in anomalies], expected["anomalies"])
+
     # Clicking a user shows their history; clicking a session shows its actions.
     user = expected["user"]
     next(b for b in driver.find_elements(By.CSS_SELECTOR, "#recent .user-link") if b.text == user["id"]).click()
@@ -136,6 +140,13 @@ try:
     if measured["sse_events"] < 2:
         problems.append(f"the live counter did not come from the event stream: {measured['sse_events']} events")
     measured["sparkline_points"] = driver.execute_script("return document.querySelectorAll('#active-spark canvas').length")
+
+    # Revoke an active session from the recent list: two clicks (the second confirms).
+    button = driver.find_element(By.CSS_SELECTOR, '#recent button.revoke[data-sid="%s"]' % expected["revoke_sid"])
+    button.click()
+    check("revoke asks to confirm", button.text, "confirm revoke")
+    button.click()
+    wait_for("the revocation", lambda: button.text == "revoked")
 
     driver.save_screenshot(spec["screenshot"])
 
