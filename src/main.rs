@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sting_proxy::config::Config;
-use sting_proxy::ops::commands::{Ops, PeriodArg, SessionsCommand, TopWhat};
+use sting_proxy::ops::commands::{Ops, PeriodArg, RevokeCommand, SessionsCommand, TopWhat};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -67,6 +67,23 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The day's session anomalies, as `GET /api/analytics/sessions/anomalies` gives them.
+    Anomalies {
+        /// The UTC day, YYYY-MM-DD (default today).
+        #[arg(long)]
+        date: Option<String>,
+        /// The lowest severity to list: low, medium or high.
+        #[arg(long)]
+        severity: Option<String>,
+        /// Only this user's anomalies.
+        #[arg(long, allow_hyphen_values = true)]
+        user: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Revoke a session or all of a user's sessions on every proxy instance at once.
+    #[command(subcommand)]
+    Revoke(RevokeCommand),
     /// Check the analytics keys' integrity (dangling entries, keys without TTL); exit 1 if
     /// problems are found and not repaired.
     Validate {
@@ -96,6 +113,8 @@ fn main() -> ExitCode {
         Command::Top { what, period, date, limit } => ops(&cfg, Ops::Top { what, period, date, limit }, cli.json),
         Command::Cleanup { dry_run } => ops(&cfg, Ops::Cleanup { dry_run }, cli.json),
         Command::Validate { fix } => ops(&cfg, Ops::Validate { fix }, cli.json),
+        Command::Anomalies { date, severity, user, limit } => ops(&cfg, Ops::Anomalies { date, severity, user, limit }, cli.json),
+        Command::Revoke(c) => ops(&cfg, Ops::Revoke(c), cli.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -115,6 +115,12 @@ fn a_session_used_from_another_browser_is_a_ua_change() {
     assert_eq!(a["severity"], "high");
     assert_eq!(a["user_id"], "alice");
     assert_eq!(a["evidence"], serde_json::json!({"old": "Chrome|Mac OSX|desktop", "new": "Firefox|Linux|desktop"}));
+    // The CLI reads the same answer.
+    let (code, out, err) = p.cli(&["anomalies", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap(), anomalies(p, ""));
+    let (code, out, _) = p.cli(&["anomalies", "--severity", "high"]);
+    assert!(code == 0 && out.contains("ua_change") && out.contains("alice"), "{out}");
 }
 
 /// The same session from London, then from another London network, then from Munich a second

@@ -78,6 +78,16 @@ fn a_session_revoked_through_one_instance_is_refused_by_another() {
     assert_eq!(stats["sessions_ended_today"], 1, "ended once, not again as a logout when its key went: {stats}");
     let (status, _) = api(&a, reqwest::Method::DELETE, "sessions/no-such-session");
     assert_eq!(status, 404);
+    // The CLI revokes the same way: B refuses at once; audited as `cli`.
+    let other = login(&b.url(""), "zoe", "user");
+    assert_eq!(user_seen(&b, &other).as_deref(), Some("zoe"));
+    wait_recorded(&a, &sid_of(&other));
+    let (code, out, err) = a.cli(&["revoke", "session", &sid_of(&other)]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Revoked session"), "{out}");
+    assert_eq!(user_seen(&b, &other), None);
+    let (_, audit) = api(&a, reqwest::Method::GET, "audit");
+    assert_eq!(audit["entries"][0]["actor"], "cli");
 
     // Latency: revoke on A, poll B until it refuses.
     let mut samples = Vec::new();

@@ -25,10 +25,8 @@ use crate::gateway::admin::AdminApp;
 use crate::gateway::own_endpoints::OwnEndpoints;
 use crate::gateway::proxy::Sidecar;
 use crate::identity::authenticate::Authenticator;
-use crate::identity::kratos::KratosClient;
 use crate::identity::revocation::{RevocationListener, Revocations};
 use crate::identity::session_id::SessionIds;
-use crate::identity::session_lookup::SessionResolver;
 use crate::observe::access_log;
 use crate::store::RedisStore;
 
@@ -39,15 +37,8 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
         RedisStore::new(cfg.redis.url.expose(), Duration::from_millis(cfg.redis.connect_timeout_ms), Duration::from_millis(cfg.redis.command_timeout_ms))
             .context("redis.url")?;
 
-    let sessions = SessionResolver::new(&cfg.session, store.clone());
-    let kratos = if cfg.kratos.public_url.is_empty() {
-        None
-    } else {
-        let memory_ttl = Duration::from_secs(cfg.session.cache_ttl_seconds);
-        Some(KratosClient::new(&cfg.kratos, store.clone(), memory_ttl).context("building the Kratos HTTP client")?)
-    };
     let revocations = Arc::new(Revocations::new(cfg.revocation_keep()));
-    let auth = Arc::new(Authenticator::new(cfg.session.cookie_name.clone(), sessions, kratos, cfg.kratos.bearer_tokens, revocations.clone()));
+    let auth = Arc::new(Authenticator::from_config(&cfg, store.clone(), revocations.clone()).context("building the Kratos HTTP client")?);
 
     let upstream = cfg
         .upstream_addr

@@ -13,6 +13,7 @@ use crate::identity::revocation::Revocations;
 use crate::identity::session_lookup::{SessionLookup, SessionResolver};
 use crate::identity::{AuthOutcome, Identity};
 use crate::observe::log_limit::LogLimit;
+use crate::store::RedisStore;
 
 /// While Redis is down every request would warn; one line per 10 s says as much.
 static STORE_DOWN_LOG: LogLimit = LogLimit::new(10_000);
@@ -50,6 +51,17 @@ pub struct Authenticator {
 impl Authenticator {
     pub fn new(cookie_name: String, sessions: SessionResolver, kratos: Option<KratosClient>, bearer_tokens: bool, revocations: Arc<Revocations>) -> Self {
         Self { cookie_name, sessions, kratos, bearer_tokens, revocations }
+    }
+
+    /// The authenticator `cfg` describes, on `store`, refusing `revocations`.
+    pub fn from_config(cfg: &crate::config::Config, store: RedisStore, revocations: Arc<Revocations>) -> Result<Self, reqwest::Error> {
+        let sessions = SessionResolver::new(&cfg.session, store.clone());
+        let kratos = if cfg.kratos.public_url.is_empty() {
+            None
+        } else {
+            Some(KratosClient::new(&cfg.kratos, store, std::time::Duration::from_secs(cfg.session.cache_ttl_seconds))?)
+        };
+        Ok(Self::new(cfg.session.cookie_name.clone(), sessions, kratos, cfg.kratos.bearer_tokens, revocations))
     }
 
     /// The sessions this instance refuses.

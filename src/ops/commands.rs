@@ -1,5 +1,5 @@
-//! The ops commands of the `sting-proxy` binary: `sessions`, `stats`, `top`, `cleanup` and
-//! `validate`. They talk to Redis directly and print human tables, or with `--json` the same
+//! The ops commands of the `sting-proxy` binary: `sessions`, `stats`, `top`, `cleanup`,
+//! `validate`, `anomalies` and `revoke`. They talk to Redis directly and print human tables, or with `--json` the same
 //! JSON the analytics API answers (the reads are shared, see [`crate::api::queries`]). I/O.
 
 use std::time::Duration;
@@ -41,6 +41,21 @@ pub enum SessionsCommand {
     },
 }
 
+/// `revoke session SID` / `revoke user USER_ID`.
+#[derive(Debug, clap::Subcommand)]
+pub enum RevokeCommand {
+    /// Revoke one session on every proxy instance (as `DELETE /api/analytics/sessions/{id}`).
+    Session {
+        #[arg(allow_hyphen_values = true)]
+        session_id: String,
+    },
+    /// Revoke every active session of a user (as `POST /api/analytics/users/{id}/revoke`).
+    User {
+        #[arg(allow_hyphen_values = true)]
+        user_id: String,
+    },
+}
+
 /// What `top` ranks.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum TopWhat {
@@ -64,6 +79,8 @@ pub enum Ops {
     Top { what: TopWhat, period: PeriodArg, date: Option<String>, limit: usize },
     Cleanup { dry_run: bool },
     Validate { fix: bool },
+    Anomalies { date: Option<String>, severity: Option<String>, user: Option<String>, limit: usize },
+    Revoke(RevokeCommand),
 }
 
 /// Runs one command; returns false when it found problems it did not repair (exit status 1).
@@ -77,6 +94,8 @@ pub fn run(cfg: &Config, op: Ops, json: bool) -> anyhow::Result<bool> {
             Ops::Top { what, period, date, limit } => top(&store, what, period, date, limit, json).await,
             Ops::Cleanup { dry_run } => cleanup(cfg, &store, dry_run, json).await,
             Ops::Validate { fix } => validate(cfg, &store, fix, json).await,
+            Ops::Anomalies { date, severity, user, limit } => anomalies(&store, date, severity, user, limit, json).await,
+            Ops::Revoke(c) => revoke(cfg, store, c, json).await,
         }
     })
 }
@@ -373,4 +392,62 @@ async fn validate(cfg: &Config, store: &RedisStore, fix: bool, json: bool) -> an
         }
     }
     Ok(found == 0 || fix)
+}
+
+/// The day's anomalies, as `GET /api/analytics/sessions/anomalies` gives them.
+async fn anomalies(store: &RedisStore, date: Option<String>, severity: Option<String>, user: Option<String>, limit: usize, json: bool) -> anyhow::Result<bool> {
+    let q = query_string(&[("date", date), ("severity", severity), ("user", user), ("limit", Some(limit.to_string()))]);
+    let v = ask(store, Endpoint::Anomalies, &q).await?;
+    if json {
+        print_json(&v);
+        return Ok(true);
+    }
+    let list = v["anomalies"].as_array().cloned().unwrap_or_default();
+    println!("Anomalies on {}: showing {} of {} (newest first)", cell(&v["date"]), list.len(), v["total"]);
+    let mut t = Table::new(&["TIME (UTC)", "SEVERITY", "DETECTOR", "USER", "SESSION", "EVIDENCE"]);
+    for a in &list {
+        let evidence: Vec<String> = a["evidence"].as_object().map(|o| o.iter().map(|(k, v)| format!("{k}: {}", cell(v))).collect()).unwrap_or_default();
+        t.row(vec![
+            short_time(&a["timestamp"]),
+            cell(&a["severity"]),
+            cell(&a["detector"]),
+            cell(&a["user_id"]),
+            cell(&a["session_id"]),
+            sanitize(&evidence.join(", ")),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(true)
+}
+
+/// Revokes a session or a user's sessions directly in Redis, exactly as the API does (every
+/// running proxy refuses them at once; audited as `cli`).
+async fn revoke(cfg: &Config, store: RedisStore, c: RevokeCommand, json: bool) -> anyhow::Result<bool> {
+    let revocations = std::sync::Arc::new(crate::identity::revocation::Revocations::new(cfg.revocation_keep()));
+    let auth = crate::identity::authenticate::Authenticator::from_config(cfg, store.clone(), revocations).context("building the Kratos HTTP client")?;
+    let changes = crate::api::changes::Changes::new(cfg, store, std::sync::Arc::new(auth));
+    let answer = match &c {
+        RevokeCommand::Session { session_id } if valid_id(session_id) => changes.revoke_session(session_id, "cli").await,
+        RevokeCommand::User { user_id } if valid_id(user_id) => changes.revoke_user(user_id, "cli").await,
+        _ => return Err(anyhow!("not a valid id")),
+    };
+    let v = match answer {
+        Ok(v) => v,
+        Err(QueryError::NotFound(what)) => return Err(anyhow!("{what}")),
+        Err(QueryError::Store(e)) => return Err(anyhow!("writing Redis: {e}")),
+        Err(QueryError::Api(e)) => return Err(anyhow!("{e:?}")),
+    };
+    if json {
+        print_json(&v);
+    } else {
+        match c {
+            RevokeCommand::Session { session_id } => {
+                println!("Revoked session {} (ended now: {}, app session deleted: {})", sanitize(&session_id), v["ended"], v["app_session_deleted"])
+            }
+            RevokeCommand::User { user_id } => {
+                println!("Revoked {} active session(s) of user {} (Kratos: {})", v["revoked"], sanitize(&user_id), cell(&v["kratos"]))
+            }
+        }
+    }
+    Ok(true)
 }
