@@ -369,3 +369,35 @@ fn alerts_reach_a_signed_webhook_with_retries_and_no_duplicates() {
     assert!(metrics.contains("sting_security_alerts_total{result=\"delivered\"} 1"), "{metrics}");
     assert!(metrics.contains("sting_security_alerts_total{result=\"retried\"} 1"));
 }
+
+/// With `security.actions.ua_change = "revoke"`, the cookie used from another browser stops
+/// working by itself: the session is revoked on every instance, ended as `revoked`, and the
+/// audit log names the detector.
+#[test]
+fn a_detector_set_to_revoke_stops_the_stolen_session() {
+    let s = setup(2, "actions = { ua_change = \"revoke\" }", None);
+    let (a, b) = (&s.proxies[0], &s.proxies[1]);
+    let cookie = login_as(a, "ivy", CHROME_MAC, LONDON);
+    browse(a, &cookie, CHROME_MAC, LONDON);
+    let user_on = |p: &Proxy| {
+        let r = client()
+            .get(p.url("/echo"))
+            .header("cookie", format!("session={cookie}"))
+            .header("user-agent", CHROME_MAC)
+            .header("x-forwarded-for", LONDON)
+            .send()
+            .unwrap();
+        seen(&r.json().unwrap(), "x-user-id").map(str::to_owned)
+    };
+    assert_eq!(user_on(b).as_deref(), Some("ivy"));
+    // The thief's browser.
+    browse(a, &cookie, FIREFOX_LINUX, MUNICH);
+    let sid = sid_of(&cookie);
+    wait_until("the session revoked", Duration::from_secs(15), || user_on(b).is_none());
+    assert_eq!(user_on(a), None);
+    let rec: serde_json::Value = client().get(a.url(&format!("/api/analytics/sessions/{sid}"))).bearer_auth(TOKEN).send().unwrap().json().unwrap();
+    assert_eq!(rec["end_reason"], "revoked");
+    let audit: serde_json::Value = client().get(a.url("/api/analytics/audit")).bearer_auth(TOKEN).send().unwrap().json().unwrap();
+    assert_eq!((audit["entries"][0]["actor"].as_str(), audit["entries"][0]["target"].as_str()), (Some("detector:ua_change"), Some(sid.as_str())));
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 1, "revoked once, by one instance");
+}

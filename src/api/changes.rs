@@ -2,26 +2,18 @@
 //! (`DELETE {api}/sessions/{id}`, `POST {api}/users/{id}/revoke`) and the alert rules
 //! (`POST {api}/sessions/alerts/configure`). I/O.
 //!
-//! A revocation, in this order:
-//! 1. is recorded and announced ([`revocation::publish`]): every proxy instance refuses the
-//!    session from the next request on, whatever it has cached;
-//! 2. ends the session in analytics with reason `revoked` (the `END` script: once, however many
-//!    instances or retries);
-//! 3. deletes the app's Flask-Session key (signed cookies: the published sid is the real one), so
-//!    the app itself logs the user out too. After step 2, so the key-deletion notification finds
-//!    the session already ended instead of ending it as a logout;
-//! 4. revokes a Kratos session through Kratos's admin API when `kratos.admin_url` is set.
+//! A revocation takes the shared steps of [`Enforcer::revoke`] (announce, end as `revoked`,
+//! delete the app's key) and then revokes a Kratos session through Kratos's admin API when
+//! `kratos.admin_url` is set.
 
 use std::sync::Arc;
 
 use crate::api::endpoint::ApiError;
 use crate::api::queries::QueryError;
 use crate::capture::alerts::{self, AlertRule};
-use crate::capture::request_event::EndReason;
-use crate::capture::session_scripts;
+use crate::capture::enforce::Enforcer;
 use crate::config::Config;
 use crate::identity::authenticate::Authenticator;
-use crate::identity::revocation;
 use crate::store::keys;
 use crate::store::RedisStore;
 
@@ -31,23 +23,12 @@ pub type Actor<'a> = &'a str;
 pub struct Changes {
     store: RedisStore,
     auth: Arc<Authenticator>,
-    /// The app's key prefix when published sids are the real ones (signed cookies).
-    app_key_prefix: Option<String>,
-    ttl_secs: u64,
-    anonymous_ttl_secs: u64,
-    idle_timeout_ms: u64,
+    enforcer: Enforcer,
 }
 
 impl Changes {
     pub fn new(cfg: &Config, store: RedisStore, auth: Arc<Authenticator>) -> Self {
-        Self {
-            store,
-            auth,
-            app_key_prefix: cfg.session.app_key_prefix_of_published().map(str::to_owned),
-            ttl_secs: cfg.analytics.retention_days * 86_400,
-            anonymous_ttl_secs: cfg.session.lifetime_secs(),
-            idle_timeout_ms: cfg.analytics.idle_timeout_seconds * 1000,
-        }
+        Self { store, auth, enforcer: Enforcer::new(cfg) }
     }
 
     /// Revokes one session. 404 when neither analytics nor the app knows it.
@@ -55,7 +36,7 @@ impl Changes {
         let (source, app_key): (Option<String>, bool) = {
             let mut pipe = redis::pipe();
             pipe.hget(keys::analytics_session(sid), "auth_source");
-            match &self.app_key_prefix {
+            match self.enforcer.app_key_prefix() {
                 Some(prefix) => pipe.exists(keys::flask_session(prefix, sid)),
                 None => pipe.cmd("ECHO").arg(0),
             };
@@ -92,35 +73,12 @@ impl Changes {
         Ok(body)
     }
 
-    /// Steps 1-3 for `sids`; one answer per sid.
+    /// Steps 1-3 for `sids` (see [`Enforcer::revoke`]); this instance refuses them at once.
     async fn revoke(&self, sids: &[String]) -> Result<Vec<serde_json::Value>, QueryError> {
-        let revocations = self.auth.revocations();
         for sid in sids {
-            revocations.insert(sid);
+            self.auth.revocations().insert(sid);
         }
-        revocation::publish(&self.store, sids, revocations.keep()).await?;
-        let now = chrono::Utc::now().timestamp_millis();
-        let mut pipe = redis::pipe();
-        session_scripts::load_scripts(&mut pipe);
-        for sid in sids {
-            pipe.add_command(session_scripts::end_for(sid, now, EndReason::Revoked, self.idle_timeout_ms, self.ttl_secs, self.anonymous_ttl_secs));
-        }
-        let durations: Vec<i64> = self.store.pipeline(&pipe).await?;
-        let deleted: Vec<i64> = match &self.app_key_prefix {
-            Some(prefix) => {
-                let mut pipe = redis::pipe();
-                for sid in sids {
-                    pipe.del(keys::flask_session(prefix, sid));
-                }
-                self.store.pipeline(&pipe).await?
-            }
-            None => vec![0; sids.len()],
-        };
-        Ok(sids
-            .iter()
-            .zip(durations.iter().zip(&deleted))
-            .map(|(sid, (d, del))| serde_json::json!({"session_id": sid, "revoked": true, "ended": *d >= 0, "app_session_deleted": *del > 0}))
-            .collect())
+        Ok(self.enforcer.revoke(&self.store, sids).await?)
     }
 
     /// Replaces the alert rules with `body` (a JSON array of [`AlertRule`]s), after checking it.
@@ -134,21 +92,8 @@ impl Changes {
         Ok(body)
     }
 
-    /// Appends to the audit log.
     async fn audit(&self, actor: Actor<'_>, action: &str, target: &str, result: &serde_json::Value) -> Result<(), QueryError> {
-        let entry = serde_json::json!({
-            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "actor": actor, "action": action, "target": target, "result": result,
-        });
-        let mut pipe = redis::pipe();
-        pipe.lpush(keys::AUDIT_LOG, entry.to_string())
-            .ignore()
-            .ltrim(keys::AUDIT_LOG, 0, keys::AUDIT_LOG_CAP as isize - 1)
-            .ignore()
-            .expire(keys::AUDIT_LOG, self.ttl_secs as i64)
-            .ignore();
-        self.store.pipeline::<()>(&pipe).await?;
-        Ok(())
+        Ok(self.enforcer.audit(&self.store, actor, action, target, result).await?)
     }
 }
 

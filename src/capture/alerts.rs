@@ -3,7 +3,8 @@
 //! so each alert is handled by one instance, and one that dies mid-delivery has its alerts
 //! claimed by another after [`CLAIM_AFTER`]. Each alert goes to the log and to the webhooks of
 //! the matching rules ([`AlertRule`], set through the API), signed like GitHub's and Stripe's
-//! webhooks, retried with exponential backoff. I/O (Redis, HTTP).
+//! webhooks, retried with exponential backoff; and, for the detectors `security.actions` says
+//! so for, the session is revoked at once. I/O (Redis, HTTP).
 
 use std::time::Duration;
 
@@ -14,8 +15,10 @@ use pingora::services::background::BackgroundService;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::capture::enforce::Enforcer;
 use crate::config::security::Severity;
 use crate::store::keys;
+use crate::store::RedisStore;
 
 /// The consumer group every instance reads the alert stream in.
 pub const GROUP: &str = "sting-alerts";
@@ -138,16 +141,27 @@ pub struct AlertDispatcher {
     pub http: reqwest::Client,
     /// The stream's TTL (the retention), set when this instance creates it.
     pub ttl_secs: u64,
+    /// `security.actions`: the detectors whose anomalies revoke the session, and how.
+    pub enforce: Option<Enforcement>,
+}
+
+/// Automatic revocation on an anomaly (once per anomaly: the consumer group hands each to one
+/// instance; a takeover may repeat it, and revoking twice changes nothing).
+pub struct Enforcement {
+    pub detectors: Vec<String>,
+    pub enforcer: Enforcer,
+    pub store: RedisStore,
 }
 
 impl AlertDispatcher {
-    pub fn new(redis_url: &str, secret: &str, ttl_secs: u64) -> reqwest::Result<Self> {
+    pub fn new(redis_url: &str, secret: &str, ttl_secs: u64, enforce: Option<Enforcement>) -> reqwest::Result<Self> {
         Ok(Self {
             redis_url: redis_url.to_owned(),
             secret: secret.to_owned(),
             consumer: uuid::Uuid::new_v4().simple().to_string(),
             http: reqwest::Client::builder().timeout(Duration::from_secs(5)).redirect(reqwest::redirect::Policy::none()).build()?,
             ttl_secs,
+            enforce,
         })
     }
 
@@ -212,6 +226,18 @@ impl AlertDispatcher {
     /// however often the alert is taken over.
     async fn deliver(&self, rules: &[AlertRule], anomaly: &serde_json::Value, conn: &mut redis::aio::MultiplexedConnection) {
         let m = crate::observe::metrics::metrics();
+        if let (Some(e), Some(detector), Some(sid)) = (&self.enforce, anomaly["detector"].as_str(), anomaly["session_id"].as_str()) {
+            if e.detectors.iter().any(|d| d == detector) {
+                let sids = [sid.to_owned()];
+                match e.enforcer.revoke(&e.store, &sids).await {
+                    Ok(result) => {
+                        tracing::warn!(session_id = sid, detector, "session revoked by its anomaly (security.actions)");
+                        let _ = e.enforcer.audit(&e.store, &format!("detector:{detector}"), "revoke_session", sid, &result[0]).await;
+                    }
+                    Err(err) => tracing::warn!(error = %err, session_id = sid, "could not revoke the session of an anomaly"),
+                }
+            }
+        }
         for rule in rules.iter().filter(|r| matches(r, anomaly)) {
             if rule.log {
                 tracing::warn!(alert = %anomaly, "security alert");

@@ -11,6 +11,7 @@ pub mod alerts;
 pub mod daily_cap;
 pub mod detect;
 pub mod device;
+pub mod enforce;
 pub mod geo;
 pub mod log_record;
 pub mod request_event;

@@ -71,6 +71,9 @@ pub struct SecuritySection {
     pub max_anomalies_per_day: usize,
     /// Detector → `low` | `medium` | `high` | `off`; unlisted detectors keep their default.
     pub detectors: BTreeMap<String, String>,
+    /// Detector → `alert` (the default: record and alert per the rules) or `revoke` (also revoke
+    /// the session at once, on every instance).
+    pub actions: BTreeMap<String, String>,
     /// `STING_WEBHOOK_SECRET`: the HMAC-SHA256 key that signs alert webhooks (header
     /// `X-Sting-Signature: t=<unix>,v1=<hex>`). Empty: webhooks go unsigned (warned).
     pub webhook_secret: Secret,
@@ -85,6 +88,7 @@ impl Default for SecuritySection {
             max_concurrent_sessions: 5,
             max_anomalies_per_day: 10_000,
             detectors: BTreeMap::new(),
+            actions: BTreeMap::new(),
             webhook_secret: Secret::default(),
         }
     }
@@ -103,6 +107,11 @@ impl SecuritySection {
             .collect()
     }
 
+    /// The detectors whose anomalies revoke the session.
+    pub fn revoking(&self) -> Vec<String> {
+        self.actions.iter().filter(|(_, a)| a.as_str() == "revoke").map(|(d, _)| d.clone()).collect()
+    }
+
     /// The first invalid setting: (key, message).
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         for (name, value) in &self.detectors {
@@ -112,6 +121,14 @@ impl SecuritySection {
             }
             if value != "off" && Severity::parse(value).is_none() {
                 return Err(("security.detectors", format!("{name} = {value:?}: must be \"low\", \"medium\", \"high\" or \"off\"")));
+            }
+        }
+        for (name, action) in &self.actions {
+            if !DETECTORS.iter().any(|(d, _)| d == name) {
+                return Err(("security.actions", format!("unknown detector {name:?}")));
+            }
+            if action != "alert" && action != "revoke" {
+                return Err(("security.actions", format!("{name} = {action:?}: must be \"alert\" or \"revoke\"")));
             }
         }
         if !(self.impossible_travel_kmh.is_finite() && self.impossible_travel_kmh > 0.0) {
@@ -152,6 +169,9 @@ mod tests {
         let mut s = SecuritySection::default();
         s.detectors.insert("ua_change".into(), "urgent".into());
         assert!(s.validate().unwrap_err().1.contains("ua_change"));
+        let mut s = SecuritySection::default();
+        s.actions.insert("ua_change".into(), "explode".into());
+        assert_eq!(s.validate().unwrap_err().0, "security.actions");
         let s = SecuritySection { impossible_travel_kmh: -1.0, ..SecuritySection::default() };
         assert_eq!(s.validate().unwrap_err().0, "security.impossible_travel_kmh");
     }

@@ -17,7 +17,8 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
 use crate::api::live_active;
-use crate::capture::alerts::AlertDispatcher;
+use crate::capture::alerts::{AlertDispatcher, Enforcement};
+use crate::capture::enforce::Enforcer;
 use crate::capture::session_lifecycle::{ExpiryListener, Sweeper};
 use crate::capture::writer;
 use crate::config::Config;
@@ -100,7 +101,9 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
             ));
         }
         if cfg.security.anomalies {
-            let alerts = AlertDispatcher::new(cfg.redis.url.expose(), cfg.security.webhook_secret.expose(), cfg.analytics.retention_days * 86_400)
+            let revoking = cfg.security.revoking();
+            let enforce = (!revoking.is_empty()).then(|| Enforcement { detectors: revoking, enforcer: Enforcer::new(&cfg), store: analytics_store.clone() });
+            let alerts = AlertDispatcher::new(cfg.redis.url.expose(), cfg.security.webhook_secret.expose(), cfg.analytics.retention_days * 86_400, enforce)
                 .context("building the alert HTTP client")?;
             server.add_service(background_service("alert-dispatcher", alerts));
         }
