@@ -401,3 +401,17 @@ fn a_detector_set_to_revoke_stops_the_stolen_session() {
     assert_eq!((audit["entries"][0]["actor"].as_str(), audit["entries"][0]["target"].as_str()), (Some("detector:ua_change"), Some(sid.as_str())));
     assert_eq!(audit["entries"].as_array().unwrap().len(), 1, "revoked once, by one instance");
 }
+
+/// A dual-stack client moving between its IPv4 and IPv6 addresses is not a network change:
+/// prefixes are compared within one address family.
+#[test]
+fn switching_between_ipv4_and_ipv6_is_not_an_ip_change() {
+    let s = setup(1, "", None);
+    let p = &s.proxies[0];
+    let cookie = login_as(p, "judy", CHROME_MAC, LONDON);
+    browse(p, &cookie, CHROME_MAC, LONDON);
+    browse(p, &cookie, CHROME_MAC, "2001:db8::7");
+    browse(p, &cookie, CHROME_MAC, LONDON);
+    let found = detected(&s, &sid_of(&cookie), 4);
+    assert!(!found.contains(&"ip_change".to_owned()), "{found:?}");
+}

@@ -67,6 +67,12 @@ fn a_session_revoked_through_one_instance_is_refused_by_another() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, serde_json::json!({"session_id": sid, "revoked": true, "ended": true, "app_session_deleted": true}));
     assert_eq!(user_seen(&b, &cookie), None, "B refuses the revoked session at once");
+    let seen_by_app = echo(&b.url("/echo"), Some(&cookie), &[("x-session-token", "t"), ("authorization", "Bearer t")]);
+    assert_eq!(
+        (seen(&seen_by_app, "cookie"), seen(&seen_by_app, "x-session-token"), seen(&seen_by_app, "authorization")),
+        (None, None, None),
+        "a revoked session's credentials never reach the app: {seen_by_app}"
+    );
     assert_eq!(user_seen(&a, &cookie), None);
     let protected = client().get(b.url("/dashboard")).header("cookie", format!("session={cookie}")).header("accept", "text/html").send().unwrap();
     assert_eq!(protected.status(), 302, "a protected page sends the revoked session to log in");

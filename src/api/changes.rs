@@ -58,11 +58,17 @@ impl Changes {
         Ok(body)
     }
 
-    /// Revokes every active session of a user (and, with `kratos.admin_url`, every Kratos
+    /// Revokes every session of a user that may still be live (and, with `kratos.admin_url`, every Kratos
     /// session of the identity of that id).
     pub async fn revoke_user(&self, user_id: &str, actor: Actor<'_>) -> Result<serde_json::Value, QueryError> {
-        let mut sids: Vec<String> = self.store.query(redis::cmd("SMEMBERS").arg(keys::active_user(user_id))).await?;
+        // Active ones, and any started within the session lifetime: an idle-ended session
+        // left the active set but its cookie may still be live.
+        let since = chrono::Utc::now().timestamp_millis() - self.enforcer.session_lifetime_secs() as i64 * 1000;
+        let (active, recent): (Vec<String>, Vec<String>) =
+            self.store.pipeline(redis::pipe().smembers(keys::active_user(user_id)).zrangebyscore(keys::user_sessions(user_id), since, "+inf")).await?;
+        let mut sids: Vec<String> = active.into_iter().chain(recent).collect();
         sids.sort();
+        sids.dedup();
         let sessions = if sids.is_empty() { Vec::new() } else { self.revoke(&sids).await? };
         let kratos = kratos_result(match self.auth.kratos() {
             Some(k) => k.revoke_identity_sessions(user_id).await,

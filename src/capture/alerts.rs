@@ -169,7 +169,7 @@ impl AlertDispatcher {
         let client = redis::Client::open(self.redis_url.as_str())?;
         let mut conn = client.get_multiplexed_async_connection().await?;
         let created: redis::RedisResult<()> =
-            redis::cmd("XGROUP").arg("CREATE").arg(keys::ALERT_STREAM).arg(GROUP).arg("$").arg("MKSTREAM").query_async(&mut conn).await;
+            redis::cmd("XGROUP").arg("CREATE").arg(keys::ALERT_STREAM).arg(GROUP).arg("0").arg("MKSTREAM").query_async(&mut conn).await;
         match created {
             // A new stream lives the retention; each alert refreshes it (the `DETECT` script).
             // When it expires the group goes with it: reading fails, and the retry recreates both.
@@ -216,14 +216,18 @@ impl AlertDispatcher {
                 raw.and_then(|r| serde_json::from_str(&r).ok()).unwrap_or_default()
             };
             for (id, anomaly) in entries {
-                self.deliver(&rules, &anomaly, &mut conn).await;
+                // An entry that does not parse is acknowledged too: it would never parse later.
+                if let Some(anomaly) = anomaly {
+                    self.deliver(&rules, &anomaly, &mut conn).await;
+                }
                 let _: () = redis::cmd("XACK").arg(keys::ALERT_STREAM).arg(GROUP).arg(&id).query_async(&mut conn).await?;
             }
         }
     }
 
     /// Sends one alert where its rules say; each webhook at most once per (session, detector)
-    /// however often the alert is taken over.
+    /// however often the alert is taken over (at-most-once once claimed; a failed send releases
+    /// the claim).
     async fn deliver(&self, rules: &[AlertRule], anomaly: &serde_json::Value, conn: &mut redis::aio::MultiplexedConnection) {
         let m = crate::observe::metrics::metrics();
         if let (Some(e), Some(detector), Some(sid)) = (&self.enforce, anomaly["detector"].as_str(), anomaly["session_id"].as_str()) {
@@ -249,17 +253,20 @@ impl AlertDispatcher {
                     anomaly["detector"].as_str().unwrap_or_default(),
                     &hex::encode(&<Sha256 as sha2::Digest>::digest(url.as_bytes())[..8]),
                 );
-                if redis::cmd("EXISTS").arg(&sent).query_async::<bool>(conn).await.unwrap_or(false) {
+                // Claimed before sending, so an instance that takes this alert over while it is
+                // being sent skips it; released when sending fails.
+                let claimed: Option<String> = redis::cmd("SET").arg(&sent).arg(1).arg("NX").arg("EX").arg(86_400).query_async(conn).await.unwrap_or(None);
+                if claimed.is_none() {
                     m.alerts.with_label_values(&["duplicate"]).inc();
                     continue;
                 }
                 let body = payload(&rule.format, anomaly);
                 if self.post(url, &body).await {
                     m.alerts.with_label_values(&["delivered"]).inc();
-                    let _: redis::RedisResult<()> = redis::cmd("SET").arg(&sent).arg(1).arg("EX").arg(86_400).query_async(conn).await;
                 } else {
                     m.alerts.with_label_values(&["failed"]).inc();
                     tracing::warn!(url = %url, "alert webhook failed after {ATTEMPTS} attempts");
+                    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&sent).query_async(conn).await;
                 }
             }
         }
@@ -291,16 +298,16 @@ impl AlertDispatcher {
     }
 }
 
-/// `[[id, [field, value, ...]], ...]` → (id, the `anomaly` field parsed).
-fn entries_of(v: Option<&redis::Value>) -> Vec<(String, serde_json::Value)> {
+/// `[[id, [field, value, ...]], ...]` → (id, the `anomaly` field parsed, if it parses).
+fn entries_of(v: Option<&redis::Value>) -> Vec<(String, Option<serde_json::Value>)> {
     let Some(list) = v.and_then(|v| v.as_sequence()) else { return Vec::new() };
     list.iter()
         .filter_map(|e| {
             let e = e.as_sequence()?;
             let id: String = redis::from_redis_value(e.first()?).ok()?;
-            let fields: Vec<String> = redis::from_redis_value(e.get(1)?).ok()?;
-            let raw = fields.chunks_exact(2).find(|kv| kv[0] == "anomaly").map(|kv| kv[1].clone())?;
-            Some((id, serde_json::from_str(&raw).ok()?))
+            let fields: Vec<String> = e.get(1).and_then(|f| redis::from_redis_value(f).ok()).unwrap_or_default();
+            let anomaly = fields.chunks_exact(2).find(|kv| kv[0] == "anomaly").and_then(|kv| serde_json::from_str(&kv[1]).ok());
+            Some((id, anomaly))
         })
         .collect()
 }

@@ -161,6 +161,10 @@ local function anomaly(det, o, evidence)
   redis.call('EXPIRE', KEYS[6], cfg.ttl)
   fired = fired + 1
 end
+local function family(prefix)
+  if string.find(prefix, ':', 1, true) then return 6 end
+  return 4
+end
 local function km(lat1, lon1, lat2, lon2)
   local r = math.pi / 180
   local a = math.sin((lat2 - lat1) * r / 2) ^ 2 + math.cos(lat1 * r) * math.cos(lat2 * r) * math.sin((lon2 - lon1) * r / 2) ^ 2
@@ -184,7 +188,9 @@ for _, o in ipairs(obs) do
     if not fp_prefix then
       fp_prefix = o.p
       set[#set + 1] = 'fp_prefix'; set[#set + 1] = o.p
-    elseif o.p ~= fp_prefix then
+    elseif o.p ~= fp_prefix and family(o.p) == family(fp_prefix) then
+      -- A dual-stack client moves between its IPv4 and IPv6 addresses all the time: only a
+      -- change within one family is a change of network.
       anomaly('ip_change', o, {old = fp_prefix, new = o.p})
     end
   end

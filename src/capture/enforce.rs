@@ -38,6 +38,11 @@ impl Enforcer {
         }
     }
 
+    /// The app's session lifetime: how long a session's cookie may stay valid.
+    pub fn session_lifetime_secs(&self) -> u64 {
+        self.anonymous_ttl_secs
+    }
+
     /// The app's key prefix, when sids name app keys.
     pub fn app_key_prefix(&self) -> Option<&str> {
         self.app_key_prefix.as_deref()

@@ -30,7 +30,8 @@ pub struct Location {
     pub country: Option<String>,
     /// English city name ("London").
     pub city: Option<String>,
-    /// Latitude and longitude (degrees), for the impossible-travel detector.
+    /// Latitude and longitude (degrees), for the impossible-travel detector; only for records
+    /// with a city.
     pub point: Option<(f64, f64)>,
 }
 
@@ -130,10 +131,13 @@ struct Names<'a> {
 
 impl Record<'_> {
     fn into_location(self) -> Location {
+        let has_city = self.city.as_ref().and_then(|c| c.names.as_ref()).and_then(|n| n.en).is_some();
         Location {
             country: self.country.and_then(|c| c.iso_code).and_then(country_code),
             city: self.city.and_then(|c| c.names).and_then(|n| n.en).and_then(city_name),
-            point: self.location.and_then(|l| match (l.latitude, l.longitude) {
+            // A point without a city is a country's centre (or a guess): comparing two of
+            // those, or one with a city, makes "impossible travel" out of a network switch.
+            point: self.location.filter(|_| has_city).and_then(|l| match (l.latitude, l.longitude) {
                 (Some(lat), Some(lon)) if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) => Some((lat, lon)),
                 _ => None,
             }),

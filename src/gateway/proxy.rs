@@ -211,6 +211,7 @@ impl ProxyHttp for Sidecar {
         ctx.identity = found.identity;
         ctx.flask_sid = found.flask_sid;
         ctx.outcome = found.outcome;
+        ctx.revoked = found.revoked;
 
         match self.denial(session.req_header(), path.as_deref(), ctx, found.store_down, found.aal2_required.as_ref()) {
             None => Ok(false),
@@ -232,6 +233,14 @@ impl ProxyHttp for Sidecar {
         headers::strip_client_headers(up, if trusted { Strip::IdentityOnly } else { Strip::IdentityAndForwarding });
         // The app must parse the same Cookie text the proxy identified the caller from.
         cookies::join_cookie_headers(up)?;
+        // A revoked session's credentials never reach the app: with unsigned cookies or a Kratos
+        // without the admin API the app (or Kratos) would still honour them. Fail safe: all of
+        // the request's credentials go, so the app sees an anonymous visitor.
+        if ctx.revoked {
+            up.remove_header(&http::header::COOKIE);
+            up.remove_header(&http::header::AUTHORIZATION);
+            up.remove_header(X_SESSION_TOKEN);
+        }
         if let Some(id) = &ctx.identity {
             up.insert_header(X_USER_ID, id.user_id.as_str())?;
             if let Some(e) = &id.email {

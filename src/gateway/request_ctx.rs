@@ -27,6 +27,8 @@ pub struct RequestCtx {
     pub identity: Option<Arc<Identity>>,
     pub flask_sid: Option<String>,
     pub outcome: AuthOutcome,
+    /// The request carried a revoked session's credential: it is not forwarded to the app.
+    pub revoked: bool,
 }
 
 impl RequestCtx {
@@ -45,6 +47,7 @@ impl RequestCtx {
             identity: None,
             flask_sid: None,
             outcome: AuthOutcome::Anonymous,
+            revoked: false,
         }
     }
 }

@@ -28,6 +28,8 @@ pub struct Identification {
     pub store_down: bool,
     /// Kratos says a second factor is needed; where to send the browser.
     pub aal2_required: Option<Option<String>>,
+    /// A credential of a revoked session was presented (the gateway must not forward it).
+    pub revoked: bool,
     pub outcome: AuthOutcome,
 }
 
@@ -85,6 +87,7 @@ impl Authenticator {
                 SessionLookup::User { identity, .. } if self.revocations.contains(&identity.session_id) => {
                     id.flask_sid = Some(identity.session_id.clone());
                     id.outcome = AuthOutcome::Revoked;
+                    id.revoked = true;
                 }
                 SessionLookup::User { identity, cached } => {
                     id.flask_sid = Some(identity.session_id.clone());
@@ -121,6 +124,7 @@ impl Authenticator {
                 KratosOutcome::Answer { answer, from } => match answer.as_ref() {
                     WhoamiAnswer::Authenticated { identity, .. } if self.revocations.contains(&identity.session_id) => {
                         id.outcome = AuthOutcome::Revoked;
+                        id.revoked = true;
                     }
                     WhoamiAnswer::Authenticated { identity, .. } => {
                         id.identity = Some(Arc::new(identity.clone()));

@@ -22,6 +22,9 @@ use pingora::services::background::BackgroundService;
 use crate::store::keys;
 use crate::store::{RedisStore, StoreError};
 
+/// How often the listener reloads the whole set besides following the channel.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(30);
+
 /// Most revocations one instance holds in memory (the Redis set is the record).
 pub const MAX_REVOKED_IN_MEMORY: u64 = 1_000_000;
 
@@ -117,12 +120,27 @@ impl RevocationListener {
             }
         }
         let mut messages = pubsub.on_message();
-        while let Some(msg) = messages.next().await {
-            if let Ok(sid) = msg.get_payload::<String>() {
-                self.revocations.insert(&sid);
+        // A subscription a NAT or proxy dropped silently delivers nothing and reports nothing:
+        // reloading the set now and then bounds what such a gap can miss.
+        let mut reload = tokio::time::interval(RELOAD_EVERY);
+        reload.tick().await;
+        loop {
+            tokio::select! {
+                msg = messages.next() => match msg {
+                    Some(msg) => {
+                        if let Ok(sid) = msg.get_payload::<String>() {
+                            self.revocations.insert(&sid);
+                        }
+                    }
+                    None => return Ok(()),
+                },
+                _ = reload.tick() => {
+                    if let Err(e) = self.revocations.load(&self.store).await {
+                        tracing::warn!(error = %e, "could not reload revoked sessions");
+                    }
+                }
             }
         }
-        Ok(())
     }
 }
 
