@@ -343,6 +343,8 @@ fn openapi_document_matches_real_responses() {
         "/api/analytics/no-such-endpoint".into(),
         "/api/analytics/sessions/anomalies?severity=low&limit=5".into(),
         "/api/analytics/sessions/anomalies?severity=urgent".into(),
+        format!("/api/analytics/sessions/replay/{erin_sid}"),
+        "/api/analytics/sessions/replay/no-such-session".into(),
     ];
     let bad_rules = client()
         .post(s.proxy.url("/api/analytics/sessions/alerts/configure"))

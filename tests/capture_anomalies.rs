@@ -415,3 +415,41 @@ fn switching_between_ipv4_and_ipv6_is_not_an_ip_change() {
     let found = detected(&s, &sid_of(&cookie), 4);
     assert!(!found.contains(&"ip_change".to_owned()), "{found:?}");
 }
+
+/// A signed-in session's replay: its requests in order (method, route template, status,
+/// latency, address prefix, device), never a query string or cookie, capped at
+/// `replay_max_entries` (the newest kept).
+#[test]
+fn a_session_replay_is_its_request_timeline_bounded() {
+    let s = setup(1, "replay_max_entries = 5", None);
+    let p = &s.proxies[0];
+    let cookie = login_as(p, "kate", CHROME_MAC, LONDON);
+    let c = client();
+    for i in 0..8 {
+        let r = c
+            .get(p.url(&format!("/echo/items/{i}?secret=hunter{i}")))
+            .header("cookie", format!("session={cookie}"))
+            .header("user-agent", CHROME_MAC)
+            .header("x-forwarded-for", LONDON)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let sid = sid_of(&cookie);
+    detected(&s, &sid, 9);
+    let r = c.get(p.url(&format!("/api/analytics/sessions/replay/{sid}"))).bearer_auth(TOKEN).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().unwrap();
+    assert!(!body.contains("hunter") && !body.contains("secret") && !body.contains(&cookie), "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let requests = v["requests"].as_array().unwrap();
+    assert_eq!(requests.len(), 5, "the newest 5 of 8: {v}");
+    let times: Vec<&str> = requests.iter().map(|r| r["timestamp"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first: {times:?}");
+    let r0 = &requests[0];
+    assert_eq!((r0["method"].as_str(), r0["route"].as_str(), r0["status"].as_i64()), (Some("GET"), Some("/echo/items/:id"), Some(200)));
+    assert_eq!((r0["address"].as_str(), r0["device"].as_str()), (Some("81.2.69.0/24"), Some("Chrome / Mac OSX / desktop")));
+    assert!(r0["latency_ms"].as_f64().unwrap() > 0.0);
+    let missing = c.get(p.url("/api/analytics/sessions/replay/no-such-session")).bearer_auth(TOKEN).send().unwrap();
+    assert_eq!(missing.status(), 404);
+}

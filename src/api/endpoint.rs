@@ -40,6 +40,10 @@ pub enum Endpoint<'a> {
     Audit,
     /// `GET sessions/anomalies`: the day's detected anomalies.
     Anomalies,
+    /// `GET sessions/replay/{id}`: a signed-in session's request timeline.
+    Replay {
+        sid: &'a str,
+    },
     /// `GET sessions/alerts/configure`: the alert rules in force.
     AlertRules,
     /// `POST sessions/alerts/configure`: replace the alert rules (a change).
@@ -88,6 +92,7 @@ pub fn route<'a>(method: &str, rest: &'a str) -> Result<Endpoint<'a>, ApiError> 
         ["users", user_id, "revoke"] if valid_id(user_id) => Endpoint::RevokeUser { user_id },
         ["sessions", "durations"] => Endpoint::Durations,
         ["sessions", "anomalies"] => Endpoint::Anomalies,
+        ["sessions", "replay", sid] if valid_id(sid) => Endpoint::Replay { sid },
         ["sessions", "alerts", "configure"] if method == "POST" => Endpoint::ConfigureAlerts,
         ["sessions", "alerts", "configure"] => Endpoint::AlertRules,
         ["sessions", sid] if valid_id(sid) && method == "DELETE" => Endpoint::RevokeSession { sid },
@@ -267,6 +272,7 @@ mod tests {
         assert_eq!(route("DELETE", "users/u1/sessions"), Err(ApiError::MethodNotAllowed));
         assert_eq!(route("GET", "audit"), Ok(Endpoint::Audit));
         assert_eq!(route("GET", "sessions/anomalies"), Ok(Endpoint::Anomalies));
+        assert_eq!(route("GET", "sessions/replay/abc"), Ok(Endpoint::Replay { sid: "abc" }));
         let q = parse_anomaly_query(Some("date=2026-12-04&severity=medium&user=u1&limit=5")).unwrap();
         assert_eq!(q, AnomalyQuery { day: "2026-12-04".into(), min_severity: 1, user: Some("u1".into()), limit: 5 });
         assert!(matches!(parse_anomaly_query(Some("severity=urgent")), Err(ApiError::BadParameter { parameter: "severity", .. })));

@@ -155,6 +155,15 @@ pub async fn answer(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
         Endpoint::Durations => durations(store, query).await,
         Endpoint::Timeseries => timeseries(store, query).await,
         Endpoint::PeakHours => peak_hours(store, query).await,
+        Endpoint::Replay { sid } => {
+            let entries: Vec<String> = store.query(redis::cmd("LRANGE").arg(keys::session_replay(sid)).arg(0).arg(-1)).await?;
+            if entries.is_empty() {
+                return Err(QueryError::NotFound("no replay for this session"));
+            }
+            let mut timeline: Vec<serde_json::Value> = entries.iter().filter_map(|e| serde_json::from_str(e).ok()).collect();
+            timeline.reverse();
+            Ok(serde_json::json!({"session_id": sid, "requests": timeline}))
+        }
         Endpoint::Anomalies => {
             let q = parse_anomaly_query(query)?;
             let entries: Vec<String> = store.query(redis::cmd("LRANGE").arg(keys::anomalies(&q.day)).arg(0).arg(-1)).await?;

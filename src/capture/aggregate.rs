@@ -43,6 +43,8 @@ pub struct WriteSettings {
     pub idle_timeout_ms: u64,
     /// The anomaly detectors' settings JSON; `None` when none is on.
     pub detect: Option<String>,
+    /// Requests kept per signed-in session for replay; 0 = none.
+    pub replay_cap: usize,
 }
 
 /// The batch sums by period number; label text is made once per key when the batch is written.
@@ -54,6 +56,33 @@ struct PendingAction {
     ts_ms: i64,
     name: Cow<'static, str>,
     page: Option<String>,
+}
+
+/// One request of a signed-in session, for its replay timeline: no body, query or cookie.
+#[derive(Debug, Clone, PartialEq)]
+struct ReplayEntry {
+    ts_ms: i64,
+    method: http::Method,
+    route: String,
+    status: u16,
+    latency_us: u64,
+    address: Option<std::net::IpAddr>,
+    device: String,
+}
+
+impl ReplayEntry {
+    fn json(&self) -> String {
+        serde_json::json!({
+            "timestamp": chrono::DateTime::from_timestamp_millis(self.ts_ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "method": self.method.as_str(),
+            "route": self.route,
+            "status": self.status,
+            "latency_ms": self.latency_us as f64 / 1000.0,
+            "address": self.address.map(detect::address_prefix),
+            "device": self.device,
+        })
+        .to_string()
+    }
 }
 
 /// The writes for one batch, summed.
@@ -75,6 +104,8 @@ pub struct Batch {
     actions: BTreeMap<String, Vec<PendingAction>>,
     /// signed-in sid → what its requests showed (address, place, browser), changes only
     observations: BTreeMap<String, Vec<Observation>>,
+    /// signed-in sid → its requests, for the replay timeline (formatted when written)
+    replay: BTreeMap<String, Vec<ReplayEntry>>,
     ends: Vec<(String, i64, EndReason)>,
     pub events: usize,
 }
@@ -189,6 +220,19 @@ impl Batch {
             t.page_views += i64::from(e.page_view);
             if ev.identity.is_some() {
                 self.observe(sid, e);
+                slot(&mut self.replay, sid.as_str()).push(ReplayEntry {
+                    ts_ms: ev.ts_ms,
+                    method: ev.method.clone(),
+                    route: e.template.to_owned(),
+                    status: ev.status,
+                    latency_us: ev.latency_us,
+                    address: ev.ip,
+                    device: if e.device.browser == crate::capture::device::UNKNOWN {
+                        String::new()
+                    } else {
+                        format!("{} / {} / {}", e.device.browser, e.device.os, e.device.kind.as_str())
+                    },
+                });
             }
             let t = self.touches.get_mut(sid.as_str()).expect("touched above");
             if let Some(id) = &ev.identity {
@@ -363,6 +407,15 @@ impl Batch {
             let anonymous = self.touches.get(sid.as_str()).is_some_and(|t| t.user_id.is_none());
             p.expire(&key, if anonymous { s.anonymous_ttl_secs.min(s.ttl_secs) as i64 } else { ttl }).ignore();
         }
+        if s.replay_cap > 0 {
+            for (sid, entries) in &self.replay {
+                let key = keys::session_replay(sid);
+                let newest: Vec<String> = entries.iter().skip(entries.len().saturating_sub(s.replay_cap)).map(ReplayEntry::json).collect();
+                p.lpush(&key, newest).ignore();
+                p.ltrim(&key, 0, s.replay_cap as isize - 1).ignore();
+                p.expire(&key, s.anonymous_ttl_secs.min(s.ttl_secs) as i64).ignore();
+            }
+        }
         for (sid, ts, reason) in &self.ends {
             p.add_command(session_scripts::end_for(sid, *ts, *reason, s.idle_timeout_ms, s.ttl_secs, s.anonymous_ttl_secs)).ignore();
         }
@@ -443,7 +496,7 @@ mod tests {
         assert_eq!((t.hits, t.page_views, t.user_id.as_deref()), (10, 5, Some("u1")));
         assert_eq!(b.actions["s1"].len(), 5);
         // The command count depends on distinct keys and fields, not on the number of events.
-        let s = WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 100, idle_timeout_ms: 1000, detect: None };
+        let s = WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 100, idle_timeout_ms: 1000, detect: None, replay_cap: 0 };
         assert_eq!(b.command_count(&s), batch_of(1000).command_count(&s));
     }
 
@@ -469,7 +522,7 @@ mod tests {
             b.add_request(&Enriched { event: ev, template: &ev.path, page_view: true, action: None, device: &d, location: &loc });
         }
         let cmds: Vec<String> = b
-            .to_pipeline(&WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 2, idle_timeout_ms: 1000, detect: None })
+            .to_pipeline(&WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 2, idle_timeout_ms: 1000, detect: None, replay_cap: 0 })
             .cmd_iter()
             .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
             .collect();
@@ -514,7 +567,7 @@ mod tests {
         b.add_request(&Enriched { event: &ev, template: "/logout", page_view: false, action: None, device: &d, location: &loc });
         assert_eq!(b.ends, vec![("s1".to_owned(), 1_796_043_900_000, EndReason::Logout)]);
         let cmds: Vec<String> = b
-            .to_pipeline(&WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 10, idle_timeout_ms: 1000, detect: None })
+            .to_pipeline(&WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 10, idle_timeout_ms: 1000, detect: None, replay_cap: 0 })
             .cmd_iter()
             .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
             .collect();

@@ -169,6 +169,7 @@ pub fn channel(
             actions_cap: cfg.max_actions_per_session.max(1),
             idle_timeout_ms: cfg.idle_timeout_seconds * 1000,
             detect: detect::settings_json(security, cfg.retention_days * 86_400),
+            replay_cap: security.replay_max_entries,
         },
         max_events: cfg.batch_max_events,
         max_delay: Duration::from_millis(cfg.batch_max_delay_ms),

@@ -69,6 +69,8 @@ pub struct SecuritySection {
     pub max_concurrent_sessions: u32,
     /// Anomalies kept per UTC day (the newest); the day's counters still count every one.
     pub max_anomalies_per_day: usize,
+    /// Requests kept per signed-in session for its replay timeline (the newest); 0 = none.
+    pub replay_max_entries: usize,
     /// Detector → `low` | `medium` | `high` | `off`; unlisted detectors keep their default.
     pub detectors: BTreeMap<String, String>,
     /// Detector → `alert` (the default: record and alert per the rules) or `revoke` (also revoke
@@ -87,6 +89,7 @@ impl Default for SecuritySection {
             travel_min_km: 100.0,
             max_concurrent_sessions: 5,
             max_anomalies_per_day: 10_000,
+            replay_max_entries: 500,
             detectors: BTreeMap::new(),
             actions: BTreeMap::new(),
             webhook_secret: Secret::default(),

@@ -25,6 +25,13 @@ pub fn analytics_session(sid: &str) -> String {
     format!("sting:analytics:session:{sid}")
 }
 
+/// A signed-in session's request timeline for replay (capped list, newest first): JSON
+/// `{"timestamp", "method", "route", "status", "latency_ms", "address", "device"}`, never a
+/// body, query string or cookie.
+pub fn session_replay(sid: &str) -> String {
+    format!("sting:analytics:session:{sid}:replay")
+}
+
 /// A session's recent actions (capped list, newest first).
 pub fn session_actions(sid: &str) -> String {
     format!("sting:analytics:session:{sid}:actions")
@@ -284,6 +291,7 @@ mod tests {
         assert_eq!(analytics_session("s1"), "sting:analytics:session:s1");
         assert_eq!(session_pages("s1", "2026-12-04"), "sting:analytics:session:s1:pages:2026-12-04");
         assert_eq!(session_actions("s1"), "sting:analytics:session:s1:actions");
+        assert_eq!(session_replay("s1"), "sting:analytics:session:s1:replay");
         assert_eq!(user_sessions("u1"), "sting:analytics:user:u1:sessions");
         assert_eq!(active_user("u1"), "sting:active:users:u1");
         // 2026-11-30T13:05:00Z
