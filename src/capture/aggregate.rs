@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use crate::capture::detect::{self, Observation};
@@ -45,6 +46,8 @@ pub struct WriteSettings {
     pub detect: Option<String>,
     /// Requests kept per signed-in session for replay; 0 = none.
     pub replay_cap: usize,
+    /// `auth_failure_burst`'s window in seconds; 0 when the detector is off.
+    pub auth_burst_window_secs: u32,
 }
 
 /// The batch sums by period number; label text is made once per key when the batch is written.
@@ -106,6 +109,9 @@ pub struct Batch {
     observations: BTreeMap<String, Vec<Observation>>,
     /// signed-in sid → its requests, for the replay timeline (formatted when written)
     replay: BTreeMap<String, Vec<ReplayEntry>>,
+    /// Invalid credentials seen: (time, client address, fingerprint, outcome); at most one per
+    /// event, so bounded by the batch.
+    failures: Vec<(i64, IpAddr, [u8; 8], &'static str)>,
     ends: Vec<(String, i64, EndReason)>,
     pub events: usize,
 }
@@ -161,6 +167,9 @@ impl Batch {
     pub fn add_request(&mut self, e: &Enriched<'_>) {
         let ev = e.event;
         self.events += 1;
+        if let (Some(fp), Some(ip)) = (ev.failed_credential, ev.ip) {
+            self.failures.push((ev.ts_ms, ip, fp, ev.auth_outcome));
+        }
         let status_field = status_field(ev.status);
         let latency_field = latency_field(ev.latency_us / 1000);
         let bot = e.device.kind == crate::capture::device::DeviceKind::Bot;
@@ -386,7 +395,7 @@ impl Batch {
             // The detectors, atomically after the touch that updated the session.
             if let (Some(settings), Some(user), Some(obs)) = (&s.detect, &t.user_id, self.observations.get(t.sid.as_str())) {
                 if !detect_loaded {
-                    p.cmd("SCRIPT").arg("LOAD").arg(detect::DETECT).ignore();
+                    p.cmd("SCRIPT").arg("LOAD").arg(detect::detect_script()).ignore();
                     detect_loaded = true;
                 }
                 let mut obs = obs.clone();
@@ -416,10 +425,39 @@ impl Batch {
                 p.expire(&key, s.anonymous_ttl_secs.min(s.ttl_secs) as i64).ignore();
             }
         }
+        if s.auth_burst_window_secs > 0 && !self.failures.is_empty() {
+            if let Some(settings) = &s.detect {
+                p.cmd("SCRIPT").arg("LOAD").arg(detect::auth_burst_script()).ignore();
+                for (window, failures) in self.failures_by_window(s.auth_burst_window_secs) {
+                    p.add_command(detect::auth_burst_cmd(window, s.auth_burst_window_secs, &failures, settings)).ignore();
+                }
+            }
+        }
         for (sid, ts, reason) in &self.ends {
             p.add_command(session_scripts::end_for(sid, *ts, *reason, s.idle_timeout_ms, s.ttl_secs, s.anonymous_ttl_secs)).ignore();
         }
         p
+    }
+
+    /// The batch's invalid credentials by window start (unix seconds) and address; beyond
+    /// [`detect::MAX_FAILING_ADDRESSES_PER_BATCH`] addresses per window the rest count as `other`.
+    fn failures_by_window(&self, window_secs: u32) -> BTreeMap<i64, BTreeMap<String, detect::AuthFailures>> {
+        let w = i64::from(window_secs);
+        let mut out: BTreeMap<i64, BTreeMap<String, detect::AuthFailures>> = BTreeMap::new();
+        for (ts_ms, ip, fp, kind) in &self.failures {
+            let window = out.entry(ts_ms.div_euclid(1000).div_euclid(w) * w).or_default();
+            let mut addr = detect::burst_address(*ip);
+            if !window.contains_key(&addr) && window.len() >= detect::MAX_FAILING_ADDRESSES_PER_BATCH {
+                addr = crate::observe::metrics::OTHER_ROUTE.to_owned();
+            }
+            let f = window.entry(addr).or_default();
+            if f.credentials.len() < detect::MAX_FAILED_CREDENTIALS {
+                f.credentials.insert(hex::encode(fp));
+            }
+            *f.kinds.entry(kind).or_default() += 1;
+            f.last_ts_ms = f.last_ts_ms.max(*ts_ms);
+        }
+        out
     }
 
     /// Commands in the pipeline (for the commands-per-request figure).
@@ -448,6 +486,7 @@ mod tests {
                     source: AuthSource::FlaskSession,
                     aal: None,
                     methods: vec![],
+                    authenticated_at: None,
                 })
             }),
             method: http::Method::GET,
@@ -455,6 +494,7 @@ mod tests {
             template: path.into(),
             request_id: "r".into(),
             auth_outcome: "flask_redis_hit",
+            failed_credential: None,
             status,
             latency_us: 1500,
             upstream_latency_us: Some(1000),
@@ -496,7 +536,15 @@ mod tests {
         assert_eq!((t.hits, t.page_views, t.user_id.as_deref()), (10, 5, Some("u1")));
         assert_eq!(b.actions["s1"].len(), 5);
         // The command count depends on distinct keys and fields, not on the number of events.
-        let s = WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 100, idle_timeout_ms: 1000, detect: None, replay_cap: 0 };
+        let s = WriteSettings {
+            ttl_secs: 60,
+            anonymous_ttl_secs: 60,
+            actions_cap: 100,
+            idle_timeout_ms: 1000,
+            detect: None,
+            replay_cap: 0,
+            auth_burst_window_secs: 0,
+        };
         assert_eq!(b.command_count(&s), batch_of(1000).command_count(&s));
     }
 
@@ -522,7 +570,15 @@ mod tests {
             b.add_request(&Enriched { event: ev, template: &ev.path, page_view: true, action: None, device: &d, location: &loc });
         }
         let cmds: Vec<String> = b
-            .to_pipeline(&WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 2, idle_timeout_ms: 1000, detect: None, replay_cap: 0 })
+            .to_pipeline(&WriteSettings {
+                ttl_secs: 60,
+                anonymous_ttl_secs: 60,
+                actions_cap: 2,
+                idle_timeout_ms: 1000,
+                detect: None,
+                replay_cap: 0,
+                auth_burst_window_secs: 0,
+            })
             .cmd_iter()
             .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
             .collect();
@@ -567,7 +623,15 @@ mod tests {
         b.add_request(&Enriched { event: &ev, template: "/logout", page_view: false, action: None, device: &d, location: &loc });
         assert_eq!(b.ends, vec![("s1".to_owned(), 1_796_043_900_000, EndReason::Logout)]);
         let cmds: Vec<String> = b
-            .to_pipeline(&WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 10, idle_timeout_ms: 1000, detect: None, replay_cap: 0 })
+            .to_pipeline(&WriteSettings {
+                ttl_secs: 60,
+                anonymous_ttl_secs: 60,
+                actions_cap: 10,
+                idle_timeout_ms: 1000,
+                detect: None,
+                replay_cap: 0,
+                auth_burst_window_secs: 0,
+            })
             .cmd_iter()
             .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
             .collect();

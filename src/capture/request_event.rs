@@ -64,6 +64,9 @@ pub struct RequestEvent {
     pub request_id: String,
     /// How the caller was identified (`AuthOutcome::as_str`).
     pub auth_outcome: &'static str,
+    /// An invalid credential's short fingerprint (never the credential), for
+    /// `auth_failure_burst`.
+    pub failed_credential: Option<[u8; 8]>,
     pub status: u16,
     pub latency_us: u64,
     pub upstream_latency_us: Option<u64>,

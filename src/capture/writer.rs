@@ -170,6 +170,11 @@ pub fn channel(
             idle_timeout_ms: cfg.idle_timeout_seconds * 1000,
             detect: detect::settings_json(security, cfg.retention_days * 86_400),
             replay_cap: security.replay_max_entries,
+            auth_burst_window_secs: if security.severities().iter().any(|(d, sev)| *d == "auth_failure_burst" && sev.is_some()) {
+                security.auth_failure_window_seconds
+            } else {
+                0
+            },
         },
         max_events: cfg.batch_max_events,
         max_delay: Duration::from_millis(cfg.batch_max_delay_ms),

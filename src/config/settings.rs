@@ -677,6 +677,11 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
             }
         }
         f.security.validate().map_err(|(key, message)| invalid(key, &fs, message))?;
+        if let Some(d) = f.security.stepping_up().first() {
+            if f.kratos.public_url.is_empty() {
+                return Err(invalid("security.actions", &fs, format!("{d} = \"step_up\" needs kratos.public_url: the step-up is Kratos's AAL2 login flow")));
+            }
+        }
         if !f.kratos.admin_url.is_empty() {
             f.kratos.admin_url = f.kratos.admin_url.trim_end_matches('/').to_owned();
             parse_url_scheme(&f.kratos.admin_url).map_err(|m| invalid("kratos.admin_url", &s_kratos_admin, m))?;

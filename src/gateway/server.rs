@@ -101,8 +101,13 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
             ));
         }
         if cfg.security.anomalies {
-            let revoking = cfg.security.revoking();
-            let enforce = (!revoking.is_empty()).then(|| Enforcement { detectors: revoking, enforcer: Enforcer::new(&cfg), store: analytics_store.clone() });
+            let (revoke, step_up) = (cfg.security.revoking(), cfg.security.stepping_up());
+            let enforce = (!revoke.is_empty() || !step_up.is_empty()).then(|| Enforcement {
+                revoke,
+                step_up,
+                enforcer: Enforcer::new(&cfg),
+                store: analytics_store.clone(),
+            });
             let alerts = AlertDispatcher::new(cfg.redis.url.expose(), cfg.security.webhook_secret.expose(), cfg.analytics.retention_days * 86_400, enforce)
                 .context("building the alert HTTP client")?;
             server.add_service(background_service("alert-dispatcher", alerts));

@@ -106,6 +106,7 @@ pub fn parse_whoami(status: u16, body: &[u8], role_key: &str, role_from_traits: 
                     source: AuthSource::Kratos,
                     aal: s.authenticator_assurance_level,
                     methods: s.authentication_methods.unwrap_or_default().into_iter().filter_map(|m| m.method).collect(),
+                    authenticated_at: s.authenticated_at.map(|t| t.timestamp()),
                 },
                 expires_at: s.expires_at.map(|t| t.timestamp()),
             })
@@ -134,6 +135,7 @@ struct WhoamiSession {
     active: Option<bool>,
     expires_at: Option<DateTime<Utc>>,
     authenticator_assurance_level: Option<String>,
+    authenticated_at: Option<DateTime<Utc>>,
     authentication_methods: Option<Vec<WhoamiMethod>>,
     identity: Option<WhoamiIdentity>,
 }
