@@ -31,7 +31,7 @@ fn setup(n: usize, security_toml: &str, kratos: Option<KratosStub>) -> Setup {
     let redis = RedisServer::start();
     let app = FlaskApp::start(&redis, FlaskSession::V08);
     let dir = tempfile::tempdir().unwrap();
-    let mmdb = make_mmdb(dir.path());
+    let (mmdb, asn) = make_mmdbs(dir.path());
     let proxies = (0..n)
         .map(|_| {
             let mut opts = ProxyOpts::new(&redis, app.url());
@@ -40,6 +40,7 @@ fn setup(n: usize, security_toml: &str, kratos: Option<KratosStub>) -> Setup {
             opts.env = vec![
                 ("STING_TRUSTED_PROXIES", "127.0.0.0/8".into()),
                 ("GEOIP_DATABASE", mmdb.display().to_string()),
+                ("GEOIP_ASN_DATABASE", asn.display().to_string()),
                 ("STING_ANALYTICS_TOKEN", TOKEN.to_owned()),
             ];
             let p = Proxy::start(opts);
@@ -138,7 +139,11 @@ fn a_session_that_jumps_countries_is_an_impossible_travel() {
     // 81.2.69.7 and 81.2.69.200 share a /24: the first change of prefix is Munich's.
     assert_eq!(detected(&s, &sid, 4), ["country_change", "impossible_travel", "ip_change"]);
     assert_eq!(anomaly_of(&s, &sid, "country_change")["evidence"], serde_json::json!({"old": "GB", "new": "DE"}));
-    assert_eq!(anomaly_of(&s, &sid, "ip_change")["evidence"], serde_json::json!({"old": "81.2.69.0/24", "new": "203.0.113.0/24"}));
+    // With the ASN database, the networks' owners too.
+    assert_eq!(
+        anomaly_of(&s, &sid, "ip_change")["evidence"],
+        serde_json::json!({"old": "81.2.69.0/24", "new": "203.0.113.0/24", "old_asn": "AS64500 Example Home Broadband", "new_asn": "AS64501 Example Hosting GmbH"})
+    );
     let travel = anomaly_of(&s, &sid, "impossible_travel");
     assert_eq!((travel["evidence"]["from"].as_str(), travel["evidence"]["to"].as_str()), (Some("London"), Some("Munich")));
     let km = travel["evidence"]["distance_km"].as_i64().unwrap();

@@ -514,7 +514,7 @@ mod tests {
 
     fn batch_of(n: i64) -> Batch {
         let d = device();
-        let loc = Location { country: Some("GB".into()), city: Some("London".into()), point: None };
+        let loc = Location { country: Some("GB".into()), city: Some("London".into()), point: None, asn: None };
         let evs: Vec<RequestEvent> = (0..n).map(|i| event(1_796_043_900_000 + i, Some("s1"), Some("u1"), "/x", 200)).collect();
         let mut b = Batch::default();
         for (i, ev) in evs.iter().enumerate() {
@@ -600,7 +600,7 @@ mod tests {
     fn a_batch_keeps_the_first_address_and_device_and_the_latest_known_place() {
         let chrome = device();
         let unknown = Device { browser: crate::capture::device::UNKNOWN.into(), os: crate::capture::device::UNKNOWN.into(), kind: DeviceKind::Other };
-        let london = Location { country: Some("GB".into()), city: Some("London".into()), point: None };
+        let london = Location { country: Some("GB".into()), city: Some("London".into()), point: None, asn: None };
         let nowhere = Location::default();
         let first = event(1_796_043_900_000, Some("s1"), Some("u1"), "/", 200);
         let mut second = event(1_796_043_900_001, Some("s1"), Some("u1"), "/static/a.js", 200);

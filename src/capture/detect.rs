@@ -44,6 +44,8 @@ pub struct Observation {
     pub country: String,
     pub city: String,
     pub point: Option<(f64, f64)>,
+    /// `AS{number} {organisation}`; empty without an ASN database or record.
+    pub asn: String,
     /// `browser|os|device class`; empty when the User-Agent said nothing.
     pub ua: String,
 }
@@ -56,20 +58,21 @@ impl Observation {
             country: location.country.clone().unwrap_or_default(),
             city: location.city.clone().unwrap_or_default(),
             point: location.point,
+            asn: location.asn.clone().unwrap_or_default(),
             ua,
         }
     }
 
     /// Same place and browser: nothing new to compare.
     pub fn same_as(&self, other: &Observation) -> bool {
-        self.prefix == other.prefix && self.country == other.country && self.ua == other.ua && self.point == other.point
+        self.prefix == other.prefix && self.country == other.country && self.ua == other.ua && self.point == other.point && self.asn == other.asn
     }
 
     fn json(&self) -> serde_json::Value {
         let mut o = serde_json::json!({
             "t": self.ts_ms,
             "iso": chrono::DateTime::from_timestamp_millis(self.ts_ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "p": self.prefix, "c": self.country, "city": self.city, "ua": self.ua,
+            "p": self.prefix, "c": self.country, "city": self.city, "ua": self.ua, "asn": self.asn,
         });
         if let Some((lat, lon)) = self.point {
             o["lat"] = serde_json::json!(lat);
@@ -281,10 +284,11 @@ return fired
 ///       known devices and countries (set), 5 the user's active sessions (set), 6 the alert
 ///       stream (each anomaly is also an alert; see `capture::alerts`).
 /// ARGV: 1 sid, 2 user id, 3 settings JSON ([`settings_json`]), 4 observations JSON (in time
-///       order: `{t, iso, p, c, city, ua[, lat, lon]}`), 5 the batch's AAL or ''.
+///       order: `{t, iso, p, c, city, ua, asn[, lat, lon]}`), 5 the batch's AAL or ''.
 /// Returns the number of anomalies recorded.
 ///
-/// The fingerprint (`fp_ua`, `fp_prefix`, `fp_country`) is the session's first signed-in
+/// The fingerprint (`fp_ua`, `fp_prefix` with `fp_asn` when an ASN database is configured,
+/// `fp_country`) is the session's first signed-in
 /// observation; `geo_*` is its latest located point; `aal_max` whether it ever had AAL2. Each
 /// detector fires at most once per session (field `anomaly:{detector}`). `pfx_recent` holds the
 /// address prefixes of the last `prefix_window_ms` (JSON prefix → last seen ms, refreshed at
@@ -312,7 +316,8 @@ local function km(lat1, lon1, lat2, lon2)
   local a = math.sin((lat2 - lat1) * r / 2) ^ 2 + math.cos(lat1 * r) * math.cos(lat2 * r) * math.sin((lon2 - lon1) * r / 2) ^ 2
   return 2 * 6371 * math.asin(math.min(1, math.sqrt(a)))
 end
-local cur = redis.call('HMGET', h, 'fp_ua', 'fp_prefix', 'fp_country', 'geo_lat', 'geo_lon', 'geo_ts', 'geo_city', 'aal_max', 'pfx_recent')
+local cur = redis.call('HMGET', h, 'fp_ua', 'fp_prefix', 'fp_country', 'geo_lat', 'geo_lon', 'geo_ts', 'geo_city', 'aal_max', 'pfx_recent', 'fp_asn')
+local fp_asn = cur[10]
 local fp_ua, fp_prefix, fp_country = cur[1], cur[2], cur[3]
 local lat, lon, gts, gcity = tonumber(cur[4]), tonumber(cur[5]), tonumber(cur[6]), cur[7]
 local new_ua, new_country
@@ -352,10 +357,16 @@ for _, o in ipairs(obs) do
     if not fp_prefix then
       fp_prefix = o.p
       set[#set + 1] = 'fp_prefix'; set[#set + 1] = o.p
+      if o.asn ~= '' then
+        fp_asn = o.asn
+        set[#set + 1] = 'fp_asn'; set[#set + 1] = o.asn
+      end
     elseif o.p ~= fp_prefix and family(o.p) == family(fp_prefix) then
       -- A dual-stack client moves between its IPv4 and IPv6 addresses all the time: only a
       -- change within one family is a change of network.
-      anomaly('ip_change', o, {old = fp_prefix, new = o.p})
+      local evidence = {old = fp_prefix, new = o.p}
+      if fp_asn and o.asn ~= '' then evidence.old_asn = fp_asn; evidence.new_asn = o.asn end
+      anomaly('ip_change', o, evidence)
     end
   end
   if o.c ~= '' then

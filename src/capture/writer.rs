@@ -24,7 +24,7 @@ use crate::capture::aggregate::{Batch, Enriched, WriteSettings};
 use crate::capture::daily_cap::DailyCap;
 use crate::capture::detect;
 use crate::capture::device::{self, Device};
-use crate::capture::geo::{GeoDb, Location};
+use crate::capture::geo::{AsnDb, GeoDb, Location};
 use crate::capture::request_event::{CaptureEvent, RequestEvent, SessionSignal};
 use crate::config::route_template::{self, AssetRules};
 use crate::config::security::SecuritySection;
@@ -91,6 +91,7 @@ pub struct Enricher {
     assets: AssetRules,
     actions: Vec<ActionRuleSection>,
     geo: Option<GeoDb>,
+    asn: Option<AsnDb>,
 }
 
 /// Distinct UAs and IPs remembered between batches; cleared when they grow past this.
@@ -99,7 +100,13 @@ const ENRICH_CACHE_MAX: usize = 50_000;
 impl Enricher {
     pub fn new(cfg: &AnalyticsSection) -> anyhow::Result<Self> {
         let geo = if cfg.geoip_database.is_empty() { None } else { Some(GeoDb::open(std::path::Path::new(&cfg.geoip_database))?) };
-        Ok(Self { assets: AssetRules { extensions: cfg.asset_extensions.clone(), prefixes: cfg.asset_prefixes.clone() }, actions: cfg.actions.clone(), geo })
+        let asn = if cfg.asn_database.is_empty() { None } else { Some(AsnDb::open(std::path::Path::new(&cfg.asn_database))?) };
+        Ok(Self {
+            assets: AssetRules { extensions: cfg.asset_extensions.clone(), prefixes: cfg.asset_prefixes.clone() },
+            actions: cfg.actions.clone(),
+            geo,
+            asn,
+        })
     }
 
     fn action_for(&self, method: &http::Method, template: &str) -> Option<&str> {
@@ -225,8 +232,12 @@ impl Writer {
                             caches.devices.insert(ua.clone(), d);
                         }
                     }
-                    if let (Some(ip), Some(geo)) = (r.ip, &self.enricher.geo) {
-                        caches.locations.entry(ip).or_insert_with(|| geo.lookup(ip));
+                    if let Some(ip) = r.ip.filter(|_| self.enricher.geo.is_some() || self.enricher.asn.is_some()) {
+                        caches.locations.entry(ip).or_insert_with(|| {
+                            let mut at = self.enricher.geo.as_ref().map(|g| g.lookup(ip)).unwrap_or_default();
+                            at.asn = self.enricher.asn.as_ref().and_then(|a| a.lookup(ip));
+                            at
+                        });
                     }
                 }
             }

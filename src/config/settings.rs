@@ -308,6 +308,9 @@ pub struct AnalyticsSection {
     pub retention_days: u64,
     /// `GEOIP_DATABASE`: a MaxMind-format `.mmdb` (GeoLite2-City or compatible); empty = no geo.
     pub geoip_database: String,
+    /// `GEOIP_ASN_DATABASE`: a MaxMind-format ASN `.mmdb` (GeoLite2-ASN or compatible); empty =
+    /// no ASN in the session fingerprint.
+    pub asn_database: String,
     /// Events waiting for the writer; when full, new events are dropped and counted.
     pub queue_capacity: usize,
     /// A batch is written when it holds this many events ...
@@ -358,6 +361,7 @@ impl Default for AnalyticsSection {
             enabled: true,
             retention_days: 30,
             geoip_database: String::new(),
+            asn_database: String::new(),
             queue_capacity: 65_536,
             batch_max_events: 1_000,
             batch_max_delay_ms: 50,
@@ -485,6 +489,7 @@ pub mod env {
     pub const STING_GRACE_PERIOD_SECONDS: &str = "STING_GRACE_PERIOD_SECONDS";
     pub const STING_SESSION_CACHE_TTL_SECONDS: &str = "STING_SESSION_CACHE_TTL_SECONDS";
     pub const GEOIP_DATABASE: &str = "GEOIP_DATABASE";
+    pub const GEOIP_ASN_DATABASE: &str = "GEOIP_ASN_DATABASE";
     pub const STING_ANALYTICS_TOKEN: &str = "STING_ANALYTICS_TOKEN";
 }
 
@@ -548,6 +553,7 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         self.over(ANALYTICS_ENABLED, "analytics.enabled", &mut f.analytics.enabled, boolean)?;
         let s_ret = self.over(ANALYTICS_RETENTION_DAYS, "analytics.retention_days", &mut f.analytics.retention_days, number)?;
         let s_geo = self.over(GEOIP_DATABASE, "analytics.geoip_database", &mut f.analytics.geoip_database, text)?;
+        let s_asn = self.over(GEOIP_ASN_DATABASE, "analytics.asn_database", &mut f.analytics.asn_database, text)?;
         let s_tok = self
             .over(STING_ANALYTICS_TOKEN, "analytics.api_tokens", &mut f.analytics.api_tokens, |v| list(v).map(|l| l.into_iter().map(Secret::new).collect()))?;
         let s_kratos = self.over(KRATOS_PUBLIC_URL, "kratos.public_url", &mut f.kratos.public_url, text)?;
@@ -627,6 +633,9 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         }
         if !f.analytics.geoip_database.is_empty() && !Path::new(&f.analytics.geoip_database).is_file() {
             return Err(invalid("analytics.geoip_database", &s_geo, format!("{:?} is not a readable file", f.analytics.geoip_database)));
+        }
+        if !f.analytics.asn_database.is_empty() && !Path::new(&f.analytics.asn_database).is_file() {
+            return Err(invalid("analytics.asn_database", &s_asn, format!("{:?} is not a readable file", f.analytics.asn_database)));
         }
         if f.analytics.max_pages_per_day == 0 {
             return Err(invalid("analytics.max_pages_per_day", &fs, "must be at least 1".into()));

@@ -161,10 +161,17 @@ pub fn venv_python(v: FlaskSession) -> PathBuf {
 /// from PyPI) into `dir`: 81.2.69.0/24 GB London, 89.160.20.0/24 SE Linköping, 203.0.113.0/24
 /// DE Munich, 198.51.100.0/24 US (no city), 2001:db8::/32 JP Tokyo.
 pub fn make_mmdb(dir: &Path) -> PathBuf {
-    let out = dir.join("test.mmdb");
-    let result = Command::new(venv_python(FlaskSession::V08)).arg(repo_root().join("tests/python/make_mmdb.py")).arg(&out).output().expect("run make_mmdb.py");
+    make_mmdbs(dir).0
+}
+
+/// [`make_mmdb`] and a GeoLite2-ASN-shaped database beside it: 81.2.69.0/24 and 81.2.70.0/23
+/// AS64500 "Example Home Broadband", 203.0.113.0/24 AS64501 "Example Hosting GmbH".
+pub fn make_mmdbs(dir: &Path) -> (PathBuf, PathBuf) {
+    let (out, asn) = (dir.join("test.mmdb"), dir.join("test-asn.mmdb"));
+    let result =
+        Command::new(venv_python(FlaskSession::V08)).arg(repo_root().join("tests/python/make_mmdb.py")).arg(&out).arg(&asn).output().expect("run make_mmdb.py");
     assert!(result.status.success(), "make_mmdb.py failed ({}):\n{}", result.status, String::from_utf8_lossy(&result.stderr));
-    out
+    (out, asn)
 }
 
 pub struct FlaskApp {
