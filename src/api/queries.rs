@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use chrono::{Datelike, Timelike};
 
 use crate::api::endpoint::{param, parse_anomaly_query, parse_limit, parse_limit_or, parse_period, severity_rank, timeseries_labels, ApiError, Endpoint};
+use crate::store::field_cipher;
 use crate::store::keys::{self, Period};
 use crate::store::{RedisStore, Scan, StoreError};
 
@@ -69,7 +70,7 @@ pub fn session_json(sid: &str, rec: &HashMap<String, String>) -> serde_json::Val
     serde_json::json!({
         "session_id": sid,
         "user_id": get("user_id"),
-        "email": get("email"),
+        "email": get("email").and_then(|v| field_cipher::shown(&v)),
         "start_time": iso(num("start_time")),
         "last_activity": iso(num("last_time")),
         "end_time": iso(num("end_time")),
@@ -77,7 +78,7 @@ pub fn session_json(sid: &str, rec: &HashMap<String, String>) -> serde_json::Val
         "duration": num("duration"),
         "page_views": num("page_views").unwrap_or(0),
         "hits": num("hits").unwrap_or(0),
-        "ip_address": get("ip"),
+        "ip_address": get("ip").and_then(|v| field_cipher::shown(&v)),
         "location": {"country": get("country"), "city": get("city")},
         "device": {
             "os": get("os"),

@@ -9,11 +9,12 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::capture::detect::{self, Observation};
 use crate::capture::device::Device;
 use crate::capture::geo::Location;
+use crate::capture::privacy::Privacy;
 use crate::capture::request_event::{EndReason, RequestEvent, SessionSignal};
 use crate::capture::session_scripts::{self, LightStart, Touch};
 use crate::store::keys::{self, Period, PeriodSlot};
@@ -28,6 +29,9 @@ pub struct Enriched<'a> {
     pub page_view: bool,
     /// A named action from the configured rules (`login`, `upload_document`, ...).
     pub action: Option<&'a str>,
+    /// The request asked not to be tracked (`Sec-GPC: 1`, `DNT: 1`, as configured): it counts
+    /// in aggregates, but leaves its session no address, device, timeline or detector state.
+    pub private: bool,
     pub device: &'a Device,
     pub location: &'a Location,
 }
@@ -48,6 +52,8 @@ pub struct WriteSettings {
     pub replay_cap: usize,
     /// `auth_failure_burst`'s window in seconds; 0 when the detector is off.
     pub auth_burst_window_secs: u32,
+    /// How addresses and personal fields are stored.
+    pub privacy: Arc<Privacy>,
 }
 
 /// The batch sums by period number; label text is made once per key when the batch is written.
@@ -74,14 +80,14 @@ struct ReplayEntry {
 }
 
 impl ReplayEntry {
-    fn json(&self) -> String {
+    fn json(&self, privacy: &Privacy) -> String {
         serde_json::json!({
             "timestamp": chrono::DateTime::from_timestamp_millis(self.ts_ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "method": self.method.as_str(),
             "route": self.route,
             "status": self.status,
             "latency_ms": self.latency_us as f64 / 1000.0,
-            "address": self.address.map(detect::address_prefix),
+            "address": self.address.map(|ip| privacy.stored_prefix(detect::address_prefix(ip))),
             "device": self.device,
         })
         .to_string()
@@ -227,7 +233,7 @@ impl Batch {
             let t = self.touch(sid, e);
             t.hits += 1;
             t.page_views += i64::from(e.page_view);
-            if ev.identity.is_some() {
+            if ev.identity.is_some() && !e.private {
                 self.observe(sid, e);
                 slot(&mut self.replay, sid.as_str()).push(ReplayEntry {
                     ts_ms: ev.ts_ms,
@@ -266,12 +272,15 @@ impl Batch {
                     }
                 }
             }
-            let acts = slot(&mut self.actions, sid.as_str());
-            if e.page_view {
-                acts.push(PendingAction { ts_ms: ev.ts_ms, name: Cow::Borrowed("page_view"), page: Some(e.template.to_owned()) });
-            }
-            if let Some(name) = e.action {
-                acts.push(PendingAction { ts_ms: ev.ts_ms, name: Cow::Owned(name.to_owned()), page: Some(e.template.to_owned()) });
+            // No timeline for a request that asked not to be tracked.
+            if !e.private {
+                let acts = slot(&mut self.actions, sid.as_str());
+                if e.page_view {
+                    acts.push(PendingAction { ts_ms: ev.ts_ms, name: Cow::Borrowed("page_view"), page: Some(e.template.to_owned()) });
+                }
+                if let Some(name) = e.action {
+                    acts.push(PendingAction { ts_ms: ev.ts_ms, name: Cow::Owned(name.to_owned()), page: Some(e.template.to_owned()) });
+                }
             }
         }
 
@@ -302,6 +311,9 @@ impl Batch {
         let t = self.touches.get_mut(sid).expect("inserted above");
         t.first_ts_ms = t.first_ts_ms.min(ev.ts_ms);
         t.last_ts_ms = t.last_ts_ms.max(ev.ts_ms);
+        if e.private {
+            return t;
+        }
         if let Some(ip) = ev.ip {
             t.ip = Some(ip);
             t.first_ip.get_or_insert(ip);
@@ -391,7 +403,7 @@ impl Batch {
         let mut detect_loaded = false;
         for t in self.touches.values() {
             let light = self.light_start(t);
-            p.add_command(session_scripts::touch_cmd(t, s.ttl_secs, s.anonymous_ttl_secs, s.actions_cap, light.as_ref())).ignore();
+            p.add_command(session_scripts::touch_cmd(t, s.ttl_secs, s.anonymous_ttl_secs, s.actions_cap, light.as_ref(), &s.privacy)).ignore();
             // The detectors, atomically after the touch that updated the session.
             if let (Some(settings), Some(user), Some(obs)) = (&s.detect, &t.user_id, self.observations.get(t.sid.as_str())) {
                 if !detect_loaded {
@@ -400,6 +412,9 @@ impl Batch {
                 }
                 let mut obs = obs.clone();
                 obs.sort_by_key(|o| o.ts_ms);
+                for o in &mut obs {
+                    o.prefix = s.privacy.stored_prefix(std::mem::take(&mut o.prefix));
+                }
                 p.add_command(detect::detect_cmd(&t.sid, user, t.aal.as_deref(), &obs, settings)).ignore();
             }
         }
@@ -419,7 +434,7 @@ impl Batch {
         if s.replay_cap > 0 {
             for (sid, entries) in &self.replay {
                 let key = keys::session_replay(sid);
-                let newest: Vec<String> = entries.iter().skip(entries.len().saturating_sub(s.replay_cap)).map(ReplayEntry::json).collect();
+                let newest: Vec<String> = entries.iter().skip(entries.len().saturating_sub(s.replay_cap)).map(|r| r.json(&s.privacy)).collect();
                 p.lpush(&key, newest).ignore();
                 p.ltrim(&key, 0, s.replay_cap as isize - 1).ignore();
                 p.expire(&key, s.anonymous_ttl_secs.min(s.ttl_secs) as i64).ignore();
@@ -428,7 +443,7 @@ impl Batch {
         if s.auth_burst_window_secs > 0 && !self.failures.is_empty() {
             if let Some(settings) = &s.detect {
                 p.cmd("SCRIPT").arg("LOAD").arg(detect::auth_burst_script()).ignore();
-                for (window, failures) in self.failures_by_window(s.auth_burst_window_secs) {
+                for (window, failures) in self.failures_by_window(s.auth_burst_window_secs, &s.privacy) {
                     p.add_command(detect::auth_burst_cmd(window, s.auth_burst_window_secs, &failures, settings)).ignore();
                 }
             }
@@ -441,12 +456,12 @@ impl Batch {
 
     /// The batch's invalid credentials by window start (unix seconds) and address; beyond
     /// [`detect::MAX_FAILING_ADDRESSES_PER_BATCH`] addresses per window the rest count as `other`.
-    fn failures_by_window(&self, window_secs: u32) -> BTreeMap<i64, BTreeMap<String, detect::AuthFailures>> {
+    fn failures_by_window(&self, window_secs: u32, privacy: &Privacy) -> BTreeMap<i64, BTreeMap<String, detect::AuthFailures>> {
         let w = i64::from(window_secs);
         let mut out: BTreeMap<i64, BTreeMap<String, detect::AuthFailures>> = BTreeMap::new();
         for (ts_ms, ip, fp, kind) in &self.failures {
+            let Some(mut addr) = privacy.burst_address(detect::burst_address(*ip), *ts_ms) else { continue };
             let window = out.entry(ts_ms.div_euclid(1000).div_euclid(w) * w).or_default();
-            let mut addr = detect::burst_address(*ip);
             if !window.contains_key(&addr) && window.len() >= detect::MAX_FAILING_ADDRESSES_PER_BATCH {
                 addr = crate::observe::metrics::OTHER_ROUTE.to_owned();
             }
@@ -504,6 +519,8 @@ mod tests {
             user_agent: None,
             referrer: None,
             navigation: true,
+            gpc: false,
+            dnt: false,
             signal: SessionSignal::None,
         }
     }
@@ -518,7 +535,7 @@ mod tests {
         let evs: Vec<RequestEvent> = (0..n).map(|i| event(1_796_043_900_000 + i, Some("s1"), Some("u1"), "/x", 200)).collect();
         let mut b = Batch::default();
         for (i, ev) in evs.iter().enumerate() {
-            b.add_request(&Enriched { event: ev, template: "/x", page_view: i % 2 == 0, action: None, device: &d, location: &loc });
+            b.add_request(&Enriched { event: ev, template: "/x", page_view: i % 2 == 0, action: None, private: false, device: &d, location: &loc });
         }
         b
     }
@@ -544,6 +561,7 @@ mod tests {
             detect: None,
             replay_cap: 0,
             auth_burst_window_secs: 0,
+            privacy: Arc::new(Privacy::plain()),
         };
         assert_eq!(b.command_count(&s), batch_of(1000).command_count(&s));
     }
@@ -567,7 +585,7 @@ mod tests {
         let evs = [event(before, Some("s1"), None, "/a", 200), event(after, Some("s1"), None, "/b", 200), event(after + 1, Some("s1"), None, "/c", 200)];
         let mut b = Batch::default();
         for ev in &evs {
-            b.add_request(&Enriched { event: ev, template: &ev.path, page_view: true, action: None, device: &d, location: &loc });
+            b.add_request(&Enriched { event: ev, template: &ev.path, page_view: true, action: None, private: false, device: &d, location: &loc });
         }
         let cmds: Vec<String> = b
             .to_pipeline(&WriteSettings {
@@ -578,6 +596,7 @@ mod tests {
                 detect: None,
                 replay_cap: 0,
                 auth_burst_window_secs: 0,
+                privacy: Arc::new(Privacy::plain()),
             })
             .cmd_iter()
             .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
@@ -606,8 +625,16 @@ mod tests {
         let mut second = event(1_796_043_900_001, Some("s1"), Some("u1"), "/static/a.js", 200);
         second.ip = Some("127.0.0.1".parse().unwrap());
         let mut b = Batch::default();
-        b.add_request(&Enriched { event: &first, template: "/", page_view: true, action: None, device: &chrome, location: &london });
-        b.add_request(&Enriched { event: &second, template: "/static/a.js", page_view: false, action: None, device: &unknown, location: &nowhere });
+        b.add_request(&Enriched { event: &first, template: "/", page_view: true, action: None, private: false, device: &chrome, location: &london });
+        b.add_request(&Enriched {
+            event: &second,
+            template: "/static/a.js",
+            page_view: false,
+            action: None,
+            private: false,
+            device: &unknown,
+            location: &nowhere,
+        });
         let t = &b.touches["s1"];
         assert_eq!((t.first_ip, t.ip), (Some("81.2.69.1".parse().unwrap()), Some("127.0.0.1".parse().unwrap())));
         assert_eq!((t.browser.as_str(), t.country.as_str(), t.city.as_str()), ("Chrome", "GB", "London"));
@@ -620,7 +647,7 @@ mod tests {
         let mut ev = event(1_796_043_900_000, Some("s1"), Some("u1"), "/logout", 200);
         ev.signal = SessionSignal::Cleared { sid: "s1".into() };
         let mut b = Batch::default();
-        b.add_request(&Enriched { event: &ev, template: "/logout", page_view: false, action: None, device: &d, location: &loc });
+        b.add_request(&Enriched { event: &ev, template: "/logout", page_view: false, action: None, private: false, device: &d, location: &loc });
         assert_eq!(b.ends, vec![("s1".to_owned(), 1_796_043_900_000, EndReason::Logout)]);
         let cmds: Vec<String> = b
             .to_pipeline(&WriteSettings {
@@ -631,6 +658,7 @@ mod tests {
                 detect: None,
                 replay_cap: 0,
                 auth_burst_window_secs: 0,
+                privacy: Arc::new(Privacy::plain()),
             })
             .cmd_iter()
             .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())

@@ -79,6 +79,9 @@ pub struct RequestEvent {
     pub referrer: Option<String>,
     /// The request looked like a browser navigation (Accept, X-Requested-With, Sec-Fetch-Mode).
     pub navigation: bool,
+    /// `Sec-GPC: 1` (Global Privacy Control) and `DNT: 1` (Do Not Track) as sent.
+    pub gpc: bool,
+    pub dnt: bool,
     pub signal: SessionSignal,
 }
 

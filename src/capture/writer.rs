@@ -25,6 +25,7 @@ use crate::capture::daily_cap::DailyCap;
 use crate::capture::detect;
 use crate::capture::device::{self, Device};
 use crate::capture::geo::{AsnDb, GeoDb, Location};
+use crate::capture::privacy::Privacy;
 use crate::capture::request_event::{CaptureEvent, RequestEvent, SessionSignal};
 use crate::config::route_template::{self, AssetRules};
 use crate::config::security::SecuritySection;
@@ -152,13 +153,15 @@ pub struct Writer {
 
 /// Builds the channel: the handle for producers and the writer service that drains it.
 /// `anonymous_ttl_secs`: the app's session lifetime, the longest a record without a user lives.
-/// `security`: the anomaly detectors run on signed-in sessions' batches.
+/// `security`: the anomaly detectors run on signed-in sessions' batches. `privacy`: how
+/// addresses and personal fields are stored.
 pub fn channel(
     cfg: &AnalyticsSection,
     security: &SecuritySection,
     anonymous_ttl_secs: u64,
     store: RedisStore,
     grace: Duration,
+    privacy: Arc<Privacy>,
 ) -> anyhow::Result<(CaptureHandle, Writer)> {
     let (tx, rx) = mpsc::channel(cfg.queue_capacity);
     let stats = Arc::new(CaptureStats::default());
@@ -177,6 +180,7 @@ pub fn channel(
             idle_timeout_ms: cfg.idle_timeout_seconds * 1000,
             detect: detect::settings_json(security, cfg.retention_days * 86_400),
             replay_cap: security.replay_max_entries,
+            privacy,
             auth_burst_window_secs: if security.severities().iter().any(|(d, sev)| *d == "auth_failure_burst" && sev.is_some()) {
                 security.auth_failure_window_seconds
             } else {
@@ -259,7 +263,8 @@ impl Writer {
             let device = r.user_agent.as_ref().and_then(|ua| caches.devices.get(ua)).unwrap_or(&unknown_device);
             let location = r.ip.and_then(|ip| caches.locations.get(&ip)).unwrap_or(&nowhere);
             let action = self.enricher.action_for(&r.method, &r.template);
-            batch.add_request(&Enriched { event: r, template, page_view, action, device, location });
+            let private = self.settings.privacy.opted_out(r.gpc, r.dnt);
+            batch.add_request(&Enriched { event: r, template, page_view, action, private, device, location });
         }
         batch
     }

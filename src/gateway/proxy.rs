@@ -156,6 +156,8 @@ impl Sidecar {
             user_agent: text("user-agent"),
             referrer: text("referer"),
             navigation: ctx.navigation,
+            gpc: req.headers.get("sec-gpc").is_some_and(|v| v.as_bytes().trim_ascii() == b"1"),
+            dnt: req.headers.get("dnt").is_some_and(|v| v.as_bytes().trim_ascii() == b"1"),
             signal: std::mem::replace(&mut ctx.signal, SessionSignal::None),
         }
     }
