@@ -161,7 +161,7 @@ pub async fn answer(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
             if entries.is_empty() {
                 return Err(QueryError::NotFound("no replay for this session"));
             }
-            let mut timeline: Vec<serde_json::Value> = entries.iter().filter_map(|e| serde_json::from_str(e).ok()).collect();
+            let mut timeline: Vec<serde_json::Value> = entries.iter().filter_map(|e| crate::capture::aggregate::replay_entry_json(e)).collect();
             timeline.reverse();
             Ok(serde_json::json!({"session_id": sid, "requests": timeline}))
         }

@@ -76,22 +76,55 @@ struct ReplayEntry {
     status: u16,
     latency_us: u64,
     address: Option<std::net::IpAddr>,
-    device: String,
+    /// Index into the batch's `replay_devices` (one string per distinct device, not per request).
+    device: usize,
 }
 
 impl ReplayEntry {
-    fn json(&self, privacy: &Privacy) -> String {
-        serde_json::json!({
-            "timestamp": chrono::DateTime::from_timestamp_millis(self.ts_ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "method": self.method.as_str(),
-            "route": self.route,
-            "status": self.status,
-            "latency_ms": self.latency_us as f64 / 1000.0,
-            "address": self.address.map(|ip| privacy.stored_prefix(detect::address_prefix(ip))),
-            "device": self.device,
-        })
-        .to_string()
+    /// The stored form, a compact JSON array (see [`replay_entry_json`]), written without
+    /// building a JSON value: this runs once per signed-in request.
+    fn stored(&self, devices: &[String], prefixes: &mut BTreeMap<std::net::IpAddr, String>, privacy: &Privacy) -> String {
+        use std::fmt::Write;
+        let address = match self.address {
+            Some(ip) => prefixes.entry(ip).or_insert_with(|| json_text(&privacy.stored_prefix(detect::address_prefix(ip)))).as_str(),
+            None => "null",
+        };
+        let mut out = String::with_capacity(64 + self.route.len());
+        let _ = write!(
+            out,
+            "[{},{},{},{},{},{},{}]",
+            self.ts_ms,
+            json_text(self.method.as_str()),
+            json_text(&self.route),
+            self.status,
+            self.latency_us,
+            address,
+            json_text(devices.get(self.device).map(String::as_str).unwrap_or_default()),
+        );
+        out
     }
+}
+
+fn json_text(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// A stored replay entry as the API shows it: `[ms, method, route, status, latency µs, address
+/// prefix, device]` becomes `{"timestamp", "method", "route", "status", "latency_ms",
+/// "address", "device"}`; an entry already in that shape (written by an older version) passes.
+pub fn replay_entry_json(stored: &str) -> Option<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(stored).ok()?;
+    let Some(a) = v.as_array() else { return v.is_object().then_some(v) };
+    let ts = a.first()?.as_i64()?;
+    Some(serde_json::json!({
+        "timestamp": chrono::DateTime::from_timestamp_millis(ts)?.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "method": a.get(1)?,
+        "route": a.get(2)?,
+        "status": a.get(3)?,
+        "latency_ms": a.get(4)?.as_u64()? as f64 / 1000.0,
+        "address": a.get(5)?,
+        "device": a.get(6)?,
+    }))
 }
 
 /// The writes for one batch, summed.
@@ -115,6 +148,8 @@ pub struct Batch {
     observations: BTreeMap<String, Vec<Observation>>,
     /// signed-in sid → its requests, for the replay timeline (formatted when written)
     replay: BTreeMap<String, Vec<ReplayEntry>>,
+    /// The replay entries' devices (`browser / os / class`, or empty), each once.
+    replay_devices: Vec<String>,
     /// Invalid credentials seen: (time, client address, fingerprint, outcome); at most one per
     /// event, so bounded by the batch.
     failures: Vec<(i64, IpAddr, [u8; 8], &'static str)>,
@@ -235,6 +270,7 @@ impl Batch {
             t.page_views += i64::from(e.page_view);
             if ev.identity.is_some() && !e.private {
                 self.observe(sid, e);
+                let device = self.replay_device(e.device);
                 slot(&mut self.replay, sid.as_str()).push(ReplayEntry {
                     ts_ms: ev.ts_ms,
                     method: ev.method.clone(),
@@ -242,11 +278,7 @@ impl Batch {
                     status: ev.status,
                     latency_us: ev.latency_us,
                     address: ev.ip,
-                    device: if e.device.browser == crate::capture::device::UNKNOWN {
-                        String::new()
-                    } else {
-                        format!("{} / {} / {}", e.device.browser, e.device.os, e.device.kind.as_str())
-                    },
+                    device,
                 });
             }
             let t = self.touches.get_mut(sid.as_str()).expect("touched above");
@@ -300,6 +332,30 @@ impl Batch {
         }
     }
 
+    /// The index of `d` among the batch's replay devices (a batch sees few).
+    fn replay_device(&mut self, d: &Device) -> usize {
+        let text = |d: &Device| {
+            if d.browser == crate::capture::device::UNKNOWN {
+                String::new()
+            } else {
+                format!("{} / {} / {}", d.browser, d.os, d.kind.as_str())
+            }
+        };
+        let same = |s: &str| {
+            // `browser / os / class` without formatting it.
+            let mut parts = s.splitn(3, " / ");
+            if d.browser == crate::capture::device::UNKNOWN {
+                return s.is_empty();
+            }
+            parts.next() == Some(d.browser.as_str()) && parts.next() == Some(d.os.as_str()) && parts.next() == Some(d.kind.as_str())
+        };
+        if let Some(i) = self.replay_devices.iter().position(|s| same(s)) {
+            return i;
+        }
+        self.replay_devices.push(text(d));
+        self.replay_devices.len() - 1
+    }
+
     /// The batch's touch for `sid`, widened to this request's time and carrying its latest
     /// address and latest known location. The device is the first known one: a session's device is recorded
     /// once, at its start, and an asset fetch without a User-Agent must not stand for it.
@@ -335,6 +391,11 @@ impl Batch {
     /// Notes what a signed-in session's request showed, if it differs from the last one.
     fn observe(&mut self, sid: &str, e: &Enriched<'_>) {
         let ev = e.event;
+        if let Some(last) = self.observations.get(sid).and_then(|seen| seen.last()) {
+            if last.repeats(ev.ip, e.location, [&e.device.browser, &e.device.os, e.device.kind.as_str()]) {
+                return;
+            }
+        }
         let ua = if e.device.browser == crate::capture::device::UNKNOWN {
             String::new()
         } else {
@@ -432,9 +493,14 @@ impl Batch {
             p.expire(&key, if anonymous { s.anonymous_ttl_secs.min(s.ttl_secs) as i64 } else { ttl }).ignore();
         }
         if s.replay_cap > 0 {
+            let mut prefixes = BTreeMap::new();
             for (sid, entries) in &self.replay {
                 let key = keys::session_replay(sid);
-                let newest: Vec<String> = entries.iter().skip(entries.len().saturating_sub(s.replay_cap)).map(|r| r.json(&s.privacy)).collect();
+                let newest: Vec<String> = entries
+                    .iter()
+                    .skip(entries.len().saturating_sub(s.replay_cap))
+                    .map(|r| r.stored(&self.replay_devices, &mut prefixes, &s.privacy))
+                    .collect();
                 p.lpush(&key, newest).ignore();
                 p.ltrim(&key, 0, s.replay_cap as isize - 1).ignore();
                 p.expire(&key, s.anonymous_ttl_secs.min(s.ttl_secs) as i64).ignore();

@@ -48,6 +48,8 @@ pub struct Observation {
     pub asn: String,
     /// `browser|os|device class`; empty when the User-Agent said nothing.
     pub ua: String,
+    /// The address it was made from (not sent to the script).
+    pub ip: Option<IpAddr>,
 }
 
 impl Observation {
@@ -60,7 +62,25 @@ impl Observation {
             point: location.point,
             asn: location.asn.clone().unwrap_or_default(),
             ua,
+            ip,
         }
+    }
+
+    /// Whether a request from `ip` at `location` with browser `ua` (`browser|os|class` parts)
+    /// would observe exactly this again; decided without building the observation (it runs
+    /// for every signed-in request).
+    pub fn repeats(&self, ip: Option<IpAddr>, location: &Location, ua: [&str; 3]) -> bool {
+        let same_ua = if self.ua.is_empty() {
+            ua[0] == crate::capture::device::UNKNOWN
+        } else {
+            let mut parts = self.ua.splitn(3, '|');
+            ua.iter().all(|p| parts.next() == Some(*p))
+        };
+        same_ua
+            && self.ip == ip
+            && location.country.as_deref().unwrap_or_default() == self.country
+            && location.point == self.point
+            && location.asn.as_deref().unwrap_or_default() == self.asn
     }
 
     /// Same place and browser: nothing new to compare.
