@@ -84,6 +84,14 @@ enum Command {
     /// Revoke a session or all of a user's sessions on every proxy instance at once.
     #[command(subcommand)]
     Revoke(RevokeCommand),
+    /// Re-encrypt every stored personal field under the first key of analytics.encryption_keys
+    /// (after adding a new key in front); seals plaintext stored before encryption was on.
+    /// Exit 1 if some field no configured key opens.
+    RotateKeys {
+        /// Keys per SCAN round trip.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+    },
     /// Check the analytics keys' integrity (dangling entries, keys without TTL); exit 1 if
     /// problems are found and not repaired.
     Validate {
@@ -115,6 +123,7 @@ fn main() -> ExitCode {
         Command::Validate { fix } => ops(&cfg, Ops::Validate { fix }, cli.json),
         Command::Anomalies { date, severity, user, limit } => ops(&cfg, Ops::Anomalies { date, severity, user, limit }, cli.json),
         Command::Revoke(c) => ops(&cfg, Ops::Revoke(c), cli.json),
+        Command::RotateKeys { batch } => ops(&cfg, Ops::RotateKeys { batch }, cli.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
