@@ -92,6 +92,21 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         batch: usize,
     },
+    /// Print every record about one user as one JSON document (as the API's users/{id}/export).
+    Export {
+        /// The user id. One that starts with '-' is given as `--user=-id`.
+        #[arg(long, value_name = "USER_ID")]
+        user: String,
+    },
+    /// Erase everything about one user: records, timelines, anomalies, the Kratos answers kept,
+    /// their app sessions (logging them out). Idempotent; audited under a pseudonym.
+    Erase {
+        #[arg(long, value_name = "USER_ID")]
+        user: String,
+        /// Only count what would be erased.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Check the analytics keys' integrity (dangling entries, keys without TTL); exit 1 if
     /// problems are found and not repaired.
     Validate {
@@ -124,6 +139,8 @@ fn main() -> ExitCode {
         Command::Anomalies { date, severity, user, limit } => ops(&cfg, Ops::Anomalies { date, severity, user, limit }, cli.json),
         Command::Revoke(c) => ops(&cfg, Ops::Revoke(c), cli.json),
         Command::RotateKeys { batch } => ops(&cfg, Ops::RotateKeys { batch }, cli.json),
+        Command::Export { user } => ops(&cfg, Ops::Export { user }, cli.json),
+        Command::Erase { user, dry_run } => ops(&cfg, Ops::Erase { user, dry_run }, cli.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -84,8 +84,13 @@ pub async fn serve(store: &RedisStore, ep: Endpoint<'_>, query: Option<&str>) ->
 }
 
 /// Makes the change an endpoint names, on behalf of `actor` (audited); `body` is the request's.
-pub async fn change(changes: &Changes, ep: Endpoint<'_>, actor: &str, body: &[u8]) -> LocalResponse {
+pub async fn change(changes: &Changes, ep: Endpoint<'_>, actor: &str, body: &[u8], query: Option<&str>) -> LocalResponse {
     respond(match ep {
+        Endpoint::ExportUser { user_id } => changes.export_user(user_id, actor).await,
+        Endpoint::EraseUser { user_id } => match crate::api::endpoint::parse_dry_run(query) {
+            Ok(dry_run) => changes.erase_user(user_id, dry_run, actor).await,
+            Err(e) => Err(QueryError::Api(e)),
+        },
         Endpoint::RevokeSession { sid } => changes.revoke_session(sid, actor).await,
         Endpoint::RevokeUser { user_id } => changes.revoke_user(user_id, actor).await,
         Endpoint::ConfigureAlerts => changes.configure_alerts(body, actor).await,

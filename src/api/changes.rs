@@ -1,6 +1,8 @@
 //! What the API changes, each written to the audit log: revoking sessions
 //! (`DELETE {api}/sessions/{id}`, `POST {api}/users/{id}/revoke`) and the alert rules
-//! (`POST {api}/sessions/alerts/configure`). I/O.
+//! (`POST {api}/sessions/alerts/configure`), and one user's data: its export
+//! (`GET {api}/users/{id}/export`, audited as personal data leaving the store) and erasure
+//! (`DELETE {api}/users/{id}`). I/O.
 //!
 //! A revocation takes the shared steps of [`Enforcer::revoke`] (announce, end as `revoked`,
 //! delete the app's key) and then revokes a Kratos session through Kratos's admin API when
@@ -10,6 +12,7 @@ use std::sync::Arc;
 
 use crate::api::endpoint::ApiError;
 use crate::api::queries::QueryError;
+use crate::api::user_data::{self, Scope};
 use crate::capture::alerts::{self, AlertRule};
 use crate::capture::enforce::Enforcer;
 use crate::config::Config;
@@ -24,11 +27,39 @@ pub struct Changes {
     store: RedisStore,
     auth: Arc<Authenticator>,
     enforcer: Enforcer,
+    scope: Scope,
 }
 
 impl Changes {
     pub fn new(cfg: &Config, store: RedisStore, auth: Arc<Authenticator>) -> Self {
-        Self { store, auth, enforcer: Enforcer::new(cfg) }
+        let scope = Scope {
+            retention_days: cfg.analytics.retention_days,
+            lifetime_secs: cfg.session.lifetime_secs(),
+            app_key_prefix: cfg.session.app_key_prefix_of_published().map(str::to_owned),
+        };
+        Self { store, auth, enforcer: Enforcer::new(cfg), scope }
+    }
+
+    /// Every record about a user, opened (audited: personal data left the store).
+    pub async fn export_user(&self, user_id: &str, actor: Actor<'_>) -> Result<serde_json::Value, QueryError> {
+        let body = user_data::export(&self.store, user_id, &self.scope).await?;
+        let summary = serde_json::json!({"sessions": body["sessions"].as_array().map_or(0, Vec::len)});
+        self.audit(actor, "export_user", user_id, &summary).await?;
+        Ok(body)
+    }
+
+    /// Erases everything about a user (`dry_run`: only counts it). Audited under a pseudonym
+    /// (the first 8 bytes of the id's SHA-256), so the audit log keeps no trace of the id.
+    pub async fn erase_user(&self, user_id: &str, dry_run: bool, actor: Actor<'_>) -> Result<serde_json::Value, QueryError> {
+        let report = user_data::erase(&self.store, user_id, &self.scope, dry_run).await?;
+        let body = serde_json::json!(report);
+        if !dry_run {
+            let pseudonym = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(user_id.as_bytes())[..8]);
+            let mut summary = body.clone();
+            summary["user_id"] = serde_json::json!(format!("sha256:{pseudonym}"));
+            self.audit(actor, "erase_user", &format!("sha256:{pseudonym}"), &summary).await?;
+        }
+        Ok(body)
     }
 
     /// Revokes one session. 404 when neither analytics nor the app knows it.

@@ -48,13 +48,25 @@ pub enum Endpoint<'a> {
     AlertRules,
     /// `POST sessions/alerts/configure`: replace the alert rules (a change).
     ConfigureAlerts,
+    /// `GET users/{id}/export`: every record about a user (audited, like a change).
+    ExportUser {
+        user_id: &'a str,
+    },
+    /// `DELETE users/{id}[?dry_run=true]`: erase everything about a user.
+    EraseUser {
+        user_id: &'a str,
+    },
 }
 
 impl Endpoint<'_> {
-    /// Whether the endpoint changes state (revocations): it is audited, and with session-cookie
-    /// access it needs the CSRF header.
+    /// Whether the endpoint changes state (revocations, alert rules, erasure) or hands out one
+    /// user's personal data (export): it is audited, and with session-cookie access it needs the
+    /// CSRF header.
     pub fn is_change(&self) -> bool {
-        matches!(self, Endpoint::RevokeSession { .. } | Endpoint::RevokeUser { .. } | Endpoint::ConfigureAlerts)
+        matches!(
+            self,
+            Endpoint::RevokeSession { .. } | Endpoint::RevokeUser { .. } | Endpoint::ConfigureAlerts | Endpoint::ExportUser { .. } | Endpoint::EraseUser { .. }
+        )
     }
 }
 
@@ -90,6 +102,8 @@ pub fn route<'a>(method: &str, rest: &'a str) -> Result<Endpoint<'a>, ApiError> 
         ["sessions", "stats"] => Endpoint::SessionStats,
         ["users", user_id, "sessions"] if valid_id(user_id) => Endpoint::UserSessions { user_id },
         ["users", user_id, "revoke"] if valid_id(user_id) => Endpoint::RevokeUser { user_id },
+        ["users", user_id, "export"] if valid_id(user_id) => Endpoint::ExportUser { user_id },
+        ["users", user_id] if valid_id(user_id) => Endpoint::EraseUser { user_id },
         ["sessions", "durations"] => Endpoint::Durations,
         ["sessions", "anomalies"] => Endpoint::Anomalies,
         ["sessions", "replay", sid] if valid_id(sid) => Endpoint::Replay { sid },
@@ -108,7 +122,7 @@ pub fn route<'a>(method: &str, rest: &'a str) -> Result<Endpoint<'a>, ApiError> 
         _ => return Err(ApiError::NotFound),
     };
     let allowed = match ep {
-        Endpoint::RevokeSession { .. } => method == "DELETE",
+        Endpoint::RevokeSession { .. } | Endpoint::EraseUser { .. } => method == "DELETE",
         Endpoint::RevokeUser { .. } | Endpoint::ConfigureAlerts => method == "POST",
         _ => read,
     };
@@ -158,6 +172,15 @@ pub fn valid_id(s: &str) -> bool {
 
 pub fn param(query: Option<&str>, name: &str) -> Option<String> {
     query.into_iter().flat_map(|q| form_urlencoded::parse(q.as_bytes())).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// `dry_run` from a query string: `true`/`1` or `false`/`0` (default false).
+pub fn parse_dry_run(query: Option<&str>) -> Result<bool, ApiError> {
+    match param(query, "dry_run").as_deref() {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(_) => Err(ApiError::BadParameter { parameter: "dry_run", message: "must be true or false".into() }),
+    }
 }
 
 /// `limit` from a query string: default 50, 1..=MAX_LIMIT.
@@ -268,6 +291,11 @@ mod tests {
         assert_eq!(route("DELETE", "sessions/abc"), Ok(Endpoint::RevokeSession { sid: "abc" }));
         assert_eq!(route("DELETE", "sessions/active"), Err(ApiError::MethodNotAllowed), "not a session id");
         assert_eq!(route("POST", "users/u1/revoke"), Ok(Endpoint::RevokeUser { user_id: "u1" }));
+        assert_eq!(route("GET", "users/u1/export"), Ok(Endpoint::ExportUser { user_id: "u1" }));
+        assert_eq!(route("DELETE", "users/u1"), Ok(Endpoint::EraseUser { user_id: "u1" }));
+        assert_eq!(route("GET", "users/u1"), Err(ApiError::MethodNotAllowed));
+        assert_eq!(parse_dry_run(Some("dry_run=true")), Ok(true));
+        assert!(parse_dry_run(Some("dry_run=maybe")).is_err());
         assert_eq!(route("GET", "users/u1/revoke"), Err(ApiError::MethodNotAllowed));
         assert_eq!(route("DELETE", "users/u1/sessions"), Err(ApiError::MethodNotAllowed));
         assert_eq!(route("GET", "audit"), Ok(Endpoint::Audit));

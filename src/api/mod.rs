@@ -1,7 +1,8 @@
 //! Reads: the analytics [`queries`] shared by the HTTP API and the ops CLI, the request
 //! vocabulary both parse ([`endpoint`]), the HTTP API's access rules ([`analytics`]), the
 //! [`dashboard`], the live active-sessions feed ([`live_active`]), and the small responses the
-//! proxy writes itself ([`local_response`], used by the gateway's denials too).
+//! proxy writes itself ([`local_response`], used by the gateway's denials too), and one user's
+//! data exported or erased ([`user_data`]).
 //!
 //! May use: `capture` (bucket constants of what it wrote), `identity`, `store`, `config`,
 //! `observe`.
@@ -13,3 +14,4 @@ pub mod endpoint;
 pub mod live_active;
 pub mod local_response;
 pub mod queries;
+pub mod user_data;

@@ -188,9 +188,13 @@ pub async fn answer(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
             let rules: Vec<crate::capture::alerts::AlertRule> = raw.and_then(|r| serde_json::from_str(&r).ok()).unwrap_or_default();
             Ok(serde_json::json!({"rules": rules}))
         }
-        Endpoint::OpenApi | Endpoint::ActiveStream | Endpoint::RevokeSession { .. } | Endpoint::RevokeUser { .. } | Endpoint::ConfigureAlerts => {
-            Err(QueryError::NotFound("not a query: served by the proxy directly"))
-        }
+        Endpoint::OpenApi
+        | Endpoint::ActiveStream
+        | Endpoint::RevokeSession { .. }
+        | Endpoint::RevokeUser { .. }
+        | Endpoint::ConfigureAlerts
+        | Endpoint::ExportUser { .. }
+        | Endpoint::EraseUser { .. } => Err(QueryError::NotFound("not a query: served by the proxy directly")),
     }
 }
 

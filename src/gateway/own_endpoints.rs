@@ -132,7 +132,8 @@ impl OwnEndpoints {
                                         (Some(id), false) => format!("user:{}", id.user_id),
                                         _ => "token".to_owned(),
                                     };
-                                    analytics::change(&self.changes, ep, &actor, &body).await
+                                    let query = session.req_header().uri.query().map(str::to_owned);
+                                    analytics::change(&self.changes, ep, &actor, &body, query.as_deref()).await
                                 }
                             }
                         }

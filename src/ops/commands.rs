@@ -1,5 +1,5 @@
 //! The ops commands of the `sting-proxy` binary: `sessions`, `stats`, `top`, `cleanup`,
-//! `validate`, `anomalies`, `revoke` and `rotate-keys`. They talk to Redis directly and print human tables, or with `--json` the same
+//! `validate`, `anomalies`, `revoke`, `rotate-keys`, `export` and `erase`. They talk to Redis directly and print human tables, or with `--json` the same
 //! JSON the analytics API answers (the reads are shared, see [`crate::api::queries`]). I/O.
 
 use std::time::Duration;
@@ -84,6 +84,8 @@ pub enum Ops {
     Anomalies { date: Option<String>, severity: Option<String>, user: Option<String>, limit: usize },
     Revoke(RevokeCommand),
     RotateKeys { batch: usize },
+    Export { user: String },
+    Erase { user: String, dry_run: bool },
 }
 
 /// Runs one command; returns false when it found problems it did not repair (exit status 1).
@@ -103,6 +105,8 @@ pub fn run(cfg: &Config, op: Ops, json: bool) -> anyhow::Result<bool> {
             Ops::Anomalies { date, severity, user, limit } => anomalies(&store, date, severity, user, limit, json).await,
             Ops::Revoke(c) => revoke(cfg, store, c, json).await,
             Ops::RotateKeys { batch } => rotate_keys(&store, &cipher, batch, json).await,
+            Ops::Export { user } => export_user(cfg, store, user).await,
+            Ops::Erase { user, dry_run } => erase_user(cfg, store, user, dry_run, json).await,
         }
     })
 }
@@ -451,9 +455,7 @@ async fn rotate_keys(store: &RedisStore, cipher: &FieldCipher, batch: usize, jso
 /// Revokes a session or a user's sessions directly in Redis, exactly as the API does (every
 /// running proxy refuses them at once; audited as `cli`).
 async fn revoke(cfg: &Config, store: RedisStore, c: RevokeCommand, json: bool) -> anyhow::Result<bool> {
-    let revocations = std::sync::Arc::new(crate::identity::revocation::Revocations::new(cfg.revocation_keep()));
-    let auth = crate::identity::authenticate::Authenticator::from_config(cfg, store.clone(), revocations).context("building the Kratos HTTP client")?;
-    let changes = crate::api::changes::Changes::new(cfg, store, std::sync::Arc::new(auth));
+    let changes = changes(cfg, store)?;
     let answer = match &c {
         RevokeCommand::Session { session_id } if valid_id(session_id) => changes.revoke_session(session_id, "cli").await,
         RevokeCommand::User { user_id } if valid_id(user_id) => changes.revoke_user(user_id, "cli").await,
@@ -461,9 +463,7 @@ async fn revoke(cfg: &Config, store: RedisStore, c: RevokeCommand, json: bool) -
     };
     let v = match answer {
         Ok(v) => v,
-        Err(QueryError::NotFound(what)) => return Err(anyhow!("{what}")),
-        Err(QueryError::Store(e)) => return Err(anyhow!("writing Redis: {e}")),
-        Err(QueryError::Api(e)) => return Err(anyhow!("{e:?}")),
+        Err(e) => return Err(change_error(e)),
     };
     if json {
         print_json(&v);
@@ -476,6 +476,52 @@ async fn revoke(cfg: &Config, store: RedisStore, c: RevokeCommand, json: bool) -
                 println!("Revoked {} active session(s) of user {} (Kratos: {})", v["revoked"], sanitize(&user_id), cell(&v["kratos"]))
             }
         }
+    }
+    Ok(true)
+}
+
+/// The API's changes, made from the CLI (audited as `cli`).
+fn changes(cfg: &Config, store: RedisStore) -> anyhow::Result<crate::api::changes::Changes> {
+    let revocations = std::sync::Arc::new(crate::identity::revocation::Revocations::new(cfg.revocation_keep()));
+    let auth = crate::identity::authenticate::Authenticator::from_config(cfg, store.clone(), revocations).context("building the Kratos HTTP client")?;
+    Ok(crate::api::changes::Changes::new(cfg, store, std::sync::Arc::new(auth)))
+}
+
+fn change_error(e: QueryError) -> anyhow::Error {
+    match e {
+        QueryError::NotFound(what) => anyhow!("{what}"),
+        QueryError::Store(e) => anyhow!("Redis: {e}"),
+        QueryError::Api(e) => anyhow!("{e:?}"),
+    }
+}
+
+/// Every record about a user as one JSON document (as `GET /api/analytics/users/{id}/export`).
+async fn export_user(cfg: &Config, store: RedisStore, user_id: String) -> anyhow::Result<bool> {
+    if !valid_id(&user_id) {
+        return Err(anyhow!("--user: not a valid id"));
+    }
+    let v = changes(cfg, store)?.export_user(&user_id, "cli").await.map_err(change_error)?;
+    print_json(&v);
+    Ok(true)
+}
+
+/// Erases everything about a user (as `DELETE /api/analytics/users/{id}`).
+async fn erase_user(cfg: &Config, store: RedisStore, user_id: String, dry_run: bool, json: bool) -> anyhow::Result<bool> {
+    if !valid_id(&user_id) {
+        return Err(anyhow!("--user: not a valid id"));
+    }
+    let v = changes(cfg, store)?.erase_user(&user_id, dry_run, "cli").await.map_err(change_error)?;
+    if json {
+        print_json(&v);
+    } else {
+        let verb = if dry_run { "Would erase" } else { "Erased" };
+        println!(
+            "{verb} user {}: {} session(s), {} key(s), {} entries in shared sets, lists and streams",
+            sanitize(&user_id),
+            v["sessions"],
+            v["keys_deleted"],
+            v["entries_removed"]
+        );
     }
     Ok(true)
 }

@@ -179,8 +179,11 @@ pub const ALERT_RULES: &str = "sting:security:alert_rules";
 /// Marks that a webhook (by the first 8 bytes of its URL's SHA-256, hex) got a session's alert of
 /// one detector (string, 1 day): an alert taken over from a dead instance is not sent twice.
 pub fn alert_sent(sid: &str, detector: &str, url_hash_hex: &str) -> String {
-    format!("sting:security:alert_sent:{sid}:{detector}:{url_hash_hex}")
+    format!("{ALERT_SENT_PREFIX}{sid}:{detector}:{url_hash_hex}")
 }
+
+/// Prefix of [`alert_sent`] keys.
+pub const ALERT_SENT_PREFIX: &str = "sting:security:alert_sent:";
 
 /// Which analytics period a key covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
