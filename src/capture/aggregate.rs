@@ -15,6 +15,7 @@ use crate::capture::device::Device;
 use crate::capture::geo::Location;
 use crate::capture::request_event::{EndReason, RequestEvent, SessionSignal};
 use crate::capture::session_scripts::{self, LightStart, Touch};
+use crate::capture::user_behavior::{self, UserSums};
 use crate::store::keys::{self, Period, PeriodSlot};
 
 /// Upper bounds (ms) of the request-latency histogram buckets.
@@ -107,6 +108,8 @@ pub struct Batch {
     /// signed-in sid → its requests, for the replay timeline (formatted when written)
     replay: BTreeMap<String, Vec<ReplayEntry>>,
     ends: Vec<(String, i64, EndReason)>,
+    /// user id → what their signed-in requests add to their behaviour aggregates
+    behavior: BTreeMap<String, UserSums>,
     pub events: usize,
 }
 
@@ -212,6 +215,11 @@ impl Batch {
                     users.insert(id.user_id.clone());
                 }
             }
+        }
+        if let Some(id) = &ev.identity {
+            let device = [e.device.browser.as_str(), e.device.os.as_str(), e.device.kind.as_str()];
+            let country = e.location.country.as_deref().unwrap_or(crate::capture::device::UNKNOWN);
+            slot(&mut self.behavior, id.user_id.as_str()).add(ev.ts_ms, e.template, device, country);
         }
 
         if let Some(sid) = &ev.sid {
@@ -415,6 +423,15 @@ impl Batch {
                 p.ltrim(&key, 0, s.replay_cap as isize - 1).ignore();
                 p.expire(&key, s.anonymous_ttl_secs.min(s.ttl_secs) as i64).ignore();
             }
+        }
+        if !self.behavior.is_empty() {
+            // One script call per signed-in user, and one trim of who is online (the TOUCH
+            // calls above added this batch's signed-in sessions to it).
+            p.cmd("SCRIPT").arg("LOAD").arg(user_behavior::BEHAVIOR).ignore();
+            for (user, sums) in &self.behavior {
+                p.add_command(user_behavior::behavior_cmd(user, sums, s.ttl_secs)).ignore();
+            }
+            p.zremrangebyrank(keys::ONLINE_SESSIONS, 0, -(keys::ONLINE_SESSIONS_CAP as isize) - 1).ignore();
         }
         for (sid, ts, reason) in &self.ends {
             p.add_command(session_scripts::end_for(sid, *ts, *reason, s.idle_timeout_ms, s.ttl_secs, s.anonymous_ttl_secs)).ignore();
