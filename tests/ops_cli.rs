@@ -216,6 +216,8 @@ fn validate_fix_repairs_a_corrupted_keyspace() {
         .ignore()
         .zadd("sting:analytics:sessions:recent", "ghost-5", 1)
         .ignore()
+        .zadd("sting:active:online", &bob_sid, 1)
+        .ignore() // ended, yet listed as online
         .persist(format!("sting:analytics:daily:{today}"))
         .ignore()
         .persist(format!("sting:analytics:session:{alice_sid}"))
@@ -233,13 +235,14 @@ fn validate_fix_repairs_a_corrupted_keyspace() {
     assert_eq!(found(&report, "user_active_dangling"), 2, "{report}");
     assert_eq!(found(&report, "index_dangling"), 2, "{report}");
     assert_eq!(found(&report, "no_ttl"), 3, "{report}");
-    assert_eq!(report["problems"], 10);
+    assert_eq!(found(&report, "online_dangling"), 1, "{report}");
+    assert_eq!(report["problems"], 11);
     let (code, table, _) = p.cli(&["validate"]);
     assert_eq!(code, 1);
     assert!(table.contains("active_without_record") && table.contains("validate --fix"), "{table}");
 
     let fixed = json_of(p, &["validate", "--fix"]);
-    assert_eq!((fixed["problems"].as_i64(), fixed["fixed"].as_i64()), (Some(10), Some(10)), "{fixed}");
+    assert_eq!((fixed["problems"].as_i64(), fixed["fixed"].as_i64()), (Some(11), Some(11)), "{fixed}");
     assert_eq!(json_of(p, &["validate"])["problems"], 0);
 
     let ttl = |k: &str| redis::cmd("TTL").arg(k).query::<i64>(&mut s.redis.conn()).unwrap();
@@ -250,6 +253,9 @@ fn validate_fix_repairs_a_corrupted_keyspace() {
     assert_eq!(api(p, &format!("/api/analytics/sessions/{bob_sid}"))["end_reason"], "logout");
     let members: Vec<String> = redis::cmd("SMEMBERS").arg("sting:active:sessions").query(&mut s.redis.conn()).unwrap();
     assert_eq!(members.len(), 2, "{members:?}");
+    let online: Vec<String> = redis::cmd("ZRANGE").arg("sting:active:online").arg(0).arg(-1).query(&mut s.redis.conn()).unwrap();
+    assert_eq!(online.len(), 2, "alice and carol stay, bob went: {online:?}");
+    assert!(!online.contains(&bob_sid));
 }
 
 /// `behavior USER` and `online` print what their endpoints answer, as JSON and as tables.

@@ -350,7 +350,7 @@ async fn online(store: &RedisStore, query: Option<&str>) -> Result<serde_json::V
         }
     }
     // The index's order, corrected by the records (the newest activity first).
-    sessions.sort_by(|a, b| b.0.cmp(&a.0));
+    sessions.sort_by_key(|s| std::cmp::Reverse(s.0));
     Ok(serde_json::json!({"sessions": sessions.into_iter().map(|(_, s)| s).collect::<Vec<_>>(), "total": total, "timestamp": now_iso()}))
 }
 

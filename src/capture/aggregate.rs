@@ -517,6 +517,40 @@ mod tests {
         assert_eq!(b.command_count(&s), batch_of(1000).command_count(&s));
     }
 
+    /// Signed-in requests cost one behaviour script call per user per batch (and one load and
+    /// one trim of the online index per batch); anonymous ones cost nothing more.
+    #[test]
+    fn behavior_costs_one_command_per_user_per_batch() {
+        let d = device();
+        let loc = Location::default();
+        let evs: Vec<RequestEvent> = (0..20)
+            .map(|i| event(1_796_043_900_000 + i, Some(if i % 2 == 0 { "s1" } else { "s2" }), Some(if i % 2 == 0 { "u1" } else { "u2" }), "/x", 200))
+            .chain((0..5).map(|i| event(1_796_043_900_100 + i, Some("s3"), None, "/y", 200)))
+            .collect();
+        let mut b = Batch::default();
+        for ev in &evs {
+            b.add_request(&Enriched { event: ev, template: &ev.path, page_view: true, action: None, device: &d, location: &loc });
+        }
+        assert_eq!(b.behavior["u1"].routes["/x"], 10);
+        assert_eq!(b.behavior["u2"].devices, vec![("Chrome|Linux|desktop".to_owned(), 10)]);
+        assert!(!b.behavior.contains_key(""), "anonymous requests count for nobody");
+        let s = WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 10, idle_timeout_ms: 1000, detect: None, replay_cap: 0 };
+        let cmds: Vec<String> = b.to_pipeline(&s).cmd_iter().map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned()).collect();
+        let count = |needle: &str| cmds.iter().filter(|c| c.contains(needle)).count();
+        assert_eq!(count(user_behavior::behavior_sha()), 2);
+        assert_eq!(count("local ttl, other = ARGV[1], ARGV[4]"), 1, "the script is loaded once");
+        assert_eq!(count("ZREMRANGEBYRANK\r\n$19\r\nsting:active:online"), 1);
+        let mut anonymous = Batch::default();
+        for ev in &evs[20..] {
+            anonymous.add_request(&Enriched { event: ev, template: &ev.path, page_view: true, action: None, device: &d, location: &loc });
+        }
+        let cmds: Vec<String> = anonymous.to_pipeline(&s).cmd_iter().map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned()).collect();
+        assert!(
+            anonymous.behavior.is_empty()
+                && !cmds.iter().any(|c| c.contains(user_behavior::behavior_sha()) || c.contains("ZREMRANGEBYRANK\\r\\n$19\\r\\nsting:active:online"))
+        );
+    }
+
     #[test]
     fn field_names_follow_the_schema() {
         assert_eq!(

@@ -100,6 +100,17 @@ pub async fn validate(store: &RedisStore, s: &Settings, progress: &mut Progress)
         )
         .await?,
     );
+    out.push(
+        check_members(
+            store,
+            s,
+            progress,
+            Finding::new("online_dangling", "who-is-online entries whose session record is missing or already ended"),
+            true,
+            vec![(keys::ONLINE_SESSIONS.to_owned(), Rule::Live)],
+        )
+        .await?,
+    );
     out.push(keys_without_ttl(store, s, progress).await?);
     progress.done();
     Ok(out)
