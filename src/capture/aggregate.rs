@@ -547,7 +547,7 @@ mod tests {
         let cmds: Vec<String> = anonymous.to_pipeline(&s).cmd_iter().map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned()).collect();
         assert!(
             anonymous.behavior.is_empty()
-                && !cmds.iter().any(|c| c.contains(user_behavior::behavior_sha()) || c.contains("ZREMRANGEBYRANK\\r\\n$19\\r\\nsting:active:online"))
+                && !cmds.iter().any(|c| c.contains(user_behavior::behavior_sha()) || c.contains("ZREMRANGEBYRANK\r\n$19\r\nsting:active:online"))
         );
     }
 
