@@ -99,6 +99,14 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Re-encrypt every stored personal field under the first key of analytics.encryption_keys
+    /// (after adding a new key in front); seals plaintext stored before encryption was on.
+    /// Exit 1 if some field no configured key opens.
+    RotateKeys {
+        /// Keys per SCAN round trip.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+    },
     /// Check the analytics keys' integrity (dangling entries, keys without TTL); exit 1 if
     /// problems are found and not repaired.
     Validate {
@@ -132,6 +140,7 @@ fn main() -> ExitCode {
         Command::Revoke(c) => ops(&cfg, Ops::Revoke(c), cli.json),
         Command::Behavior { user_id, limit } => ops(&cfg, Ops::Behavior { user_id, limit }, cli.json),
         Command::Online { limit } => ops(&cfg, Ops::Online { limit }, cli.json),
+        Command::RotateKeys { batch } => ops(&cfg, Ops::RotateKeys { batch }, cli.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

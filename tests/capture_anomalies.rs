@@ -31,7 +31,7 @@ fn setup(n: usize, security_toml: &str, kratos: Option<KratosStub>) -> Setup {
     let redis = RedisServer::start();
     let app = FlaskApp::start(&redis, FlaskSession::V08);
     let dir = tempfile::tempdir().unwrap();
-    let mmdb = make_mmdb(dir.path());
+    let (mmdb, asn) = make_mmdbs(dir.path());
     let proxies = (0..n)
         .map(|_| {
             let mut opts = ProxyOpts::new(&redis, app.url());
@@ -40,6 +40,7 @@ fn setup(n: usize, security_toml: &str, kratos: Option<KratosStub>) -> Setup {
             opts.env = vec![
                 ("STING_TRUSTED_PROXIES", "127.0.0.0/8".into()),
                 ("GEOIP_DATABASE", mmdb.display().to_string()),
+                ("GEOIP_ASN_DATABASE", asn.display().to_string()),
                 ("STING_ANALYTICS_TOKEN", TOKEN.to_owned()),
             ];
             let p = Proxy::start(opts);
@@ -138,7 +139,11 @@ fn a_session_that_jumps_countries_is_an_impossible_travel() {
     // 81.2.69.7 and 81.2.69.200 share a /24: the first change of prefix is Munich's.
     assert_eq!(detected(&s, &sid, 4), ["country_change", "impossible_travel", "ip_change"]);
     assert_eq!(anomaly_of(&s, &sid, "country_change")["evidence"], serde_json::json!({"old": "GB", "new": "DE"}));
-    assert_eq!(anomaly_of(&s, &sid, "ip_change")["evidence"], serde_json::json!({"old": "81.2.69.0/24", "new": "203.0.113.0/24"}));
+    // With the ASN database, the networks' owners too.
+    assert_eq!(
+        anomaly_of(&s, &sid, "ip_change")["evidence"],
+        serde_json::json!({"old": "81.2.69.0/24", "new": "203.0.113.0/24", "old_asn": "AS64500 Example Home Broadband", "new_asn": "AS64501 Example Hosting GmbH"})
+    );
     let travel = anomaly_of(&s, &sid, "impossible_travel");
     assert_eq!((travel["evidence"]["from"].as_str(), travel["evidence"]["to"].as_str()), (Some("London"), Some("Munich")));
     let km = travel["evidence"]["distance_km"].as_i64().unwrap();
@@ -452,4 +457,159 @@ fn a_session_replay_is_its_request_timeline_bounded() {
     assert!(r0["latency_ms"].as_f64().unwrap() > 0.0);
     let missing = c.get(p.url("/api/analytics/sessions/replay/no-such-session")).bearer_auth(TOKEN).send().unwrap();
     assert_eq!(missing.status(), 404);
+}
+
+/// One session from four /24 networks within ten minutes (more than
+/// `max_addresses_per_session` = 3): `many_addresses`, naming them, once.
+#[test]
+fn a_session_used_from_many_networks_is_many_addresses() {
+    let s = setup(1, "", None);
+    let p = &s.proxies[0];
+    let cookie = login_as(p, "kate", CHROME_MAC, "81.2.69.7");
+    for ip in ["81.2.70.7", "81.2.71.7", "81.2.70.8", "81.2.72.7", "81.2.73.7"] {
+        browse(p, &cookie, CHROME_MAC, ip);
+    }
+    let sid = sid_of(&cookie);
+    assert_eq!(detected(&s, &sid, 6), ["ip_change", "many_addresses"]);
+    let a = anomaly_of(&s, &sid, "many_addresses");
+    // The login request had no user yet: its network is not the session's.
+    assert_eq!(a["evidence"]["addresses"], serde_json::json!(["81.2.70.0/24", "81.2.71.0/24", "81.2.72.0/24", "81.2.73.0/24"]));
+    assert_eq!(a["evidence"]["window_minutes"], 10);
+    // The per-session memory of recent networks stays bounded (limit + 1 at most).
+    let recent: String = redis::cmd("HGET").arg(format!("sting:analytics:session:{sid}")).arg("pfx_recent").query(&mut s.redis.conn()).unwrap();
+    assert!(serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&recent).unwrap().len() <= 4, "{recent}");
+}
+
+/// Two networks (home and phone) all day long are not `many_addresses`.
+#[test]
+fn two_networks_back_and_forth_are_not_many_addresses() {
+    let s = setup(1, "", None);
+    let p = &s.proxies[0];
+    let cookie = login_as(p, "liam", CHROME_MAC, LONDON);
+    for i in 0..20 {
+        browse(p, &cookie, CHROME_MAC, if i % 2 == 0 { "81.2.70.7" } else { LONDON });
+    }
+    let found = detected(&s, &sid_of(&cookie), 21);
+    assert!(!found.contains(&"many_addresses".to_owned()), "{found:?}");
+}
+
+/// Forged session cookies: 25 different badly signed cookies from one address make one
+/// `auth_failure_burst` for that address (no session, no user); one stale cookie retried 60
+/// times from another address makes none.
+#[test]
+fn a_burst_of_forged_cookies_from_one_address_is_noticed_once() {
+    let s = setup(1, "", None);
+    let p = &s.proxies[0];
+    let c = client();
+    let send = |cookie: String, ip: &str| {
+        let r = c.get(p.url("/echo")).header("cookie", format!("session={cookie}")).header("x-forwarded-for", ip).send().unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(seen(&r.json().unwrap(), "x-user-id"), None);
+    };
+    for i in 0..60 {
+        send("0f3c1d2e-stale.AAAAAA.notasignature".to_owned(), LONDON);
+        if i < 30 {
+            send(format!("forged-{i:04}.ZZZZZZ.bad{i}"), MUNICH);
+        }
+    }
+    wait_until("the burst recorded", Duration::from_secs(15), || anomalies(p, "")["total"] == 1);
+    let a = &anomalies(p, "")["anomalies"][0];
+    assert_eq!(a["detector"], "auth_failure_burst");
+    assert_eq!(a["severity"], "high");
+    assert!(a["session_id"].is_null() && a["user_id"].is_null(), "{a}");
+    assert_eq!(a["evidence"]["address"], MUNICH);
+    assert_eq!(a["evidence"]["invalid_credentials"], 20);
+    assert!(a["evidence"]["kinds"]["bad_signature"].as_i64().unwrap() >= 20, "{a}");
+    // All 90 failures are in; still one anomaly.
+    wait_until("every request written", Duration::from_secs(15), || {
+        let stats: serde_json::Value = client().get(p.url("/api/analytics/sessions/stats")).bearer_auth(TOKEN).send().unwrap().json().unwrap();
+        stats["hits_today"].as_i64() >= Some(90)
+    });
+    assert_eq!(anomalies(p, "")["total"], 1);
+}
+
+/// Hostile input: invalid credentials from 6,000 addresses (a spray, or forged forwarding
+/// headers) keep at most `AUTH_FAILURE_ADDRESS_CAP` (5,000) addresses apart in the window's
+/// hash; the rest are counted under `other`, which reports the spray as one burst.
+#[test]
+fn the_auth_failure_window_is_bounded() {
+    let s = setup(1, "auth_failure_window_seconds = 3600", None);
+    let p = &s.proxies[0];
+    let c = client();
+    for i in 0..6_000u32 {
+        let ip = format!("10.{}.{}.{}", i / 65_536, (i / 256) % 256, i % 256);
+        let r = c.get(p.url("/echo")).header("cookie", format!("session=x{i}.AAAA.bad")).header("x-forwarded-for", ip).send().unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let mut conn = s.redis.conn();
+    let key = || -> Option<String> {
+        let keys: Vec<String> = redis::cmd("KEYS").arg("sting:security:auth_failures:*").query(&mut s.redis.conn()).unwrap();
+        keys.into_iter().next()
+    };
+    wait_until("the spray written", Duration::from_secs(30), || {
+        key().is_some_and(|k| {
+            let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL").arg(&k).query(&mut s.redis.conn()).unwrap();
+            let counted: i64 = fields.iter().filter(|(f, _)| f.ends_with("#bad_signature")).map(|(_, v)| v.parse::<i64>().unwrap()).sum();
+            counted == 6_000
+        })
+    });
+    let k = key().unwrap();
+    let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL").arg(&k).query(&mut conn).unwrap();
+    let addresses = fields.keys().filter(|f| !f.contains(['|', '#', '!'])).count();
+    assert_eq!(addresses, 5_001, "5,000 addresses and other");
+    assert_eq!(fields["#"], "5000");
+    assert_eq!(fields["other#bad_signature"], "1000");
+    // Distinct credentials are kept only up to the threshold (20): a burst needs no more.
+    assert_eq!(fields["other"], "20");
+    assert_eq!(fields.keys().filter(|f| f.starts_with("other|")).count(), 20);
+    let spray = anomalies(p, "");
+    assert_eq!(spray["total"], 1, "{spray}");
+    assert_eq!(spray["anomalies"][0]["evidence"]["address"], "other");
+    let ttl: i64 = redis::cmd("TTL").arg(&k).query(&mut conn).unwrap();
+    assert!(ttl > 0 && ttl <= 7200, "lives two windows: {ttl}");
+}
+
+/// `security.actions.ua_change = "step_up"`: the stolen Kratos session is held on every
+/// instance (anonymous, its credentials not forwarded, protected routes send it to Kratos's
+/// AAL2 flow) until whoami shows it authenticated again at AAL2 after the anomaly; a session
+/// that was already at AAL2 before does not count as stepped up.
+#[test]
+fn a_detector_set_to_step_up_holds_the_session_until_a_second_factor() {
+    let kratos = KratosStub::start();
+    kratos.answer("tok", StubAnswer::session("mia", None, "aal1"));
+    let s = setup(2, "actions = { ua_change = \"step_up\" }\n[[auth.rules]]\nprefix = \"/dashboard\"\nrequire = \"session\"", Some(kratos));
+    let (a, b) = (&s.proxies[0], &s.proxies[1]);
+    let kratos = s._kratos.as_ref().unwrap();
+    let get = |p: &Proxy, path: &str, ua: &str| {
+        client()
+            .get(p.url(path))
+            .header("x-session-token", "tok")
+            .header("user-agent", ua)
+            .header("x-forwarded-for", LONDON)
+            .header("accept", "text/html")
+            .send()
+            .unwrap()
+    };
+    let user_on = |p: &Proxy| seen(&get(p, "/echo", CHROME_MAC).json().unwrap(), "x-user-id").map(str::to_owned);
+    assert_eq!(user_on(b).as_deref(), Some("mia"));
+    assert_eq!(get(a, "/echo", FIREFOX_LINUX).status(), 200);
+    wait_until("the session held on B", Duration::from_secs(15), || user_on(b).is_none());
+    // Held: no identity and no credential reach the app; a protected page goes to Kratos.
+    let echoed: serde_json::Value = get(a, "/echo", CHROME_MAC).json().unwrap();
+    assert_eq!((seen(&echoed, "x-user-id"), seen(&echoed, "x-session-token")), (None, None));
+    let r = get(b, "/dashboard/x", CHROME_MAC);
+    assert_eq!(r.status(), 302);
+    let to = r.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(to, format!("{}/self-service/login/browser?aal=aal2&refresh=true&return_to=%2Fdashboard%2Fx", kratos.url()));
+    let audit: serde_json::Value = client().get(a.url("/api/analytics/audit")).bearer_auth(TOKEN).send().unwrap().json().unwrap();
+    assert_eq!(audit["entries"][0]["action"], "step_up_session");
+    // AAL2 from before the anomaly is not a step-up.
+    kratos.answer("tok", StubAnswer::session("mia", None, "aal2"));
+    assert_eq!(user_on(a), None);
+    // The user completes Kratos's AAL2 flow: honoured again, on both instances.
+    kratos.answer("tok", StubAnswer::session("mia", None, "aal2").authenticated_now());
+    assert_eq!(user_on(b).as_deref(), Some("mia"));
+    wait_until("the step-up seen by A", Duration::from_secs(5), || user_on(a).as_deref() == Some("mia"));
+    let marks: i64 = redis::cmd("ZCARD").arg("sting:security:step_up").query(&mut s.redis.conn()).unwrap();
+    assert_eq!(marks, 0);
 }

@@ -29,7 +29,7 @@ fn point_of(city: Option<&str>) -> Option<(f64, f64)> {
 }
 
 fn at(country: Option<&str>, city: Option<&str>) -> Location {
-    Location { country: country.map(str::to_owned), city: city.map(str::to_owned), point: point_of(city) }
+    Location { country: country.map(str::to_owned), city: city.map(str::to_owned), point: point_of(city), asn: None }
 }
 
 #[test]

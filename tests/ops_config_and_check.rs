@@ -27,6 +27,22 @@ fn unknown_config_key_is_named_with_its_file() {
     assert!(err.contains("urll") && err.contains("bad.toml"), "{err}");
 }
 
+/// `security.actions` = `step_up` needs Kratos (it is Kratos's AAL2 flow), and an address's
+/// detector cannot act on a session: both stop start-up, naming the key and the file.
+#[test]
+fn impossible_security_actions_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("sec.toml");
+    std::fs::write(&f, "[security]\nactions = { ua_change = \"step_up\" }\n").unwrap();
+    let (code, _, err) = run(&["check", "--config", f.to_str().unwrap()], &[("SESSION_SECRET_KEY", "k")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("security.actions") && err.contains("kratos.public_url") && err.contains("sec.toml"), "{err}");
+    std::fs::write(&f, "[security]\nactions = { auth_failure_burst = \"revoke\" }\n").unwrap();
+    let (code, _, err) = run(&["check", "--config", f.to_str().unwrap()], &[("SESSION_SECRET_KEY", "k")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("security.actions") && err.contains("about an address"), "{err}");
+}
+
 /// A bad environment value names the variable.
 #[test]
 fn bad_env_value_is_named() {

@@ -133,6 +133,7 @@ mod tests {
             source: AuthSource::FlaskSession,
             aal: None,
             methods: vec![],
+            authenticated_at: None,
         }
     }
 

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use chrono::{Datelike, Timelike};
 
 use crate::api::endpoint::{param, parse_anomaly_query, parse_limit, parse_limit_or, parse_period, severity_rank, timeseries_labels, ApiError, Endpoint};
+use crate::store::field_cipher;
 use crate::store::keys::{self, Period};
 use crate::store::{RedisStore, Scan, StoreError};
 
@@ -69,7 +70,7 @@ pub fn session_json(sid: &str, rec: &HashMap<String, String>) -> serde_json::Val
     serde_json::json!({
         "session_id": sid,
         "user_id": get("user_id"),
-        "email": get("email"),
+        "email": get("email").and_then(|v| field_cipher::shown(&v)),
         "start_time": iso(num("start_time")),
         "last_activity": iso(num("last_time")),
         "end_time": iso(num("end_time")),
@@ -77,7 +78,7 @@ pub fn session_json(sid: &str, rec: &HashMap<String, String>) -> serde_json::Val
         "duration": num("duration"),
         "page_views": num("page_views").unwrap_or(0),
         "hits": num("hits").unwrap_or(0),
-        "ip_address": get("ip"),
+        "ip_address": get("ip").and_then(|v| field_cipher::shown(&v)),
         "location": {"country": get("country"), "city": get("city")},
         "device": {
             "os": get("os"),
@@ -160,7 +161,7 @@ pub async fn answer(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
             if entries.is_empty() {
                 return Err(QueryError::NotFound("no replay for this session"));
             }
-            let mut timeline: Vec<serde_json::Value> = entries.iter().filter_map(|e| serde_json::from_str(e).ok()).collect();
+            let mut timeline: Vec<serde_json::Value> = entries.iter().filter_map(|e| crate::capture::aggregate::replay_entry_json(e)).collect();
             timeline.reverse();
             Ok(serde_json::json!({"session_id": sid, "requests": timeline}))
         }
@@ -342,7 +343,7 @@ async fn online(store: &RedisStore, query: Option<&str>) -> Result<serde_json::V
                 continue;
             }
             let head: Option<String> = redis::from_redis_value(&pair[1]).map_err(StoreError::Redis)?;
-            let last: Option<serde_json::Value> = head.and_then(|h| serde_json::from_str(&h).ok());
+            let last: Option<serde_json::Value> = head.and_then(|h| crate::capture::aggregate::replay_entry_json(&h));
             let mut s = session_json(sid, &rec);
             s["last_route"] = last.as_ref().map(|l| l["route"].clone()).unwrap_or(serde_json::Value::Null);
             s["last_method"] = last.as_ref().map(|l| l["method"].clone()).unwrap_or(serde_json::Value::Null);

@@ -8,11 +8,13 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
 
 use crate::capture::detect::{self, Observation};
 use crate::capture::device::Device;
 use crate::capture::geo::Location;
+use crate::capture::privacy::Privacy;
 use crate::capture::request_event::{EndReason, RequestEvent, SessionSignal};
 use crate::capture::session_scripts::{self, LightStart, Touch};
 use crate::capture::user_behavior::{self, UserSums};
@@ -28,6 +30,9 @@ pub struct Enriched<'a> {
     pub page_view: bool,
     /// A named action from the configured rules (`login`, `upload_document`, ...).
     pub action: Option<&'a str>,
+    /// The request asked not to be tracked (`Sec-GPC: 1`, `DNT: 1`, as configured): it counts
+    /// in aggregates, but leaves its session no address, device, timeline or detector state.
+    pub private: bool,
     pub device: &'a Device,
     pub location: &'a Location,
 }
@@ -46,6 +51,10 @@ pub struct WriteSettings {
     pub detect: Option<String>,
     /// Requests kept per signed-in session for replay; 0 = none.
     pub replay_cap: usize,
+    /// `auth_failure_burst`'s window in seconds; 0 when the detector is off.
+    pub auth_burst_window_secs: u32,
+    /// How addresses and personal fields are stored.
+    pub privacy: Arc<Privacy>,
 }
 
 /// The batch sums by period number; label text is made once per key when the batch is written.
@@ -68,22 +77,55 @@ struct ReplayEntry {
     status: u16,
     latency_us: u64,
     address: Option<std::net::IpAddr>,
-    device: String,
+    /// Index into the batch's `replay_devices` (one string per distinct device, not per request).
+    device: usize,
 }
 
 impl ReplayEntry {
-    fn json(&self) -> String {
-        serde_json::json!({
-            "timestamp": chrono::DateTime::from_timestamp_millis(self.ts_ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "method": self.method.as_str(),
-            "route": self.route,
-            "status": self.status,
-            "latency_ms": self.latency_us as f64 / 1000.0,
-            "address": self.address.map(detect::address_prefix),
-            "device": self.device,
-        })
-        .to_string()
+    /// The stored form, a compact JSON array (see [`replay_entry_json`]), written without
+    /// building a JSON value: this runs once per signed-in request.
+    fn stored(&self, devices: &[String], prefixes: &mut BTreeMap<std::net::IpAddr, String>, privacy: &Privacy) -> String {
+        use std::fmt::Write;
+        let address = match self.address {
+            Some(ip) => prefixes.entry(ip).or_insert_with(|| json_text(&privacy.stored_prefix(detect::address_prefix(ip)))).as_str(),
+            None => "null",
+        };
+        let mut out = String::with_capacity(64 + self.route.len());
+        let _ = write!(
+            out,
+            "[{},{},{},{},{},{},{}]",
+            self.ts_ms,
+            json_text(self.method.as_str()),
+            json_text(&self.route),
+            self.status,
+            self.latency_us,
+            address,
+            json_text(devices.get(self.device).map(String::as_str).unwrap_or_default()),
+        );
+        out
     }
+}
+
+fn json_text(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// A stored replay entry as the API shows it: `[ms, method, route, status, latency µs, address
+/// prefix, device]` becomes `{"timestamp", "method", "route", "status", "latency_ms",
+/// "address", "device"}`; an entry already in that shape (written by an older version) passes.
+pub fn replay_entry_json(stored: &str) -> Option<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(stored).ok()?;
+    let Some(a) = v.as_array() else { return v.is_object().then_some(v) };
+    let ts = a.first()?.as_i64()?;
+    Some(serde_json::json!({
+        "timestamp": chrono::DateTime::from_timestamp_millis(ts)?.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "method": a.get(1)?,
+        "route": a.get(2)?,
+        "status": a.get(3)?,
+        "latency_ms": a.get(4)?.as_u64()? as f64 / 1000.0,
+        "address": a.get(5)?,
+        "device": a.get(6)?,
+    }))
 }
 
 /// The writes for one batch, summed.
@@ -107,6 +149,11 @@ pub struct Batch {
     observations: BTreeMap<String, Vec<Observation>>,
     /// signed-in sid → its requests, for the replay timeline (formatted when written)
     replay: BTreeMap<String, Vec<ReplayEntry>>,
+    /// The replay entries' devices (`browser / os / class`, or empty), each once.
+    replay_devices: Vec<String>,
+    /// Invalid credentials seen: (time, client address, fingerprint, outcome); at most one per
+    /// event, so bounded by the batch.
+    failures: Vec<(i64, IpAddr, [u8; 8], &'static str)>,
     ends: Vec<(String, i64, EndReason)>,
     /// user id → what their signed-in requests add to their behaviour aggregates
     behavior: BTreeMap<String, UserSums>,
@@ -164,6 +211,9 @@ impl Batch {
     pub fn add_request(&mut self, e: &Enriched<'_>) {
         let ev = e.event;
         self.events += 1;
+        if let (Some(fp), Some(ip)) = (ev.failed_credential, ev.ip) {
+            self.failures.push((ev.ts_ms, ip, fp, ev.auth_outcome));
+        }
         let status_field = status_field(ev.status);
         let latency_field = latency_field(ev.latency_us / 1000);
         let bot = e.device.kind == crate::capture::device::DeviceKind::Bot;
@@ -216,7 +266,8 @@ impl Batch {
                 }
             }
         }
-        if let Some(id) = &ev.identity {
+        // A request that asked not to be tracked adds nothing to its user's behaviour profile.
+        if let (Some(id), false) = (&ev.identity, e.private) {
             let device = [e.device.browser.as_str(), e.device.os.as_str(), e.device.kind.as_str()];
             let country = e.location.country.as_deref().unwrap_or(crate::capture::device::UNKNOWN);
             slot(&mut self.behavior, id.user_id.as_str()).add(ev.ts_ms, e.template, device, country);
@@ -226,8 +277,9 @@ impl Batch {
             let t = self.touch(sid, e);
             t.hits += 1;
             t.page_views += i64::from(e.page_view);
-            if ev.identity.is_some() {
+            if ev.identity.is_some() && !e.private {
                 self.observe(sid, e);
+                let device = self.replay_device(e.device);
                 slot(&mut self.replay, sid.as_str()).push(ReplayEntry {
                     ts_ms: ev.ts_ms,
                     method: ev.method.clone(),
@@ -235,11 +287,7 @@ impl Batch {
                     status: ev.status,
                     latency_us: ev.latency_us,
                     address: ev.ip,
-                    device: if e.device.browser == crate::capture::device::UNKNOWN {
-                        String::new()
-                    } else {
-                        format!("{} / {} / {}", e.device.browser, e.device.os, e.device.kind.as_str())
-                    },
+                    device,
                 });
             }
             let t = self.touches.get_mut(sid.as_str()).expect("touched above");
@@ -265,12 +313,15 @@ impl Batch {
                     }
                 }
             }
-            let acts = slot(&mut self.actions, sid.as_str());
-            if e.page_view {
-                acts.push(PendingAction { ts_ms: ev.ts_ms, name: Cow::Borrowed("page_view"), page: Some(e.template.to_owned()) });
-            }
-            if let Some(name) = e.action {
-                acts.push(PendingAction { ts_ms: ev.ts_ms, name: Cow::Owned(name.to_owned()), page: Some(e.template.to_owned()) });
+            // No timeline for a request that asked not to be tracked.
+            if !e.private {
+                let acts = slot(&mut self.actions, sid.as_str());
+                if e.page_view {
+                    acts.push(PendingAction { ts_ms: ev.ts_ms, name: Cow::Borrowed("page_view"), page: Some(e.template.to_owned()) });
+                }
+                if let Some(name) = e.action {
+                    acts.push(PendingAction { ts_ms: ev.ts_ms, name: Cow::Owned(name.to_owned()), page: Some(e.template.to_owned()) });
+                }
             }
         }
 
@@ -290,6 +341,30 @@ impl Batch {
         }
     }
 
+    /// The index of `d` among the batch's replay devices (a batch sees few).
+    fn replay_device(&mut self, d: &Device) -> usize {
+        let text = |d: &Device| {
+            if d.browser == crate::capture::device::UNKNOWN {
+                String::new()
+            } else {
+                format!("{} / {} / {}", d.browser, d.os, d.kind.as_str())
+            }
+        };
+        let same = |s: &str| {
+            // `browser / os / class` without formatting it.
+            let mut parts = s.splitn(3, " / ");
+            if d.browser == crate::capture::device::UNKNOWN {
+                return s.is_empty();
+            }
+            parts.next() == Some(d.browser.as_str()) && parts.next() == Some(d.os.as_str()) && parts.next() == Some(d.kind.as_str())
+        };
+        if let Some(i) = self.replay_devices.iter().position(|s| same(s)) {
+            return i;
+        }
+        self.replay_devices.push(text(d));
+        self.replay_devices.len() - 1
+    }
+
     /// The batch's touch for `sid`, widened to this request's time and carrying its latest
     /// address and latest known location. The device is the first known one: a session's device is recorded
     /// once, at its start, and an asset fetch without a User-Agent must not stand for it.
@@ -301,6 +376,9 @@ impl Batch {
         let t = self.touches.get_mut(sid).expect("inserted above");
         t.first_ts_ms = t.first_ts_ms.min(ev.ts_ms);
         t.last_ts_ms = t.last_ts_ms.max(ev.ts_ms);
+        if e.private {
+            return t;
+        }
         if let Some(ip) = ev.ip {
             t.ip = Some(ip);
             t.first_ip.get_or_insert(ip);
@@ -322,6 +400,11 @@ impl Batch {
     /// Notes what a signed-in session's request showed, if it differs from the last one.
     fn observe(&mut self, sid: &str, e: &Enriched<'_>) {
         let ev = e.event;
+        if let Some(last) = self.observations.get(sid).and_then(|seen| seen.last()) {
+            if last.repeats(ev.ip, e.location, [&e.device.browser, &e.device.os, e.device.kind.as_str()]) {
+                return;
+            }
+        }
         let ua = if e.device.browser == crate::capture::device::UNKNOWN {
             String::new()
         } else {
@@ -390,15 +473,18 @@ impl Batch {
         let mut detect_loaded = false;
         for t in self.touches.values() {
             let light = self.light_start(t);
-            p.add_command(session_scripts::touch_cmd(t, s.ttl_secs, s.anonymous_ttl_secs, s.actions_cap, light.as_ref())).ignore();
+            p.add_command(session_scripts::touch_cmd(t, s.ttl_secs, s.anonymous_ttl_secs, s.actions_cap, light.as_ref(), &s.privacy)).ignore();
             // The detectors, atomically after the touch that updated the session.
             if let (Some(settings), Some(user), Some(obs)) = (&s.detect, &t.user_id, self.observations.get(t.sid.as_str())) {
                 if !detect_loaded {
-                    p.cmd("SCRIPT").arg("LOAD").arg(detect::DETECT).ignore();
+                    p.cmd("SCRIPT").arg("LOAD").arg(detect::detect_script()).ignore();
                     detect_loaded = true;
                 }
                 let mut obs = obs.clone();
                 obs.sort_by_key(|o| o.ts_ms);
+                for o in &mut obs {
+                    o.prefix = s.privacy.stored_prefix(std::mem::take(&mut o.prefix));
+                }
                 p.add_command(detect::detect_cmd(&t.sid, user, t.aal.as_deref(), &obs, settings)).ignore();
             }
         }
@@ -416,12 +502,25 @@ impl Batch {
             p.expire(&key, if anonymous { s.anonymous_ttl_secs.min(s.ttl_secs) as i64 } else { ttl }).ignore();
         }
         if s.replay_cap > 0 {
+            let mut prefixes = BTreeMap::new();
             for (sid, entries) in &self.replay {
                 let key = keys::session_replay(sid);
-                let newest: Vec<String> = entries.iter().skip(entries.len().saturating_sub(s.replay_cap)).map(ReplayEntry::json).collect();
+                let newest: Vec<String> = entries
+                    .iter()
+                    .skip(entries.len().saturating_sub(s.replay_cap))
+                    .map(|r| r.stored(&self.replay_devices, &mut prefixes, &s.privacy))
+                    .collect();
                 p.lpush(&key, newest).ignore();
                 p.ltrim(&key, 0, s.replay_cap as isize - 1).ignore();
                 p.expire(&key, s.anonymous_ttl_secs.min(s.ttl_secs) as i64).ignore();
+            }
+        }
+        if s.auth_burst_window_secs > 0 && !self.failures.is_empty() {
+            if let Some(settings) = &s.detect {
+                p.cmd("SCRIPT").arg("LOAD").arg(detect::auth_burst_script()).ignore();
+                for (window, failures) in self.failures_by_window(s.auth_burst_window_secs, &s.privacy) {
+                    p.add_command(detect::auth_burst_cmd(window, s.auth_burst_window_secs, &failures, settings)).ignore();
+                }
             }
         }
         if !self.behavior.is_empty() {
@@ -437,6 +536,27 @@ impl Batch {
             p.add_command(session_scripts::end_for(sid, *ts, *reason, s.idle_timeout_ms, s.ttl_secs, s.anonymous_ttl_secs)).ignore();
         }
         p
+    }
+
+    /// The batch's invalid credentials by window start (unix seconds) and address; beyond
+    /// [`detect::MAX_FAILING_ADDRESSES_PER_BATCH`] addresses per window the rest count as `other`.
+    fn failures_by_window(&self, window_secs: u32, privacy: &Privacy) -> BTreeMap<i64, BTreeMap<String, detect::AuthFailures>> {
+        let w = i64::from(window_secs);
+        let mut out: BTreeMap<i64, BTreeMap<String, detect::AuthFailures>> = BTreeMap::new();
+        for (ts_ms, ip, fp, kind) in &self.failures {
+            let Some(mut addr) = privacy.burst_address(detect::burst_address(*ip), *ts_ms) else { continue };
+            let window = out.entry(ts_ms.div_euclid(1000).div_euclid(w) * w).or_default();
+            if !window.contains_key(&addr) && window.len() >= detect::MAX_FAILING_ADDRESSES_PER_BATCH {
+                addr = crate::observe::metrics::OTHER_ROUTE.to_owned();
+            }
+            let f = window.entry(addr).or_default();
+            if f.credentials.len() < detect::MAX_FAILED_CREDENTIALS {
+                f.credentials.insert(hex::encode(fp));
+            }
+            *f.kinds.entry(kind).or_default() += 1;
+            f.last_ts_ms = f.last_ts_ms.max(*ts_ms);
+        }
+        out
     }
 
     /// Commands in the pipeline (for the commands-per-request figure).
@@ -465,6 +585,7 @@ mod tests {
                     source: AuthSource::FlaskSession,
                     aal: None,
                     methods: vec![],
+                    authenticated_at: None,
                 })
             }),
             method: http::Method::GET,
@@ -472,6 +593,7 @@ mod tests {
             template: path.into(),
             request_id: "r".into(),
             auth_outcome: "flask_redis_hit",
+            failed_credential: None,
             status,
             latency_us: 1500,
             upstream_latency_us: Some(1000),
@@ -481,6 +603,8 @@ mod tests {
             user_agent: None,
             referrer: None,
             navigation: true,
+            gpc: false,
+            dnt: false,
             signal: SessionSignal::None,
         }
     }
@@ -491,11 +615,11 @@ mod tests {
 
     fn batch_of(n: i64) -> Batch {
         let d = device();
-        let loc = Location { country: Some("GB".into()), city: Some("London".into()), point: None };
+        let loc = Location { country: Some("GB".into()), city: Some("London".into()), point: None, asn: None };
         let evs: Vec<RequestEvent> = (0..n).map(|i| event(1_796_043_900_000 + i, Some("s1"), Some("u1"), "/x", 200)).collect();
         let mut b = Batch::default();
         for (i, ev) in evs.iter().enumerate() {
-            b.add_request(&Enriched { event: ev, template: "/x", page_view: i % 2 == 0, action: None, device: &d, location: &loc });
+            b.add_request(&Enriched { event: ev, template: "/x", page_view: i % 2 == 0, action: None, private: false, device: &d, location: &loc });
         }
         b
     }
@@ -513,7 +637,16 @@ mod tests {
         assert_eq!((t.hits, t.page_views, t.user_id.as_deref()), (10, 5, Some("u1")));
         assert_eq!(b.actions["s1"].len(), 5);
         // The command count depends on distinct keys and fields, not on the number of events.
-        let s = WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 100, idle_timeout_ms: 1000, detect: None, replay_cap: 0 };
+        let s = WriteSettings {
+            ttl_secs: 60,
+            anonymous_ttl_secs: 60,
+            actions_cap: 100,
+            idle_timeout_ms: 1000,
+            detect: None,
+            replay_cap: 0,
+            auth_burst_window_secs: 0,
+            privacy: Arc::new(Privacy::plain()),
+        };
         assert_eq!(b.command_count(&s), batch_of(1000).command_count(&s));
     }
 
@@ -529,20 +662,31 @@ mod tests {
             .collect();
         let mut b = Batch::default();
         for ev in &evs {
-            b.add_request(&Enriched { event: ev, template: &ev.path, page_view: true, action: None, device: &d, location: &loc });
+            b.add_request(&Enriched { event: ev, template: &ev.path, page_view: true, action: None, private: false, device: &d, location: &loc });
         }
         assert_eq!(b.behavior["u1"].routes["/x"], 10);
         assert_eq!(b.behavior["u2"].devices, vec![("Chrome|Linux|desktop".to_owned(), 10)]);
         assert!(!b.behavior.contains_key(""), "anonymous requests count for nobody");
-        let s = WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 10, idle_timeout_ms: 1000, detect: None, replay_cap: 0 };
+        let s = WriteSettings {
+            ttl_secs: 60,
+            anonymous_ttl_secs: 60,
+            actions_cap: 10,
+            idle_timeout_ms: 1000,
+            detect: None,
+            replay_cap: 0,
+            auth_burst_window_secs: 0,
+            privacy: Arc::new(Privacy::plain()),
+        };
         let cmds: Vec<String> = b.to_pipeline(&s).cmd_iter().map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned()).collect();
         let count = |needle: &str| cmds.iter().filter(|c| c.contains(needle)).count();
         assert_eq!(count(user_behavior::behavior_sha()), 2);
         assert_eq!(count("local ttl, other = ARGV[1], ARGV[4]"), 1, "the script is loaded once");
         assert_eq!(count("ZREMRANGEBYRANK\r\n$19\r\nsting:active:online"), 1);
+        // Anonymous requests, and a signed-in one that asked not to be tracked.
         let mut anonymous = Batch::default();
-        for ev in &evs[20..] {
-            anonymous.add_request(&Enriched { event: ev, template: &ev.path, page_view: true, action: None, device: &d, location: &loc });
+        for ev in &evs[19..] {
+            let private = ev.identity.is_some();
+            anonymous.add_request(&Enriched { event: ev, template: &ev.path, page_view: true, action: None, private, device: &d, location: &loc });
         }
         let cmds: Vec<String> = anonymous.to_pipeline(&s).cmd_iter().map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned()).collect();
         assert!(
@@ -570,10 +714,19 @@ mod tests {
         let evs = [event(before, Some("s1"), None, "/a", 200), event(after, Some("s1"), None, "/b", 200), event(after + 1, Some("s1"), None, "/c", 200)];
         let mut b = Batch::default();
         for ev in &evs {
-            b.add_request(&Enriched { event: ev, template: &ev.path, page_view: true, action: None, device: &d, location: &loc });
+            b.add_request(&Enriched { event: ev, template: &ev.path, page_view: true, action: None, private: false, device: &d, location: &loc });
         }
         let cmds: Vec<String> = b
-            .to_pipeline(&WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 2, idle_timeout_ms: 1000, detect: None, replay_cap: 0 })
+            .to_pipeline(&WriteSettings {
+                ttl_secs: 60,
+                anonymous_ttl_secs: 60,
+                actions_cap: 2,
+                idle_timeout_ms: 1000,
+                detect: None,
+                replay_cap: 0,
+                auth_burst_window_secs: 0,
+                privacy: Arc::new(Privacy::plain()),
+            })
             .cmd_iter()
             .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
             .collect();
@@ -595,14 +748,22 @@ mod tests {
     fn a_batch_keeps_the_first_address_and_device_and_the_latest_known_place() {
         let chrome = device();
         let unknown = Device { browser: crate::capture::device::UNKNOWN.into(), os: crate::capture::device::UNKNOWN.into(), kind: DeviceKind::Other };
-        let london = Location { country: Some("GB".into()), city: Some("London".into()), point: None };
+        let london = Location { country: Some("GB".into()), city: Some("London".into()), point: None, asn: None };
         let nowhere = Location::default();
         let first = event(1_796_043_900_000, Some("s1"), Some("u1"), "/", 200);
         let mut second = event(1_796_043_900_001, Some("s1"), Some("u1"), "/static/a.js", 200);
         second.ip = Some("127.0.0.1".parse().unwrap());
         let mut b = Batch::default();
-        b.add_request(&Enriched { event: &first, template: "/", page_view: true, action: None, device: &chrome, location: &london });
-        b.add_request(&Enriched { event: &second, template: "/static/a.js", page_view: false, action: None, device: &unknown, location: &nowhere });
+        b.add_request(&Enriched { event: &first, template: "/", page_view: true, action: None, private: false, device: &chrome, location: &london });
+        b.add_request(&Enriched {
+            event: &second,
+            template: "/static/a.js",
+            page_view: false,
+            action: None,
+            private: false,
+            device: &unknown,
+            location: &nowhere,
+        });
         let t = &b.touches["s1"];
         assert_eq!((t.first_ip, t.ip), (Some("81.2.69.1".parse().unwrap()), Some("127.0.0.1".parse().unwrap())));
         assert_eq!((t.browser.as_str(), t.country.as_str(), t.city.as_str()), ("Chrome", "GB", "London"));
@@ -615,10 +776,19 @@ mod tests {
         let mut ev = event(1_796_043_900_000, Some("s1"), Some("u1"), "/logout", 200);
         ev.signal = SessionSignal::Cleared { sid: "s1".into() };
         let mut b = Batch::default();
-        b.add_request(&Enriched { event: &ev, template: "/logout", page_view: false, action: None, device: &d, location: &loc });
+        b.add_request(&Enriched { event: &ev, template: "/logout", page_view: false, action: None, private: false, device: &d, location: &loc });
         assert_eq!(b.ends, vec![("s1".to_owned(), 1_796_043_900_000, EndReason::Logout)]);
         let cmds: Vec<String> = b
-            .to_pipeline(&WriteSettings { ttl_secs: 60, anonymous_ttl_secs: 60, actions_cap: 10, idle_timeout_ms: 1000, detect: None, replay_cap: 0 })
+            .to_pipeline(&WriteSettings {
+                ttl_secs: 60,
+                anonymous_ttl_secs: 60,
+                actions_cap: 10,
+                idle_timeout_ms: 1000,
+                detect: None,
+                replay_cap: 0,
+                auth_burst_window_secs: 0,
+                privacy: Arc::new(Privacy::plain()),
+            })
             .cmd_iter()
             .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
             .collect();

@@ -105,6 +105,15 @@ pub fn matches(rule: &AlertRule, anomaly: &serde_json::Value) -> bool {
     detector_ok && sev.zip(Severity::parse(&rule.min_severity)).is_some_and(|(s, min)| s >= min)
 }
 
+/// What an alert is about, for its once-per-webhook mark: the session, or for an address's
+/// anomaly (no session) the address and the time it fired (once per address and window).
+pub fn alert_subject(anomaly: &serde_json::Value) -> String {
+    match anomaly["session_id"].as_str() {
+        Some(sid) => sid.to_owned(),
+        None => format!("{}@{}", anomaly["evidence"]["address"].as_str().unwrap_or_default(), anomaly["timestamp"].as_str().unwrap_or_default()),
+    }
+}
+
 /// The `X-Sting-Signature` value for `body` at `unix_secs`.
 pub fn sign(secret: &[u8], unix_secs: i64, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
@@ -121,8 +130,8 @@ pub fn payload(format: &str, anomaly: &serde_json::Value) -> Vec<u8> {
             ":rotating_light: sting-proxy: {} ({}) on session {} of user {} at {}: {}",
             anomaly["detector"].as_str().unwrap_or("?"),
             anomaly["severity"].as_str().unwrap_or("?"),
-            anomaly["session_id"].as_str().unwrap_or("?"),
-            anomaly["user_id"].as_str().unwrap_or("?"),
+            anomaly["session_id"].as_str().unwrap_or("none"),
+            anomaly["user_id"].as_str().unwrap_or("none"),
             anomaly["timestamp"].as_str().unwrap_or("?"),
             anomaly["evidence"],
         );
@@ -148,7 +157,10 @@ pub struct AlertDispatcher {
 /// Automatic revocation on an anomaly (once per anomaly: the consumer group hands each to one
 /// instance; a takeover may repeat it, and revoking twice changes nothing).
 pub struct Enforcement {
-    pub detectors: Vec<String>,
+    /// Detectors whose anomalies revoke the session.
+    pub revoke: Vec<String>,
+    /// Detectors whose anomalies hold the session until it steps up to AAL2.
+    pub step_up: Vec<String>,
     pub enforcer: Enforcer,
     pub store: RedisStore,
 }
@@ -230,15 +242,25 @@ impl AlertDispatcher {
     /// the claim).
     async fn deliver(&self, rules: &[AlertRule], anomaly: &serde_json::Value, conn: &mut redis::aio::MultiplexedConnection) {
         let m = crate::observe::metrics::metrics();
+        // An address's anomaly (`session_id` null) has no session to act on.
         if let (Some(e), Some(detector), Some(sid)) = (&self.enforce, anomaly["detector"].as_str(), anomaly["session_id"].as_str()) {
-            if e.detectors.iter().any(|d| d == detector) {
-                let sids = [sid.to_owned()];
+            let sids = [sid.to_owned()];
+            if e.revoke.iter().any(|d| d == detector) {
                 match e.enforcer.revoke(&e.store, &sids).await {
                     Ok(result) => {
                         tracing::warn!(session_id = sid, detector, "session revoked by its anomaly (security.actions)");
                         let _ = e.enforcer.audit(&e.store, &format!("detector:{detector}"), "revoke_session", sid, &result[0]).await;
                     }
                     Err(err) => tracing::warn!(error = %err, session_id = sid, "could not revoke the session of an anomaly"),
+                }
+            } else if e.step_up.iter().any(|d| d == detector) {
+                match e.enforcer.step_up(&e.store, &sids).await {
+                    Ok(()) => {
+                        tracing::warn!(session_id = sid, detector, "session held until it steps up to AAL2 (security.actions)");
+                        let _ =
+                            e.enforcer.audit(&e.store, &format!("detector:{detector}"), "step_up_session", sid, &serde_json::json!({"step_up": true})).await;
+                    }
+                    Err(err) => tracing::warn!(error = %err, session_id = sid, "could not hold the session of an anomaly for a step-up"),
                 }
             }
         }
@@ -249,7 +271,7 @@ impl AlertDispatcher {
             }
             for url in &rule.webhooks {
                 let sent = keys::alert_sent(
-                    anomaly["session_id"].as_str().unwrap_or_default(),
+                    &alert_subject(anomaly),
                     anomaly["detector"].as_str().unwrap_or_default(),
                     &hex::encode(&<Sha256 as sha2::Digest>::digest(url.as_bytes())[..8]),
                 );
@@ -354,6 +376,13 @@ mod tests {
         r.webhooks = vec!["file:///etc/passwd".into()];
         assert!(validate_rules(&[r]).unwrap_err().contains("webhooks[0]"));
         assert!(validate_rules(&[rule("*", "low")]).is_ok());
+    }
+
+    #[test]
+    fn an_address_alert_is_marked_per_address_and_time() {
+        let burst = serde_json::json!({"session_id": null, "detector": "auth_failure_burst", "timestamp": "2026-12-04T10:00:00.000Z", "evidence": {"address": "203.0.113.7"}});
+        assert_eq!(alert_subject(&burst), "203.0.113.7@2026-12-04T10:00:00.000Z");
+        assert_eq!(alert_subject(&serde_json::json!({"session_id": "s1"})), "s1");
     }
 
     #[test]

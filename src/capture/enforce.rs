@@ -76,6 +76,12 @@ impl Enforcer {
             .collect())
     }
 
+    /// Holds `sids` on every instance until each authenticates again at AAL2 through Kratos
+    /// (`security.actions` = `step_up`); their sessions go on, unlike a revocation.
+    pub async fn step_up(&self, store: &RedisStore, sids: &[String]) -> Result<(), StoreError> {
+        revocation::publish_step_up(store, sids, self.keep).await
+    }
+
     /// Appends to the audit log: who (`user:{id}`, `token`, `cli`, `detector:{name}`) did what.
     pub async fn audit(&self, store: &RedisStore, actor: &str, action: &str, target: &str, result: &serde_json::Value) -> Result<(), StoreError> {
         let entry = serde_json::json!({

@@ -8,6 +8,10 @@
 //! because a missing location must never cost a request.
 //!
 //! A Country database (GeoLite2-Country) works too; it simply has no cities.
+//!
+//! An ASN database (GeoLite2-ASN layout: `autonomous_system_number`,
+//! `autonomous_system_organization`) is optional and separate ([`AsnDb`]): the network an
+//! address belongs to, for the session fingerprint.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +37,8 @@ pub struct Location {
     /// Latitude and longitude (degrees), for the impossible-travel detector; only for records
     /// with a city.
     pub point: Option<(f64, f64)>,
+    /// The autonomous system, `AS{number} {organisation}` (from the ASN database, if any).
+    pub asn: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +96,36 @@ impl GeoDb {
     }
 }
 
+/// An opened ASN `.mmdb` (GeoLite2-ASN or compatible).
+#[derive(Debug)]
+pub struct AsnDb(GeoDb);
+
+#[derive(Deserialize)]
+struct AsnRecord<'a> {
+    #[serde(default)]
+    autonomous_system_number: Option<u32>,
+    #[serde(borrow, default)]
+    autonomous_system_organization: Option<&'a str>,
+}
+
+impl AsnDb {
+    pub fn open(path: &Path) -> Result<AsnDb, GeoError> {
+        GeoDb::open(path).map(AsnDb)
+    }
+
+    /// `AS{number} {organisation}` (organisation trimmed and bounded like a city name), or
+    /// `None` when the database does not cover the address.
+    pub fn lookup(&self, ip: IpAddr) -> Option<String> {
+        let found = self.0.reader.lookup(ip.to_canonical()).ok()?;
+        let record = found.decode::<AsnRecord<'_>>().ok()??;
+        let number = record.autonomous_system_number?;
+        Some(match record.autonomous_system_organization.and_then(city_name) {
+            Some(org) => format!("AS{number} {org}"),
+            None => format!("AS{number}"),
+        })
+    }
+}
+
 /// Just the fields we keep. Decoding into this rather than `maxminddb::geoip2::City` skips
 /// everything else (subdivisions, translations) without allocating, and a malformed field we
 /// do not use cannot blank the answer.
@@ -141,6 +177,7 @@ impl Record<'_> {
                 (Some(lat), Some(lon)) if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) => Some((lat, lon)),
                 _ => None,
             }),
+            asn: None,
         }
     }
 }
@@ -152,7 +189,7 @@ fn country_code(raw: &str) -> Option<String> {
     is_alpha2.then(|| raw.to_ascii_uppercase())
 }
 
-/// The longest city name kept. The longest real English city names are well under 100
+/// The longest city (or AS organisation) name kept. The longest real English city names are well under 100
 /// bytes; the cap only stops a bogus database from bloating every session record.
 const MAX_CITY_BYTES: usize = 128;
 
@@ -223,6 +260,6 @@ mod tests {
     #[test]
     fn record_without_city_keeps_country() {
         let record = Record { country: Some(Country { iso_code: Some("US") }), city: None, location: None };
-        assert_eq!(record.into_location(), Location { country: Some("US".into()), city: None, point: None });
+        assert_eq!(record.into_location(), Location { country: Some("US".into()), city: None, point: None, asn: None });
     }
 }

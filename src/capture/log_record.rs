@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use crate::capture::device::{self, Device};
 use crate::capture::geo::GeoDb;
+use crate::capture::privacy::Privacy;
 use crate::capture::request_event::RequestEvent;
 use crate::observe::access_log::{ClientTraits, Enrich, Record};
 
@@ -39,7 +40,8 @@ impl RequestEvent {
 
 /// The access log's enrichment: browser, OS and device class from the User-Agent (parsed once
 /// per distinct agent), country from the address when a GeoIP database is configured.
-pub fn log_enricher(geo: Option<GeoDb>) -> Enrich {
+/// The address as `privacy.log_ip_mode` shows it.
+pub fn log_enricher(geo: Option<GeoDb>, privacy: std::sync::Arc<Privacy>) -> Enrich {
     let mut devices: HashMap<String, Device> = HashMap::new();
     Box::new(move |ua: Option<&str>, ip: Option<IpAddr>| {
         if devices.len() > MAX_CACHED_AGENTS {
@@ -47,6 +49,7 @@ pub fn log_enricher(geo: Option<GeoDb>) -> Enrich {
         }
         let dev = ua.map(|ua| devices.entry(ua.to_owned()).or_insert_with(|| device::parse(ua)));
         ClientTraits {
+            client: ip.and_then(|ip| privacy.shown_ip(privacy.log_ip_mode, ip, chrono::Utc::now().timestamp_millis())),
             ua_family: dev.as_ref().map(|d| d.browser.clone()),
             os: dev.as_ref().map(|d| d.os.clone()),
             device: dev.as_ref().map(|d| d.kind.as_str()),
@@ -64,11 +67,20 @@ mod tests {
 
     #[test]
     fn enrich_parses_the_agent_and_skips_absent_fields() {
-        let mut enrich = log_enricher(None);
+        let mut enrich = log_enricher(None, std::sync::Arc::new(Privacy::plain()));
         let t = enrich(Some("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"), None);
         assert_eq!(t.device, Some("desktop"));
         assert!(t.ua_family.as_deref().is_some_and(|f| f.contains("Chrome")), "{t:?}");
         assert_eq!(t.country, None);
         assert_eq!(enrich(None, None), ClientTraits::default());
+        assert_eq!(enrich(None, Some("81.2.69.7".parse().unwrap())).client.as_deref(), Some("81.2.69.7"));
+    }
+
+    #[test]
+    fn the_log_shows_the_address_as_configured() {
+        let mut p = Privacy::plain();
+        p.log_ip_mode = crate::config::privacy::IpMode::Truncated;
+        let mut enrich = log_enricher(None, std::sync::Arc::new(p));
+        assert_eq!(enrich(None, Some("81.2.69.7".parse().unwrap())).client.as_deref(), Some("81.2.69.0"));
     }
 }

@@ -14,6 +14,7 @@ pub mod device;
 pub mod enforce;
 pub mod geo;
 pub mod log_record;
+pub mod privacy;
 pub mod request_event;
 pub mod session_lifecycle;
 pub mod session_scripts;

@@ -64,6 +64,9 @@ pub struct RequestEvent {
     pub request_id: String,
     /// How the caller was identified (`AuthOutcome::as_str`).
     pub auth_outcome: &'static str,
+    /// An invalid credential's short fingerprint (never the credential), for
+    /// `auth_failure_burst`.
+    pub failed_credential: Option<[u8; 8]>,
     pub status: u16,
     pub latency_us: u64,
     pub upstream_latency_us: Option<u64>,
@@ -76,6 +79,9 @@ pub struct RequestEvent {
     pub referrer: Option<String>,
     /// The request looked like a browser navigation (Accept, X-Requested-With, Sec-Fetch-Mode).
     pub navigation: bool,
+    /// `Sec-GPC: 1` (Global Privacy Control) and `DNT: 1` (Do Not Track) as sent.
+    pub gpc: bool,
+    pub dnt: bool,
     pub signal: SessionSignal,
 }
 

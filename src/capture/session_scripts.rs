@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 
 use sha1::{Digest, Sha1};
 
+use crate::capture::privacy::Privacy;
 use crate::capture::request_event::EndReason;
 use crate::store::keys::{self, Period};
 
@@ -342,17 +343,29 @@ pub struct LightStart<'a> {
 /// `[start ms, first page ISO time, ip, browser, os, device, country, city, hits, page views,
 /// first page]` (strings but for the counts; `""` when unknown), to which `END` appends
 /// `[end ms, duration s, end reason]`. About 110 bytes.
-pub fn light_record(t: &Touch, light: &LightStart<'_>) -> String {
+pub fn light_record(t: &Touch, light: &LightStart<'_>, privacy: &Privacy) -> String {
     let (iso, page) = match light.page_view {
         Some((ts, page)) => (iso_millis(ts), page),
         None => (String::new(), ""),
     };
-    serde_json::json!([t.first_ts_ms.to_string(), iso, address(t.first_ip), t.browser, t.os, t.device, t.country, t.city, t.hits, t.page_views, page,])
-        .to_string()
+    serde_json::json!([
+        t.first_ts_ms.to_string(),
+        iso,
+        privacy.stored_ip(t.first_ip, t.first_ts_ms),
+        t.browser,
+        t.os,
+        t.device,
+        t.country,
+        t.city,
+        t.hits,
+        t.page_views,
+        page,
+    ])
+    .to_string()
 }
 
 /// The `EVAL` command for one session touch; `light` when the batch may start a light record.
-pub fn touch_cmd(t: &Touch, ttl_secs: u64, anonymous_ttl_secs: u64, actions_cap: usize, light: Option<&LightStart<'_>>) -> redis::Cmd {
+pub fn touch_cmd(t: &Touch, ttl_secs: u64, anonymous_ttl_secs: u64, actions_cap: usize, light: Option<&LightStart<'_>>, privacy: &Privacy) -> redis::Cmd {
     let user = t.user_id.as_deref().unwrap_or("");
     let day = Period::Day.label(t.first_ts_ms);
     let hour = Period::Hour.label(t.first_ts_ms);
@@ -380,7 +393,7 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, anonymous_ttl_secs: u64, actions_cap:
         .arg(t.last_ts_ms)
         .arg(t.page_views)
         .arg(t.hits)
-        .arg(address(t.ip))
+        .arg(privacy.stored_ip(t.ip, t.last_ts_ms))
         .arg(&t.country)
         .arg(&t.city)
         .arg(&t.browser)
@@ -389,13 +402,13 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, anonymous_ttl_secs: u64, actions_cap:
         .arg(t.auth_source)
         .arg(t.aal.as_deref().unwrap_or(""))
         .arg(ttl_secs)
-        .arg(t.email.as_deref().unwrap_or(""))
+        .arg(privacy.stored_email(t.email.as_deref().unwrap_or("")))
         .arg(aal2_json)
         .arg(login_json)
         .arg(actions_cap.max(1))
         .arg(keys::RECENT_SESSIONS_CAP)
         .arg(keys::AAL2_EVENT_TTL_SECS)
-        .arg(address(t.first_ip))
+        .arg(privacy.stored_ip(t.first_ip, t.first_ts_ms))
         .arg(t.pages.values().map(|templates| templates.len()).sum::<usize>());
     for (slot, templates) in &t.pages {
         let label = slot.label();
@@ -407,7 +420,7 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, anonymous_ttl_secs: u64, actions_cap:
     let anonymous_ttl = anonymous_ttl_secs.min(ttl_secs);
     c.arg(anonymous_ttl);
     match light {
-        Some(l) => c.arg(light_record(t, l)).arg(l.page_view.map(|(ts, page)| action_json(ts, "page_view", Some(page))).unwrap_or_default()),
+        Some(l) => c.arg(light_record(t, l, privacy)).arg(l.page_view.map(|(ts, page)| action_json(ts, "page_view", Some(page))).unwrap_or_default()),
         None => c.arg("").arg(""),
     };
     let buckets = keys::light_buckets(t.first_ts_ms, anonymous_ttl);
@@ -425,10 +438,6 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, anonymous_ttl_secs: u64, actions_cap:
 }
 
 /// An address as the session record stores it; empty when unknown.
-fn address(ip: Option<std::net::IpAddr>) -> String {
-    ip.map(|i| i.to_string()).unwrap_or_default()
-}
-
 /// One entry of a session's action list: `{"timestamp": ISO-8601, "action": ..., "page": ...}`.
 pub fn action_json(ts_ms: i64, action: &str, page: Option<&str>) -> String {
     serde_json::json!({

@@ -3,7 +3,7 @@
 //! per user per batch. Pure (sums and the command builder); the writer sends it.
 //!
 //! Every request with a user counts once in each aggregate (requests, not page views or
-//! sessions): its UTC weekday and hour, its route template, its device
+//! sessions), unless it asked not to be tracked (GPC/DNT, as configured): its UTC weekday and hour, its route template, its device
 //! (`{browser}|{os}|{type}`, `unknown|unknown|other` without a User-Agent) and its country
 //! (`unknown` without a GeoIP answer). The sorted sets are capped per user
 //! ([`keys::USER_ROUTES_CAP`], ...): a member they no longer admit counts under

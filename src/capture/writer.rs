@@ -24,7 +24,8 @@ use crate::capture::aggregate::{Batch, Enriched, WriteSettings};
 use crate::capture::daily_cap::DailyCap;
 use crate::capture::detect;
 use crate::capture::device::{self, Device};
-use crate::capture::geo::{GeoDb, Location};
+use crate::capture::geo::{AsnDb, GeoDb, Location};
+use crate::capture::privacy::Privacy;
 use crate::capture::request_event::{CaptureEvent, RequestEvent, SessionSignal};
 use crate::config::route_template::{self, AssetRules};
 use crate::config::security::SecuritySection;
@@ -91,6 +92,7 @@ pub struct Enricher {
     assets: AssetRules,
     actions: Vec<ActionRuleSection>,
     geo: Option<GeoDb>,
+    asn: Option<AsnDb>,
 }
 
 /// Distinct UAs and IPs remembered between batches; cleared when they grow past this.
@@ -99,7 +101,13 @@ const ENRICH_CACHE_MAX: usize = 50_000;
 impl Enricher {
     pub fn new(cfg: &AnalyticsSection) -> anyhow::Result<Self> {
         let geo = if cfg.geoip_database.is_empty() { None } else { Some(GeoDb::open(std::path::Path::new(&cfg.geoip_database))?) };
-        Ok(Self { assets: AssetRules { extensions: cfg.asset_extensions.clone(), prefixes: cfg.asset_prefixes.clone() }, actions: cfg.actions.clone(), geo })
+        let asn = if cfg.asn_database.is_empty() { None } else { Some(AsnDb::open(std::path::Path::new(&cfg.asn_database))?) };
+        Ok(Self {
+            assets: AssetRules { extensions: cfg.asset_extensions.clone(), prefixes: cfg.asset_prefixes.clone() },
+            actions: cfg.actions.clone(),
+            geo,
+            asn,
+        })
     }
 
     fn action_for(&self, method: &http::Method, template: &str) -> Option<&str> {
@@ -145,13 +153,15 @@ pub struct Writer {
 
 /// Builds the channel: the handle for producers and the writer service that drains it.
 /// `anonymous_ttl_secs`: the app's session lifetime, the longest a record without a user lives.
-/// `security`: the anomaly detectors run on signed-in sessions' batches.
+/// `security`: the anomaly detectors run on signed-in sessions' batches. `privacy`: how
+/// addresses and personal fields are stored.
 pub fn channel(
     cfg: &AnalyticsSection,
     security: &SecuritySection,
     anonymous_ttl_secs: u64,
     store: RedisStore,
     grace: Duration,
+    privacy: Arc<Privacy>,
 ) -> anyhow::Result<(CaptureHandle, Writer)> {
     let (tx, rx) = mpsc::channel(cfg.queue_capacity);
     let stats = Arc::new(CaptureStats::default());
@@ -170,6 +180,12 @@ pub fn channel(
             idle_timeout_ms: cfg.idle_timeout_seconds * 1000,
             detect: detect::settings_json(security, cfg.retention_days * 86_400),
             replay_cap: security.replay_max_entries,
+            privacy,
+            auth_burst_window_secs: if security.severities().iter().any(|(d, sev)| *d == "auth_failure_burst" && sev.is_some()) {
+                security.auth_failure_window_seconds
+            } else {
+                0
+            },
         },
         max_events: cfg.batch_max_events,
         max_delay: Duration::from_millis(cfg.batch_max_delay_ms),
@@ -220,8 +236,12 @@ impl Writer {
                             caches.devices.insert(ua.clone(), d);
                         }
                     }
-                    if let (Some(ip), Some(geo)) = (r.ip, &self.enricher.geo) {
-                        caches.locations.entry(ip).or_insert_with(|| geo.lookup(ip));
+                    if let Some(ip) = r.ip.filter(|_| self.enricher.geo.is_some() || self.enricher.asn.is_some()) {
+                        caches.locations.entry(ip).or_insert_with(|| {
+                            let mut at = self.enricher.geo.as_ref().map(|g| g.lookup(ip)).unwrap_or_default();
+                            at.asn = self.enricher.asn.as_ref().and_then(|a| a.lookup(ip));
+                            at
+                        });
                     }
                 }
             }
@@ -243,7 +263,8 @@ impl Writer {
             let device = r.user_agent.as_ref().and_then(|ua| caches.devices.get(ua)).unwrap_or(&unknown_device);
             let location = r.ip.and_then(|ip| caches.locations.get(&ip)).unwrap_or(&nowhere);
             let action = self.enricher.action_for(&r.method, &r.template);
-            batch.add_request(&Enriched { event: r, template, page_view, action, device, location });
+            let private = self.settings.privacy.opted_out(r.gpc, r.dnt);
+            batch.add_request(&Enriched { event: r, template, page_view, action, private, device, location });
         }
         batch
     }

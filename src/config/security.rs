@@ -26,7 +26,20 @@ pub const DETECTORS: &[(&str, Severity)] = &[
     ("concurrent_sessions", Severity::Medium),
     // A session that had AAL2 is used at AAL1.
     ("aal_downgrade", Severity::High),
+    // One session used from more than `max_addresses_per_session` address prefixes within
+    // `address_window_minutes`: a cookie shared or replayed from many places.
+    ("many_addresses", Severity::High),
+    // At least `auth_failure_threshold` different invalid credentials (bad cookie signatures,
+    // credentials Kratos refuses, revoked sessions) from one address within
+    // `auth_failure_window_seconds`: forgery or credential stuffing.
+    ("auth_failure_burst", Severity::High),
 ];
+
+/// Detectors about an address rather than a session: no session to revoke or step up.
+pub const ADDRESS_DETECTORS: &[&str] = &["auth_failure_burst"];
+
+/// What `security.actions` may say for a detector.
+pub const ACTIONS: &[&str] = &["alert", "revoke", "step_up"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -67,14 +80,24 @@ pub struct SecuritySection {
     pub travel_min_km: f64,
     /// Active sessions of one user above which `concurrent_sessions` fires.
     pub max_concurrent_sessions: u32,
+    /// Address prefixes one session may be used from within `address_window_minutes` before
+    /// `many_addresses` fires.
+    pub max_addresses_per_session: u32,
+    pub address_window_minutes: u32,
+    /// Different invalid credentials from one address within `auth_failure_window_seconds` at
+    /// which `auth_failure_burst` fires.
+    pub auth_failure_threshold: u32,
+    pub auth_failure_window_seconds: u32,
     /// Anomalies kept per UTC day (the newest); the day's counters still count every one.
     pub max_anomalies_per_day: usize,
     /// Requests kept per signed-in session for its replay timeline (the newest); 0 = none.
     pub replay_max_entries: usize,
     /// Detector → `low` | `medium` | `high` | `off`; unlisted detectors keep their default.
     pub detectors: BTreeMap<String, String>,
-    /// Detector → `alert` (the default: record and alert per the rules) or `revoke` (also revoke
-    /// the session at once, on every instance).
+    /// Detector → `alert` (the default: record and alert per the rules), `revoke` (also revoke
+    /// the session at once, on every instance) or `step_up` (the session must authenticate
+    /// again with a second factor through Kratos before it is honoured again; needs
+    /// `kratos.public_url`).
     pub actions: BTreeMap<String, String>,
     /// `STING_WEBHOOK_SECRET`: the HMAC-SHA256 key that signs alert webhooks (header
     /// `X-Sting-Signature: t=<unix>,v1=<hex>`). Empty: webhooks go unsigned (warned).
@@ -88,6 +111,10 @@ impl Default for SecuritySection {
             impossible_travel_kmh: 1000.0,
             travel_min_km: 100.0,
             max_concurrent_sessions: 5,
+            max_addresses_per_session: 3,
+            address_window_minutes: 10,
+            auth_failure_threshold: 20,
+            auth_failure_window_seconds: 60,
             max_anomalies_per_day: 10_000,
             replay_max_entries: 500,
             detectors: BTreeMap::new(),
@@ -112,7 +139,16 @@ impl SecuritySection {
 
     /// The detectors whose anomalies revoke the session.
     pub fn revoking(&self) -> Vec<String> {
-        self.actions.iter().filter(|(_, a)| a.as_str() == "revoke").map(|(d, _)| d.clone()).collect()
+        self.with_action("revoke")
+    }
+
+    /// The detectors whose anomalies make the session step up to AAL2.
+    pub fn stepping_up(&self) -> Vec<String> {
+        self.with_action("step_up")
+    }
+
+    fn with_action(&self, action: &str) -> Vec<String> {
+        self.actions.iter().filter(|(_, a)| a.as_str() == action).map(|(d, _)| d.clone()).collect()
     }
 
     /// The first invalid setting: (key, message).
@@ -130,8 +166,11 @@ impl SecuritySection {
             if !DETECTORS.iter().any(|(d, _)| d == name) {
                 return Err(("security.actions", format!("unknown detector {name:?}")));
             }
-            if action != "alert" && action != "revoke" {
-                return Err(("security.actions", format!("{name} = {action:?}: must be \"alert\" or \"revoke\"")));
+            if !ACTIONS.contains(&action.as_str()) {
+                return Err(("security.actions", format!("{name} = {action:?}: must be \"alert\", \"revoke\" or \"step_up\"")));
+            }
+            if action != "alert" && ADDRESS_DETECTORS.contains(&name.as_str()) {
+                return Err(("security.actions", format!("{name} = {action:?}: {name} is about an address, not a session; only \"alert\"")));
             }
         }
         if !(self.impossible_travel_kmh.is_finite() && self.impossible_travel_kmh > 0.0) {
@@ -139,6 +178,16 @@ impl SecuritySection {
         }
         if !(self.travel_min_km.is_finite() && self.travel_min_km >= 0.0) {
             return Err(("security.travel_min_km", "must be zero or more".into()));
+        }
+        for (key, v) in [
+            ("security.max_addresses_per_session", self.max_addresses_per_session),
+            ("security.address_window_minutes", self.address_window_minutes),
+            ("security.auth_failure_threshold", self.auth_failure_threshold),
+            ("security.auth_failure_window_seconds", self.auth_failure_window_seconds),
+        ] {
+            if v == 0 {
+                return Err((key, "must be at least 1".into()));
+            }
         }
         if self.max_anomalies_per_day == 0 {
             return Err(("security.max_anomalies_per_day", "must be at least 1".into()));
@@ -175,6 +224,15 @@ mod tests {
         let mut s = SecuritySection::default();
         s.actions.insert("ua_change".into(), "explode".into());
         assert_eq!(s.validate().unwrap_err().0, "security.actions");
+        let mut s = SecuritySection::default();
+        s.actions.insert("auth_failure_burst".into(), "revoke".into());
+        assert!(s.validate().unwrap_err().1.contains("about an address"));
+        let mut s = SecuritySection::default();
+        s.actions.insert("ua_change".into(), "step_up".into());
+        assert_eq!(s.validate(), Ok(()));
+        assert_eq!(s.stepping_up(), vec!["ua_change".to_owned()]);
+        let s = SecuritySection { auth_failure_threshold: 0, ..SecuritySection::default() };
+        assert_eq!(s.validate().unwrap_err().0, "security.auth_failure_threshold");
         let s = SecuritySection { impossible_travel_kmh: -1.0, ..SecuritySection::default() };
         assert_eq!(s.validate().unwrap_err().0, "security.impossible_travel_kmh");
     }

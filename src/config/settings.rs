@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::config::privacy::IpMode;
 use crate::config::rules::{Requirement, Rule};
 use crate::config::secret::Secret;
 use crate::config::security::SecuritySection;
@@ -90,6 +91,9 @@ pub struct ServerSection {
     pub access_log: String,
     /// Access log file (reopened on SIGHUP, for logrotate); empty = stdout.
     pub access_log_path: String,
+    /// How the access log shows client addresses (`full`, `truncated`, `hashed`, `none`);
+    /// unset = `analytics.ip_mode`.
+    pub access_log_ip: Option<IpMode>,
 }
 
 impl Default for ServerSection {
@@ -108,6 +112,7 @@ impl Default for ServerSection {
             metrics_max_routes: crate::observe::metrics::DEFAULT_ROUTE_CAP,
             access_log: "json".into(),
             access_log_path: String::new(),
+            access_log_ip: None,
         }
     }
 }
@@ -308,6 +313,9 @@ pub struct AnalyticsSection {
     pub retention_days: u64,
     /// `GEOIP_DATABASE`: a MaxMind-format `.mmdb` (GeoLite2-City or compatible); empty = no geo.
     pub geoip_database: String,
+    /// `GEOIP_ASN_DATABASE`: a MaxMind-format ASN `.mmdb` (GeoLite2-ASN or compatible); empty =
+    /// no ASN in the session fingerprint.
+    pub asn_database: String,
     /// Events waiting for the writer; when full, new events are dropped and counted.
     pub queue_capacity: usize,
     /// A batch is written when it holds this many events ...
@@ -349,6 +357,19 @@ pub struct AnalyticsSection {
     pub api_tokens: Vec<Secret>,
     /// Browser origins allowed to call the API cross-origin (same origin always is).
     pub allowed_origins: Vec<String>,
+    /// `ANALYTICS_ENCRYPTION_KEYS` (comma-separated, newest first): Fernet keys
+    /// (`Fernet.generate_key()`) that encrypt `encrypted_fields` at rest; empty = plaintext.
+    pub encryption_keys: Vec<Secret>,
+    /// Personal fields stored as Fernet tokens when keys are set: `email`, `ip_address`,
+    /// `user_agent`, `city`.
+    pub encrypted_fields: Vec<String>,
+    /// `ANALYTICS_IP_MODE`: `full`, `truncated`, `hashed` or `none`.
+    pub ip_mode: IpMode,
+    /// Requests with `Sec-GPC: 1` (Global Privacy Control) count in aggregates only: no
+    /// address, device, timeline or detector state for their session.
+    pub honor_gpc: bool,
+    /// The same for `DNT: 1` (Do Not Track).
+    pub honor_dnt: bool,
 }
 
 impl Default for AnalyticsSection {
@@ -358,6 +379,7 @@ impl Default for AnalyticsSection {
             enabled: true,
             retention_days: 30,
             geoip_database: String::new(),
+            asn_database: String::new(),
             queue_capacity: 65_536,
             batch_max_events: 1_000,
             batch_max_delay_ms: 50,
@@ -376,6 +398,11 @@ impl Default for AnalyticsSection {
             admin_roles: vec!["admin".into()],
             api_tokens: Vec::new(),
             allowed_origins: Vec::new(),
+            encryption_keys: Vec::new(),
+            encrypted_fields: crate::config::privacy::default_encrypted_fields(),
+            ip_mode: IpMode::Full,
+            honor_gpc: true,
+            honor_dnt: false,
         }
     }
 }
@@ -485,7 +512,10 @@ pub mod env {
     pub const STING_GRACE_PERIOD_SECONDS: &str = "STING_GRACE_PERIOD_SECONDS";
     pub const STING_SESSION_CACHE_TTL_SECONDS: &str = "STING_SESSION_CACHE_TTL_SECONDS";
     pub const GEOIP_DATABASE: &str = "GEOIP_DATABASE";
+    pub const GEOIP_ASN_DATABASE: &str = "GEOIP_ASN_DATABASE";
     pub const STING_ANALYTICS_TOKEN: &str = "STING_ANALYTICS_TOKEN";
+    pub const ANALYTICS_ENCRYPTION_KEYS: &str = "ANALYTICS_ENCRYPTION_KEYS";
+    pub const ANALYTICS_IP_MODE: &str = "ANALYTICS_IP_MODE";
 }
 
 impl Config {
@@ -548,8 +578,13 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         self.over(ANALYTICS_ENABLED, "analytics.enabled", &mut f.analytics.enabled, boolean)?;
         let s_ret = self.over(ANALYTICS_RETENTION_DAYS, "analytics.retention_days", &mut f.analytics.retention_days, number)?;
         let s_geo = self.over(GEOIP_DATABASE, "analytics.geoip_database", &mut f.analytics.geoip_database, text)?;
+        let s_asn = self.over(GEOIP_ASN_DATABASE, "analytics.asn_database", &mut f.analytics.asn_database, text)?;
         let s_tok = self
             .over(STING_ANALYTICS_TOKEN, "analytics.api_tokens", &mut f.analytics.api_tokens, |v| list(v).map(|l| l.into_iter().map(Secret::new).collect()))?;
+        let s_keys = self.over(ANALYTICS_ENCRYPTION_KEYS, "analytics.encryption_keys", &mut f.analytics.encryption_keys, |v| {
+            list(v).map(|l| l.into_iter().map(Secret::new).collect())
+        })?;
+        self.over(ANALYTICS_IP_MODE, "analytics.ip_mode", &mut f.analytics.ip_mode, IpMode::parse)?;
         let s_kratos = self.over(KRATOS_PUBLIC_URL, "kratos.public_url", &mut f.kratos.public_url, text)?;
         let s_kratos_admin = self.over(KRATOS_ADMIN_URL, "kratos.admin_url", &mut f.kratos.admin_url, text)?;
         self.over(STING_WEBHOOK_SECRET, "security.webhook_secret", &mut f.security.webhook_secret, |v| Ok(Secret::new(v)))?;
@@ -628,6 +663,9 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         if !f.analytics.geoip_database.is_empty() && !Path::new(&f.analytics.geoip_database).is_file() {
             return Err(invalid("analytics.geoip_database", &s_geo, format!("{:?} is not a readable file", f.analytics.geoip_database)));
         }
+        if !f.analytics.asn_database.is_empty() && !Path::new(&f.analytics.asn_database).is_file() {
+            return Err(invalid("analytics.asn_database", &s_asn, format!("{:?} is not a readable file", f.analytics.asn_database)));
+        }
         if f.analytics.max_pages_per_day == 0 {
             return Err(invalid("analytics.max_pages_per_day", &fs, "must be at least 1".into()));
         }
@@ -647,6 +685,14 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         }
         if !dash.is_empty() && (dash.starts_with(f.analytics.api_prefix.as_str()) || f.analytics.api_prefix.starts_with(dash.as_str())) {
             return Err(invalid("analytics.dashboard_path", &fs, "must not overlap analytics.api_prefix".into()));
+        }
+        crate::config::privacy::check_keys(&f.analytics.encryption_keys).map_err(|m| invalid("analytics.encryption_keys", &s_keys, m))?;
+        if let Some(field) = crate::config::privacy::unknown_field(&f.analytics.encrypted_fields) {
+            return Err(invalid(
+                "analytics.encrypted_fields",
+                &fs,
+                format!("{field:?} cannot be encrypted; fields: {}", crate::config::privacy::ENCRYPTABLE_FIELDS.join(", ")),
+            ));
         }
         if f.analytics.api_tokens.iter().any(|t| t.expose().len() < 16) {
             return Err(invalid("analytics.api_tokens", &s_tok, "every token must be at least 16 characters".into()));
@@ -677,6 +723,11 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
             }
         }
         f.security.validate().map_err(|(key, message)| invalid(key, &fs, message))?;
+        if let Some(d) = f.security.stepping_up().first() {
+            if f.kratos.public_url.is_empty() {
+                return Err(invalid("security.actions", &fs, format!("{d} = \"step_up\" needs kratos.public_url: the step-up is Kratos's AAL2 login flow")));
+            }
+        }
         if !f.kratos.admin_url.is_empty() {
             f.kratos.admin_url = f.kratos.admin_url.trim_end_matches('/').to_owned();
             parse_url_scheme(&f.kratos.admin_url).map_err(|m| invalid("kratos.admin_url", &s_kratos_admin, m))?;

@@ -286,8 +286,5 @@ pub fn wants_html(req: &RequestHeader) -> bool {
 
 /// `login_url?next=<original path and query>`.
 pub fn login_redirect(login_url: &str, return_to_param: &str, req: &RequestHeader) -> String {
-    let original = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let sep = if login_url.contains('?') { '&' } else { '?' };
-    let query: String = form_urlencoded::Serializer::new(String::new()).append_pair(return_to_param, original).finish();
-    format!("{login_url}{sep}{query}")
+    crate::identity::authenticate::with_return_to(login_url, return_to_param, req)
 }

@@ -146,6 +146,7 @@ impl Sidecar {
             template,
             request_id: ctx.request_id.clone(),
             auth_outcome: ctx.outcome.as_str(),
+            failed_credential: ctx.failed_credential,
             status,
             latency_us,
             upstream_latency_us: ctx.upstream_latency_us,
@@ -155,6 +156,8 @@ impl Sidecar {
             user_agent: text("user-agent"),
             referrer: text("referer"),
             navigation: ctx.navigation,
+            gpc: req.headers.get("sec-gpc").is_some_and(|v| v.as_bytes().trim_ascii() == b"1"),
+            dnt: req.headers.get("dnt").is_some_and(|v| v.as_bytes().trim_ascii() == b"1"),
             signal: std::mem::replace(&mut ctx.signal, SessionSignal::None),
         }
     }
@@ -211,7 +214,8 @@ impl ProxyHttp for Sidecar {
         ctx.identity = found.identity;
         ctx.flask_sid = found.flask_sid;
         ctx.outcome = found.outcome;
-        ctx.revoked = found.revoked;
+        ctx.refused = found.refused;
+        ctx.failed_credential = found.failed_credential;
 
         match self.denial(session.req_header(), path.as_deref(), ctx, found.store_down, found.aal2_required.as_ref()) {
             None => Ok(false),
@@ -233,10 +237,10 @@ impl ProxyHttp for Sidecar {
         headers::strip_client_headers(up, if trusted { Strip::IdentityOnly } else { Strip::IdentityAndForwarding });
         // The app must parse the same Cookie text the proxy identified the caller from.
         cookies::join_cookie_headers(up)?;
-        // A revoked session's credentials never reach the app: with unsigned cookies or a Kratos
+        // A refused (revoked, or held for a step-up) session's credentials never reach the app: with unsigned cookies or a Kratos
         // without the admin API the app (or Kratos) would still honour them. Fail safe: all of
         // the request's credentials go, so the app sees an anonymous visitor.
-        if ctx.revoked {
+        if ctx.refused {
             up.remove_header(&http::header::COOKIE);
             up.remove_header(&http::header::AUTHORIZATION);
             up.remove_header(X_SESSION_TOKEN);

@@ -27,8 +27,11 @@ pub struct RequestCtx {
     pub identity: Option<Arc<Identity>>,
     pub flask_sid: Option<String>,
     pub outcome: AuthOutcome,
-    /// The request carried a revoked session's credential: it is not forwarded to the app.
-    pub revoked: bool,
+    /// The request carried a refused session's credential (revoked, or awaiting a step-up): it
+    /// is not forwarded to the app.
+    pub refused: bool,
+    /// The short fingerprint of an invalid credential the request carried, for analytics.
+    pub failed_credential: Option<[u8; 8]>,
 }
 
 impl RequestCtx {
@@ -47,7 +50,8 @@ impl RequestCtx {
             identity: None,
             flask_sid: None,
             outcome: AuthOutcome::Anonymous,
-            revoked: false,
+            refused: false,
+            failed_credential: None,
         }
     }
 }

@@ -19,6 +19,7 @@ use pingora::services::listening::Service;
 use crate::api::live_active;
 use crate::capture::alerts::{AlertDispatcher, Enforcement};
 use crate::capture::enforce::Enforcer;
+use crate::capture::privacy::Privacy;
 use crate::capture::session_lifecycle::{ExpiryListener, Sweeper};
 use crate::capture::writer;
 use crate::config::Config;
@@ -39,6 +40,9 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
             .context("redis.url")?;
 
     let revocations = Arc::new(Revocations::new(cfg.revocation_keep()));
+    // How addresses and personal fields are kept: one for the writer, the log, the API.
+    let privacy = Arc::new(Privacy::new(&cfg));
+    crate::store::field_cipher::install(privacy.cipher().clone());
     let auth = Arc::new(Authenticator::from_config(&cfg, store.clone(), revocations.clone()).context("building the Kratos HTTP client")?);
 
     let upstream = cfg
@@ -86,8 +90,8 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
         // writer drives it from its own runtime (see `writer::Writer::start`).
         let analytics_store =
             RedisStore::new(cfg.redis.url.expose(), Duration::from_millis(cfg.redis.connect_timeout_ms), writer::BATCH_TIMEOUT).context("redis.url")?;
-        let (handle, writer) =
-            writer::channel(&cfg.analytics, &cfg.security, cfg.session.lifetime_secs(), analytics_store.clone(), grace).context("analytics")?;
+        let (handle, writer) = writer::channel(&cfg.analytics, &cfg.security, cfg.session.lifetime_secs(), analytics_store.clone(), grace, privacy.clone())
+            .context("analytics")?;
         server.add_service(background_service("analytics-writer", writer));
         if cfg.analytics.keyspace_notifications {
             server.add_service(background_service(
@@ -101,8 +105,13 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
             ));
         }
         if cfg.security.anomalies {
-            let revoking = cfg.security.revoking();
-            let enforce = (!revoking.is_empty()).then(|| Enforcement { detectors: revoking, enforcer: Enforcer::new(&cfg), store: analytics_store.clone() });
+            let (revoke, step_up) = (cfg.security.revoking(), cfg.security.stepping_up());
+            let enforce = (!revoke.is_empty() || !step_up.is_empty()).then(|| Enforcement {
+                revoke,
+                step_up,
+                enforcer: Enforcer::new(&cfg),
+                store: analytics_store.clone(),
+            });
             let alerts = AlertDispatcher::new(cfg.redis.url.expose(), cfg.security.webhook_secret.expose(), cfg.analytics.retention_days * 86_400, enforce)
                 .context("building the alert HTTP client")?;
             server.add_service(background_service("alert-dispatcher", alerts));
@@ -133,7 +142,7 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
             } else {
                 Some(crate::capture::geo::GeoDb::open(std::path::Path::new(&cfg.analytics.geoip_database)).context("analytics.geoip_database")?)
             };
-            let handle = access_log::start(format, &cfg.server.access_log_path, crate::capture::log_record::log_enricher(geo))
+            let handle = access_log::start(format, &cfg.server.access_log_path, crate::capture::log_record::log_enricher(geo, privacy.clone()))
                 .with_context(|| format!("server.access_log_path: cannot open {:?}", cfg.server.access_log_path))?;
             server.add_service(background_service("access-log-reopen", ReopenOnHangup));
             Some(handle)

@@ -34,6 +34,10 @@ pub struct Identity {
     /// Kratos authentication methods (`password`, `totp`, ...), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
+    /// When the Kratos session last authenticated (unix seconds): a step-up must be newer than
+    /// the anomaly that asked for it. None for Flask sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authenticated_at: Option<i64>,
 }
 
 /// How the identity (or its absence) was established; one label per request for metrics/logs.
@@ -60,6 +64,9 @@ pub enum AuthOutcome {
     KratosRateLimited,
     /// A session revoked through the API: refused like a missing one.
     Revoked,
+    /// A session held until it authenticates again with a second factor
+    /// (`security.actions` = `step_up`).
+    StepUpRequired,
 }
 
 impl crate::observe::metrics::FixedLabel for AuthOutcome {
@@ -91,6 +98,7 @@ impl AuthOutcome {
             KratosUnavailable => "kratos_unavailable",
             KratosRateLimited => "kratos_rate_limited",
             Revoked => "revoked",
+            StepUpRequired => "step_up_required",
         }
     }
 }

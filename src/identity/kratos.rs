@@ -25,6 +25,7 @@ use crate::identity::client_limit::ClientLimiter;
 use crate::identity::single_flight::SingleFlight;
 use crate::identity::{AuthSource, Identity};
 use crate::store::circuit_breaker::{CircuitBreaker, CircuitState};
+use crate::store::field_cipher;
 use crate::store::keys;
 use crate::store::RedisStore;
 
@@ -106,6 +107,7 @@ pub fn parse_whoami(status: u16, body: &[u8], role_key: &str, role_from_traits: 
                     source: AuthSource::Kratos,
                     aal: s.authenticator_assurance_level,
                     methods: s.authentication_methods.unwrap_or_default().into_iter().filter_map(|m| m.method).collect(),
+                    authenticated_at: s.authenticated_at.map(|t| t.timestamp()),
                 },
                 expires_at: s.expires_at.map(|t| t.timestamp()),
             })
@@ -134,6 +136,7 @@ struct WhoamiSession {
     active: Option<bool>,
     expires_at: Option<DateTime<Utc>>,
     authenticator_assurance_level: Option<String>,
+    authenticated_at: Option<DateTime<Utc>>,
     authentication_methods: Option<Vec<WhoamiMethod>>,
     identity: Option<WhoamiIdentity>,
 }
@@ -293,7 +296,10 @@ impl KratosClient {
         let key = keys::kratos_cache(&hex::encode(fp));
         // Redis copy shared by every proxy instance; a Redis failure just means asking Kratos.
         if let Ok((Some(raw), pttl)) = self.store.pipeline::<(Option<Vec<u8>>, i64)>(redis::pipe().get(&key).pttl(&key)).await {
-            if let Ok(answer) = serde_json::from_slice::<WhoamiAnswer>(&raw) {
+            // Sealed whole when personal fields are encrypted (it holds the email); one that
+            // cannot be opened (a key rotated away) is a miss.
+            let opened = String::from_utf8(raw).ok().and_then(|s| field_cipher::shown(&s));
+            if let Some(answer) = opened.and_then(|s| serde_json::from_str::<WhoamiAnswer>(&s).ok()) {
                 let ttl = Duration::from_millis(pttl.max(0) as u64);
                 return self.remember(fp, Arc::new(answer), ttl, AnswerSource::Redis);
             }
@@ -351,8 +357,8 @@ impl KratosClient {
         };
         let ttl = self.ttl_for(&answer, Utc::now());
         if !ttl.is_zero() {
-            if let Ok(json) = serde_json::to_vec(&answer) {
-                let cmd = redis::cmd("SET").arg(&key).arg(json).arg("PX").arg(ttl.as_millis() as u64).clone();
+            if let Ok(json) = serde_json::to_string(&answer) {
+                let cmd = redis::cmd("SET").arg(&key).arg(field_cipher::installed().seal(&json)).arg("PX").arg(ttl.as_millis() as u64).clone();
                 let store = self.store.clone();
                 // Sharing the answer with other instances must not delay this request.
                 tokio::spawn(async move {

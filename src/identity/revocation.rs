@@ -8,6 +8,11 @@
 //! session it identifies, whatever cache answered, so a revoked session is refused even while an
 //! in-process or Redis copy of its identity is still fresh. While nothing is revoked that costs
 //! one atomic load per request.
+//!
+//! Step-up marks (`security.actions.<detector> = "step_up"`) travel the same way: kept in
+//! [`keys::STEP_UP_SESSIONS`] (scored by when the mark was made) and announced on the same
+//! channel as `step_up:{ms}:{sid}`; `stepped_up:{sid}` clears one everywhere once the session has
+//! authenticated again with a second factor. A bare sid on the channel is a revocation.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,10 +33,19 @@ pub const RELOAD_EVERY: Duration = Duration::from_secs(30);
 /// Most revocations one instance holds in memory (the Redis set is the record).
 pub const MAX_REVOKED_IN_MEMORY: u64 = 1_000_000;
 
-/// The revoked session ids this instance refuses.
+/// Channel payload prefix of a step-up mark: `step_up:{ms}:{sid}`.
+const STEP_UP_MESSAGE: &str = "step_up:";
+
+/// Channel payload prefix of a cleared step-up mark: `stepped_up:{sid}`.
+const STEPPED_UP_MESSAGE: &str = "stepped_up:";
+
+/// The revoked session ids this instance refuses, and the sessions it holds until they step up.
 pub struct Revocations {
     ids: Cache<String, ()>,
     any: AtomicBool,
+    /// sid → when (unix ms) it was told to step up.
+    step_up: Cache<String, i64>,
+    any_step_up: AtomicBool,
     /// The set has been loaded from Redis once: until then `/readyz` says not ready.
     loaded: AtomicBool,
     keep: Duration,
@@ -43,6 +57,8 @@ impl Revocations {
         Self {
             ids: Cache::builder().max_capacity(MAX_REVOKED_IN_MEMORY).time_to_live(keep).build(),
             any: AtomicBool::new(false),
+            step_up: Cache::builder().max_capacity(MAX_REVOKED_IN_MEMORY).time_to_live(keep).build(),
+            any_step_up: AtomicBool::new(false),
             loaded: AtomicBool::new(false),
             keep,
         }
@@ -59,6 +75,38 @@ impl Revocations {
         self.any.store(true, Ordering::Relaxed);
     }
 
+    /// Since when (unix ms) `sid` must authenticate again with a second factor, if it must.
+    pub fn step_up_since(&self, sid: &str) -> Option<i64> {
+        if !self.any_step_up.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.step_up.get(sid)
+    }
+
+    /// Holds `sid` until it steps up (a mark made at `since_ms`).
+    pub fn insert_step_up(&self, sid: &str, since_ms: i64) {
+        self.step_up.insert(sid.to_owned(), since_ms);
+        self.any_step_up.store(true, Ordering::Relaxed);
+    }
+
+    /// `sid` has stepped up: honour it again.
+    pub fn remove_step_up(&self, sid: &str) {
+        self.step_up.invalidate(sid);
+    }
+
+    /// Applies one channel message.
+    fn apply(&self, payload: &str) {
+        if let Some(rest) = payload.strip_prefix(STEP_UP_MESSAGE) {
+            if let Some((ms, sid)) = rest.split_once(':') {
+                self.insert_step_up(sid, ms.parse().unwrap_or_default());
+            }
+        } else if let Some(sid) = payload.strip_prefix(STEPPED_UP_MESSAGE) {
+            self.remove_step_up(sid);
+        } else {
+            self.insert(payload);
+        }
+    }
+
     /// How long a revocation is kept.
     pub fn keep(&self) -> Duration {
         self.keep
@@ -70,6 +118,14 @@ impl Revocations {
         let ids: Vec<String> = store.query(redis::cmd("ZRANGE").arg(keys::REVOKED_SESSIONS).arg(now).arg("+inf").arg("BYSCORE")).await?;
         for id in &ids {
             self.insert(id);
+        }
+        let marks: Vec<(String, i64)> = store
+            .query(redis::cmd("ZRANGE").arg(keys::STEP_UP_SESSIONS).arg(now - self.keep.as_millis() as i64).arg("+inf").arg("BYSCORE").arg("WITHSCORES"))
+            .await?;
+        // Marks cleared while this instance was not listening must go too.
+        self.step_up.invalidate_all();
+        for (sid, since) in &marks {
+            self.insert_step_up(sid, *since);
         }
         self.loaded.store(true, Ordering::Release);
         Ok(ids.len())
@@ -96,6 +152,30 @@ pub async fn publish(store: &RedisStore, sids: &[String], keep: Duration) -> Res
     for sid in sids {
         pipe.publish(keys::REVOCATIONS_CHANNEL, sid).ignore();
     }
+    store.pipeline::<()>(&pipe).await
+}
+
+/// Records and announces that `sids` must step up (authenticate again with a second factor)
+/// before any instance honours them again.
+pub async fn publish_step_up(store: &RedisStore, sids: &[String], keep: Duration) -> Result<(), StoreError> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for sid in sids {
+        pipe.zadd(keys::STEP_UP_SESSIONS, sid, now).ignore();
+    }
+    pipe.cmd("ZREMRANGEBYSCORE").arg(keys::STEP_UP_SESSIONS).arg("-inf").arg(format!("({}", now - keep.as_millis() as i64)).ignore();
+    pipe.expire(keys::STEP_UP_SESSIONS, keep.as_secs() as i64 + 60).ignore();
+    for sid in sids {
+        pipe.publish(keys::REVOCATIONS_CHANNEL, format!("{STEP_UP_MESSAGE}{now}:{sid}")).ignore();
+    }
+    store.pipeline::<()>(&pipe).await
+}
+
+/// Clears `sid`'s step-up mark everywhere: it authenticated again with a second factor.
+pub async fn publish_stepped_up(store: &RedisStore, sid: &str) -> Result<(), StoreError> {
+    let mut pipe = redis::pipe();
+    pipe.atomic().zrem(keys::STEP_UP_SESSIONS, sid).ignore().publish(keys::REVOCATIONS_CHANNEL, format!("{STEPPED_UP_MESSAGE}{sid}")).ignore();
     store.pipeline::<()>(&pipe).await
 }
 
@@ -128,8 +208,8 @@ impl RevocationListener {
             tokio::select! {
                 msg = messages.next() => match msg {
                     Some(msg) => {
-                        if let Ok(sid) = msg.get_payload::<String>() {
-                            self.revocations.insert(&sid);
+                        if let Ok(payload) = msg.get_payload::<String>() {
+                            self.revocations.apply(&payload);
                         }
                     }
                     None => return Ok(()),
@@ -175,5 +255,18 @@ mod tests {
         r.insert("s1");
         assert!(r.contains("s1"));
         assert!(!r.contains("s2"));
+    }
+
+    #[test]
+    fn channel_messages_revoke_mark_and_clear() {
+        let r = Revocations::new(Duration::from_secs(60));
+        r.apply("step_up:1700000000000:s1");
+        assert_eq!(r.step_up_since("s1"), Some(1_700_000_000_000));
+        assert!(!r.contains("s1"), "a step-up is not a revocation");
+        r.apply("stepped_up:s1");
+        assert_eq!(r.step_up_since("s1"), None);
+        r.apply("s2");
+        assert!(r.contains("s2"));
+        assert_eq!(r.step_up_since("s2"), None);
     }
 }

@@ -57,6 +57,11 @@ pub struct SessionResolver {
 }
 
 impl SessionResolver {
+    /// The Redis the sessions are read from.
+    pub fn store(&self) -> &RedisStore {
+        &self.store
+    }
+
     pub fn new(cfg: &SessionSection, store: RedisStore) -> Self {
         let signer = if cfg.use_signer {
             let fallbacks: Vec<&str> = cfg.secret_key_fallbacks.iter().map(|s| s.expose()).collect();
@@ -118,6 +123,7 @@ impl SessionResolver {
                         source: AuthSource::FlaskSession,
                         aal: None,
                         methods: Vec::new(),
+                        authenticated_at: None,
                     });
                     if let Some(c) = &self.cache {
                         c.insert(sid.to_owned(), identity.clone());

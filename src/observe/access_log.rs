@@ -47,6 +47,9 @@ pub struct Record {
 /// What the JSON format adds about the client, derived from its User-Agent and address.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientTraits {
+    /// The client address as the log shows it (`server.access_log_ip`: full, truncated,
+    /// hashed, or none).
+    pub client: Option<String>,
     pub ua_family: Option<String>,
     pub os: Option<String>,
     pub device: Option<&'static str>,
@@ -108,9 +111,10 @@ fn write_loop(rx: Receiver<Record>, format: Format, path: Option<PathBuf>, out: 
         // and a busy one writes in large blocks.
         let mut next = Some(first);
         while let Some(r) = next {
+            let traits = enrich(r.user_agent.as_deref(), r.ip);
             let line = match format {
-                Format::Json => json_line(&r, &enrich(r.user_agent.as_deref(), r.ip)),
-                Format::Combined => combined_line(&r),
+                Format::Json => json_line(&r, &traits),
+                Format::Combined => combined_line(&r, &traits),
             };
             let _ = out.write_all(line.as_bytes());
             next = rx.try_recv().ok();
@@ -139,7 +143,7 @@ pub fn json_line(r: &Record, traits: &ClientTraits) -> String {
     let mut v = serde_json::json!({
         "time": iso(r.ts_ms),
         "request_id": r.request_id,
-        "client_ip": r.ip.map(|i| i.to_string()),
+        "client_ip": traits.client,
         "method": r.method,
         "path": r.path,
         "route": r.route,
@@ -184,12 +188,12 @@ fn escape(s: &str, bare: bool) -> String {
 }
 
 /// `%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"` (Apache/nginx combined).
-pub fn combined_line(r: &Record) -> String {
+pub fn combined_line(r: &Record, traits: &ClientTraits) -> String {
     let t = chrono::DateTime::from_timestamp_millis(r.ts_ms).unwrap_or_default().format("%d/%b/%Y:%H:%M:%S %z");
     let opt = |v: &Option<String>, bare: bool| v.as_deref().map(|s| escape(s, bare)).unwrap_or_else(|| "-".into());
     format!(
         "{} - {} [{t}] \"{} {} HTTP/1.1\" {} {} \"{}\" \"{}\"\n",
-        r.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+        traits.client.as_deref().unwrap_or("-"),
         opt(&r.user_id, true),
         escape(&r.method, true),
         escape(&r.path, true),
@@ -227,7 +231,7 @@ mod tests {
 
     #[test]
     fn combined_lines_keep_one_field_per_slot() {
-        let line = combined_line(&record());
+        let line = combined_line(&record(), &ClientTraits { client: Some("81.2.69.1".into()), ..Default::default() });
         assert_eq!(line, "81.2.69.1 - al\\x20ice\\x22 [30/Nov/2026:13:05:00 +0000] \"GET /users/7 HTTP/1.1\" 200 512 \"-\" \"Mozilla/5.0 \\x22x\\x22\"\n");
     }
 

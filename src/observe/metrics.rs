@@ -67,6 +67,8 @@ pub struct Metrics {
     pub analytics_sessions_refused: IntCounter,
     /// `result`: `delivered`, `retried`, `failed`, `duplicate`, `logged` (security alerts).
     pub alerts: IntCounterVec,
+    /// Stored personal fields no configured key could decrypt (wrong key, altered token).
+    pub field_decrypt_errors: IntCounter,
     pub analytics_batch_events: Histogram,
     pub active_sessions: IntGauge,
     routes: RouteLabels,
@@ -164,6 +166,10 @@ impl Metrics {
                 "Security alerts: webhook deliveries (delivered, retried, failed, duplicate) and log lines (logged).",
                 &["result"],
             ),
+            field_decrypt_errors: counter(
+                "field_decrypt_errors_total",
+                "Encrypted personal fields read from Redis that no key in analytics.encryption_keys could decrypt (wrong key or altered token).",
+            ),
             analytics_batch_events: Histogram::with_opts(
                 HistogramOpts::new("analytics_batch_events", "Events per analytics batch.").buckets(vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0]),
             )
@@ -192,6 +198,7 @@ impl Metrics {
             Box::new(m.analytics_dropped.clone()),
             Box::new(m.analytics_sessions_refused.clone()),
             Box::new(m.alerts.clone()),
+            Box::new(m.field_decrypt_errors.clone()),
             Box::new(m.analytics_batch_events.clone()),
             Box::new(m.active_sessions.clone()),
             Box::new(build),

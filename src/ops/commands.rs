@@ -1,5 +1,5 @@
 //! The ops commands of the `sting-proxy` binary: `sessions`, `stats`, `top`, `cleanup`,
-//! `validate`, `anomalies`, `revoke`, `behavior` and `online`. They talk to Redis directly and print human tables, or with `--json` the same
+//! `validate`, `anomalies`, `revoke`, `rotate-keys`, `behavior` and `online`. They talk to Redis directly and print human tables, or with `--json` the same
 //! JSON the analytics API answers (the reads are shared, see [`crate::api::queries`]). I/O.
 
 use std::time::Duration;
@@ -14,7 +14,9 @@ use crate::capture::session_scripts;
 use crate::config::Config;
 use crate::observe::printable::sanitize;
 use crate::ops::integrity;
+use crate::ops::key_rotation;
 use crate::ops::terminal::{cell, key_values, Progress, Table};
+use crate::store::field_cipher::FieldCipher;
 use crate::store::keys;
 use crate::store::RedisStore;
 
@@ -83,11 +85,15 @@ pub enum Ops {
     Revoke(RevokeCommand),
     Behavior { user_id: String, limit: usize },
     Online { limit: usize },
+    RotateKeys { batch: usize },
 }
 
 /// Runs one command; returns false when it found problems it did not repair (exit status 1).
 pub fn run(cfg: &Config, op: Ops, json: bool) -> anyhow::Result<bool> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Stored personal fields are shown opened, as the API shows them.
+    let cipher = std::sync::Arc::new(FieldCipher::new(&cfg.analytics.encryption_keys).map_err(|e| anyhow!("analytics.encryption_keys: {e}"))?);
+    crate::store::field_cipher::install(cipher.clone());
     rt.block_on(async {
         let store = connect(cfg).await?;
         match op {
@@ -100,6 +106,7 @@ pub fn run(cfg: &Config, op: Ops, json: bool) -> anyhow::Result<bool> {
             Ops::Revoke(c) => revoke(cfg, store, c, json).await,
             Ops::Behavior { user_id, limit } => behavior(&store, &user_id, limit, json).await,
             Ops::Online { limit } => online(&store, limit, json).await,
+            Ops::RotateKeys { batch } => rotate_keys(&store, &cipher, batch, json).await,
         }
     })
 }
@@ -422,6 +429,26 @@ async fn anomalies(store: &RedisStore, date: Option<String>, severity: Option<St
     }
     print!("{}", t.render());
     Ok(true)
+}
+
+/// Re-encrypts every stored personal field under the first key (see `ops::key_rotation`).
+async fn rotate_keys(store: &RedisStore, cipher: &FieldCipher, batch: usize, json: bool) -> anyhow::Result<bool> {
+    if !cipher.enabled() {
+        return Err(anyhow!("analytics.encryption_keys (ANALYTICS_ENCRYPTION_KEYS) is empty: nothing to encrypt with"));
+    }
+    let mut progress = Progress::new();
+    let r = key_rotation::rotate(store, cipher, batch.clamp(10, 10_000), |r| {
+        progress.update(&format!("rotate-keys: {} keys scanned, {} fields re-encrypted", r.keys_scanned, r.fields_resealed))
+    })
+    .await?;
+    progress.done();
+    if json {
+        print_json(&serde_json::json!(r));
+    } else {
+        println!("rotate-keys: {} keys scanned, {} fields re-encrypted, {} unreadable", r.keys_scanned, r.fields_resealed, r.unreadable);
+    }
+    // Fields no key opens are a problem to look at (a key missing from the list).
+    Ok(r.unreadable == 0)
 }
 
 /// Revokes a session or a user's sessions directly in Redis, exactly as the API does (every

@@ -7,4 +7,5 @@
 pub mod check;
 pub mod commands;
 pub mod integrity;
+pub mod key_rotation;
 pub mod terminal;

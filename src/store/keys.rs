@@ -168,6 +168,22 @@ pub fn active_user(user_id: &str) -> String {
     format!("{ACTIVE_USER_PREFIX}{user_id}")
 }
 
+/// Sessions that must authenticate again with a second factor before they are honoured (sorted
+/// set, sid scored by when the mark was made in ms; `security.actions` = `step_up`). Announced
+/// on [`REVOCATIONS_CHANNEL`] like revocations; an entry goes when its session steps up.
+pub const STEP_UP_SESSIONS: &str = "sting:security:step_up";
+
+/// Invalid credentials per client address in one window of `security.auth_failure_window_seconds`
+/// (hash, window start in unix seconds): `{address}` → distinct invalid credentials,
+/// `{address}|{hash}` → 1 per credential seen, `!{address}` → the burst was reported; at most
+/// [`AUTH_FAILURE_ADDRESS_CAP`] addresses, the rest counted under `other`. Lives two windows.
+pub fn auth_failures(window_start_secs: i64) -> String {
+    format!("sting:security:auth_failures:{window_start_secs}")
+}
+
+/// Addresses one [`auth_failures`] window counts by name.
+pub const AUTH_FAILURE_ADDRESS_CAP: usize = 5_000;
+
 /// Revoked session ids (sorted set, scored by the time in ms until which the revocation is
 /// kept): every proxy instance loads it at start and whenever it resubscribes to
 /// [`REVOCATIONS_CHANNEL`], and refuses these sessions.

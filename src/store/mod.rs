@@ -5,6 +5,7 @@
 //! May use: `config`, `observe`.
 
 pub mod circuit_breaker;
+pub mod field_cipher;
 mod handle;
 pub mod keys;
 

@@ -161,10 +161,17 @@ pub fn venv_python(v: FlaskSession) -> PathBuf {
 /// from PyPI) into `dir`: 81.2.69.0/24 GB London, 89.160.20.0/24 SE Linköping, 203.0.113.0/24
 /// DE Munich, 198.51.100.0/24 US (no city), 2001:db8::/32 JP Tokyo.
 pub fn make_mmdb(dir: &Path) -> PathBuf {
-    let out = dir.join("test.mmdb");
-    let result = Command::new(venv_python(FlaskSession::V08)).arg(repo_root().join("tests/python/make_mmdb.py")).arg(&out).output().expect("run make_mmdb.py");
+    make_mmdbs(dir).0
+}
+
+/// [`make_mmdb`] and a GeoLite2-ASN-shaped database beside it: 81.2.69.0/24 and 81.2.70.0/23
+/// AS64500 "Example Home Broadband", 203.0.113.0/24 AS64501 "Example Hosting GmbH".
+pub fn make_mmdbs(dir: &Path) -> (PathBuf, PathBuf) {
+    let (out, asn) = (dir.join("test.mmdb"), dir.join("test-asn.mmdb"));
+    let result =
+        Command::new(venv_python(FlaskSession::V08)).arg(repo_root().join("tests/python/make_mmdb.py")).arg(&out).arg(&asn).output().expect("run make_mmdb.py");
     assert!(result.status.success(), "make_mmdb.py failed ({}):\n{}", result.status, String::from_utf8_lossy(&result.stderr));
-    out
+    (out, asn)
 }
 
 pub struct FlaskApp {
@@ -228,8 +235,16 @@ impl Drop for FlaskApp {
 /// What the stub answers for one credential.
 #[derive(Clone)]
 pub enum StubAnswer {
-    /// 200 with the fixture session, identity id and email replaced, `expires_at` = now + ttl.
-    Session { identity_id: String, email: String, role: Option<String>, aal: String, expires_in: Duration },
+    /// 200 with the fixture session, identity id and email replaced, `expires_at` = now + ttl,
+    /// and `authenticated_at` the fixture's unless set.
+    Session {
+        identity_id: String,
+        email: String,
+        role: Option<String>,
+        aal: String,
+        expires_in: Duration,
+        authenticated_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// 403 `session_aal2_required` (the fixture body).
     Aal2Required,
     /// Any status with an empty body (e.g. 500, 429).
@@ -247,7 +262,16 @@ impl StubAnswer {
             role: role.map(str::to_owned),
             aal: aal.into(),
             expires_in: Duration::from_secs(3600),
+            authenticated_at: None,
         }
+    }
+
+    /// The same session, authenticated just now (a completed login or step-up).
+    pub fn authenticated_now(mut self) -> Self {
+        if let StubAnswer::Session { authenticated_at, .. } = &mut self {
+            *authenticated_at = Some(chrono::Utc::now());
+        }
+        self
     }
 }
 
@@ -356,13 +380,16 @@ fn serve_kratos(mut conn: TcpStream, calls: &AtomicUsize, delay: &AtomicU64, ans
             (true, Some(StubAnswer::Aal2Required)) => (403, fixture("kratos_whoami_403.json")),
             (true, Some(StubAnswer::Status(s))) => (s, String::new()),
             (true, Some(StubAnswer::Json(s, body))) => (s, body.to_string()),
-            (true, Some(StubAnswer::Session { identity_id, email, role, aal, expires_in })) => {
+            (true, Some(StubAnswer::Session { identity_id, email, role, aal, expires_in, authenticated_at })) => {
                 let mut v: serde_json::Value = serde_json::from_str(&fixture("kratos_whoami_200.json")).unwrap();
                 let expires = chrono::Utc::now() + chrono::Duration::from_std(expires_in).unwrap();
                 v["expires_at"] = serde_json::json!(expires.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
                 v["identity"]["id"] = serde_json::json!(identity_id);
                 v["identity"]["traits"]["email"] = serde_json::json!(email);
                 v["authenticator_assurance_level"] = serde_json::json!(aal);
+                if let Some(t) = authenticated_at {
+                    v["authenticated_at"] = serde_json::json!(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+                }
                 if let Some(r) = role {
                     v["identity"]["metadata_public"] = serde_json::json!({"role": r});
                 }

@@ -1,8 +1,9 @@
 """Write a tiny GeoLite2-City-shaped MaxMind database for the geo tests.
 
-Usage: make_mmdb.py OUT_PATH
+Usage: make_mmdb.py OUT_PATH [ASN_OUT_PATH]
 
-Writes one file (OUT_PATH) and nothing else. The records carry only the fields
+Writes OUT_PATH and, if given, a GeoLite2-ASN-shaped ASN_OUT_PATH
+(`autonomous_system_number`, `autonomous_system_organization`), and nothing else. The records carry only the fields
 sting-proxy reads (`country.iso_code`, `city.names.en`, `location.latitude` /
 `longitude`) plus the geoname ids
 and English country names a real GeoLite2-City record has, so the Rust reader
@@ -17,7 +18,7 @@ Installed into .venv/fs08 by scripts/setup-python (mmdb-writer, netaddr).
 
 import sys
 
-from mmdb_writer import MMDBWriter, MmdbF64, MmdbU16
+from mmdb_writer import MMDBWriter, MmdbF64, MmdbU16, MmdbU32
 from netaddr import IPSet
 
 # (network, country ISO code, English country name, English city name or None,
@@ -33,6 +34,14 @@ NETWORKS = [
 ]
 
 
+# (network, AS number, AS organisation): private-use AS numbers (RFC 6996).
+ASN_NETWORKS = [
+    ("81.2.69.0/24", 64500, "Example Home Broadband"),
+    ("81.2.70.0/23", 64500, "Example Home Broadband"),
+    ("203.0.113.0/24", 64501, "Example Hosting GmbH"),
+]
+
+
 def record(iso_code, country_name, city_name, point):
     rec = {"country": {"iso_code": iso_code, "names": {"en": country_name}}}
     if city_name is not None:
@@ -44,8 +53,8 @@ def record(iso_code, country_name, city_name, point):
 
 
 def main(argv):
-    if len(argv) != 2:
-        print("usage: make_mmdb.py OUT_PATH", file=sys.stderr)
+    if len(argv) not in (2, 3):
+        print("usage: make_mmdb.py OUT_PATH [ASN_OUT_PATH]", file=sys.stderr)
         return 2
     out_path = argv[1]
 
@@ -64,6 +73,12 @@ def main(argv):
     for network, iso_code, country_name, city_name, point in NETWORKS:
         writer.insert_network(IPSet([network]), record(iso_code, country_name, city_name, point))
     writer.to_db_file(out_path)
+    if len(argv) == 3:
+        asn = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-ASN", languages=["en"],
+                         description={"en": "sting-proxy test ASN database (not real data)"})
+        for network, number, org in ASN_NETWORKS:
+            asn.insert_network(IPSet([network]), {"autonomous_system_number": MmdbU32(number), "autonomous_system_organization": org})
+        asn.to_db_file(argv[2])
     return 0
 
 
