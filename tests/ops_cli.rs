@@ -224,6 +224,9 @@ fn validate_fix_repairs_a_corrupted_keyspace() {
         .ignore()
         .set("sting:analytics:batch:stray", 1)
         .ignore()
+        // Written under a longer retention (say, before it was lowered): outlives today's.
+        .expire(format!("sting:analytics:session:{bob_sid}"), 90 * 86_400)
+        .ignore()
         .query(&mut c)
         .unwrap();
 
@@ -236,18 +239,20 @@ fn validate_fix_repairs_a_corrupted_keyspace() {
     assert_eq!(found(&report, "index_dangling"), 2, "{report}");
     assert_eq!(found(&report, "no_ttl"), 3, "{report}");
     assert_eq!(found(&report, "online_dangling"), 1, "{report}");
-    assert_eq!(report["problems"], 11);
+    assert_eq!(found(&report, "ttl_over_retention"), 1, "{report}");
+    assert_eq!(report["problems"], 12);
     let (code, table, _) = p.cli(&["validate"]);
     assert_eq!(code, 1);
     assert!(table.contains("active_without_record") && table.contains("validate --fix"), "{table}");
 
     let fixed = json_of(p, &["validate", "--fix"]);
-    assert_eq!((fixed["problems"].as_i64(), fixed["fixed"].as_i64()), (Some(11), Some(11)), "{fixed}");
+    assert_eq!((fixed["problems"].as_i64(), fixed["fixed"].as_i64()), (Some(12), Some(12)), "{fixed}");
     assert_eq!(json_of(p, &["validate"])["problems"], 0);
 
     let ttl = |k: &str| redis::cmd("TTL").arg(k).query::<i64>(&mut s.redis.conn()).unwrap();
     assert!(ttl(&format!("sting:analytics:daily:{today}")) > 29 * 86_400);
     assert!((1..=86_400).contains(&ttl("sting:analytics:batch:stray")));
+    assert!((1..=30 * 86_400).contains(&ttl(&format!("sting:analytics:session:{bob_sid}"))), "shortened to the retention");
     // Records and counters are kept; only the dangling references went.
     assert_eq!(without(api(p, "/api/analytics/sessions/stats"), &["timestamp"]), without(before, &["timestamp"]));
     assert_eq!(api(p, &format!("/api/analytics/sessions/{bob_sid}"))["end_reason"], "logout");

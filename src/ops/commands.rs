@@ -381,6 +381,7 @@ async fn validate(cfg: &Config, store: &RedisStore, fix: bool, json: bool) -> an
         retention_secs: cfg.analytics.retention_days * 86_400,
         kratos_cache_secs: cfg.kratos.cache_ttl_seconds.max(1),
         flask_prefix: cfg.session.key_prefix.clone(),
+        revocation_keep_secs: cfg.revocation_keep().as_secs(),
     };
     let findings = integrity::validate(store, &settings, &mut Progress::new()).await?;
     let found: u64 = findings.iter().map(|f| f.found).sum();

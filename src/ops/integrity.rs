@@ -52,6 +52,8 @@ pub struct Settings {
     pub kratos_cache_secs: u64,
     /// The app's session key prefix: those keys are the app's, never touched.
     pub flask_prefix: String,
+    /// How long revocations and step-up marks are kept (may exceed the retention).
+    pub revocation_keep_secs: u64,
 }
 
 /// Runs every check in order; returns one finding per check.
@@ -111,7 +113,9 @@ pub async fn validate(store: &RedisStore, s: &Settings, progress: &mut Progress)
         )
         .await?,
     );
-    out.push(keys_without_ttl(store, s, progress).await?);
+    let (no_ttl, too_long) = ttl_checks(store, s, progress).await?;
+    out.push(no_ttl);
+    out.push(too_long);
     progress.done();
     Ok(out)
 }
@@ -203,10 +207,13 @@ async fn check_members(
 }
 
 /// Every key the proxy writes expires (see `docs/redis-schema.md`); one without a TTL would
-/// live forever. Only the proxy's own key families are examined: other `sting:*` keys, and
-/// the app's session keys, are never touched.
-async fn keys_without_ttl(store: &RedisStore, s: &Settings, progress: &mut Progress) -> Result<Finding, StoreError> {
-    let mut f = Finding::new("no_ttl", "proxy keys without a TTL (they would never expire)");
+/// live forever, and one whose TTL is longer than its family's would outlive the retention
+/// (after `analytics.retention_days` was lowered, say). Only the proxy's own key families are
+/// examined: other `sting:*` keys, and the app's session keys, are never touched. Fixing gives
+/// the first their TTL and shortens the second to it.
+async fn ttl_checks(store: &RedisStore, s: &Settings, progress: &mut Progress) -> Result<(Finding, Finding), StoreError> {
+    let mut none = Finding::new("no_ttl", "proxy keys without a TTL (they would never expire)");
+    let mut long = Finding::new("ttl_over_retention", "proxy keys set to live longer than their retention (shortened with --fix)");
     for prefix in keys::OWNED_PREFIXES {
         let pattern = format!("{prefix}*");
         let mut scan = store.scanner(Scan::Keys(&pattern), SCAN_BATCH);
@@ -215,26 +222,46 @@ async fn keys_without_ttl(store: &RedisStore, s: &Settings, progress: &mut Progr
             if ours.is_empty() {
                 continue;
             }
-            f.examined += ours.len() as u64;
+            none.examined += ours.len() as u64;
+            long.examined += ours.len() as u64;
             let mut pipe = redis::pipe();
             for k in &ours {
                 pipe.ttl(k);
             }
             let ttls: Vec<i64> = store.pipeline_within(&pipe, Duration::from_secs(10)).await?;
-            let bad: Vec<&String> = ours.iter().zip(ttls).filter(|(_, t)| *t == -1).map(|(k, _)| k).collect();
-            let mut fix = redis::pipe();
-            for k in &bad {
-                f.note((*k).clone());
-                fix.expire(*k, ttl_for(k, s) as i64);
+            let (mut give, mut shorten) = (redis::pipe(), redis::pipe());
+            for (k, t) in ours.iter().zip(ttls) {
+                let want = ttl_for(k, s);
+                if t == -1 {
+                    none.note(k.clone());
+                    give.expire(k, want as i64);
+                } else if t > (want + ttl_slack(k)) as i64 {
+                    long.note(format!("{k} ({} days)", t / 86_400));
+                    shorten.expire(k, want as i64);
+                }
             }
-            if s.fix && !bad.is_empty() {
-                let set: Vec<i64> = store.pipeline_within(&fix, Duration::from_secs(10)).await?;
-                f.fixed += set.iter().filter(|r| **r == 1).count() as u64;
+            if s.fix {
+                for (pipe, f) in [(give, &mut none), (shorten, &mut long)] {
+                    if pipe.cmd_iter().next().is_some() {
+                        let set: Vec<i64> = store.pipeline_within(&pipe, Duration::from_secs(10)).await?;
+                        f.fixed += set.iter().filter(|r| **r == 1).count() as u64;
+                    }
+                }
             }
-            progress.update(&format!("{prefix}*: {} keys checked", f.examined));
+            progress.update(&format!("{prefix}*: {} keys checked", none.examined));
         }
     }
-    Ok(f)
+    Ok((none, long))
+}
+
+/// How much longer than [`ttl_for`] a key may live without being over its retention: keys that
+/// expire at the end of a UTC day (light-record buckets, per-period sets) get that day.
+fn ttl_slack(key: &str) -> u64 {
+    if key.starts_with(keys::ANALYTICS_PREFIX) {
+        86_400
+    } else {
+        60
+    }
 }
 
 /// The TTL a key of the proxy's should carry, by its documented pattern.
@@ -245,6 +272,8 @@ pub fn ttl_for(key: &str, s: &Settings) -> u64 {
         keys::ANALYTICS_WRITER_TTL_SECS
     } else if key.starts_with(keys::KRATOS_CACHE_PREFIX) {
         s.kratos_cache_secs
+    } else if key == keys::REVOKED_SESSIONS || key == keys::STEP_UP_SESSIONS {
+        s.revocation_keep_secs
     } else {
         s.retention_secs
     }

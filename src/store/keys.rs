@@ -4,8 +4,11 @@
 //! the one key they must derive at run time (a user's active set, whose user id lives in the
 //! session record) from [`ACTIVE_USER_PREFIX`].
 
+/// Every analytics key (records, indexes, counters) starts so.
+pub const ANALYTICS_PREFIX: &str = "sting:analytics:";
+
 /// The key families the proxy writes (and so may repair); other `sting:*` keys are not ours.
-pub const OWNED_PREFIXES: &[&str] = &["sting:analytics:", "sting:active:", "sting:metrics:", "sting:kratos:", "sting:aal2:", "sting:security:"];
+pub const OWNED_PREFIXES: &[&str] = &[ANALYTICS_PREFIX, "sting:active:", "sting:metrics:", "sting:kratos:", "sting:aal2:", "sting:security:"];
 
 /// The app's Flask-Session key for `sid` (read only for us).
 pub fn flask_session(prefix: &str, sid: &str) -> String {
