@@ -84,6 +84,21 @@ enum Command {
     /// Revoke a session or all of a user's sessions on every proxy instance at once.
     #[command(subcommand)]
     Revoke(RevokeCommand),
+    /// A user's behaviour patterns (usual hours, devices, countries, routes, session lengths,
+    /// sessions across devices), as `GET /api/analytics/users/{id}/behavior-patterns`.
+    Behavior {
+        /// The user id (one that starts with '-' is taken as the id).
+        #[arg(allow_hyphen_values = true)]
+        user_id: String,
+        /// How many of the newest sessions to list.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Who is online: signed-in active sessions, newest activity first, with their last route.
+    Online {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// Re-encrypt every stored personal field under the first key of analytics.encryption_keys
     /// (after adding a new key in front); seals plaintext stored before encryption was on.
     /// Exit 1 if some field no configured key opens.
@@ -138,6 +153,8 @@ fn main() -> ExitCode {
         Command::Validate { fix } => ops(&cfg, Ops::Validate { fix }, cli.json),
         Command::Anomalies { date, severity, user, limit } => ops(&cfg, Ops::Anomalies { date, severity, user, limit }, cli.json),
         Command::Revoke(c) => ops(&cfg, Ops::Revoke(c), cli.json),
+        Command::Behavior { user_id, limit } => ops(&cfg, Ops::Behavior { user_id, limit }, cli.json),
+        Command::Online { limit } => ops(&cfg, Ops::Online { limit }, cli.json),
         Command::RotateKeys { batch } => ops(&cfg, Ops::RotateKeys { batch }, cli.json),
         Command::Export { user } => ops(&cfg, Ops::Export { user }, cli.json),
         Command::Erase { user, dry_run } => ops(&cfg, Ops::Erase { user, dry_run }, cli.json),

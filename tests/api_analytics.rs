@@ -345,6 +345,12 @@ fn openapi_document_matches_real_responses() {
         "/api/analytics/sessions/anomalies?severity=urgent".into(),
         format!("/api/analytics/sessions/replay/{erin_sid}"),
         "/api/analytics/sessions/replay/no-such-session".into(),
+        "/api/analytics/users/erin/behavior-patterns".into(),
+        "/api/analytics/users/frank/behavior-patterns?limit=1".into(),
+        "/api/analytics/users/nobody/behavior-patterns".into(),
+        "/api/analytics/users/erin/behavior-patterns?limit=0".into(),
+        "/api/analytics/sessions/online".into(),
+        "/api/analytics/sessions/online?limit=0".into(),
     ];
     let bad_rules = client()
         .post(s.proxy.url("/api/analytics/sessions/alerts/configure"))
@@ -388,6 +394,11 @@ fn openapi_document_matches_real_responses() {
     assert!(first_event.starts_with("event: active\ndata: {"), "{first_event}");
     recorded.push(serde_json::json!({"path": "/api/analytics/stream/active", "status": status, "body": null, "content_type": "text/event-stream"}));
     recorded.push(serde_json::json!({"path": "/api/analytics/openapi.yaml", "status": 200, "body": null, "content_type": "application/yaml"}));
+    // The new reads answered with data, not just with a valid shape.
+    let answer = |path: &str| recorded.iter().find(|r| r["path"] == path).unwrap()["body"].clone();
+    let online = answer("/api/analytics/sessions/online");
+    assert_eq!(online["sessions"].as_array().map(|s| s.iter().map(|x| x["user_id"].clone()).collect::<Vec<_>>()), Some(vec![Value::from("erin")]), "{online}");
+    assert_eq!(answer("/api/analytics/users/erin/behavior-patterns")["requests"], 2);
     let statuses: Vec<i64> = recorded.iter().map(|r| r["status"].as_i64().unwrap()).collect();
     for expected in [200, 400, 401, 403, 404, 405] {
         assert!(statuses.contains(&expected), "the scenario exercises a {expected}: {statuses:?}");

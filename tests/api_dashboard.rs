@@ -21,6 +21,8 @@ const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 
 const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 const XSS_PATH: &str = "/echo/<script>alert(1)</script>";
 const XSS_USER: &str = "<img src=x onerror=alert(1)>";
+/// A user id with markup, shown in the online table: it must render as these characters.
+const BOLD_USER: &str = "<b>bold</b>";
 
 fn browser() -> Option<(PathBuf, PathBuf)> {
     let find =
@@ -106,10 +108,17 @@ fn dashboard_renders_the_api_numbers_live_and_safely() {
     // The same session from another browser: a `ua_change` anomaly for the security view.
     view(&proxy, Some(&mallory), "/", FIREFOX);
     view(&proxy, None, "/", GOOGLEBOT);
-    wait_until("8 page views, bob's logout and the anomaly recorded", Duration::from_secs(15), || {
+    // Online with markup in the user id; the online table's revoke button ends this session.
+    let bold = login(&base, BOLD_USER, "user");
+    view(&proxy, Some(&bold), "/", CHROME);
+    view(&proxy, Some(&bold), "/echo/items/3", CHROME);
+    let bold_sid = bold.rsplit_once('.').unwrap().0.to_owned();
+    wait_until("10 page views, bob's logout and the anomaly recorded", Duration::from_secs(15), || {
         let s = api(&proxy, "sessions/stats");
-        s["page_views_today"] == 8 && s["sessions_ended_today"] == 1 && api(&proxy, "sessions/anomalies")["total"] == 1
+        s["page_views_today"] == 10 && s["sessions_ended_today"] == 1 && api(&proxy, "sessions/anomalies")["total"] == 1
     });
+    assert_eq!(seen(&echo(&proxy.url("/echo"), Some(&bold), &[]), "x-user-id"), Some(BOLD_USER), "signed in before the revocation");
+    wait_until("bold's /echo recorded", Duration::from_secs(15), || api(&proxy, "sessions/online")["sessions"][0]["last_route"] == "/echo");
     let anomalies: Vec<Value> =
         api(&proxy, "sessions/anomalies")["anomalies"].as_array().unwrap().iter().map(|a| json!([a["detector"], a["user_id"]])).collect();
     assert_eq!(anomalies, [json!(["ua_change", XSS_USER])]);
@@ -157,6 +166,21 @@ fn dashboard_renders_the_api_numbers_live_and_safely() {
         "ts_total_hour": ts_total,
     });
     assert!(expected["pages"].as_array().unwrap().iter().any(|p| p[0] == XSS_PATH), "the XSS path was recorded verbatim: {expected}");
+    // Who is online (newest activity first) and alice's behaviour page, as the API says.
+    let online_users: Vec<Value> = api(&proxy, "sessions/online?limit=50")["sessions"].as_array().unwrap().iter().map(|s| s["user_id"].clone()).collect();
+    assert_eq!(online_users.first(), Some(&json!(BOLD_USER)), "the /echo request made bold the newest: {online_users:?}");
+    assert!(online_users.contains(&json!("alice")) && online_users.contains(&json!(XSS_USER)), "{online_users:?}");
+    let behavior = api(&proxy, "users/alice/behavior-patterns?limit=20");
+    let routes: Vec<Value> = behavior["routes"].as_array().unwrap().iter().map(|r| json!([r["name"], r["count"]])).collect();
+    assert!(routes.contains(&json!([XSS_PATH, 1])) && routes.contains(&json!(["/echo/items/:id", 1])), "{routes:?}");
+    let mut expected = expected;
+    expected["online"] = json!({"users": online_users, "bold_user": BOLD_USER, "revoke_sid": bold_sid});
+    expected["behavior"] = json!({
+        "user": "alice",
+        "routes": routes,
+        "requests": behavior["requests"],
+        "sessions": behavior["sessions"].as_array().unwrap().iter().map(|s| s["session_id"].clone()).collect::<Vec<_>>(),
+    });
 
     let shot_dir = repo_root().join("target");
     std::fs::create_dir_all(&shot_dir).unwrap();
@@ -182,6 +206,12 @@ fn dashboard_renders_the_api_numbers_live_and_safely() {
     assert_eq!(api(&proxy, &format!("sessions/{alice_sid}"))["end_reason"], "revoked");
     let audit = api(&proxy, "audit");
     assert_eq!((audit["entries"][0]["actor"].as_str(), audit["entries"][0]["action"].as_str()), (Some("user:boss"), Some("revoke_session")));
+    // The online table's revoke button revoked bold's session: ended as revoked, gone from
+    // the online list, and its cookie is anonymous from now on.
+    assert_eq!(api(&proxy, &format!("sessions/{bold_sid}"))["end_reason"], "revoked");
+    let online_now: Vec<Value> = api(&proxy, "sessions/online")["sessions"].as_array().unwrap().iter().map(|s| s["session_id"].clone()).collect();
+    assert!(!online_now.contains(&json!(bold_sid)), "{online_now:?}");
+    assert_eq!(seen(&echo(&proxy.url("/echo"), Some(&bold), &[]), "x-user-id"), None);
     let measured: Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap();
     assert!(measured["first_render_ms"].as_i64().is_some() && screenshot.exists());
     // The browser's own requests never reach the app.

@@ -197,3 +197,64 @@ fn requests_fail_fast_while_redis_is_down() {
         client().get(proxy.url("/dashboard")).header("cookie", format!("session={cookie}")).send().unwrap().status() != 503
     });
 }
+
+/// A signed-in client choosing its own paths and bot names cannot grow its per-user aggregates:
+/// 300 distinct route templates leave 100 and `other`, 30 distinct bot names 20 and `other`,
+/// and every request is still counted.
+#[test]
+fn per_user_aggregates_stay_capped() {
+    let redis = RedisServer::start();
+    let app = FlaskApp::start(&redis, FlaskSession::V08);
+    let proxy = Proxy::start(ProxyOpts { extra_toml: "[analytics]\nbatch_max_delay_ms = 5\n", ..ProxyOpts::new(&redis, app.url()) });
+    proxy.wait_ready();
+    let cookie = login(&proxy.url(""), "mallory", "user");
+    // Letters only and short, so no segment looks like an id: each path is its own template.
+    let word = |mut i: usize| {
+        let mut w = String::from("p");
+        loop {
+            w.push((b'a' + (i % 26) as u8) as char);
+            i /= 26;
+            if i == 0 {
+                return w;
+            }
+        }
+    };
+    let header: &'static str = Box::leak(format!("session={cookie}").into_boxed_str());
+    let headers: &'static [(&'static str, &'static str)] = Box::leak(Box::new([("cookie", header)]));
+    assert_eq!(flood(&proxy, 300, headers, |i| format!("/echo/{}", word(i))), 300);
+    let c = client();
+    for i in 0..30 {
+        let r = c
+            .get(proxy.url("/echo/bots"))
+            .header("cookie", header)
+            .header("user-agent", format!("Mozilla/5.0 (compatible; Crawl{}bot/1.0)", word(i)))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let routes = "sting:analytics:user:mallory:routes";
+    let total = |key: &str| -> i64 {
+        let members: Vec<(String, f64)> = redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES").query(&mut redis.conn()).unwrap();
+        members.iter().map(|(_, n)| *n as i64).sum()
+    };
+    wait_until("330 requests counted", Duration::from_secs(30), || total(routes) == 330);
+    let zcard = |key: &str| redis::cmd("ZCARD").arg(key).query::<i64>(&mut redis.conn()).unwrap();
+    let score = |key: &str, m: &str| redis::cmd("ZSCORE").arg(key).arg(m).query::<Option<i64>>(&mut redis.conn()).unwrap();
+    assert_eq!(zcard(routes), 101, "100 templates and other");
+    // 300 distinct templates took the 100 places; `/echo/bots` came after them.
+    assert_eq!(score(routes, "/echo/bots"), None);
+    assert_eq!(score(routes, "other"), Some(330 - 100));
+    // Requests without a User-Agent are one device; 19 bot names fill the other places.
+    let devices = "sting:analytics:user:mallory:devices";
+    assert_eq!(zcard(devices), 21, "20 devices and other");
+    assert_eq!(total(devices), 330);
+    assert_eq!(score(devices, "other"), Some(30 - 19));
+    let hours: Vec<String> = redis::cmd("HKEYS").arg("sting:analytics:user:mallory:activity").query(&mut redis.conn()).unwrap();
+    assert!(hours.len() <= 4, "one or two hour fields and first/last seen: {hours:?}");
+    // The API reports the same, bounded.
+    let admin = login(&proxy.url(""), "root", "admin");
+    let r = client().get(proxy.url("/api/analytics/users/mallory/behavior-patterns")).header("cookie", format!("session={admin}")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().unwrap();
+    assert_eq!((v["routes"].as_array().unwrap().len(), v["devices"].as_array().unwrap().len(), v["requests"].as_i64()), (101, 21, Some(330)));
+}

@@ -216,6 +216,8 @@ fn validate_fix_repairs_a_corrupted_keyspace() {
         .ignore()
         .zadd("sting:analytics:sessions:recent", "ghost-5", 1)
         .ignore()
+        .zadd("sting:active:online", &bob_sid, 1)
+        .ignore() // ended, yet listed as online
         .persist(format!("sting:analytics:daily:{today}"))
         .ignore()
         .persist(format!("sting:analytics:session:{alice_sid}"))
@@ -236,14 +238,15 @@ fn validate_fix_repairs_a_corrupted_keyspace() {
     assert_eq!(found(&report, "user_active_dangling"), 2, "{report}");
     assert_eq!(found(&report, "index_dangling"), 2, "{report}");
     assert_eq!(found(&report, "no_ttl"), 3, "{report}");
+    assert_eq!(found(&report, "online_dangling"), 1, "{report}");
     assert_eq!(found(&report, "ttl_over_retention"), 1, "{report}");
-    assert_eq!(report["problems"], 11);
+    assert_eq!(report["problems"], 12);
     let (code, table, _) = p.cli(&["validate"]);
     assert_eq!(code, 1);
     assert!(table.contains("active_without_record") && table.contains("validate --fix"), "{table}");
 
     let fixed = json_of(p, &["validate", "--fix"]);
-    assert_eq!((fixed["problems"].as_i64(), fixed["fixed"].as_i64()), (Some(11), Some(11)), "{fixed}");
+    assert_eq!((fixed["problems"].as_i64(), fixed["fixed"].as_i64()), (Some(12), Some(12)), "{fixed}");
     assert_eq!(json_of(p, &["validate"])["problems"], 0);
 
     let ttl = |k: &str| redis::cmd("TTL").arg(k).query::<i64>(&mut s.redis.conn()).unwrap();
@@ -255,4 +258,39 @@ fn validate_fix_repairs_a_corrupted_keyspace() {
     assert_eq!(api(p, &format!("/api/analytics/sessions/{bob_sid}"))["end_reason"], "logout");
     let members: Vec<String> = redis::cmd("SMEMBERS").arg("sting:active:sessions").query(&mut s.redis.conn()).unwrap();
     assert_eq!(members.len(), 2, "{members:?}");
+    let online: Vec<String> = redis::cmd("ZRANGE").arg("sting:active:online").arg(0).arg(-1).query(&mut s.redis.conn()).unwrap();
+    assert_eq!(online.len(), 2, "alice and carol stay, bob went: {online:?}");
+    assert!(!online.contains(&bob_sid));
+}
+
+/// `behavior USER` and `online` print what their endpoints answer, as JSON and as tables.
+#[test]
+fn behavior_and_online_commands() {
+    let s = scenario();
+    let p = &s.proxy;
+    let alice = json_of(p, &["behavior", "alice"]);
+    assert_eq!(alice, api(p, "/api/analytics/users/alice/behavior-patterns?limit=20"));
+    assert_eq!(alice["routes"], serde_json::json!([{"name": "/echo/items/:id", "count": 2}, {"name": "/", "count": 1}]));
+    assert_eq!(alice["sessions"][0]["session_id"], sid(&s.alice).as_str());
+    let out = human(p, &["behavior", "alice"]);
+    let row = out.lines().find(|l| l.starts_with("/echo/items/:id")).unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(row.split_whitespace().collect::<Vec<_>>(), ["/echo/items/:id", "2"], "route, requests");
+    assert!(out.contains("requests:") && out.contains("Usual hours") && out.contains("Sessions across devices") && out.contains(&sid(&s.alice)), "{out}");
+    let bob = json_of(p, &["behavior", "bob", "--limit", "1"]);
+    assert_eq!((bob["sessions"][0]["end_reason"].as_str(), bob["sessions_measured"].as_i64()), (Some("logout"), Some(1)));
+    let (code, _, err) = p.cli(&["behavior", "nobody"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no such user"), "{err}");
+
+    let online = json_of(p, &["online"]);
+    assert_eq!(without(online.clone(), &["timestamp"]), without(api(p, "/api/analytics/sessions/online?limit=50"), &["timestamp"]));
+    let users: Vec<&str> = online["sessions"].as_array().unwrap().iter().map(|x| x["user_id"].as_str().unwrap()).collect();
+    assert_eq!(users, ["carol", "alice"], "newest activity first; bob logged out");
+    let out = human(p, &["online"]);
+    assert!(out.starts_with("Online: 2 signed-in session(s)"), "{out}");
+    let row = out.lines().find(|l| l.starts_with("alice ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains("alice@example.com") && row.contains(&sid(&s.alice)) && row.trim_end().ends_with("/echo/items/:id"), "{row}");
+    let (code, _, err) = p.cli(&["online", "--limit", "0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--limit"), "{err}");
 }

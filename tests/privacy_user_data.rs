@@ -164,6 +164,7 @@ fn export_then_erase_one_user_leaves_no_trace_and_the_other_intact() {
     assert!(first["requests"].as_array().unwrap().len() >= 4 && !first["actions"].as_array().unwrap().is_empty(), "{first}");
     assert!(export["anomalies"].as_array().unwrap().iter().any(|x| x["detector"] == "ua_change"), "{export}");
     assert!(export["audit"].as_array().unwrap().iter().any(|x| x["action"] == "revoke_session"), "{export}");
+    assert_eq!(export["behavior"]["requests"], 8, "the signed-in requests: {}", export["behavior"]);
     let (code, out, err) = a.cli(&["export", "--user", "victor"]);
     assert_eq!(code, 0, "{err}");
     let cli: serde_json::Value = serde_json::from_str(&out).unwrap();

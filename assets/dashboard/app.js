@@ -147,18 +147,23 @@ async function loadPages() {
   fill("top-pages", t.pages, (p) => [p.name, p.count, p.unique_sessions]);
 }
 
-async function loadPeak() {
-  const p = await api("activity/peak-hours?days=28");
-  const max = Math.max(1, ...p.matrix.flat());
+// A weekday × hour grid (`matrix[weekday][hour]`, UTC) into a table, shaded by value.
+function heatmap(tableId, weekdays, matrix) {
+  const max = Math.max(1, ...matrix.flat());
   const head = el("tr", null, el("th", null, ""), ...Array.from({ length: 24 }, (_, h) => el("th", null, String(h))));
-  const rows = p.matrix.map((row, d) =>
-    el("tr", null, el("th", null, p.weekdays[d]), ...row.map((v, h) => {
-      const td = el("td", { title: p.weekdays[d] + " " + h + ":00 UTC: " + v, "data-weekday": String(d), "data-hour": String(h) }, v ? String(v) : "");
+  const rows = matrix.map((row, d) =>
+    el("tr", null, el("th", null, weekdays[d]), ...row.map((v, h) => {
+      const td = el("td", { title: weekdays[d] + " " + h + ":00 UTC: " + v, "data-weekday": String(d), "data-hour": String(h) }, v ? String(v) : "");
       td.style.backgroundColor = "color-mix(in srgb, var(--heat1) " + Math.round((v / max) * 100) + "%, var(--heat0))";
       if (v / max > 0.55) td.style.color = "#fff";
       return td;
     })));
-  $("heatmap").replaceChildren(el("thead", null, head), el("tbody", null, ...rows));
+  $(tableId).replaceChildren(el("thead", null, head), el("tbody", null, ...rows));
+}
+
+async function loadPeak() {
+  const p = await api("activity/peak-hours?days=28");
+  heatmap("heatmap", p.weekdays, p.matrix);
   $("peak-summary").textContent = p.peak ? "· busiest: " + p.peak.weekday + " " + p.peak.hour + ":00 (" + p.peak.value + ")" : "";
 }
 
@@ -193,8 +198,9 @@ function userButton(uid) {
 const device = (s) => [s.device.browser, s.device.os, s.device.type].filter(Boolean).join(" / ") || "–";
 const state = (s) => (s.end_time ? "ended (" + (s.end_reason || "?") + ")" : "active");
 
-// Revoke takes two clicks (the second confirms), then says what happened.
-function revokeButton(sid) {
+// Revoke takes two clicks (the second confirms), then says what happened; `done` runs after
+// a revocation (the online list reloads, so the session leaves it).
+function revokeButton(sid, done) {
   const b = el("button", { type: "button", class: "revoke", "data-sid": sid }, "revoke");
   b.addEventListener("click", async () => {
     if (b.dataset.armed !== "1") {
@@ -206,6 +212,7 @@ function revokeButton(sid) {
     try {
       await apiChange("DELETE", "sessions/" + encodeURIComponent(sid));
       b.textContent = "revoked";
+      if (done) await done();
     } catch (e) {
       b.textContent = "failed";
       showError(e);
@@ -236,7 +243,50 @@ async function loadAnomalies() {
   ]);
 }
 
+async function loadOnline() {
+  const r = await api("sessions/online?limit=50");
+  $("online-summary").textContent = "· " + r.sessions.length + " signed in";
+  fill("online", r.sessions, (s) => [
+    userButton(s.user_id),
+    device(s),
+    s.location.country,
+    s.last_route,
+    shortTime(s.last_activity),
+    el("td", null, revokeButton(s.session_id, () => loadOnline().catch(showError))),
+  ]);
+}
+
+// The behaviour page of a user: usual hours, devices, countries, routes, session lengths and
+// the sessions across devices. Hidden again when the API knows no patterns for the user.
+async function showBehavior(uid) {
+  let b;
+  try {
+    b = await api("users/" + encodeURIComponent(uid) + "/behavior-patterns?limit=20");
+  } catch (e) {
+    if (e instanceof Unauthorized) throw e;
+    $("panel-behavior").hidden = true;
+    return;
+  }
+  $("panel-behavior").hidden = false;
+  $("panel-behavior").dataset.user = uid;
+  $("behavior-title").textContent = "Behaviour of user " + uid;
+  setText("bh-first", shortTime(b.first_seen));
+  setText("bh-last", shortTime(b.last_seen));
+  setText("bh-requests", b.requests);
+  setText("bh-median", b.median_session_seconds == null ? "–" : duration(b.median_session_seconds));
+  $("bh-measured").textContent = "(over " + b.sessions_measured + " sessions)";
+  heatmap("bh-hours", b.hours.weekdays, b.hours.matrix);
+  fill("bh-devices", b.devices, (r) => [r.name.split("|").join(" / "), r.count]);
+  fill("bh-countries", b.countries, (r) => [r.name, r.count]);
+  fill("bh-routes", b.routes, (r) => [r.name, r.count]);
+  $("bh-sessions-total").textContent = "(" + b.sessions.length + " of " + b.sessions_total + ", newest first)";
+  fill("bh-sessions", b.sessions, (s) => [sessionButton(s.session_id), device(s), s.location.country, shortTime(s.start_time), shortTime(s.last_activity), s.end_time ? shortTime(s.end_time) + " (" + (s.end_reason || "?") + ")" : "active", duration(s.length_seconds)]);
+  $("panel-behavior").dataset.loaded = uid;
+}
+
 async function showUser(uid) {
+  $("panel-behavior").dataset.loaded = "";
+  const behavior = showBehavior(uid).catch(showError);
   const r = await api("users/" + encodeURIComponent(uid) + "/sessions?limit=50");
   $("panel-detail").hidden = false;
   $("detail-title").textContent = "Sessions of user " + uid + " (" + r.total_count + ")";
@@ -244,6 +294,7 @@ async function showUser(uid) {
   fill("detail-sessions", r.sessions, (s) => [shortTime(s.start_time), sessionButton(s.session_id), s.page_views, duration(s.duration), s.end_reason || "active", device(s), s.ip_address]);
   $("detail-actions").replaceChildren();
   $("panel-detail").scrollIntoView({ block: "nearest" });
+  await behavior;
 }
 
 async function showSession(sid) {
@@ -317,7 +368,7 @@ async function live() {
 // ---- start -----------------------------------------------------------------------------------
 
 async function loadAll() {
-  const results = await Promise.allSettled([loadCompare(), loadTimeseries(), loadDurations(), loadPages(), loadPeak(), loadDevices(), loadGeo(), loadRecent(), loadAnomalies()]);
+  const results = await Promise.allSettled([loadCompare(), loadTimeseries(), loadDurations(), loadPages(), loadPeak(), loadDevices(), loadGeo(), loadRecent(), loadAnomalies(), loadOnline()]);
   const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason);
   if (failed.some((e) => e instanceof Unauthorized)) {
     $("auth-form").hidden = false;

@@ -44,6 +44,13 @@ pub enum Endpoint<'a> {
     Replay {
         sid: &'a str,
     },
+    /// `GET users/{id}/behavior-patterns`: a user's usual hours, devices, countries, routes,
+    /// session lengths and sessions across devices.
+    UserBehavior {
+        user_id: &'a str,
+    },
+    /// `GET sessions/online`: signed-in active sessions, newest activity first.
+    Online,
     /// `GET sessions/alerts/configure`: the alert rules in force.
     AlertRules,
     /// `POST sessions/alerts/configure`: replace the alert rules (a change).
@@ -104,6 +111,8 @@ pub fn route<'a>(method: &str, rest: &'a str) -> Result<Endpoint<'a>, ApiError> 
         ["users", user_id, "revoke"] if valid_id(user_id) => Endpoint::RevokeUser { user_id },
         ["users", user_id, "export"] if valid_id(user_id) => Endpoint::ExportUser { user_id },
         ["users", user_id] if valid_id(user_id) => Endpoint::EraseUser { user_id },
+        ["users", user_id, "behavior-patterns"] if valid_id(user_id) => Endpoint::UserBehavior { user_id },
+        ["sessions", "online"] => Endpoint::Online,
         ["sessions", "durations"] => Endpoint::Durations,
         ["sessions", "anomalies"] => Endpoint::Anomalies,
         ["sessions", "replay", sid] if valid_id(sid) => Endpoint::Replay { sid },
@@ -301,6 +310,10 @@ mod tests {
         assert_eq!(route("GET", "audit"), Ok(Endpoint::Audit));
         assert_eq!(route("GET", "sessions/anomalies"), Ok(Endpoint::Anomalies));
         assert_eq!(route("GET", "sessions/replay/abc"), Ok(Endpoint::Replay { sid: "abc" }));
+        assert_eq!(route("GET", "users/u1/behavior-patterns"), Ok(Endpoint::UserBehavior { user_id: "u1" }));
+        assert_eq!(route("GET", "sessions/online"), Ok(Endpoint::Online));
+        assert_eq!(route("DELETE", "sessions/online"), Err(ApiError::MethodNotAllowed), "not a session id");
+        assert_eq!(route("POST", "users/u1/behavior-patterns"), Err(ApiError::MethodNotAllowed));
         let q = parse_anomaly_query(Some("date=2026-12-04&severity=medium&user=u1&limit=5")).unwrap();
         assert_eq!(q, AnomalyQuery { day: "2026-12-04".into(), min_severity: 1, user: Some("u1".into()), limit: 5 });
         assert!(matches!(parse_anomaly_query(Some("severity=urgent")), Err(ApiError::BadParameter { parameter: "severity", .. })));

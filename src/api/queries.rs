@@ -188,6 +188,8 @@ pub async fn answer(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
             let rules: Vec<crate::capture::alerts::AlertRule> = raw.and_then(|r| serde_json::from_str(&r).ok()).unwrap_or_default();
             Ok(serde_json::json!({"rules": rules}))
         }
+        Endpoint::UserBehavior { user_id } => behavior(store, user_id, query).await,
+        Endpoint::Online => online(store, query).await,
         Endpoint::OpenApi
         | Endpoint::ActiveStream
         | Endpoint::RevokeSession { .. }
@@ -196,6 +198,165 @@ pub async fn answer(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
         | Endpoint::ExportUser { .. }
         | Endpoint::EraseUser { .. } => Err(QueryError::NotFound("not a query: served by the proxy directly")),
     }
+}
+
+/// Most sessions of a user that `users/{id}/behavior-patterns` reads: the newest of its index,
+/// over which the median length is taken and from which the list is cut.
+pub const BEHAVIOR_SESSIONS: usize = 500;
+
+/// The session-record fields the behaviour answer measures every known session by.
+const LENGTH_FIELDS: [&str; 4] = ["start_time", "last_time", "end_time", "duration"];
+
+/// A session's length in seconds: its duration once ended, else its last activity minus its
+/// start so far. `None` without a start (an expired record).
+fn session_length(start: Option<i64>, last: Option<i64>, end: Option<i64>, duration: Option<i64>) -> Option<i64> {
+    let start = start?;
+    Some(match (end, duration) {
+        (Some(_), Some(d)) => d,
+        _ => (last.unwrap_or(start) - start).max(0) / 1000,
+    })
+}
+
+/// The median of `values` (the mean of the middle two for an even count); `None` when empty.
+pub fn median(values: &mut [i64]) -> Option<f64> {
+    values.sort_unstable();
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2] as f64),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) as f64 / 2.0),
+    }
+}
+
+/// `{browser}|{os}|{type}` → `{"name", "browser", "os", "type", "count"}` (the parts null for
+/// the overflow member).
+fn device_rows(rows: Vec<(String, f64)>) -> serde_json::Value {
+    serde_json::json!(rows
+        .into_iter()
+        .map(|(name, n)| {
+            let parts: Vec<&str> = name.splitn(3, '|').collect();
+            let part = |i: usize| if parts.len() == 3 { serde_json::json!(parts[i]) } else { serde_json::Value::Null };
+            serde_json::json!({"name": name, "browser": part(0), "os": part(1), "type": part(2), "count": n as i64})
+        })
+        .collect::<Vec<_>>())
+}
+
+/// `users/{id}/behavior-patterns`: the user's aggregates (written by the analytics writer per
+/// signed-in request) and their newest sessions. Two round trips of bounded size: the
+/// aggregates (at most 170 hash fields and 3 capped sorted sets) with the session index, then
+/// the newest [`BEHAVIOR_SESSIONS`] records (whole for the `limit` listed, 4 fields for the rest).
+async fn behavior(store: &RedisStore, user_id: &str, query: Option<&str>) -> Result<serde_json::Value, QueryError> {
+    let limit = parse_limit_or(query, 20)?;
+    let index = keys::user_sessions(user_id);
+    let mut pipe = redis::pipe();
+    pipe.hgetall(keys::user_activity(user_id))
+        .zrevrange_withscores(keys::user_routes(user_id), 0, -1)
+        .zrevrange_withscores(keys::user_devices(user_id), 0, -1)
+        .zrevrange_withscores(keys::user_countries(user_id), 0, -1)
+        .zrevrange(&index, 0, BEHAVIOR_SESSIONS as isize - 1)
+        .zcard(&index)
+        .zrange_withscores(&index, 0, 0);
+    #[allow(clippy::type_complexity)]
+    let (activity, routes, devices, countries, sids, total, oldest): (
+        HashMap<String, i64>,
+        Vec<(String, f64)>,
+        Vec<(String, f64)>,
+        Vec<(String, f64)>,
+        Vec<String>,
+        i64,
+        Vec<(String, f64)>,
+    ) = store.pipeline(&pipe).await?;
+    if activity.is_empty() && total == 0 {
+        return Err(QueryError::NotFound("no such user"));
+    }
+    let mut pipe = redis::pipe();
+    for (i, sid) in sids.iter().enumerate() {
+        if i < limit {
+            pipe.hgetall(keys::analytics_session(sid));
+        } else {
+            pipe.cmd("HMGET").arg(keys::analytics_session(sid)).arg(&LENGTH_FIELDS[..]);
+        }
+    }
+    let replies: Vec<redis::Value> = if sids.is_empty() { Vec::new() } else { store.pipeline(&pipe).await? };
+    let mut lengths = Vec::new();
+    let mut listed = Vec::new();
+    let mut newest_activity: Option<i64> = None;
+    for (i, (sid, reply)) in sids.iter().zip(replies).enumerate() {
+        let rec: HashMap<String, String> = if i < limit {
+            redis::from_redis_value(&reply).map_err(StoreError::Redis)?
+        } else {
+            let values: Vec<Option<String>> = redis::from_redis_value(&reply).map_err(StoreError::Redis)?;
+            LENGTH_FIELDS.iter().zip(values).filter_map(|(f, v)| v.map(|v| ((*f).to_owned(), v))).collect()
+        };
+        let num = |k: &str| rec.get(k).and_then(|v| v.parse::<i64>().ok());
+        let Some(length) = session_length(num("start_time"), num("last_time"), num("end_time"), num("duration")) else { continue };
+        lengths.push(length);
+        newest_activity = newest_activity.max(num("last_time").or(num("start_time")));
+        if i < limit {
+            let mut s = session_json(sid, &rec);
+            s["length_seconds"] = serde_json::json!(length);
+            listed.push(s);
+        }
+    }
+    let mut matrix = [[0i64; 24]; 7];
+    for (field, n) in &activity {
+        let Some((d, h)) = field.split_once(':') else { continue };
+        if let (Ok(d), Ok(h)) = (d.parse::<usize>(), h.parse::<usize>()) {
+            if d < 7 && h < 24 {
+                matrix[d][h] += n;
+            }
+        }
+    }
+    let first_seen = [activity.get("first_seen").copied(), oldest.first().map(|(_, s)| *s as i64)].into_iter().flatten().min();
+    let last_seen = [activity.get("last_seen").copied(), newest_activity].into_iter().flatten().max();
+    let measured = lengths.len();
+    Ok(serde_json::json!({
+        "user_id": user_id,
+        "first_seen": iso(first_seen),
+        "last_seen": iso(last_seen),
+        "requests": matrix.iter().flatten().sum::<i64>(),
+        "hours": {"timezone": "UTC", "weekdays": WEEKDAYS, "matrix": matrix},
+        "devices": device_rows(devices),
+        "countries": ranked(countries),
+        "routes": ranked(routes),
+        "median_session_seconds": median(&mut lengths),
+        "sessions_measured": measured,
+        "sessions_total": total,
+        "sessions": listed,
+    }))
+}
+
+/// `sessions/online`: signed-in active sessions, newest activity first, each with its last
+/// route (the newest entry of its replay list). Two round trips: the newest `limit` of the
+/// online index, then their records and replay heads.
+async fn online(store: &RedisStore, query: Option<&str>) -> Result<serde_json::Value, QueryError> {
+    let limit = parse_limit(query)?;
+    let (sids, total): (Vec<String>, i64) =
+        store.pipeline(redis::pipe().zrevrange(keys::ONLINE_SESSIONS, 0, limit as isize - 1).zcard(keys::ONLINE_SESSIONS)).await?;
+    let mut sessions = Vec::new();
+    if !sids.is_empty() {
+        let mut pipe = redis::pipe();
+        for sid in &sids {
+            pipe.hgetall(keys::analytics_session(sid)).lindex(keys::session_replay(sid), 0);
+        }
+        let replies: Vec<redis::Value> = store.pipeline(&pipe).await?;
+        for (sid, pair) in sids.iter().zip(replies.chunks(2)) {
+            let rec: HashMap<String, String> = redis::from_redis_value(&pair[0]).map_err(StoreError::Redis)?;
+            // Ended since (or gone): not online, whatever the index still says.
+            if rec.get("user_id").is_none_or(|u| u.is_empty()) || rec.contains_key("end_time") {
+                continue;
+            }
+            let head: Option<String> = redis::from_redis_value(&pair[1]).map_err(StoreError::Redis)?;
+            let last: Option<serde_json::Value> = head.and_then(|h| crate::capture::aggregate::replay_entry_json(&h));
+            let mut s = session_json(sid, &rec);
+            s["last_route"] = last.as_ref().map(|l| l["route"].clone()).unwrap_or(serde_json::Value::Null);
+            s["last_method"] = last.as_ref().map(|l| l["method"].clone()).unwrap_or(serde_json::Value::Null);
+            sessions.push((rec.get("last_time").and_then(|t| t.parse::<i64>().ok()).unwrap_or(0), s));
+        }
+    }
+    // The index's order, corrected by the records (the newest activity first).
+    sessions.sort_by_key(|s| std::cmp::Reverse(s.0));
+    Ok(serde_json::json!({"sessions": sessions.into_iter().map(|(_, s)| s).collect::<Vec<_>>(), "total": total, "timestamp": now_iso()}))
 }
 
 async fn session_stats(store: &RedisStore, query: Option<&str>) -> Result<serde_json::Value, QueryError> {
@@ -399,6 +560,16 @@ mod tests {
         assert_eq!(j["start_time"], "2026-11-30T13:05:00.000Z");
         assert_eq!(j["device"]["mobile"], true);
         assert_eq!(j["location"]["country"], "GB");
+    }
+
+    #[test]
+    fn session_lengths_and_their_median() {
+        assert_eq!(session_length(Some(1_000), Some(4_999), None, None), Some(3), "ongoing: so far, whole seconds");
+        assert_eq!(session_length(Some(1_000), Some(4_999), Some(9_000), Some(8)), Some(8), "ended: its duration");
+        assert_eq!(session_length(None, Some(4_999), None, None), None);
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [5, 1, 3]), Some(3.0));
+        assert_eq!(median(&mut [4, 1, 3, 10]), Some(3.5));
     }
 
     #[test]

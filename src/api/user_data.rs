@@ -56,7 +56,15 @@ async fn sessions_of(store: &RedisStore, user: &str) -> Result<BTreeSet<String>,
 
 /// The per-user keys.
 fn user_keys(user: &str) -> Vec<String> {
-    vec![keys::user_sessions(user), keys::active_user(user), keys::user_known(user)]
+    vec![
+        keys::user_sessions(user),
+        keys::active_user(user),
+        keys::user_known(user),
+        keys::user_activity(user),
+        keys::user_routes(user),
+        keys::user_devices(user),
+        keys::user_countries(user),
+    ]
 }
 
 /// The per-session keys of `sid` whose names are known (records, lists, recent page sets).
@@ -94,6 +102,12 @@ pub async fn export(store: &RedisStore, user: &str, scope: &Scope) -> Result<ser
         sessions.push(s);
     }
     let known: Vec<String> = store.query(redis::cmd("SMEMBERS").arg(keys::user_known(user))).await?;
+    // The behaviour patterns as the API shows them (absent for a user without aggregates).
+    let behavior = match crate::api::queries::answer(store, &crate::api::endpoint::Endpoint::UserBehavior { user_id: user }, None).await {
+        Ok(v) => v,
+        Err(QueryError::NotFound(_)) => serde_json::Value::Null,
+        Err(e) => return Err(e),
+    };
     let anomalies = matching_list_entries(store, &anomaly_lists(scope), user, &sids).await?;
     let audit = matching_list_entries(store, &[keys::AUDIT_LOG.to_owned()], user, &sids).await?;
     if sessions.is_empty() && known.is_empty() && anomalies.is_empty() {
@@ -105,6 +119,7 @@ pub async fn export(store: &RedisStore, user: &str, scope: &Scope) -> Result<ser
         "exported_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "sessions": sessions,
         "known_devices_and_countries": known,
+        "behavior": behavior,
         "anomalies": parse(anomalies),
         "audit": parse(audit),
     }))
@@ -162,7 +177,7 @@ pub async fn erase(store: &RedisStore, user: &str, scope: &Scope, dry_run: bool)
 
     // Members of shared sets and sorted sets, and light-record fields.
     let mut shared: Vec<(&str, String)> = vec![("SREM", keys::ACTIVE_SESSIONS.to_owned())];
-    for z in [keys::RECENT_SESSIONS, keys::REVOKED_SESSIONS, keys::STEP_UP_SESSIONS] {
+    for z in [keys::RECENT_SESSIONS, keys::ONLINE_SESSIONS, keys::REVOKED_SESSIONS, keys::STEP_UP_SESSIONS] {
         shared.push(("ZREM", z.to_owned()));
     }
     let now = chrono::Utc::now().timestamp_millis();

@@ -17,6 +17,7 @@ use crate::capture::geo::Location;
 use crate::capture::privacy::Privacy;
 use crate::capture::request_event::{EndReason, RequestEvent, SessionSignal};
 use crate::capture::session_scripts::{self, LightStart, Touch};
+use crate::capture::user_behavior::{self, UserSums};
 use crate::store::keys::{self, Period, PeriodSlot};
 
 /// Upper bounds (ms) of the request-latency histogram buckets.
@@ -154,6 +155,8 @@ pub struct Batch {
     /// event, so bounded by the batch.
     failures: Vec<(i64, IpAddr, [u8; 8], &'static str)>,
     ends: Vec<(String, i64, EndReason)>,
+    /// user id → what their signed-in requests add to their behaviour aggregates
+    behavior: BTreeMap<String, UserSums>,
     pub events: usize,
 }
 
@@ -262,6 +265,12 @@ impl Batch {
                     users.insert(id.user_id.clone());
                 }
             }
+        }
+        // A request that asked not to be tracked adds nothing to its user's behaviour profile.
+        if let (Some(id), false) = (&ev.identity, e.private) {
+            let device = [e.device.browser.as_str(), e.device.os.as_str(), e.device.kind.as_str()];
+            let country = e.location.country.as_deref().unwrap_or(crate::capture::device::UNKNOWN);
+            slot(&mut self.behavior, id.user_id.as_str()).add(ev.ts_ms, e.template, device, country);
         }
 
         if let Some(sid) = &ev.sid {
@@ -514,6 +523,15 @@ impl Batch {
                 }
             }
         }
+        if !self.behavior.is_empty() {
+            // One script call per signed-in user, and one trim of who is online (the TOUCH
+            // calls above added this batch's signed-in sessions to it).
+            p.cmd("SCRIPT").arg("LOAD").arg(user_behavior::BEHAVIOR).ignore();
+            for (user, sums) in &self.behavior {
+                p.add_command(user_behavior::behavior_cmd(user, sums, s.ttl_secs)).ignore();
+            }
+            p.zremrangebyrank(keys::ONLINE_SESSIONS, 0, -(keys::ONLINE_SESSIONS_CAP as isize) - 1).ignore();
+        }
         for (sid, ts, reason) in &self.ends {
             p.add_command(session_scripts::end_for(sid, *ts, *reason, s.idle_timeout_ms, s.ttl_secs, s.anonymous_ttl_secs)).ignore();
         }
@@ -630,6 +648,51 @@ mod tests {
             privacy: Arc::new(Privacy::plain()),
         };
         assert_eq!(b.command_count(&s), batch_of(1000).command_count(&s));
+    }
+
+    /// Signed-in requests cost one behaviour script call per user per batch (and one load and
+    /// one trim of the online index per batch); anonymous ones cost nothing more.
+    #[test]
+    fn behavior_costs_one_command_per_user_per_batch() {
+        let d = device();
+        let loc = Location::default();
+        let evs: Vec<RequestEvent> = (0..20)
+            .map(|i| event(1_796_043_900_000 + i, Some(if i % 2 == 0 { "s1" } else { "s2" }), Some(if i % 2 == 0 { "u1" } else { "u2" }), "/x", 200))
+            .chain((0..5).map(|i| event(1_796_043_900_100 + i, Some("s3"), None, "/y", 200)))
+            .collect();
+        let mut b = Batch::default();
+        for ev in &evs {
+            b.add_request(&Enriched { event: ev, template: &ev.path, page_view: true, action: None, private: false, device: &d, location: &loc });
+        }
+        assert_eq!(b.behavior["u1"].routes["/x"], 10);
+        assert_eq!(b.behavior["u2"].devices, vec![("Chrome|Linux|desktop".to_owned(), 10)]);
+        assert!(!b.behavior.contains_key(""), "anonymous requests count for nobody");
+        let s = WriteSettings {
+            ttl_secs: 60,
+            anonymous_ttl_secs: 60,
+            actions_cap: 10,
+            idle_timeout_ms: 1000,
+            detect: None,
+            replay_cap: 0,
+            auth_burst_window_secs: 0,
+            privacy: Arc::new(Privacy::plain()),
+        };
+        let cmds: Vec<String> = b.to_pipeline(&s).cmd_iter().map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned()).collect();
+        let count = |needle: &str| cmds.iter().filter(|c| c.contains(needle)).count();
+        assert_eq!(count(user_behavior::behavior_sha()), 2);
+        assert_eq!(count("local ttl, other = ARGV[1], ARGV[4]"), 1, "the script is loaded once");
+        assert_eq!(count("ZREMRANGEBYRANK\r\n$19\r\nsting:active:online"), 1);
+        // Anonymous requests, and a signed-in one that asked not to be tracked.
+        let mut anonymous = Batch::default();
+        for ev in &evs[19..] {
+            let private = ev.identity.is_some();
+            anonymous.add_request(&Enriched { event: ev, template: &ev.path, page_view: true, action: None, private, device: &d, location: &loc });
+        }
+        let cmds: Vec<String> = anonymous.to_pipeline(&s).cmd_iter().map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned()).collect();
+        assert!(
+            anonymous.behavior.is_empty()
+                && !cmds.iter().any(|c| c.contains(user_behavior::behavior_sha()) || c.contains("ZREMRANGEBYRANK\r\n$19\r\nsting:active:online"))
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Analytics recording, off the request path: the [`request_event::RequestEvent`] the logging
 //! phase hands over, the bounded queue and batching [`writer`], enrichment ([`device`],
 //! [`geo`]), [`aggregate`]ion into one pipeline per batch, the Lua [`session_scripts`] that
-//! start, touch and end sessions exactly once, and the [`session_lifecycle`] (expiry listener,
-//! sweep). Also the access log's record and enrichment ([`log_record`]).
+//! start, touch and end sessions exactly once, the per-user [`user_behavior`] aggregates, and
+//! the [`session_lifecycle`] (expiry listener, sweep). Also the access log's record and enrichment ([`log_record`]).
 //!
 //! May use: `identity` (the `Identity` an event carries), `store`, `config`, `observe`.
 
@@ -18,4 +18,5 @@ pub mod privacy;
 pub mod request_event;
 pub mod session_lifecycle;
 pub mod session_scripts;
+pub mod user_behavior;
 pub mod writer;

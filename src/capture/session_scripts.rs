@@ -47,7 +47,8 @@ pub fn load_scripts(pipe: &mut redis::Pipeline) {
 /// AAL2 step-up.
 ///
 /// KEYS: 1 session hash, 2 active sessions, 3 user's sessions zset, 4 user's active set,
-///       5 daily hash, 6 hourly hash, 7 AAL2 event key, 8 actions list, 9 recent sessions zset.
+///       5 daily hash, 6 hourly hash, 7 AAL2 event key, 8 actions list, 9 recent sessions zset,
+///       10 the online sessions zset (signed-in active sessions by last activity).
 /// ARGV: 1 sid, 2 user_id|'', 3 first ts ms, 4 last ts ms, 5 page views, 6 hits, 7 ip,
 ///       8 country, 9 city, 10 browser, 11 os, 12 device, 13 auth source, 14 aal|'',
 ///       15 ttl s, 16 email|'', 17 aal2 event JSON, 18 login action JSON, 19 actions cap,
@@ -187,6 +188,13 @@ if ARGV[2] ~= '' then
     redis.call('EXPIRE', KEYS[4], ttl)
   end
 end
+if not ended and uid then
+  -- Who is online: scored by the latest activity known (batches may arrive out of order).
+  local at = math.max(tonumber(ARGV[4]), tonumber(last or 0))
+  local cur = redis.call('ZSCORE', KEYS[10], sid)
+  if not cur or tonumber(cur) < at then redis.call('ZADD', KEYS[10], at, sid) end
+  redis.call('EXPIRE', KEYS[10], ttl)
+end
 if pending ~= '' then acts[#acts + 1] = pending end
 if #acts > 0 then
   redis.call('LPUSH', KEYS[8], unpack(acts))
@@ -230,7 +238,7 @@ return {started, attached, stepped}
 /// [`TOUCH`]) is ended by appending its end to its array and moving it to its bucket's
 /// `:ended` twin.
 ///
-/// KEYS: 1 session hash, 2 active sessions, 3 daily hash, 4 hourly hash.
+/// KEYS: 1 session hash, 2 active sessions, 3 daily hash, 4 hourly hash, 5 online sessions.
 /// ARGV: 1 sid, 2 end ts ms, 3 reason, 4 ttl s, 5 active-user key prefix,
 ///       6 '1' to end at the last activity instead (expiry, idle), 7 bucket bounds "60,300,...",
 ///       8 idle threshold ms: when > 0, end only if the session is still idle (the sweep's
@@ -251,6 +259,7 @@ if redis.call('EXISTS', h) == 0 then
   end
   if not light then
     redis.call('SREM', KEYS[2], sid)
+    redis.call('ZREM', KEYS[5], sid)
     return -1
   end
   start = tonumber(light[1])
@@ -276,6 +285,7 @@ else
   redis.call('HSET', h, 'end_time', stop, 'duration', dur, 'end_reason', ARGV[3])
 end
 redis.call('SREM', KEYS[2], sid)
+redis.call('ZREM', KEYS[5], sid)
 if uid then redis.call('SREM', ARGV[5] .. uid, sid) end
 local bucket_field = 'duration_gt_max'
 for b in string.gmatch(ARGV[7], '[^,]+') do
@@ -366,7 +376,7 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, anonymous_ttl_secs: u64, actions_cap:
     let login_json = action_json(t.first_ts_ms, "login", None);
     let mut c = redis::cmd("EVALSHA");
     c.arg(touch_sha())
-        .arg(9)
+        .arg(10)
         .arg(keys::analytics_session(&t.sid))
         .arg(keys::ACTIVE_SESSIONS)
         .arg(keys::user_sessions(user))
@@ -376,6 +386,7 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, anonymous_ttl_secs: u64, actions_cap:
         .arg(keys::aal2_event(&t.sid, t.last_ts_ms / 1000))
         .arg(keys::session_actions(&t.sid))
         .arg(keys::RECENT_SESSIONS)
+        .arg(keys::ONLINE_SESSIONS)
         .arg(&t.sid)
         .arg(user)
         .arg(t.first_ts_ms)
@@ -465,11 +476,12 @@ fn end_cmd(sid: &str, ts_ms: i64, reason: &str, at_last_activity: bool, idle_che
     let bounds: Vec<String> = DURATION_BUCKETS.iter().map(u64::to_string).collect();
     let mut c = redis::cmd("EVALSHA");
     c.arg(end_sha())
-        .arg(4)
+        .arg(5)
         .arg(keys::analytics_session(sid))
         .arg(keys::ACTIVE_SESSIONS)
         .arg(keys::analytics_period(Period::Day, &Period::Day.label(ts_ms)))
         .arg(keys::analytics_period(Period::Hour, &Period::Hour.label(ts_ms)))
+        .arg(keys::ONLINE_SESSIONS)
         .arg(sid)
         .arg(ts_ms)
         .arg(reason)

@@ -686,7 +686,8 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         if !dash.is_empty() && (dash.starts_with(f.analytics.api_prefix.as_str()) || f.analytics.api_prefix.starts_with(dash.as_str())) {
             return Err(invalid("analytics.dashboard_path", &fs, "must not overlap analytics.api_prefix".into()));
         }
-        crate::config::privacy::check_keys(&f.analytics.encryption_keys).map_err(|m| invalid("analytics.encryption_keys", &s_keys, m))?;
+        crate::config::privacy::check_keys(f.analytics.encryption_keys.iter().map(Secret::expose))
+            .map_err(|m| invalid("analytics.encryption_keys", &s_keys, m))?;
         if let Some(field) = crate::config::privacy::unknown_field(&f.analytics.encrypted_fields) {
             return Err(invalid(
                 "analytics.encrypted_fields",

@@ -1,5 +1,5 @@
 //! The ops commands of the `sting-proxy` binary: `sessions`, `stats`, `top`, `cleanup`,
-//! `validate`, `anomalies`, `revoke`, `rotate-keys`, `export` and `erase`. They talk to Redis directly and print human tables, or with `--json` the same
+//! `validate`, `anomalies`, `revoke`, `rotate-keys`, `export`, `erase`, `behavior` and `online`. They talk to Redis directly and print human tables, or with `--json` the same
 //! JSON the analytics API answers (the reads are shared, see [`crate::api::queries`]). I/O.
 
 use std::time::Duration;
@@ -83,6 +83,8 @@ pub enum Ops {
     Validate { fix: bool },
     Anomalies { date: Option<String>, severity: Option<String>, user: Option<String>, limit: usize },
     Revoke(RevokeCommand),
+    Behavior { user_id: String, limit: usize },
+    Online { limit: usize },
     RotateKeys { batch: usize },
     Export { user: String },
     Erase { user: String, dry_run: bool },
@@ -104,6 +106,8 @@ pub fn run(cfg: &Config, op: Ops, json: bool) -> anyhow::Result<bool> {
             Ops::Validate { fix } => validate(cfg, &store, fix, json).await,
             Ops::Anomalies { date, severity, user, limit } => anomalies(&store, date, severity, user, limit, json).await,
             Ops::Revoke(c) => revoke(cfg, store, c, json).await,
+            Ops::Behavior { user_id, limit } => behavior(&store, &user_id, limit, json).await,
+            Ops::Online { limit } => online(&store, limit, json).await,
             Ops::RotateKeys { batch } => rotate_keys(&store, &cipher, batch, json).await,
             Ops::Export { user } => export_user(cfg, store, user).await,
             Ops::Erase { user, dry_run } => erase_user(cfg, store, user, dry_run, json).await,
@@ -522,6 +526,121 @@ async fn erase_user(cfg: &Config, store: RedisStore, user_id: String, dry_run: b
             v["keys_deleted"],
             v["entries_removed"]
         );
+    }
+    Ok(true)
+}
+
+fn device_cell(d: &serde_json::Value) -> String {
+    format!("{} / {} / {}", cell(&d["browser"]), cell(&d["os"]), cell(&d["type"]))
+}
+
+/// One user's behaviour patterns, as `GET /api/analytics/users/{id}/behavior-patterns` gives them.
+async fn behavior(store: &RedisStore, user_id: &str, limit: usize, json: bool) -> anyhow::Result<bool> {
+    if !valid_id(user_id) {
+        return Err(anyhow!("USER_ID: not a user id"));
+    }
+    let v = ask(store, Endpoint::UserBehavior { user_id }, &query_string(&[("limit", Some(limit.to_string()))])).await?;
+    if json {
+        print_json(&v);
+        return Ok(true);
+    }
+    let median = match v["median_session_seconds"].as_f64() {
+        Some(m) => format!("{m} s (over {} sessions)", v["sessions_measured"]),
+        None => "-".to_owned(),
+    };
+    let rows: Vec<(&str, String)> = vec![
+        ("user", cell(&v["user_id"])),
+        ("first seen", short_time(&v["first_seen"])),
+        ("last seen", short_time(&v["last_seen"])),
+        ("requests", cell(&v["requests"])),
+        ("sessions", cell(&v["sessions_total"])),
+        ("median session", median),
+    ];
+    print!("{}", key_values(&rows));
+    // Usual hours: the busiest cells of the weekday × hour matrix.
+    let mut cells: Vec<(i64, usize, usize)> = Vec::new();
+    for (d, row) in v["hours"]["matrix"].as_array().into_iter().flatten().enumerate() {
+        for (h, n) in row.as_array().into_iter().flatten().enumerate() {
+            if let Some(n) = n.as_i64().filter(|n| *n > 0) {
+                cells.push((n, d, h));
+            }
+        }
+    }
+    cells.sort_by(|a, b| b.0.cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    let mut t = Table::new(&["WEEKDAY", "HOUR (UTC)", "REQUESTS"]);
+    for (n, d, h) in cells.iter().take(10) {
+        t.row(vec![queries::WEEKDAYS[*d].to_owned(), format!("{h:02}:00"), n.to_string()]);
+    }
+    for (title, table) in [
+        ("Usual hours (busiest first)", t),
+        ("Devices", ranked_table(&v["devices"], "DEVICE")),
+        ("Countries", ranked_table(&v["countries"], "COUNTRY")),
+        ("Top routes", ranked_table(&v["routes"], "ROUTE")),
+    ] {
+        println!("\n{title}:");
+        if table.is_empty() {
+            println!("none");
+        } else {
+            print!("{}", table.render());
+        }
+    }
+    let mut t = Table::new(&["SESSION", "DEVICE", "COUNTRY", "STARTED (UTC)", "LAST ACTIVITY", "ENDED", "LENGTH S"]);
+    for s in v["sessions"].as_array().into_iter().flatten() {
+        let ended = match s["end_reason"].as_str() {
+            Some(r) => format!("{} ({r})", short_time(&s["end_time"])),
+            None => "-".to_owned(),
+        };
+        t.row(vec![
+            cell(&s["session_id"]),
+            device_cell(&s["device"]),
+            cell(&s["location"]["country"]),
+            short_time(&s["start_time"]),
+            short_time(&s["last_activity"]),
+            ended,
+            cell(&s["length_seconds"]),
+        ]);
+    }
+    println!("\nSessions across devices (newest first):");
+    if t.is_empty() {
+        println!("none");
+    } else {
+        print!("{}", t.render());
+    }
+    Ok(true)
+}
+
+fn ranked_table(rows: &serde_json::Value, header: &str) -> Table {
+    let mut t = Table::new(&[header, "REQUESTS"]);
+    for r in rows.as_array().into_iter().flatten() {
+        t.row(vec![cell(&r["name"]), cell(&r["count"])]);
+    }
+    t
+}
+
+/// Who is online, as `GET /api/analytics/sessions/online` gives it.
+async fn online(store: &RedisStore, limit: usize, json: bool) -> anyhow::Result<bool> {
+    let v = ask(store, Endpoint::Online, &query_string(&[("limit", Some(limit.to_string()))])).await?;
+    if json {
+        print_json(&v);
+        return Ok(true);
+    }
+    let list = v["sessions"].as_array().cloned().unwrap_or_default();
+    println!("Online: {} signed-in session(s) (newest activity first, at {})", list.len(), short_time(&v["timestamp"]));
+    let mut t = Table::new(&["USER", "EMAIL", "SESSION", "DEVICE", "COUNTRY", "CITY", "LAST ACTIVITY", "LAST ROUTE"]);
+    for s in &list {
+        t.row(vec![
+            cell(&s["user_id"]),
+            cell(&s["email"]),
+            cell(&s["session_id"]),
+            device_cell(&s["device"]),
+            cell(&s["location"]["country"]),
+            cell(&s["location"]["city"]),
+            short_time(&s["last_activity"]),
+            cell(&s["last_route"]),
+        ]);
+    }
+    if !t.is_empty() {
+        print!("{}", t.render());
     }
     Ok(true)
 }

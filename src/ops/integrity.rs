@@ -102,6 +102,17 @@ pub async fn validate(store: &RedisStore, s: &Settings, progress: &mut Progress)
         )
         .await?,
     );
+    out.push(
+        check_members(
+            store,
+            s,
+            progress,
+            Finding::new("online_dangling", "who-is-online entries whose session record is missing or already ended"),
+            true,
+            vec![(keys::ONLINE_SESSIONS.to_owned(), Rule::Live)],
+        )
+        .await?,
+    );
     let (no_ttl, too_long) = ttl_checks(store, s, progress).await?;
     out.push(no_ttl);
     out.push(too_long);

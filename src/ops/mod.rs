@@ -1,6 +1,6 @@
-//! The ops CLI: [`commands`] (`sessions`, `stats`, `top`, `cleanup`, `validate`), the `check`
-//! diagnostics ([`check`]), integrity validation and repair ([`integrity`]), and human output
-//! ([`terminal`]).
+//! The ops CLI: [`commands`] (`sessions`, `stats`, `top`, `cleanup`, `validate`, `anomalies`,
+//! `revoke`, `behavior`, `online`), the `check` diagnostics ([`check`]), integrity validation
+//! and repair ([`integrity`]), and human output ([`terminal`]).
 //!
 //! May use: `api`, `capture`, `store`, `config`, `observe`.
 

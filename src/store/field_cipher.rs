@@ -45,7 +45,7 @@ impl FieldCipher {
         if keys.is_empty() {
             return Ok(Self::disabled());
         }
-        crate::config::privacy::check_keys(keys)?;
+        crate::config::privacy::check_keys(keys.iter().map(Secret::expose))?;
         let fernets: Vec<Fernet> = keys.iter().filter_map(|k| Fernet::new(k.expose().trim())).collect();
         let first = Fernet::new(keys[0].expose().trim());
         Ok(FieldCipher { multi: Some(MultiFernet::new(fernets)), first })

@@ -106,6 +106,53 @@ pub fn user_sessions(user_id: &str) -> String {
     format!("sting:analytics:user:{user_id}:sessions")
 }
 
+/// A user's signed-in requests by UTC weekday and hour (hash): field `{weekday}:{hour}`
+/// (weekday 0 = Monday … 6, hour 0–23) → requests, at most 168 such fields, plus
+/// `first_seen` and `last_seen` (unix ms of the user's first and latest request recorded).
+pub fn user_activity(user_id: &str) -> String {
+    format!("sting:analytics:user:{user_id}:activity")
+}
+
+/// A user's signed-in requests by route template (sorted set), capped at
+/// [`USER_ROUTES_CAP`] members plus [`USER_OTHER`] (templates of unrouted paths can be chosen
+/// by the client).
+pub fn user_routes(user_id: &str) -> String {
+    format!("sting:analytics:user:{user_id}:routes")
+}
+
+/// A user's signed-in requests by device, `{browser}|{os}|{type}` (sorted set), capped at
+/// [`USER_DEVICES_CAP`] members plus [`USER_OTHER`] (bot names come from the client).
+pub fn user_devices(user_id: &str) -> String {
+    format!("sting:analytics:user:{user_id}:devices")
+}
+
+/// A user's signed-in requests by country, ISO code or `unknown` (sorted set), capped at
+/// [`USER_COUNTRIES_CAP`] members plus [`USER_OTHER`].
+pub fn user_countries(user_id: &str) -> String {
+    format!("sting:analytics:user:{user_id}:countries")
+}
+
+/// Most distinct route templates kept per user in [`user_routes`]; later ones count as
+/// [`USER_OTHER`].
+pub const USER_ROUTES_CAP: usize = 100;
+
+/// Most distinct devices kept per user in [`user_devices`].
+pub const USER_DEVICES_CAP: usize = 20;
+
+/// Most distinct countries kept per user in [`user_countries`].
+pub const USER_COUNTRIES_CAP: usize = 50;
+
+/// The member that counts what a capped per-user sorted set no longer admits.
+pub const USER_OTHER: &str = "other";
+
+/// Signed-in sessions that are active, scored by their last activity (unix ms): who is online,
+/// newest first, without a scan. Added by the `TOUCH` script, removed by `END`, trimmed to the
+/// newest [`ONLINE_SESSIONS_CAP`] by each batch that touches a signed-in session.
+pub const ONLINE_SESSIONS: &str = "sting:active:online";
+
+/// How many sessions [`ONLINE_SESSIONS`] keeps.
+pub const ONLINE_SESSIONS_CAP: usize = 10_000;
+
 /// The most recently started sessions (sorted set, sid scored by start time in ms), capped at
 /// [`RECENT_SESSIONS_CAP`] by the `TOUCH` script: the "recent sessions" list without a scan.
 pub const RECENT_SESSIONS: &str = "sting:analytics:sessions:recent";
@@ -315,6 +362,10 @@ mod tests {
         assert_eq!(session_actions("s1"), "sting:analytics:session:s1:actions");
         assert_eq!(session_replay("s1"), "sting:analytics:session:s1:replay");
         assert_eq!(user_sessions("u1"), "sting:analytics:user:u1:sessions");
+        assert_eq!(user_activity("u1"), "sting:analytics:user:u1:activity");
+        assert_eq!(user_routes("u1"), "sting:analytics:user:u1:routes");
+        assert_eq!(user_devices("u1"), "sting:analytics:user:u1:devices");
+        assert_eq!(user_countries("u1"), "sting:analytics:user:u1:countries");
         assert_eq!(active_user("u1"), "sting:active:users:u1");
         // 2026-11-30T13:05:00Z
         let ts = 1_796_043_900_000;

@@ -10,7 +10,11 @@ SPEC (written by tests/api_dashboard.rs) holds:
                 today/yesterday {sessions, views, users}, pages [[name, count, sessions]],
                 bots, durations {ended}, recent_users [...], xss_path, xss_user,
                 tables {browsers, os, device-types, countries, cities: [[name, count]]},
-                user {id, sessions}, peak_total, ts_total_hour
+                user {id, sessions}, peak_total, ts_total_hour,
+                online {users, bold_user, revoke_sid}: who is online and the session the
+                online table's revoke button must end,
+                behavior {user, routes [[name, count]], requests, sessions [sid]}: the
+                behaviour page of a user clicked in the recent list
   screenshot    where to save a PNG of the page
   chromium, chromedriver   binaries
 
@@ -92,6 +96,14 @@ try:
     users = [b.text for b in driver.find_elements(By.CSS_SELECTOR, "#recent .user-link")]
     check("recent users", users, expected["recent_users"])
 
+    # Who is online: newest activity first, user strings (markup included) as text.
+    online_users = [b.text for b in driver.find_elements(By.CSS_SELECTOR, "#online .user-link")]
+    check("online users", online_users, expected["online"]["users"])
+    if expected["online"]["bold_user"] not in online_users:
+        problems.append(f"the user id with markup is not shown as text in the online table: {online_users}")
+    if driver.find_elements(By.CSS_SELECTOR, "#online b, #online img, #online script"):
+        problems.append("markup from a user string became an element in the online table")
+
     # Strings from requests render as text: the script tag and the img are shown, never run.
     page_names = [r[0] for r in rows]
     if expected["xss_path"] not in page_names:
@@ -115,6 +127,17 @@ try:
     next(b for b in driver.find_elements(By.CSS_SELECTOR, "#recent .user-link") if b.text == user["id"]).click()
     wait_for("the user's history", lambda: len(driver.find_elements(By.CSS_SELECTOR, "#detail-sessions tbody .session-link")) == user["sessions"])
     check("detail title", text("#detail-title").startswith("Sessions of user " + user["id"]), True)
+    # ... and their behaviour page: routes, requests and sessions across devices.
+    bh = expected["behavior"]
+    wait_for("the behaviour page", lambda: driver.find_element(By.ID, "panel-behavior").get_attribute("data-loaded") == bh["user"])
+    got_routes = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in driver.find_elements(By.CSS_SELECTOR, "#bh-routes tbody tr")]
+    check("behaviour routes", got_routes, [[str(c) for c in r] for r in bh["routes"]])
+    check("behaviour requests", text("#bh-requests"), str(bh["requests"]))
+    check("behaviour title", text("#behavior-title"), "Behaviour of user " + bh["user"])
+    check("sessions across devices", [b.get_attribute("title") for b in driver.find_elements(By.CSS_SELECTOR, "#bh-sessions .session-link")], bh["sessions"])
+    check("behaviour hours total", sum(int(td.text or 0) for td in driver.find_elements(By.CSS_SELECTOR, "#bh-hours td")), bh["requests"])
+    if driver.find_elements(By.CSS_SELECTOR, "#panel-behavior script, #panel-behavior img"):
+        problems.append("an injected element exists in the behaviour page")
     driver.find_element(By.CSS_SELECTOR, "#detail-sessions tbody .session-link").click()
     actions = wait_for("the session's actions", lambda: [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#detail-actions li")])
     if not any("page_view" in a for a in actions):
@@ -147,6 +170,14 @@ try:
     check("revoke asks to confirm", button.text, "confirm revoke")
     button.click()
     wait_for("the revocation", lambda: button.text == "revoked")
+
+    # Revoke from the online table: two clicks, then the session leaves the list.
+    sel = '#online button.revoke[data-sid="%s"]' % expected["online"]["revoke_sid"]
+    button = driver.find_element(By.CSS_SELECTOR, sel)
+    button.click()
+    check("online revoke asks to confirm", button.text, "confirm revoke")
+    button.click()
+    wait_for("the revoked session to leave the online table", lambda: not driver.find_elements(By.CSS_SELECTOR, sel))
 
     driver.save_screenshot(spec["screenshot"])
 
