@@ -48,15 +48,7 @@ fn browse(p: &Proxy, cookie: &str, extra: &[(&str, &str)]) {
 }
 
 fn login_with_email(p: &Proxy, user: &str) -> String {
-    let r = client()
-        .post(p.url("/login"))
-        .header("user-agent", UA)
-        .header("x-forwarded-for", ADDRESS)
-        .json(&serde_json::json!({"user_id": user, "email": format!("{user}@private.example"), "role": "user"}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    set_cookie_value(&r, "session").unwrap()
+    login_from(&p.url(""), user, &format!("{user}@private.example"), UA, ADDRESS)
 }
 
 fn sid_of(cookie: &str) -> String {
@@ -227,28 +219,13 @@ const APP_KEYS: &str = "sting:session:";
 
 /// Every key of ours with its whole content as text; any other key must be the app's.
 fn dump_redis(redis: &RedisServer) -> Vec<(String, String)> {
-    let mut c = redis.conn();
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
-    let mut out = Vec::new();
-    for key in keys {
-        if key.starts_with(APP_KEYS) {
-            continue;
-        }
-        assert!(key.starts_with("sting:"), "a key that is neither ours nor the app's: {key}");
-        let kind: String = redis::cmd("TYPE").arg(&key).query(&mut c).unwrap();
-        let text = match kind.as_str() {
-            "string" => redis::cmd("GET").arg(&key).query::<Vec<u8>>(&mut c).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap(),
-            "hash" => format!("{:?}", redis::cmd("HGETALL").arg(&key).query::<Vec<String>>(&mut c).unwrap()),
-            "list" => format!("{:?}", redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query::<Vec<String>>(&mut c).unwrap()),
-            "set" => format!("{:?}", redis::cmd("SMEMBERS").arg(&key).query::<Vec<String>>(&mut c).unwrap()),
-            "zset" => format!("{:?}", redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).query::<Vec<String>>(&mut c).unwrap()),
-            "stream" => format!("{:?}", redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query::<redis::Value>(&mut c).unwrap()),
-            // HyperLogLog registers are strings; nothing else is expected.
-            other => panic!("{key}: unexpected type {other}"),
-        };
-        out.push((key, text));
-    }
-    out
+    redis_dump(redis)
+        .into_iter()
+        .filter(|(key, _)| {
+            assert!(key.starts_with("sting:"), "a key that is neither ours nor the app's: {key}");
+            !key.starts_with(APP_KEYS)
+        })
+        .collect()
 }
 
 /// `ip_mode`: truncated keeps /24 in analytics and (following it) the access log; hashed keeps

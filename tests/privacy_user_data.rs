@@ -51,15 +51,7 @@ fn setup() -> Setup {
 }
 
 fn login(p: &Proxy, user: &str, ua: &str, ip: &str) -> String {
-    let r = client()
-        .post(p.url("/login"))
-        .header("user-agent", ua)
-        .header("x-forwarded-for", ip)
-        .json(&serde_json::json!({"user_id": user, "email": format!("{user}@mail.example"), "role": "user"}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    set_cookie_value(&r, "session").unwrap()
+    login_from(&p.url(""), user, &format!("{user}@mail.example"), ua, ip)
 }
 
 fn browse(p: &Proxy, cookie: &str, ua: &str, ip: &str, path: &str) {
@@ -77,27 +69,6 @@ fn hits(redis: &RedisServer, sid: &str) -> Option<i64> {
 
 fn call(p: &Proxy, method: reqwest::Method, path: &str) -> reqwest::blocking::Response {
     client().request(method, p.url(&format!("/api/analytics/{path}"))).bearer_auth(TOKEN).send().unwrap()
-}
-
-/// Every key (ours and the app's) with its whole content as text.
-fn keyspace(redis: &RedisServer) -> Vec<(String, String)> {
-    let mut c = redis.conn();
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
-    keys.into_iter()
-        .map(|key| {
-            let kind: String = redis::cmd("TYPE").arg(&key).query(&mut c).unwrap();
-            let text = match kind.as_str() {
-                "string" => String::from_utf8_lossy(&redis::cmd("GET").arg(&key).query::<Vec<u8>>(&mut c).unwrap()).into_owned(),
-                "hash" => format!("{:?}", redis::cmd("HGETALL").arg(&key).query::<Vec<String>>(&mut c).unwrap()),
-                "list" => format!("{:?}", redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query::<Vec<String>>(&mut c).unwrap()),
-                "set" => format!("{:?}", redis::cmd("SMEMBERS").arg(&key).query::<Vec<String>>(&mut c).unwrap()),
-                "zset" => format!("{:?}", redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).query::<Vec<String>>(&mut c).unwrap()),
-                "stream" => format!("{:?}", redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query::<redis::Value>(&mut c).unwrap()),
-                other => panic!("{key}: unexpected type {other}"),
-            };
-            (key, text)
-        })
-        .collect()
 }
 
 /// Opens every Fernet token in `text` with the test key, so the scan also sees what is sealed.
@@ -179,7 +150,7 @@ fn export_then_erase_one_user_leaves_no_trace_and_the_other_intact() {
     assert_eq!(call(b, reqwest::Method::GET, "users/victor/export").status(), 200);
 
     // The scan sees Victor before the erasure (sealed fields opened), so it can fail.
-    let before = keyspace(&s.redis);
+    let before = redis_dump(&s.redis);
     for t in ["victor@mail.example", VICTOR_IP, sv1.as_str(), KRATOS_SID] {
         assert!(before.iter().any(|(k, text)| k.contains(t) || opened(text).contains(t)), "{t:?} not seen before the erasure");
     }
@@ -195,7 +166,7 @@ fn export_then_erase_one_user_leaves_no_trace_and_the_other_intact() {
     );
 
     let traces = ["victor", &sv1, &sv2, KRATOS_SID, "victor@mail.example", VICTOR_IP, THIEF_IP, "VictorProbe", "ThiefProbe"];
-    for (key, text) in keyspace(&s.redis) {
+    for (key, text) in redis_dump(&s.redis) {
         let text = opened(&text);
         for t in traces {
             assert!(!key.contains(t) && !text.contains(t), "{t:?} left in {key}: {text}");

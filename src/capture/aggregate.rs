@@ -572,6 +572,20 @@ mod tests {
     use crate::identity::{AuthSource, Identity};
     use std::sync::Arc;
 
+    /// Writes with a one-minute TTL, no detectors or replay, nothing reduced or sealed.
+    fn test_settings(actions_cap: usize) -> WriteSettings {
+        WriteSettings {
+            ttl_secs: 60,
+            anonymous_ttl_secs: 60,
+            actions_cap,
+            idle_timeout_ms: 1000,
+            detect: None,
+            replay_cap: 0,
+            auth_burst_window_secs: 0,
+            privacy: Arc::new(Privacy::plain()),
+        }
+    }
+
     fn event(ts_ms: i64, sid: Option<&str>, user: Option<&str>, path: &str, status: u16) -> RequestEvent {
         RequestEvent {
             ts_ms,
@@ -637,16 +651,7 @@ mod tests {
         assert_eq!((t.hits, t.page_views, t.user_id.as_deref()), (10, 5, Some("u1")));
         assert_eq!(b.actions["s1"].len(), 5);
         // The command count depends on distinct keys and fields, not on the number of events.
-        let s = WriteSettings {
-            ttl_secs: 60,
-            anonymous_ttl_secs: 60,
-            actions_cap: 100,
-            idle_timeout_ms: 1000,
-            detect: None,
-            replay_cap: 0,
-            auth_burst_window_secs: 0,
-            privacy: Arc::new(Privacy::plain()),
-        };
+        let s = test_settings(100);
         assert_eq!(b.command_count(&s), batch_of(1000).command_count(&s));
     }
 
@@ -667,16 +672,7 @@ mod tests {
         assert_eq!(b.behavior["u1"].routes["/x"], 10);
         assert_eq!(b.behavior["u2"].devices, vec![("Chrome|Linux|desktop".to_owned(), 10)]);
         assert!(!b.behavior.contains_key(""), "anonymous requests count for nobody");
-        let s = WriteSettings {
-            ttl_secs: 60,
-            anonymous_ttl_secs: 60,
-            actions_cap: 10,
-            idle_timeout_ms: 1000,
-            detect: None,
-            replay_cap: 0,
-            auth_burst_window_secs: 0,
-            privacy: Arc::new(Privacy::plain()),
-        };
+        let s = test_settings(10);
         let cmds: Vec<String> = b.to_pipeline(&s).cmd_iter().map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned()).collect();
         let count = |needle: &str| cmds.iter().filter(|c| c.contains(needle)).count();
         assert_eq!(count(user_behavior::behavior_sha()), 2);
@@ -716,20 +712,7 @@ mod tests {
         for ev in &evs {
             b.add_request(&Enriched { event: ev, template: &ev.path, page_view: true, action: None, private: false, device: &d, location: &loc });
         }
-        let cmds: Vec<String> = b
-            .to_pipeline(&WriteSettings {
-                ttl_secs: 60,
-                anonymous_ttl_secs: 60,
-                actions_cap: 2,
-                idle_timeout_ms: 1000,
-                detect: None,
-                replay_cap: 0,
-                auth_burst_window_secs: 0,
-                privacy: Arc::new(Privacy::plain()),
-            })
-            .cmd_iter()
-            .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
-            .collect();
+        let cmds: Vec<String> = b.to_pipeline(&test_settings(2)).cmd_iter().map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned()).collect();
         let all = cmds.join("\n");
         for key in [
             "sting:analytics:daily:2026-11-30",
@@ -778,20 +761,7 @@ mod tests {
         let mut b = Batch::default();
         b.add_request(&Enriched { event: &ev, template: "/logout", page_view: false, action: None, private: false, device: &d, location: &loc });
         assert_eq!(b.ends, vec![("s1".to_owned(), 1_796_043_900_000, EndReason::Logout)]);
-        let cmds: Vec<String> = b
-            .to_pipeline(&WriteSettings {
-                ttl_secs: 60,
-                anonymous_ttl_secs: 60,
-                actions_cap: 10,
-                idle_timeout_ms: 1000,
-                detect: None,
-                replay_cap: 0,
-                auth_burst_window_secs: 0,
-                privacy: Arc::new(Privacy::plain()),
-            })
-            .cmd_iter()
-            .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
-            .collect();
+        let cmds: Vec<String> = b.to_pipeline(&test_settings(10)).cmd_iter().map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned()).collect();
         let load = cmds.iter().position(|c| c.contains("SCRIPT") && c.contains("local h, sid = KEYS[1], ARGV[1]")).unwrap();
         let touch = cmds.iter().position(|c| c.contains(session_scripts::touch_sha())).unwrap();
         let end = cmds.iter().position(|c| c.contains(session_scripts::end_sha()) && c.contains("logout")).unwrap();

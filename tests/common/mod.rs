@@ -687,6 +687,42 @@ pub fn login(base: &str, user_id: &str, role: &str) -> String {
     set_cookie_value(&resp, "session").expect("login sets the session cookie")
 }
 
+/// Logs `user_id` (with `email`) in through `base` from a browser `ua` at address `ip` (sent as
+/// `X-Forwarded-For`: the proxy must trust loopback); returns the session cookie value.
+pub fn login_from(base: &str, user_id: &str, email: &str, ua: &str, ip: &str) -> String {
+    let r = client()
+        .post(format!("{base}/login"))
+        .header("user-agent", ua)
+        .header("x-forwarded-for", ip)
+        .json(&serde_json::json!({"user_id": user_id, "email": email, "role": "user"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "login failed");
+    set_cookie_value(&r, "session").expect("login sets the session cookie")
+}
+
+/// Every key in Redis with its whole content as text (any type but HyperLogLog registers,
+/// which are strings and read as such).
+pub fn redis_dump(redis: &RedisServer) -> Vec<(String, String)> {
+    let mut c = redis.conn();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    keys.into_iter()
+        .map(|key| {
+            let kind: String = redis::cmd("TYPE").arg(&key).query(&mut c).unwrap();
+            let text = match kind.as_str() {
+                "string" => String::from_utf8_lossy(&redis::cmd("GET").arg(&key).query::<Vec<u8>>(&mut c).unwrap()).into_owned(),
+                "hash" => format!("{:?}", redis::cmd("HGETALL").arg(&key).query::<Vec<String>>(&mut c).unwrap()),
+                "list" => format!("{:?}", redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query::<Vec<String>>(&mut c).unwrap()),
+                "set" => format!("{:?}", redis::cmd("SMEMBERS").arg(&key).query::<Vec<String>>(&mut c).unwrap()),
+                "zset" => format!("{:?}", redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).query::<Vec<String>>(&mut c).unwrap()),
+                "stream" => format!("{:?}", redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query::<redis::Value>(&mut c).unwrap()),
+                other => panic!("{key}: unexpected type {other}"),
+            };
+            (key, text)
+        })
+        .collect()
+}
+
 /// GET `/echo` through `url` with a cookie; returns the JSON the app saw.
 pub fn echo(url: &str, cookie: Option<&str>, extra: &[(&str, &str)]) -> serde_json::Value {
     let mut req = client().get(url);
