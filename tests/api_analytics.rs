@@ -375,20 +375,28 @@ fn openapi_document_matches_real_responses() {
     let r = client().post(s.proxy.url("/api/analytics/devices")).header("authorization", format!("Bearer {TOKEN}")).send().unwrap();
     let status = r.status().as_u16();
     recorded.push(serde_json::json!({"path": "/api/analytics/devices", "method": "POST", "status": status, "body": r.json::<Value>().unwrap(), "content_type": "application/json"}));
-    // The changes, last (they revoke erin's session): with the token, then the audit log.
+    // The changes, last (they revoke erin's session): with the token, then one user's data
+    // exported and erased, then the audit log.
     for (method, path) in [
         (reqwest::Method::DELETE, format!("/api/analytics/sessions/{erin_sid}")),
         (reqwest::Method::DELETE, "/api/analytics/sessions/no-such-session".to_owned()),
         (reqwest::Method::POST, "/api/analytics/users/frank/revoke".to_owned()),
         (reqwest::Method::POST, "/api/analytics/sessions/alerts/configure".to_owned()),
         (reqwest::Method::GET, "/api/analytics/sessions/alerts/configure".to_owned()),
-        (reqwest::Method::GET, "/api/analytics/audit?limit=5".to_owned()),
     ] {
         let rules = serde_json::json!([{"detector": "*", "min_severity": "medium", "log": true}]);
         let r = client().request(method.clone(), s.proxy.url(&path)).header("authorization", format!("Bearer {TOKEN}")).json(&rules).send().unwrap();
         let status = r.status().as_u16();
         recorded.push(serde_json::json!({"path": path, "method": method.as_str(), "status": status, "body": r.json::<Value>().unwrap(), "content_type": "application/json"}));
     }
+    recorded.extend(export_and_erase(&s, &erin_sid, &frank_sid));
+    let audit = call(&s.proxy, reqwest::Method::GET, "/api/analytics/audit?limit=5", &[("authorization", &format!("Bearer {TOKEN}"))]);
+    let entries = audit["body"]["entries"].as_array().cloned().unwrap_or_default();
+    let actions: Vec<&str> = entries.iter().filter_map(|e| e["action"].as_str()).collect();
+    assert!(actions.starts_with(&["erase_user", "erase_user", "export_user"]), "newest first: {audit}");
+    assert!(entries[0]["target"].as_str().is_some_and(|t| t.starts_with("sha256:")), "erased under a pseudonym: {audit}");
+    assert!(!audit.to_string().contains("frank"), "the audit log keeps no trace of an erased user: {audit}");
+    recorded.push(audit);
     recorded.push(bad_rules);
     let (status, first_event) = first_sse_event(&s.proxy);
     assert!(first_event.starts_with("event: active\ndata: {"), "{first_event}");
@@ -419,6 +427,88 @@ fn openapi_document_matches_real_responses() {
     assert!(report.contains(&format!("validated {} responses", recorded.len())), "{report}");
     let log = s.app.requests_log();
     assert!(!log.iter().any(|l| l.contains("/api/")), "the app saw API requests: {log:?}");
+}
+
+/// One request with `headers`, recorded as `check_openapi.py` reads it (status, body, content type).
+fn call(proxy: &Proxy, method: reqwest::Method, path: &str, headers: &[(&str, &str)]) -> Value {
+    let mut req = client().request(method.clone(), proxy.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().unwrap();
+    let status = r.status().as_u16();
+    let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    serde_json::json!({"path": path, "method": method.as_str(), "status": status, "body": r.json::<Value>().unwrap_or(Value::Null), "content_type": content_type})
+}
+
+/// One user's data, as `openapi_document_matches_real_responses` exercises it after the
+/// revocations: erin's export (with a session cookie, refused without the CSRF header, and with
+/// the token), an export of a user nothing is held about, then frank's erasure: counted dry,
+/// done, done again (zeros), a bad `dry_run`, and his export once erased (404). Returns the
+/// recorded responses.
+fn export_and_erase(s: &Setup, erin_sid: &str, frank_sid: &str) -> Vec<Value> {
+    use reqwest::Method;
+    let bearer = format!("Bearer {TOKEN}");
+    let token = [("authorization", bearer.as_str())];
+    let mut recorded = Vec::new();
+
+    let admin = login(&s.proxy.url(""), "boss", "admin");
+    let cookie = format!("session={admin}");
+    let no_csrf = call(&s.proxy, Method::GET, "/api/analytics/users/erin/export", &[("cookie", &cookie)]);
+    assert_eq!((no_csrf["status"].as_u64(), no_csrf["body"]["error"].as_str()), (Some(403), Some("forbidden")), "{no_csrf}");
+    let with_csrf = call(&s.proxy, Method::GET, "/api/analytics/users/erin/export", &[("cookie", &cookie), ("x-sting-csrf", "1")]);
+    assert_eq!(with_csrf["status"], 200, "{with_csrf}");
+    recorded.extend([no_csrf, with_csrf]);
+
+    let export = call(&s.proxy, Method::GET, "/api/analytics/users/erin/export", &token);
+    let body = &export["body"];
+    assert_eq!((export["status"].as_u64(), body["user_id"].as_str()), (Some(200), Some("erin")), "{export}");
+    let sessions = body["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{export}");
+    let session = &sessions[0];
+    assert_eq!((session["session_id"].as_str(), session["end_reason"].as_str()), (Some(erin_sid), Some("revoked")), "{export}");
+    assert_eq!(session["email"], "erin@example.com", "opened: {export}");
+    let views = session["actions"].as_array().unwrap().iter().filter(|a| a["action"] == "page_view").count();
+    assert_eq!(views, 2, "{export}");
+    let routes: Vec<&str> = session["requests"].as_array().unwrap().iter().filter_map(|r| r["route"].as_str()).collect();
+    assert!(routes.contains(&"/echo/items/:id"), "the request timeline: {export}");
+    assert_eq!((body["behavior"]["user_id"].as_str(), body["behavior"]["requests"].as_i64()), (Some("erin"), Some(2)), "{export}");
+    let audited = body["audit"].as_array().unwrap();
+    assert!(audited.iter().any(|e| e["action"] == "revoke_session" && e["target"] == erin_sid), "{export}");
+    recorded.push(export);
+
+    let nobody = call(&s.proxy, Method::GET, "/api/analytics/users/nobody/export", &token);
+    assert_eq!((nobody["status"].as_u64(), nobody["body"]["error"].as_str()), (Some(404), Some("not_found")), "{nobody}");
+    recorded.push(nobody);
+
+    let exists = |key: &str| redis::cmd("EXISTS").arg(key).query::<i64>(&mut s.redis.conn()).unwrap() == 1;
+    let record = format!("sting:analytics:session:{frank_sid}");
+    assert!(exists(&record));
+    let dry = call(&s.proxy, Method::DELETE, "/api/analytics/users/frank?dry_run=true", &token);
+    let counts = |v: &Value| (v["body"]["sessions"].as_u64(), v["body"]["keys_deleted"].as_u64(), v["body"]["entries_removed"].as_u64());
+    assert_eq!((dry["status"].as_u64(), dry["body"]["user_id"].as_str(), dry["body"]["dry_run"].as_bool()), (Some(200), Some("frank"), Some(true)), "{dry}");
+    let (sessions, keys, entries) = counts(&dry);
+    assert_eq!(sessions, Some(1), "{dry}");
+    assert!(keys.unwrap() > 0 && entries.unwrap() > 0, "frank's record, his index, the recent index, his revocation: {dry}");
+    assert!(exists(&record), "a dry run removes nothing");
+
+    let erased = call(&s.proxy, Method::DELETE, "/api/analytics/users/frank", &token);
+    assert_eq!((erased["status"].as_u64(), erased["body"]["dry_run"].as_bool()), (Some(200), Some(false)), "{erased}");
+    assert_eq!(counts(&erased), counts(&dry), "the dry run counted what the erasure removed: {dry} {erased}");
+    let left: Vec<String> = [format!("*{frank_sid}*"), "*frank*".to_owned()]
+        .iter()
+        .flat_map(|p| redis::cmd("KEYS").arg(p).query::<Vec<String>>(&mut s.redis.conn()).unwrap())
+        .collect();
+    assert!(left.is_empty(), "keys left about frank: {left:?}");
+    let again = call(&s.proxy, Method::DELETE, "/api/analytics/users/frank", &token);
+    assert_eq!((again["status"].as_u64(), counts(&again)), (Some(200), (Some(0), Some(0), Some(0))), "idempotent: {again}");
+
+    let bad = call(&s.proxy, Method::DELETE, "/api/analytics/users/frank?dry_run=maybe", &token);
+    assert_eq!((bad["status"].as_u64(), bad["body"]["parameter"].as_str()), (Some(400), Some("dry_run")), "{bad}");
+    let gone = call(&s.proxy, Method::GET, "/api/analytics/users/frank/export", &token);
+    assert_eq!(gone["status"], 404, "nothing is held about an erased user: {gone}");
+    recorded.extend([dry, erased, again, bad, gone]);
+    recorded
 }
 
 /// Opens the live stream and returns its status and first `active` event.

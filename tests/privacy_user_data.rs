@@ -166,7 +166,12 @@ fn export_then_erase_one_user_leaves_no_trace_and_the_other_intact() {
     );
 
     let traces = ["victor", &sv1, &sv2, KRATOS_SID, "victor@mail.example", VICTOR_IP, THIEF_IP, "VictorProbe", "ThiefProbe"];
+    let revoked: Vec<String> = redis::cmd("ZRANGE").arg("sting:security:revoked").arg(0).arg(-1).query(&mut s.redis.conn()).unwrap();
+    assert_eq!(revoked, vec![sv1.clone()], "the revoked session stays refused: a bare id, linked to nothing");
     for (key, text) in redis_dump(&s.redis) {
+        if key == "sting:security:revoked" {
+            continue;
+        }
         let text = opened(&text);
         for t in traces {
             assert!(!key.contains(t) && !text.contains(t), "{t:?} left in {key}: {text}");

@@ -132,6 +132,8 @@ pub fn route<'a>(method: &str, rest: &'a str) -> Result<Endpoint<'a>, ApiError> 
     };
     let allowed = match ep {
         Endpoint::RevokeSession { .. } | Endpoint::EraseUser { .. } => method == "DELETE",
+        // A full, audited export: not for HEAD.
+        Endpoint::ExportUser { .. } => method == "GET",
         Endpoint::RevokeUser { .. } | Endpoint::ConfigureAlerts => method == "POST",
         _ => read,
     };

@@ -5,7 +5,9 @@
 //! Erasing removes every per-user and per-session key, the user's and their sessions' entries
 //! in shared sets, lists and the alert stream, the Redis copies of their Kratos answers, and
 //! (signed cookies) the app's session keys of those sessions, which logs them out. It is
-//! idempotent and works in batches of [`BATCH`]. What it cannot take out per user is listed
+//! idempotent and works in batches of [`BATCH`]. It keeps revoked and step-up session ids
+//! (bare random ids, linked to nothing once the rest is gone), so a revoked session stays
+//! refused everywhere. What it cannot take out per user is listed
 //! in `docs/privacy.md`: counts already summed into daily totals and breakdowns, and
 //! HyperLogLog registers, which hold no identifier.
 //!
@@ -110,7 +112,7 @@ pub async fn export(store: &RedisStore, user: &str, scope: &Scope) -> Result<ser
     };
     let anomalies = matching_list_entries(store, &anomaly_lists(scope), user, &sids).await?;
     let audit = matching_list_entries(store, &[keys::AUDIT_LOG.to_owned()], user, &sids).await?;
-    if sessions.is_empty() && known.is_empty() && anomalies.is_empty() {
+    if sessions.is_empty() && known.is_empty() && anomalies.is_empty() && behavior.is_null() {
         return Err(QueryError::NotFound("no data about this user"));
     }
     let parse = |v: Vec<(String, String)>| v.into_iter().filter_map(|(_, e)| serde_json::from_str::<serde_json::Value>(&e).ok()).collect::<Vec<_>>();
@@ -177,7 +179,9 @@ pub async fn erase(store: &RedisStore, user: &str, scope: &Scope, dry_run: bool)
 
     // Members of shared sets and sorted sets, and light-record fields.
     let mut shared: Vec<(&str, String)> = vec![("SREM", keys::ACTIVE_SESSIONS.to_owned())];
-    for z in [keys::RECENT_SESSIONS, keys::ONLINE_SESSIONS, keys::REVOKED_SESSIONS, keys::STEP_UP_SESSIONS] {
+    // Not the revoked and step-up sets: a revoked session must stay refused on every instance
+    // (its entry is a bare random id that nothing links to the user once the rest is gone).
+    for z in [keys::RECENT_SESSIONS, keys::ONLINE_SESSIONS] {
         shared.push(("ZREM", z.to_owned()));
     }
     let now = chrono::Utc::now().timestamp_millis();
