@@ -613,3 +613,31 @@ fn a_detector_set_to_step_up_holds_the_session_until_a_second_factor() {
     let marks: i64 = redis::cmd("ZCARD").arg("sting:security:step_up").query(&mut s.redis.conn()).unwrap();
     assert_eq!(marks, 0);
 }
+
+/// A held Flask session is not cleared by someone else's AAL2: the thief adds a Kratos token of
+/// their own account (with a second factor, just authenticated) to the stolen cookie, and the
+/// session stays held on every instance.
+#[test]
+fn a_thiefs_own_second_factor_does_not_clear_a_held_session() {
+    let kratos = KratosStub::start();
+    kratos.answer("thief-aal2", StubAnswer::session("thief", None, "aal2").authenticated_now());
+    let s = setup(2, "actions = { ua_change = \"step_up\" }", Some(kratos));
+    let (a, b) = (&s.proxies[0], &s.proxies[1]);
+    let cookie = login_as(a, "nora", CHROME_MAC, LONDON);
+    browse(a, &cookie, CHROME_MAC, LONDON);
+    let user_with = |p: &Proxy, token: Option<&str>| {
+        let mut req =
+            client().get(p.url("/echo")).header("cookie", format!("session={cookie}")).header("user-agent", FIREFOX_LINUX).header("x-forwarded-for", MUNICH);
+        if let Some(t) = token {
+            req = req.header("x-session-token", t);
+        }
+        seen(&req.send().unwrap().json().unwrap(), "x-user-id").map(str::to_owned)
+    };
+    assert_eq!(user_with(a, None).as_deref(), Some("nora"), "the stolen cookie's first use, from another browser");
+    wait_until("the session held on B", Duration::from_secs(15), || user_with(b, None).is_none());
+    for p in [a, b] {
+        assert_eq!(user_with(p, Some("thief-aal2")), None, "still held, and not the thief either");
+    }
+    let marks: i64 = redis::cmd("ZCARD").arg("sting:security:step_up").query(&mut s.redis.conn()).unwrap();
+    assert_eq!(marks, 1, "the mark stays");
+}

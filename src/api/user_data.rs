@@ -134,9 +134,11 @@ fn anomaly_lists(scope: &Scope) -> Vec<String> {
 }
 
 /// Whether a JSON entry (an anomaly, an audit entry, an alert) is about `user` or one of `sids`.
+/// An audit entry the user *made* (an admin's revocation of someone else) is not about them:
+/// erasing an admin does not wipe their trail.
 fn about(entry: &serde_json::Value, user: &str, sids: &BTreeSet<String>) -> bool {
     let is = |k: &str| entry[k].as_str().is_some_and(|v| v == user || sids.contains(v));
-    is("user_id") || is("session_id") || is("target") || entry["actor"].as_str() == Some(&format!("user:{user}"))
+    is("user_id") || is("session_id") || is("target")
 }
 
 /// `(list, entry)` for every entry of `lists` about the user.

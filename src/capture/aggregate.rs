@@ -544,7 +544,7 @@ impl Batch {
         let w = i64::from(window_secs);
         let mut out: BTreeMap<i64, BTreeMap<String, detect::AuthFailures>> = BTreeMap::new();
         for (ts_ms, ip, fp, kind) in &self.failures {
-            let Some(mut addr) = privacy.burst_address(detect::burst_address(*ip), *ts_ms) else { continue };
+            let Some(mut addr) = privacy.burst_address(*ip, *ts_ms) else { continue };
             let window = out.entry(ts_ms.div_euclid(1000).div_euclid(w) * w).or_default();
             if !window.contains_key(&addr) && window.len() >= detect::MAX_FAILING_ADDRESSES_PER_BATCH {
                 addr = crate::observe::metrics::OTHER_ROUTE.to_owned();

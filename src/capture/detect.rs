@@ -328,7 +328,8 @@ local function anomaly(det, o, evidence)
   fired = fired + 1
 end
 local function family(prefix)
-  if string.find(prefix, ':', 1, true) then return 6 end
+  -- `a.b.c.0/24`, `x:y:z::/48`, or their keyed hashes `p4-…`, `p6-…` (see capture::privacy).
+  if string.sub(prefix, 1, 3) == 'p6-' or string.find(prefix, ':', 1, true) then return 6 end
   return 4
 end
 local function km(lat1, lon1, lat2, lon2)

@@ -105,22 +105,28 @@ impl Privacy {
 
     /// A network prefix (/24, /48) as the detectors and replay keep it: as it is while
     /// addresses are kept in the clear (`full`, `truncated` without encryption), else a stable
-    /// keyed hash (`p:` and 16 hex digits), equal for equal prefixes.
+    /// keyed hash (`p4-`/`p6-` and 16 hex digits), equal for equal prefixes.
+    /// The hashed form names the family (`p4-`, `p6-`) without a colon: the detectors compare
+    /// prefixes within one family only.
     pub fn stored_prefix(&self, prefix: String) -> String {
         if prefix.is_empty() || (matches!(self.ip_mode, IpMode::Full | IpMode::Truncated) && !self.seal_ip) {
             prefix
         } else {
-            format!("p:{}", self.hash(&prefix))
+            let family = if prefix.contains(':') { 6 } else { 4 };
+            format!("p{family}-{}", self.hash(&prefix))
         }
     }
 
     /// The address `auth_failure_burst` counts by (see `detect::burst_address`), reduced like
     /// [`Self::stored_prefix`]: a keyed hash of the day when addresses are not kept in the
     /// clear; `None` with `ip_mode = "none"`.
-    pub fn burst_address(&self, full: String, ts_ms: i64) -> Option<String> {
+    pub fn burst_address(&self, ip: IpAddr, ts_ms: i64) -> Option<String> {
+        let full = crate::capture::detect::burst_address(ip);
         match self.ip_mode {
             IpMode::None => None,
-            IpMode::Full | IpMode::Truncated if !self.seal_ip => Some(full),
+            IpMode::Full if !self.seal_ip => Some(full),
+            // The /24 (or /48) the analytics keep: never more than they do.
+            IpMode::Truncated if !self.seal_ip => Some(crate::capture::detect::address_prefix(ip)),
             _ => Some(format!("h:{}", self.hash(&format!("{}|{full}", Period::Day.label(ts_ms))))),
         }
     }
@@ -182,9 +188,11 @@ mod tests {
         assert_eq!(with(IpMode::Full).stored_prefix("81.2.69.0/24".into()), "81.2.69.0/24");
         let p = with(IpMode::None);
         let a = p.stored_prefix("81.2.69.0/24".into());
-        assert!(a.starts_with("p:") && a == p.stored_prefix("81.2.69.0/24".into()));
+        assert!(a.starts_with("p4-") && !a.contains(':') && a == p.stored_prefix("81.2.69.0/24".into()));
         assert_ne!(a, p.stored_prefix("81.2.70.0/24".into()));
-        assert_eq!(p.burst_address("81.2.69.7".into(), 0), None);
+        assert!(p.stored_prefix("2001:db8:abcd::/48".into()).starts_with("p6-"));
+        assert_eq!(p.burst_address("81.2.69.7".parse().unwrap(), 0), None);
+        assert_eq!(with(IpMode::Truncated).burst_address("81.2.69.7".parse().unwrap(), 0).as_deref(), Some("81.2.69.0/24"));
     }
 
     #[test]

@@ -119,7 +119,7 @@ impl Authenticator {
                     id.flask_sid = Some(identity.session_id.clone());
                     id.outcome = if cached { AuthOutcome::FlaskCacheHit } else { AuthOutcome::FlaskRedisHit };
                     if let Some(since) = self.revocations.step_up_since(&identity.session_id) {
-                        if !self.stepped_up(req, client, audience, &identity.session_id, since).await {
+                        if !self.stepped_up(req, client, audience, &identity, since).await {
                             self.hold_for_step_up(req, &mut id);
                             return id;
                         }
@@ -164,7 +164,7 @@ impl Authenticator {
                     }
                     WhoamiAnswer::Authenticated { identity, .. } => {
                         if let Some(since) = self.revocations.step_up_since(&identity.session_id) {
-                            if !self.stepped_up(req, client, audience, &identity.session_id, since).await {
+                            if !self.stepped_up(req, client, audience, identity, since).await {
                                 self.hold_for_step_up(req, &mut id);
                                 return id;
                             }
@@ -188,10 +188,13 @@ impl Authenticator {
         id
     }
 
-    /// Whether the session `sid`, held for a step-up since `since_ms`, has since authenticated
+    /// Whether the session `held` (held for a step-up since `since_ms`) has since authenticated
     /// again at AAL2: asked of Kratos itself (the cached answer predates the step-up), with the
-    /// request's Kratos credential. Clears the mark everywhere when it has.
-    async fn stepped_up(&self, req: &RequestHeader, client: Option<IpAddr>, audience: Audience, sid: &str, since_ms: i64) -> bool {
+    /// request's Kratos credential, which must be the same user's (and, for a Kratos session,
+    /// the same session): a thief's own AAL2 account clears nothing. Clears the mark everywhere
+    /// when it has.
+    async fn stepped_up(&self, req: &RequestHeader, client: Option<IpAddr>, audience: Audience, held: &Identity, since_ms: i64) -> bool {
+        let sid = held.session_id.as_str();
         let (Some(kratos), Some(cred)) = (&self.kratos, self.kratos_credential(req, audience)) else {
             return false;
         };
@@ -199,7 +202,8 @@ impl Authenticator {
         let fresh = match kratos.resolve(cred, client).await {
             KratosOutcome::Answer { answer, .. } => match answer.as_ref() {
                 WhoamiAnswer::Authenticated { identity, .. } => {
-                    identity.aal.as_deref() == Some("aal2") && identity.authenticated_at.is_some_and(|t| t * 1000 >= since_ms - STEP_UP_CLOCK_SLACK_MS)
+                    let same = identity.user_id == held.user_id && (held.source != crate::identity::AuthSource::Kratos || identity.session_id == sid);
+                    same && identity.aal.as_deref() == Some("aal2") && identity.authenticated_at.is_some_and(|t| t * 1000 >= since_ms - STEP_UP_CLOCK_SLACK_MS)
                 }
                 _ => false,
             },

@@ -97,8 +97,9 @@ impl Revocations {
     /// Applies one channel message.
     fn apply(&self, payload: &str) {
         if let Some(rest) = payload.strip_prefix(STEP_UP_MESSAGE) {
-            if let Some((ms, sid)) = rest.split_once(':') {
-                self.insert_step_up(sid, ms.parse().unwrap_or_default());
+            // A mark whose time does not parse is dropped: a time of 0 would let any AAL2 pass.
+            if let Some((Ok(ms), sid)) = rest.split_once(':').map(|(ms, sid)| (ms.parse::<i64>(), sid)) {
+                self.insert_step_up(sid, ms);
             }
         } else if let Some(sid) = payload.strip_prefix(STEPPED_UP_MESSAGE) {
             self.remove_step_up(sid);
