@@ -87,7 +87,7 @@ impl ReplayEntry {
     fn stored(&self, devices: &[String], prefixes: &mut BTreeMap<std::net::IpAddr, String>, privacy: &Privacy) -> String {
         use std::fmt::Write;
         let address = match self.address {
-            Some(ip) => prefixes.entry(ip).or_insert_with(|| json_text(&privacy.stored_prefix(detect::address_prefix(ip)))).as_str(),
+            Some(ip) => prefixes.entry(ip).or_insert_with(|| json_text(&privacy.stored_prefix(crate::capture::privacy::address_prefix(ip)))).as_str(),
             None => "null",
         };
         let mut out = String::with_capacity(64 + self.route.len());

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use crate::capture::geo::Location;
+use crate::capture::privacy::address_prefix;
 use crate::capture::session_scripts::script_sha;
 use crate::config::security::SecuritySection;
 use crate::store::keys::{self, Period};
@@ -21,20 +22,6 @@ pub const MAX_OBSERVATIONS: usize = 16;
 
 /// Known devices and countries kept per user for `new_device` / `new_country`.
 pub const MAX_KNOWN_PER_USER: usize = 64;
-
-/// The client address prefix a fingerprint keeps: /24 for IPv4, /48 for IPv6.
-pub fn address_prefix(ip: IpAddr) -> String {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            format!("{a}.{b}.{c}.0/24")
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
-        }
-    }
-}
 
 /// What one request told about its session.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,18 +137,6 @@ pub fn auth_burst_script() -> &'static str {
 pub fn auth_burst_sha() -> &'static str {
     static SHA: OnceLock<String> = OnceLock::new();
     SHA.get_or_init(|| script_sha(auth_burst_script()))
-}
-
-/// The address `auth_failure_burst` counts by: the IPv4 address, or the IPv6 /64 (one host
-/// holds a whole /64 and can pick any address in it).
-pub fn burst_address(ip: IpAddr) -> String {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-    }
 }
 
 /// Invalid credentials one batch saw from one address in one window.
@@ -447,13 +422,6 @@ return fired
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefixes_are_slash_24_and_slash_48() {
-        assert_eq!(address_prefix("81.2.69.77".parse().unwrap()), "81.2.69.0/24");
-        assert_eq!(address_prefix("::ffff:81.2.69.77".parse().unwrap()), "81.2.69.0/24");
-        assert_eq!(address_prefix("2001:db8:abcd:12::1".parse().unwrap()), "2001:db8:abcd::/48");
-    }
 
     #[test]
     fn settings_list_only_enabled_detectors() {

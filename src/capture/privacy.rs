@@ -117,16 +117,16 @@ impl Privacy {
         }
     }
 
-    /// The address `auth_failure_burst` counts by (see `detect::burst_address`), reduced like
+    /// The address `auth_failure_burst` counts by (see [`burst_address`]), reduced like
     /// [`Self::stored_prefix`]: a keyed hash of the day when addresses are not kept in the
     /// clear; `None` with `ip_mode = "none"`.
     pub fn burst_address(&self, ip: IpAddr, ts_ms: i64) -> Option<String> {
-        let full = crate::capture::detect::burst_address(ip);
+        let full = burst_address(ip);
         match self.ip_mode {
             IpMode::None => None,
             IpMode::Full if !self.seal_ip => Some(full),
             // The /24 (or /48) the analytics keep: never more than they do.
-            IpMode::Truncated if !self.seal_ip => Some(crate::capture::detect::address_prefix(ip)),
+            IpMode::Truncated if !self.seal_ip => Some(address_prefix(ip)),
             _ => Some(format!("h:{}", self.hash(&format!("{}|{full}", Period::Day.label(ts_ms))))),
         }
     }
@@ -140,6 +140,32 @@ impl Privacy {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.hash_key).expect("HMAC takes any key length");
         mac.update(text.as_bytes());
         hex::encode(&mac.finalize().into_bytes()[..8])
+    }
+}
+
+/// The client address prefix a fingerprint keeps: /24 for IPv4, /48 for IPv6.
+pub fn address_prefix(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+    }
+}
+
+/// The address `auth_failure_burst` counts by: the IPv4 address, or the IPv6 /64 (one host
+/// holds a whole /64 and can pick any address in it).
+pub fn burst_address(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
     }
 }
 
@@ -163,6 +189,13 @@ mod tests {
 
     fn with(mode: IpMode) -> Privacy {
         Privacy { ip_mode: mode, hash_key: b"k".to_vec(), ..Privacy::plain() }
+    }
+
+    #[test]
+    fn prefixes_are_slash_24_and_slash_48() {
+        assert_eq!(address_prefix("81.2.69.77".parse().unwrap()), "81.2.69.0/24");
+        assert_eq!(address_prefix("::ffff:81.2.69.77".parse().unwrap()), "81.2.69.0/24");
+        assert_eq!(address_prefix("2001:db8:abcd:12::1".parse().unwrap()), "2001:db8:abcd::/48");
     }
 
     #[test]
