@@ -114,10 +114,11 @@ async fn reseal_string(store: &RedisStore, cipher: &FieldCipher, key: &str, r: &
 
 async fn reseal_light(store: &RedisStore, cipher: &FieldCipher, key: &str, r: &mut Rotation) -> Result<(), StoreError> {
     let mut scan = store.scanner(Scan::Hash(key), 500);
-    let mut cas = redis::cmd("EVAL");
-    cas.arg(HASH_CAS).arg(1).arg(key);
-    let mut any = false;
     while let Some(flat) = scan.next_batch().await? {
+        // One compare-and-set per scanned batch: a bucket can hold many records.
+        let mut cas = redis::cmd("EVAL");
+        cas.arg(HASH_CAS).arg(1).arg(key);
+        let mut any = false;
         for pair in flat.chunks_exact(2) {
             let (sid, json) = (&pair[0], &pair[1]);
             let Ok(mut v) = serde_json::from_str::<serde_json::Value>(json) else { continue };
@@ -128,10 +129,10 @@ async fn reseal_light(store: &RedisStore, cipher: &FieldCipher, key: &str, r: &m
                 any = true;
             }
         }
-    }
-    if any {
-        let n: u64 = store.query(&cas).await?;
-        r.fields_resealed += n;
+        if any {
+            let n: u64 = store.query(&cas).await?;
+            r.fields_resealed += n;
+        }
     }
     Ok(())
 }
