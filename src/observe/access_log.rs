@@ -97,6 +97,8 @@ fn open(path: Option<&PathBuf>) -> std::io::Result<Box<dyn Write + Send>> {
 
 fn write_loop(rx: Receiver<Record>, format: Format, path: Option<PathBuf>, out: Box<dyn Write + Send>, mut enrich: Enrich) {
     let mut out = BufWriter::new(out);
+    // One line's text, reused: no allocation per JSON line.
+    let mut line = String::with_capacity(1024);
     loop {
         let first = match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(r) => r,
@@ -112,10 +114,11 @@ fn write_loop(rx: Receiver<Record>, format: Format, path: Option<PathBuf>, out: 
         let mut next = Some(first);
         while let Some(r) = next {
             let traits = enrich(r.user_agent.as_deref(), r.ip);
-            let line = match format {
-                Format::Json => json_line(&r, &traits),
-                Format::Combined => combined_line(&r, &traits),
-            };
+            line.clear();
+            match format {
+                Format::Json => write_json_line(&mut line, &r, &traits),
+                Format::Combined => line.push_str(&combined_line(&r, &traits)),
+            }
             let _ = out.write_all(line.as_bytes());
             next = rx.try_recv().ok();
         }
@@ -134,39 +137,117 @@ fn reopen_if_asked(out: &mut BufWriter<Box<dyn Write + Send>>, path: Option<&Pat
     }
 }
 
-fn iso(ts_ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ts_ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 /// One JSON object per line.
 pub fn json_line(r: &Record, traits: &ClientTraits) -> String {
-    let mut v = serde_json::json!({
-        "time": iso(r.ts_ms),
-        "request_id": r.request_id,
-        "client_ip": traits.client,
-        "method": r.method,
-        "path": r.path,
-        "route": r.route,
-        "status": r.status,
-        "bytes": r.bytes_out,
-        "bytes_in": r.bytes_in,
-        "latency_ms": r.latency_us as f64 / 1000.0,
-        "upstream_latency_ms": r.upstream_latency_us.map(|u| u as f64 / 1000.0),
-        "user_id": r.user_id,
-        "session_id": r.session_id,
-        "auth": r.auth,
-        "ua_family": traits.ua_family,
-        "os": traits.os,
-        "device": traits.device,
-        "country": traits.country,
-        "referrer": r.referrer,
-    });
-    if let Some(o) = v.as_object_mut() {
-        o.retain(|_, v| !v.is_null());
+    let mut out = String::with_capacity(512);
+    write_json_line(&mut out, r, traits);
+    out
+}
+
+/// Appends [`json_line`]'s line to `out` without building a JSON value or allocating (`out` is
+/// reused line after line). Keys in sorted order and absent fields left out, byte for byte what
+/// `serde_json` made of the same object before (a property test compares them).
+pub fn write_json_line(out: &mut String, r: &Record, traits: &ClientTraits) {
+    use std::fmt::Write;
+    let mut first = true;
+    let mut key = |out: &mut String, k: &str| {
+        out.push_str(if first { "{\"" } else { ",\"" });
+        first = false;
+        out.push_str(k);
+        out.push_str("\":");
+    };
+    let text = |out: &mut String, k: &str, v: Option<&str>, key: &mut dyn FnMut(&mut String, &str)| {
+        if let Some(v) = v {
+            key(out, k);
+            json_string(out, v);
+        }
+    };
+    text(out, "auth", Some(r.auth), &mut key);
+    key(out, "bytes");
+    let _ = write!(out, "{}", r.bytes_out);
+    key(out, "bytes_in");
+    let _ = write!(out, "{}", r.bytes_in);
+    text(out, "client_ip", traits.client.as_deref(), &mut key);
+    text(out, "country", traits.country.as_deref(), &mut key);
+    text(out, "device", traits.device, &mut key);
+    key(out, "latency_ms");
+    json_f64(out, r.latency_us as f64 / 1000.0);
+    text(out, "method", Some(&r.method), &mut key);
+    text(out, "os", traits.os.as_deref(), &mut key);
+    text(out, "path", Some(&r.path), &mut key);
+    text(out, "referrer", r.referrer.as_deref(), &mut key);
+    text(out, "request_id", Some(&r.request_id), &mut key);
+    text(out, "route", Some(&r.route), &mut key);
+    text(out, "session_id", r.session_id.as_deref(), &mut key);
+    key(out, "status");
+    let _ = write!(out, "{}", r.status);
+    key(out, "time");
+    write_iso(out, r.ts_ms);
+    text(out, "ua_family", traits.ua_family.as_deref(), &mut key);
+    if let Some(u) = r.upstream_latency_us {
+        key(out, "upstream_latency_ms");
+        json_f64(out, u as f64 / 1000.0);
     }
-    let mut s = v.to_string();
-    s.push('\n');
-    s
+    text(out, "user_id", r.user_id.as_deref(), &mut key);
+    out.push_str("}\n");
+}
+
+/// `"…"` with JSON's escapes, as `serde_json` writes them.
+fn json_string(out: &mut String, s: &str) {
+    use std::fmt::Write;
+    out.push('"');
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        let esc = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            '\u{8}' => "\\b",
+            '\u{c}' => "\\f",
+            c if (c as u32) < 0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push_str(esc);
+        }
+        start = i + c.len_utf8();
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// A float as `serde_json` writes it (shortest round-trip form, `1.0` not `1`).
+fn json_f64(out: &mut String, v: f64) {
+    use std::fmt::Write;
+    match serde_json::Number::from_f64(v) {
+        Some(n) => {
+            let _ = write!(out, "{n}");
+        }
+        None => out.push_str("null"),
+    }
+}
+
+/// `"2026-11-30T13:05:00.000Z"` without allocating.
+fn write_iso(out: &mut String, ts_ms: i64) {
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
+    let t = chrono::DateTime::from_timestamp_millis(ts_ms).unwrap_or_default();
+    let _ = write!(
+        out,
+        "\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\"",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.timestamp_subsec_millis()
+    );
 }
 
 /// nginx-style escaping for a quoted or bare field: `"`, `\` and bytes outside printable
@@ -207,6 +288,75 @@ pub fn combined_line(r: &Record, traits: &ClientTraits) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The line as `serde_json` made it before the hand-written writer: the oracle.
+    fn serde_json_line(r: &Record, traits: &ClientTraits) -> String {
+        let iso = chrono::DateTime::from_timestamp_millis(r.ts_ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut v = serde_json::json!({
+            "time": iso,
+            "request_id": r.request_id,
+            "client_ip": traits.client,
+            "method": r.method,
+            "path": r.path,
+            "route": r.route,
+            "status": r.status,
+            "bytes": r.bytes_out,
+            "bytes_in": r.bytes_in,
+            "latency_ms": r.latency_us as f64 / 1000.0,
+            "upstream_latency_ms": r.upstream_latency_us.map(|u| u as f64 / 1000.0),
+            "user_id": r.user_id,
+            "session_id": r.session_id,
+            "auth": r.auth,
+            "ua_family": traits.ua_family,
+            "os": traits.os,
+            "device": traits.device,
+            "country": traits.country,
+            "referrer": r.referrer,
+        });
+        if let Some(o) = v.as_object_mut() {
+            o.retain(|_, v| !v.is_null());
+        }
+        let mut s = v.to_string();
+        s.push('\n');
+        s
+    }
+
+    proptest! {
+        #[test]
+        fn hand_written_json_lines_are_serde_jsons_bytes(
+            ts in 0i64..4_102_444_800_000,
+            path in "\\PC{0,40}|[\\x00-\\x1f\"\\\\]{0,8}",
+            user in proptest::option::of("\\PC{0,12}"),
+            referrer in proptest::option::of("[ -~\\x00-\\x1f]{0,20}"),
+            client in proptest::option::of("[0-9.:a-f]{0,20}"),
+            latency in 0u64..100_000_000,
+            upstream in proptest::option::of(0u64..10_000_000),
+            status in 100u16..600,
+            bytes in 0u64..u64::MAX,
+        ) {
+            let r = Record {
+                ts_ms: ts,
+                request_id: "r-1".into(),
+                ip: None,
+                method: "GET".into(),
+                path: path.clone(),
+                route: path,
+                status,
+                bytes_out: bytes,
+                bytes_in: 7,
+                latency_us: latency,
+                upstream_latency_us: upstream,
+                user_id: user.clone(),
+                session_id: user,
+                auth: "flask_cache_hit",
+                user_agent: None,
+                referrer,
+            };
+            let traits = ClientTraits { client, ua_family: Some("Chrome".into()), os: None, device: Some("desktop"), country: Some("GB".into()) };
+            prop_assert_eq!(json_line(&r, &traits), serde_json_line(&r, &traits));
+        }
+    }
 
     fn record() -> Record {
         Record {
