@@ -18,6 +18,7 @@ use crate::capture::privacy::Privacy;
 use crate::capture::request_event::{EndReason, RequestEvent, SessionSignal};
 use crate::capture::session_scripts::{self, LightStart, Touch};
 use crate::capture::user_behavior::{self, UserSums};
+use crate::observe::printable::push_json_string;
 use crate::store::keys::{self, Period, PeriodSlot};
 
 /// Upper bounds (ms) of the request-latency histogram buckets.
@@ -86,28 +87,25 @@ impl ReplayEntry {
     /// building a JSON value: this runs once per signed-in request.
     fn stored(&self, devices: &[String], prefixes: &mut BTreeMap<std::net::IpAddr, String>, privacy: &Privacy) -> String {
         use std::fmt::Write;
-        let address = match self.address {
-            Some(ip) => prefixes.entry(ip).or_insert_with(|| json_text(&privacy.stored_prefix(crate::capture::privacy::address_prefix(ip)))).as_str(),
-            None => "null",
-        };
-        let mut out = String::with_capacity(64 + self.route.len());
-        let _ = write!(
-            out,
-            "[{},{},{},{},{},{},{}]",
-            self.ts_ms,
-            json_text(self.method.as_str()),
-            json_text(&self.route),
-            self.status,
-            self.latency_us,
-            address,
-            json_text(devices.get(self.device).map(String::as_str).unwrap_or_default()),
-        );
+        let mut out = String::with_capacity(96 + self.route.len());
+        let _ = write!(out, "[{},", self.ts_ms);
+        push_json_string(&mut out, self.method.as_str());
+        out.push(',');
+        push_json_string(&mut out, &self.route);
+        let _ = write!(out, ",{},{},", self.status, self.latency_us);
+        match self.address {
+            Some(ip) => out.push_str(prefixes.entry(ip).or_insert_with(|| {
+                let mut text = String::new();
+                push_json_string(&mut text, &privacy.stored_prefix(crate::capture::privacy::address_prefix(ip)));
+                text
+            })),
+            None => out.push_str("null"),
+        }
+        out.push(',');
+        push_json_string(&mut out, devices.get(self.device).map(String::as_str).unwrap_or_default());
+        out.push(']');
         out
     }
-}
-
-fn json_text(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
 /// A stored replay entry as the API shows it: `[ms, method, route, status, latency µs, address
@@ -351,12 +349,10 @@ impl Batch {
             }
         };
         let same = |s: &str| {
-            // `browser / os / class` without formatting it.
-            let mut parts = s.splitn(3, " / ");
             if d.browser == crate::capture::device::UNKNOWN {
                 return s.is_empty();
             }
-            parts.next() == Some(d.browser.as_str()) && parts.next() == Some(d.os.as_str()) && parts.next() == Some(d.kind.as_str())
+            crate::capture::device::is_joined(s, " / ", [&d.browser, &d.os, d.kind.as_str()])
         };
         if let Some(i) = self.replay_devices.iter().position(|s| same(s)) {
             return i;
@@ -547,7 +543,7 @@ impl Batch {
             let Some(mut addr) = privacy.burst_address(*ip, *ts_ms) else { continue };
             let window = out.entry(ts_ms.div_euclid(1000).div_euclid(w) * w).or_default();
             if !window.contains_key(&addr) && window.len() >= detect::MAX_FAILING_ADDRESSES_PER_BATCH {
-                addr = crate::observe::metrics::OTHER_ROUTE.to_owned();
+                addr = keys::OTHER.to_owned();
             }
             let f = window.entry(addr).or_default();
             if f.credentials.len() < detect::MAX_FAILED_CREDENTIALS {

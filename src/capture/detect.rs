@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use crate::capture::geo::Location;
 use crate::capture::privacy::address_prefix;
-use crate::capture::session_scripts::script_sha;
+use crate::capture::session_scripts::{iso_millis, script_sha};
 use crate::config::security::SecuritySection;
 use crate::store::keys::{self, Period};
 
@@ -57,12 +57,7 @@ impl Observation {
     /// would observe exactly this again; decided without building the observation (it runs
     /// for every signed-in request).
     pub fn repeats(&self, ip: Option<IpAddr>, location: &Location, ua: [&str; 3]) -> bool {
-        let same_ua = if self.ua.is_empty() {
-            ua[0] == crate::capture::device::UNKNOWN
-        } else {
-            let mut parts = self.ua.splitn(3, '|');
-            ua.iter().all(|p| parts.next() == Some(*p))
-        };
+        let same_ua = if self.ua.is_empty() { ua[0] == crate::capture::device::UNKNOWN } else { crate::capture::device::is_joined(&self.ua, "|", ua) };
         same_ua
             && self.ip == ip
             && location.country.as_deref().unwrap_or_default() == self.country
@@ -78,7 +73,7 @@ impl Observation {
     fn json(&self) -> serde_json::Value {
         let mut o = serde_json::json!({
             "t": self.ts_ms,
-            "iso": chrono::DateTime::from_timestamp_millis(self.ts_ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "iso": iso_millis(self.ts_ms),
             "p": self.prefix, "c": self.country, "city": self.city, "ua": self.ua, "asn": self.asn,
         });
         if let Some((lat, lon)) = self.point {
@@ -106,6 +101,7 @@ pub fn settings_json(s: &SecuritySection, ttl_secs: u64) -> Option<String> {
             "prefix_window_ms": u64::from(s.address_window_minutes) * 60_000,
             "burst_threshold": s.auth_failure_threshold,
             "burst_cap": keys::AUTH_FAILURE_ADDRESS_CAP,
+            "other": keys::OTHER,
             "cap": s.max_anomalies_per_day,
             "known_cap": MAX_KNOWN_PER_USER,
             "stream_cap": crate::capture::alerts::STREAM_CAP,
@@ -170,7 +166,7 @@ pub fn auth_burst_cmd(
                 "a": addr,
                 "h": f.credentials.iter().collect::<Vec<_>>(),
                 "k": f.kinds,
-                "iso": chrono::DateTime::from_timestamp_millis(f.last_ts_ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "iso": iso_millis(f.last_ts_ms),
             })
         })
         .collect();
@@ -244,7 +240,7 @@ for _, e in ipairs(cjson.decode(ARGV[2])) do
   local a = e.a
   if redis.call('HEXISTS', h, a) == 0 then
     if tonumber(redis.call('HGET', h, '#') or '0') >= cfg.burst_cap then
-      a = 'other'
+      a = cfg.other
     else
       redis.call('HINCRBY', h, '#', 1)
       redis.call('HSET', h, a, 0)

@@ -83,6 +83,25 @@ impl Device {
 
 /// Classifies a User-Agent header value. Never fails: unrecognised input is
 /// `Other` with browser and OS "unknown".
+/// Whether `joined` is `parts` joined with `sep` (`Chrome|Linux|desktop`,
+/// `Chrome / Linux / desktop`), decided without formatting it: this runs per request.
+pub fn is_joined(joined: &str, sep: &str, parts: [&str; 3]) -> bool {
+    let mut rest = joined;
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            match rest.strip_prefix(sep) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        }
+        match rest.strip_prefix(p) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
 pub fn parse(user_agent: &str) -> Device {
     let ua = cap(user_agent).trim();
     if ua.is_empty() {

@@ -450,7 +450,7 @@ pub fn action_json(ts_ms: i64, action: &str, page: Option<&str>) -> String {
 
 /// `ts_ms` as `2026-12-04T03:07:31.123Z`; its first 10 and 13 characters are the day and hour
 /// labels (the `TOUCH` script relies on it).
-fn iso_millis(ts_ms: i64) -> String {
+pub fn iso_millis(ts_ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ts_ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 

@@ -7,7 +7,7 @@
 //! (`{browser}|{os}|{type}`, `unknown|unknown|other` without a User-Agent) and its country
 //! (`unknown` without a GeoIP answer). The sorted sets are capped per user
 //! ([`keys::USER_ROUTES_CAP`], ...): a member they no longer admit counts under
-//! [`keys::USER_OTHER`], decided atomically by [`BEHAVIOR`], so several instances agree.
+//! [`keys::OTHER`], decided atomically by [`BEHAVIOR`], so several instances agree.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -39,24 +39,6 @@ pub struct UserSums {
     pub countries: BTreeMap<String, i64>,
 }
 
-/// Whether `key` is `{a}|{b}|{c}`.
-fn is_device_key(key: &str, parts: [&str; 3]) -> bool {
-    let mut rest = key;
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            match rest.strip_prefix('|') {
-                Some(r) => rest = r,
-                None => return false,
-            }
-        }
-        match rest.strip_prefix(p) {
-            Some(r) => rest = r,
-            None => return false,
-        }
-    }
-    rest.is_empty()
-}
-
 /// `map[key] += 1`; the owned key is made only when it is new.
 fn bump(map: &mut BTreeMap<String, i64>, key: &str) {
     match map.get_mut(key) {
@@ -78,7 +60,7 @@ impl UserSums {
         *self.hours.entry(weekday_hour(ts_ms)).or_default() += 1;
         bump(&mut self.routes, route);
         bump(&mut self.countries, country);
-        match self.devices.iter_mut().find(|(k, _)| is_device_key(k, device)) {
+        match self.devices.iter_mut().find(|(k, _)| crate::capture::device::is_joined(k, "|", device)) {
             Some((_, n)) => *n += 1,
             None => self.devices.push((device.join("|"), 1)),
         }
@@ -141,7 +123,7 @@ pub fn behavior_cmd(user_id: &str, sums: &UserSums, ttl_secs: u64) -> redis::Cmd
         .arg(ttl_secs)
         .arg(sums.first_ts_ms)
         .arg(sums.last_ts_ms)
-        .arg(keys::USER_OTHER)
+        .arg(keys::OTHER)
         .arg(sums.hours.len());
     for ((weekday, hour), n) in &sums.hours {
         c.arg(format!("{weekday}:{hour}")).arg(*n);
@@ -188,6 +170,7 @@ mod tests {
         assert_eq!(s.routes, BTreeMap::from([("/a".to_owned(), 2), ("/b".to_owned(), 1)]));
         assert_eq!(s.devices, vec![("Chrome|Linux|desktop".to_owned(), 2), ("Firefox|Linux|desktop".to_owned(), 1)]);
         assert_eq!(s.countries.values().sum::<i64>(), 3);
+        let is_device_key = |k: &str, parts| crate::capture::device::is_joined(k, "|", parts);
         assert!(is_device_key("a|b|c", ["a", "b", "c"]) && !is_device_key("a|b|cd", ["a", "b", "c"]) && !is_device_key("ab|c", ["a", "b", "c"]));
         let cmd = String::from_utf8_lossy(&behavior_cmd("u1", &s, 60).get_packed_command()).into_owned();
         for part in ["sting:analytics:user:u1:activity", "sting:analytics:user:u1:routes", "\r\n0:13\r\n", "Firefox|Linux|desktop", behavior_sha()] {

@@ -14,6 +14,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::observe::printable::push_json_string;
+
 /// Lines waiting for the writer thread; beyond this they are dropped (and counted).
 pub const QUEUE_CAPACITY: usize = 65_536;
 
@@ -159,7 +161,7 @@ pub fn write_json_line(out: &mut String, r: &Record, traits: &ClientTraits) {
     let text = |out: &mut String, k: &str, v: Option<&str>, key: &mut dyn FnMut(&mut String, &str)| {
         if let Some(v) = v {
             key(out, k);
-            json_string(out, v);
+            push_json_string(out, v);
         }
     };
     text(out, "auth", Some(r.auth), &mut key);
@@ -190,35 +192,6 @@ pub fn write_json_line(out: &mut String, r: &Record, traits: &ClientTraits) {
     }
     text(out, "user_id", r.user_id.as_deref(), &mut key);
     out.push_str("}\n");
-}
-
-/// `"…"` with JSON's escapes, as `serde_json` writes them.
-fn json_string(out: &mut String, s: &str) {
-    use std::fmt::Write;
-    out.push('"');
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        let esc = match c {
-            '"' => "\\\"",
-            '\\' => "\\\\",
-            '\n' => "\\n",
-            '\r' => "\\r",
-            '\t' => "\\t",
-            '\u{8}' => "\\b",
-            '\u{c}' => "\\f",
-            c if (c as u32) < 0x20 => "",
-            _ => continue,
-        };
-        out.push_str(&s[start..i]);
-        if esc.is_empty() {
-            let _ = write!(out, "\\u{:04x}", c as u32);
-        } else {
-            out.push_str(esc);
-        }
-        start = i + c.len_utf8();
-    }
-    out.push_str(&s[start..]);
-    out.push('"');
 }
 
 /// A float as `serde_json` writes it (shortest round-trip form, `1.0` not `1`).

@@ -114,26 +114,26 @@ pub fn user_activity(user_id: &str) -> String {
 }
 
 /// A user's signed-in requests by route template (sorted set), capped at
-/// [`USER_ROUTES_CAP`] members plus [`USER_OTHER`] (templates of unrouted paths can be chosen
+/// [`USER_ROUTES_CAP`] members plus [`OTHER`] (templates of unrouted paths can be chosen
 /// by the client).
 pub fn user_routes(user_id: &str) -> String {
     format!("sting:analytics:user:{user_id}:routes")
 }
 
 /// A user's signed-in requests by device, `{browser}|{os}|{type}` (sorted set), capped at
-/// [`USER_DEVICES_CAP`] members plus [`USER_OTHER`] (bot names come from the client).
+/// [`USER_DEVICES_CAP`] members plus [`OTHER`] (bot names come from the client).
 pub fn user_devices(user_id: &str) -> String {
     format!("sting:analytics:user:{user_id}:devices")
 }
 
 /// A user's signed-in requests by country, ISO code or `unknown` (sorted set), capped at
-/// [`USER_COUNTRIES_CAP`] members plus [`USER_OTHER`].
+/// [`USER_COUNTRIES_CAP`] members plus [`OTHER`].
 pub fn user_countries(user_id: &str) -> String {
     format!("sting:analytics:user:{user_id}:countries")
 }
 
 /// Most distinct route templates kept per user in [`user_routes`]; later ones count as
-/// [`USER_OTHER`].
+/// [`OTHER`].
 pub const USER_ROUTES_CAP: usize = 100;
 
 /// Most distinct devices kept per user in [`user_devices`].
@@ -142,8 +142,9 @@ pub const USER_DEVICES_CAP: usize = 20;
 /// Most distinct countries kept per user in [`user_countries`].
 pub const USER_COUNTRIES_CAP: usize = 50;
 
-/// The member that counts what a capped per-user sorted set no longer admits.
-pub const USER_OTHER: &str = "other";
+/// The member (or field) that counts what a capped structure no longer admits: the per-user
+/// sorted sets, and the addresses of an [`auth_failures`] window.
+pub const OTHER: &str = "other";
 
 /// Signed-in sessions that are active, scored by their last activity (unix ms): who is online,
 /// newest first, without a scan. Added by the `TOUCH` script, removed by `END`, trimmed to the
@@ -179,7 +180,7 @@ pub const STEP_UP_SESSIONS: &str = "sting:security:step_up";
 /// Invalid credentials per client address in one window of `security.auth_failure_window_seconds`
 /// (hash, window start in unix seconds): `{address}` → distinct invalid credentials,
 /// `{address}|{hash}` → 1 per credential seen, `!{address}` → the burst was reported; at most
-/// [`AUTH_FAILURE_ADDRESS_CAP`] addresses, the rest counted under `other`. Lives two windows.
+/// [`AUTH_FAILURE_ADDRESS_CAP`] addresses, the rest counted under [`OTHER`]. Lives two windows.
 pub fn auth_failures(window_start_secs: i64) -> String {
     format!("sting:security:auth_failures:{window_start_secs}")
 }
