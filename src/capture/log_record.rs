@@ -1,5 +1,5 @@
 //! What the access log (in `observe`, which imports nothing of ours) takes from the capture
-//! layer: a request's line, copied from its [`RequestEvent`], and the enrichment of its client
+//! layer: a request's line, borrowed from its shared [`RequestEvent`], and the enrichment of its client
 //! with this layer's User-Agent parser and GeoIP reader. Pure, apart from a bounded cache.
 
 use std::collections::HashMap;
@@ -9,31 +9,31 @@ use crate::capture::device::{self, Device};
 use crate::capture::geo::GeoDb;
 use crate::capture::privacy::Privacy;
 use crate::capture::request_event::RequestEvent;
-use crate::observe::access_log::{ClientTraits, Enrich, Record};
+use crate::observe::access_log::{ClientTraits, Enrich, LogSource, Record};
 
 /// Distinct User-Agents whose parse the access log keeps; the cache is emptied beyond it.
 const MAX_CACHED_AGENTS: usize = 10_000;
 
-impl RequestEvent {
-    /// The access log's copy of this request.
-    pub fn log_record(&self) -> Record {
+impl LogSource for RequestEvent {
+    /// The access log's view of this request (nothing copied).
+    fn log_record(&self) -> Record<'_> {
         Record {
             ts_ms: self.ts_ms,
-            request_id: self.request_id.clone(),
+            request_id: &self.request_id,
             ip: self.ip,
-            method: self.method.as_str().to_owned(),
-            path: self.path.clone(),
-            route: self.template.clone(),
+            method: self.method.as_str(),
+            path: &self.path,
+            route: &self.template,
             status: self.status,
             bytes_out: self.bytes_out,
             bytes_in: self.bytes_in,
             latency_us: self.latency_us,
             upstream_latency_us: self.upstream_latency_us,
-            user_id: self.identity.as_ref().map(|i| i.user_id.clone()),
-            session_id: self.sid.clone(),
+            user_id: self.identity.as_ref().map(|i| i.user_id.as_str()),
+            session_id: self.sid.as_deref(),
             auth: self.auth_outcome,
-            user_agent: self.user_agent.clone(),
-            referrer: self.referrer.clone(),
+            user_agent: self.user_agent.as_deref(),
+            referrer: self.referrer.as_deref(),
         }
     }
 }

@@ -89,6 +89,11 @@ pub struct RequestEvent {
 /// the sweep.
 #[derive(Debug, Clone)]
 pub enum CaptureEvent {
-    Request(Box<RequestEvent>),
-    SessionEnded { sid: String, ts_ms: i64, reason: EndReason },
+    /// Shared with the access log, which reads the same record (no copy per request).
+    Request(Arc<RequestEvent>),
+    SessionEnded {
+        sid: String,
+        ts_ms: i64,
+        reason: EndReason,
+    },
 }

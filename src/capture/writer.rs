@@ -149,6 +149,8 @@ pub struct Writer {
     /// This process's writer key (`keys::analytics_writer`) and the number of its last batch.
     writer_key: String,
     seq: AtomicU64,
+    /// `server.analytics_cpu`: the CPU this writer's thread is pinned to.
+    cpu: Option<usize>,
 }
 
 /// Builds the channel: the handle for producers and the writer service that drains it.
@@ -168,6 +170,7 @@ pub fn channel(
     let writer = Writer {
         writer_key: keys::analytics_writer(&uuid::Uuid::new_v4().simple().to_string()),
         seq: AtomicU64::new(0),
+        cpu: None,
         max_pages: cfg.max_pages_per_day,
         new_sessions: ClientLimiter::new(cfg.new_sessions_per_client_per_minute),
         rx: Mutex::new(Some(rx)),
@@ -210,6 +213,12 @@ struct Caches {
 const KNOWN_SESSIONS_MAX: usize = 100_000;
 
 impl Writer {
+    /// Runs the writer's thread on `cpu` alone (`server.analytics_cpu`).
+    pub fn pinned_to(mut self, cpu: Option<usize>) -> Self {
+        self.cpu = cpu;
+        self
+    }
+
     /// Turns a list of events into one batch of writes, parsing each distinct UA and IP once.
     fn build(&self, events: &[CaptureEvent], caches: &mut Caches) -> Batch {
         if caches.devices.len() > ENRICH_CACHE_MAX {
@@ -399,6 +408,13 @@ const COLLECT_NAP: Duration = Duration::from_millis(5);
 impl BackgroundService for Writer {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let Some(mut rx) = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        // Its service runtime has one thread, which runs this future throughout: pin it.
+        if let Some(cpu) = self.cpu {
+            match crate::config::cpu_affinity::pin_current_thread(cpu) {
+                Ok(()) => tracing::info!(cpu, "analytics writer pinned"),
+                Err(e) => tracing::warn!(cpu, error = %e, "could not pin the analytics writer; it runs unpinned"),
+            }
+        }
         // Connect from this service's runtime: the connection's driver task then lives exactly
         // as long as the writer, through the final flush.
         tokio::select! {

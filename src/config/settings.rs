@@ -71,6 +71,9 @@ pub struct ServerSection {
     pub admin_listen: String,
     /// Worker threads of the proxy service.
     pub threads: usize,
+    /// A CPU (0-based) for the analytics writer's thread alone (`STING_ANALYTICS_CPU`); unset,
+    /// the OS schedules it anywhere. Always a thread apart from the proxy's workers.
+    pub analytics_cpu: Option<usize>,
     pub work_stealing: bool,
     /// Seconds between SIGTERM and the final shutdown step (in-flight requests finish meanwhile).
     pub grace_period_seconds: u64,
@@ -102,6 +105,7 @@ impl Default for ServerSection {
             listen: "0.0.0.0:8080".into(),
             admin_listen: "127.0.0.1:9091".into(),
             threads: 2,
+            analytics_cpu: None,
             work_stealing: true,
             grace_period_seconds: 5,
             graceful_shutdown_timeout_seconds: 5,
@@ -509,6 +513,7 @@ pub mod env {
     pub const STING_REQUIRE_AUTH: &str = "STING_REQUIRE_AUTH";
     pub const STING_LOGIN_URL: &str = "STING_LOGIN_URL";
     pub const STING_THREADS: &str = "STING_THREADS";
+    pub const STING_ANALYTICS_CPU: &str = "STING_ANALYTICS_CPU";
     pub const STING_GRACE_PERIOD_SECONDS: &str = "STING_GRACE_PERIOD_SECONDS";
     pub const STING_SESSION_CACHE_TTL_SECONDS: &str = "STING_SESSION_CACHE_TTL_SECONDS";
     pub const GEOIP_DATABASE: &str = "GEOIP_DATABASE";
@@ -562,6 +567,7 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         let s_listen = self.over(STING_LISTEN, "server.listen", &mut f.server.listen, text)?;
         let s_admin = self.over(STING_ADMIN_LISTEN, "server.admin_listen", &mut f.server.admin_listen, text)?;
         self.over(STING_THREADS, "server.threads", &mut f.server.threads, number)?;
+        let s_cpu = self.over(STING_ANALYTICS_CPU, "server.analytics_cpu", &mut f.server.analytics_cpu, |v| number(v).map(Some))?;
         self.over(STING_GRACE_PERIOD_SECONDS, "server.grace_period_seconds", &mut f.server.grace_period_seconds, number)?;
         let s_trusted = self.over(STING_TRUSTED_PROXIES, "server.trusted_proxies", &mut f.server.trusted_proxies, list)?;
         let s_upstream = self.over(STING_UPSTREAM, "upstream.url", &mut f.upstream.url, text)?;
@@ -603,6 +609,12 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         }
         if f.server.threads == 0 || f.server.threads > 1024 {
             return Err(invalid("server.threads", &fs, "must be between 1 and 1024".into()));
+        }
+        if let Some(cpu) = f.server.analytics_cpu {
+            let cpus = crate::config::cpu_affinity::allowed();
+            if !cpus.contains(&cpu) {
+                return Err(invalid("server.analytics_cpu", &s_cpu, format!("CPU {cpu} is not one this process may use ({cpus:?})")));
+            }
         }
         let trusted_proxies = f
             .server

@@ -127,7 +127,7 @@ impl Sidecar {
     /// The analytics record of a finished request: only what the proxy already holds.
     fn event(&self, session: &Session, ctx: &mut RequestCtx, status: u16, template: String, latency_us: u64) -> RequestEvent {
         let req = session.req_header();
-        let text = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.chars().take(MAX_EVENT_TEXT).collect::<String>());
+        let text = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok()).map(|v| clipped(v, MAX_EVENT_TEXT));
         // The session: the identity's, or a live anonymous Flask session; never a dead sid.
         // A request that made the app issue a session (a login without a prior session)
         // belongs to the session it created.
@@ -142,7 +142,7 @@ impl Sidecar {
             sid,
             identity: ctx.identity.clone(),
             method: req.method.clone(),
-            path: req.uri.path().chars().take(MAX_EVENT_TEXT * 4).collect(),
+            path: clipped(req.uri.path(), MAX_EVENT_TEXT * 4),
             template,
             request_id: ctx.request_id.clone(),
             auth_outcome: ctx.outcome.as_str(),
@@ -165,6 +165,16 @@ impl Sidecar {
 
 /// Longest User-Agent or Referer kept in an analytics event.
 const MAX_EVENT_TEXT: usize = 512;
+
+/// The first `max` characters of `s` (one copy; no walk over the characters when the bytes
+/// already fit).
+fn clipped(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        s.to_owned()
+    } else {
+        s.chars().take(max).collect()
+    }
+}
 
 /// The path the app will route, from the request target as received. pingora maps a target
 /// without a leading `/` (`GET admin/panel`) to the URI `/` but forwards the raw bytes, which
@@ -344,12 +354,12 @@ impl ProxyHttp for Sidecar {
         // The full record (string copies) only when someone takes it.
         let capture = self.capture.as_ref().filter(|_| !ctx.own_endpoint);
         if capture.is_some() || self.access_log.is_some() {
-            let event = self.event(session, ctx, status, template, latency_us);
+            let event = Arc::new(self.event(session, ctx, status, template, latency_us));
             if let Some(log) = &self.access_log {
-                log.record(event.log_record());
+                log.record(event.clone());
             }
             if let Some(capture) = capture {
-                capture.record(CaptureEvent::Request(Box::new(event)));
+                capture.record(CaptureEvent::Request(event));
             }
         }
         tracing::debug!(

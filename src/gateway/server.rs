@@ -92,7 +92,7 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
             RedisStore::new(cfg.redis.url.expose(), Duration::from_millis(cfg.redis.connect_timeout_ms), writer::BATCH_TIMEOUT).context("redis.url")?;
         let (handle, writer) = writer::channel(&cfg.analytics, &cfg.security, cfg.session.lifetime_secs(), analytics_store.clone(), grace, privacy.clone())
             .context("analytics")?;
-        server.add_service(background_service("analytics-writer", writer));
+        server.add_service(background_service("analytics-writer", writer.pinned_to(cfg.server.analytics_cpu)));
         if cfg.analytics.keyspace_notifications {
             server.add_service(background_service(
                 "session-expiry-listener",

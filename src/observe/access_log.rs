@@ -26,25 +26,35 @@ pub enum Format {
     Combined,
 }
 
-/// What one line needs, copied off the request path (by the capture layer's `RequestEvent`).
-pub struct Record {
+/// What one line needs, borrowed from the request's record (the capture layer's
+/// `RequestEvent`, shared with the analytics writer: nothing is copied for the log).
+pub struct Record<'a> {
     pub ts_ms: i64,
-    pub request_id: String,
+    pub request_id: &'a str,
     pub ip: Option<IpAddr>,
-    pub method: String,
-    pub path: String,
-    pub route: String,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub route: &'a str,
     pub status: u16,
     pub bytes_out: u64,
     pub bytes_in: u64,
     pub latency_us: u64,
     pub upstream_latency_us: Option<u64>,
-    pub user_id: Option<String>,
-    pub session_id: Option<String>,
+    pub user_id: Option<&'a str>,
+    pub session_id: Option<&'a str>,
     pub auth: &'static str,
-    pub user_agent: Option<String>,
-    pub referrer: Option<String>,
+    pub user_agent: Option<&'a str>,
+    pub referrer: Option<&'a str>,
 }
+
+/// Anything the log can take a line from: the request's own record, shared by reference count
+/// between the log and the analytics writer.
+pub trait LogSource: Send + Sync + 'static {
+    fn log_record(&self) -> Record<'_>;
+}
+
+/// A queued line: the shared request record.
+pub type Line = std::sync::Arc<dyn LogSource>;
 
 /// What the JSON format adds about the client, derived from its User-Agent and address.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,13 +74,14 @@ pub type Enrich = Box<dyn FnMut(Option<&str>, Option<IpAddr>) -> ClientTraits + 
 /// Hands lines to the writer thread. Cheap to clone.
 #[derive(Clone)]
 pub struct AccessLogHandle {
-    tx: SyncSender<Record>,
+    tx: SyncSender<Line>,
     dropped: Arc<AtomicU64>,
 }
 
 impl AccessLogHandle {
-    /// Queues the line without waiting.
-    pub fn record(&self, r: Record) {
+    /// Queues the line without waiting. The writer thread is never woken for it: it comes
+    /// round by itself within [`BATCH_INTERVAL`] while lines keep coming.
+    pub fn record(&self, r: Line) {
         if self.tx.try_send(r).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -97,11 +108,21 @@ fn open(path: Option<&PathBuf>) -> std::io::Result<Box<dyn Write + Send>> {
     })
 }
 
-fn write_loop(rx: Receiver<Record>, format: Format, path: Option<PathBuf>, out: Box<dyn Write + Send>, mut enrich: Enrich) {
-    let mut out = BufWriter::new(out);
-    // One line's text, reused: no allocation per JSON line.
-    let mut line = String::with_capacity(1024);
+/// While lines keep coming, the writer thread naps this long between drains, then writes
+/// everything queued in one `write`: a busy proxy makes at most one log write (and no
+/// cross-thread wake-up) per interval instead of one per request. A quiet proxy's first line
+/// is written at once.
+pub const BATCH_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Lines buffered before a write, whatever the interval (the buffer's size).
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+
+fn write_loop(rx: Receiver<Line>, format: Format, path: Option<PathBuf>, out: Box<dyn Write + Send>, mut enrich: Enrich) {
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, out);
+    // The lines' text, reused: no allocation per line.
+    let mut text = String::with_capacity(WRITE_BUFFER_BYTES);
     loop {
+        // Idle: block until a line comes (that one wake-up is the only one a quiet proxy pays).
         let first = match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(r) => r,
             Err(RecvTimeoutError::Timeout) => {
@@ -110,21 +131,31 @@ fn write_loop(rx: Receiver<Record>, format: Format, path: Option<PathBuf>, out: 
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        reopen_if_asked(&mut out, path.as_ref());
-        // Write everything queued, then flush once, so a quiet proxy's lines show up at once
-        // and a busy one writes in large blocks.
         let mut next = Some(first);
-        while let Some(r) = next {
-            let traits = enrich(r.user_agent.as_deref(), r.ip);
-            line.clear();
-            match format {
-                Format::Json => write_json_line(&mut line, &r, &traits),
-                Format::Combined => line.push_str(&combined_line(&r, &traits)),
+        // Busy: write what is queued, nap, and drain again until a nap brings nothing. The
+        // senders find no one waiting on the channel and wake no one.
+        while next.is_some() {
+            reopen_if_asked(&mut out, path.as_ref());
+            text.clear();
+            while let Some(line) = next {
+                let r = line.log_record();
+                let traits = enrich(r.user_agent, r.ip);
+                match format {
+                    Format::Json => write_json_line(&mut text, &r, &traits),
+                    Format::Combined => write_combined_line(&mut text, &r, &traits),
+                }
+                drop(line);
+                if text.len() >= WRITE_BUFFER_BYTES - 4096 {
+                    let _ = out.write_all(text.as_bytes());
+                    text.clear();
+                }
+                next = rx.try_recv().ok();
             }
-            let _ = out.write_all(line.as_bytes());
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+            std::thread::sleep(BATCH_INTERVAL);
             next = rx.try_recv().ok();
         }
-        let _ = out.flush();
     }
     let _ = out.flush();
 }
@@ -174,13 +205,13 @@ pub fn write_json_line(out: &mut String, r: &Record, traits: &ClientTraits) {
     text(out, "device", traits.device, &mut key);
     key(out, "latency_ms");
     json_f64(out, r.latency_us as f64 / 1000.0);
-    text(out, "method", Some(&r.method), &mut key);
+    text(out, "method", Some(r.method), &mut key);
     text(out, "os", traits.os.as_deref(), &mut key);
-    text(out, "path", Some(&r.path), &mut key);
-    text(out, "referrer", r.referrer.as_deref(), &mut key);
-    text(out, "request_id", Some(&r.request_id), &mut key);
-    text(out, "route", Some(&r.route), &mut key);
-    text(out, "session_id", r.session_id.as_deref(), &mut key);
+    text(out, "path", Some(r.path), &mut key);
+    text(out, "referrer", r.referrer, &mut key);
+    text(out, "request_id", Some(r.request_id), &mut key);
+    text(out, "route", Some(r.route), &mut key);
+    text(out, "session_id", r.session_id, &mut key);
     key(out, "status");
     let _ = write!(out, "{}", r.status);
     key(out, "time");
@@ -190,7 +221,7 @@ pub fn write_json_line(out: &mut String, r: &Record, traits: &ClientTraits) {
         key(out, "upstream_latency_ms");
         json_f64(out, u as f64 / 1000.0);
     }
-    text(out, "user_id", r.user_id.as_deref(), &mut key);
+    text(out, "user_id", r.user_id, &mut key);
     out.push_str("}\n");
 }
 
@@ -223,39 +254,63 @@ fn write_iso(out: &mut String, ts_ms: i64) {
     );
 }
 
-/// nginx-style escaping for a quoted or bare field: `"`, `\` and bytes outside printable
-/// ASCII as `\xHH`; with `bare`, spaces too (so `%u` stays one field).
-fn escape(s: &str, bare: bool) -> String {
-    let mut out = String::with_capacity(s.len());
+/// nginx-style escaping for a quoted or bare field, appended to `out`: `"`, `\\` and bytes
+/// outside printable ASCII as `\\xHH`; with `bare`, spaces too (so `%u` stays one field). An
+/// empty field is `-`.
+fn push_escaped(out: &mut String, s: &str, bare: bool) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    if s.is_empty() {
+        out.push('-');
+        return;
+    }
     for b in s.bytes() {
         match b {
-            b'"' | b'\\' => out.push_str(&format!("\\x{b:02X}")),
-            b' ' if bare => out.push_str("\\x20"),
-            0x20..=0x7e => out.push(b as char),
-            _ => out.push_str(&format!("\\x{b:02X}")),
+            b'"' | b'\\' => {}
+            b' ' if bare => {}
+            0x20..=0x7e => {
+                out.push(b as char);
+                continue;
+            }
+            _ => {}
         }
+        out.push_str("\\x");
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
     }
-    if out.is_empty() {
-        out.push('-');
-    }
-    out
 }
+
+const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 /// `%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"` (Apache/nginx combined).
 pub fn combined_line(r: &Record, traits: &ClientTraits) -> String {
-    let t = chrono::DateTime::from_timestamp_millis(r.ts_ms).unwrap_or_default().format("%d/%b/%Y:%H:%M:%S %z");
-    let opt = |v: &Option<String>, bare: bool| v.as_deref().map(|s| escape(s, bare)).unwrap_or_else(|| "-".into());
-    format!(
-        "{} - {} [{t}] \"{} {} HTTP/1.1\" {} {} \"{}\" \"{}\"\n",
-        traits.client.as_deref().unwrap_or("-"),
-        opt(&r.user_id, true),
-        escape(&r.method, true),
-        escape(&r.path, true),
-        r.status,
-        if r.bytes_out == 0 { "-".to_owned() } else { r.bytes_out.to_string() },
-        opt(&r.referrer, false),
-        opt(&r.user_agent, false),
-    )
+    let mut out = String::with_capacity(256);
+    write_combined_line(&mut out, r, traits);
+    out
+}
+
+/// Appends [`combined_line`]'s line to `out` without allocating.
+pub fn write_combined_line(out: &mut String, r: &Record, traits: &ClientTraits) {
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
+    let t = chrono::DateTime::from_timestamp_millis(r.ts_ms).unwrap_or_default();
+    out.push_str(traits.client.as_deref().unwrap_or("-"));
+    out.push_str(" - ");
+    push_escaped(out, r.user_id.unwrap_or(""), true);
+    let _ = write!(out, " [{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000] \"", t.day(), MONTHS[t.month0() as usize], t.year(), t.hour(), t.minute(), t.second());
+    push_escaped(out, r.method, true);
+    out.push(' ');
+    push_escaped(out, r.path, true);
+    let _ = write!(out, " HTTP/1.1\" {} ", r.status);
+    if r.bytes_out == 0 {
+        out.push('-');
+    } else {
+        let _ = write!(out, "{}", r.bytes_out);
+    }
+    out.push_str(" \"");
+    push_escaped(out, r.referrer.unwrap_or(""), false);
+    out.push_str("\" \"");
+    push_escaped(out, r.user_agent.unwrap_or(""), false);
+    out.push_str("\"\n");
 }
 
 #[cfg(test)]
@@ -310,45 +365,92 @@ mod tests {
         ) {
             let r = Record {
                 ts_ms: ts,
-                request_id: "r-1".into(),
+                request_id: "r-1",
                 ip: None,
-                method: "GET".into(),
-                path: path.clone(),
-                route: path,
+                method: "GET",
+                path: &path,
+                route: &path,
                 status,
                 bytes_out: bytes,
                 bytes_in: 7,
                 latency_us: latency,
                 upstream_latency_us: upstream,
-                user_id: user.clone(),
-                session_id: user,
+                user_id: user.as_deref(),
+                session_id: user.as_deref(),
                 auth: "flask_cache_hit",
                 user_agent: None,
-                referrer,
+                referrer: referrer.as_deref(),
             };
             let traits = ClientTraits { client, ua_family: Some("Chrome".into()), os: None, device: Some("desktop"), country: Some("GB".into()) };
             prop_assert_eq!(json_line(&r, &traits), serde_json_line(&r, &traits));
         }
     }
 
-    fn record() -> Record {
+    fn record() -> Record<'static> {
         Record {
             ts_ms: 1_796_043_900_000,
-            request_id: "r1".into(),
+            request_id: "r1",
             ip: Some("81.2.69.1".parse().unwrap()),
-            method: "GET".into(),
-            path: "/users/7".into(),
-            route: "/users/:id".into(),
+            method: "GET",
+            path: "/users/7",
+            route: "/users/:id",
             status: 200,
             bytes_out: 512,
             bytes_in: 0,
             latency_us: 1500,
             upstream_latency_us: Some(1200),
-            user_id: Some("al ice\"".into()),
-            session_id: Some("s1".into()),
+            user_id: Some("al ice\""),
+            session_id: Some("s1"),
             auth: "flask_cache_hit",
-            user_agent: Some("Mozilla/5.0 \"x\"".into()),
+            user_agent: Some("Mozilla/5.0 \"x\""),
             referrer: None,
+        }
+    }
+
+    /// The combined line as it was made before the writer into a reused buffer: the oracle.
+    fn formatted_combined_line(r: &Record, traits: &ClientTraits) -> String {
+        fn escape(s: &str, bare: bool) -> String {
+            let mut out = String::new();
+            for b in s.bytes() {
+                match b {
+                    b'"' | b'\\' => out.push_str(&format!("\\x{b:02X}")),
+                    b' ' if bare => out.push_str("\\x20"),
+                    0x20..=0x7e => out.push(b as char),
+                    _ => out.push_str(&format!("\\x{b:02X}")),
+                }
+            }
+            if out.is_empty() {
+                out.push('-');
+            }
+            out
+        }
+        let t = chrono::DateTime::from_timestamp_millis(r.ts_ms).unwrap_or_default().format("%d/%b/%Y:%H:%M:%S %z");
+        let opt = |v: Option<&str>, bare: bool| v.map(|s| escape(s, bare)).unwrap_or_else(|| "-".into());
+        format!(
+            "{} - {} [{t}] \"{} {} HTTP/1.1\" {} {} \"{}\" \"{}\"\n",
+            traits.client.as_deref().unwrap_or("-"),
+            opt(r.user_id, true),
+            escape(r.method, true),
+            escape(r.path, true),
+            r.status,
+            if r.bytes_out == 0 { "-".to_owned() } else { r.bytes_out.to_string() },
+            opt(r.referrer, false),
+            opt(r.user_agent, false),
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn combined_lines_are_the_formatted_lines_bytes(
+            ts in 0i64..4_102_444_800_000,
+            path in "\\PC{0,40}|[\\x00-\\x1f\"\\\\ ]{0,8}",
+            user in proptest::option::of("\\PC{0,12}"),
+            ua in proptest::option::of("[ -~\\x00-\\x1f\\x7f-\\u{ff}]{0,20}"),
+            bytes in 0u64..3,
+        ) {
+            let r = Record { ts_ms: ts, path: &path, user_id: user.as_deref(), user_agent: ua.as_deref(), referrer: ua.as_deref(), bytes_out: bytes, ..record() };
+            let traits = ClientTraits { client: Some("81.2.69.1".into()), ..Default::default() };
+            prop_assert_eq!(combined_line(&r, &traits), formatted_combined_line(&r, &traits));
         }
     }
 
