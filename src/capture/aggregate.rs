@@ -440,12 +440,16 @@ impl Batch {
             session_scripts::load_scripts(&mut p);
         }
         let ttl = s.ttl_secs as i64;
+        // Keys this pipeline gives their expiry before the scripts run (the scripts leave it to
+        // the batch: see `session_scripts::batch_expiries`).
+        let mut expired = std::collections::BTreeSet::new();
         for (pk, fields) in &self.analytics {
             let key = keys::analytics_period(pk.period, &pk.label());
             for (f, n) in fields {
                 p.hincr(&key, *f, *n).ignore();
             }
             p.expire(&key, ttl).ignore();
+            expired.insert(key);
         }
         for (pk, fields) in &self.metrics {
             let key = keys::metrics_period(pk.period, &pk.label());
@@ -484,6 +488,7 @@ impl Batch {
                 p.add_command(detect::detect_cmd(&t.sid, user, t.aal.as_deref(), &obs, settings)).ignore();
             }
         }
+        session_scripts::batch_expiries(&mut p, self.touches.values(), s.ttl_secs, &expired);
         for (sid, acts) in &self.actions {
             // A light start's page view is pushed by its TOUCH, unless the record stays light.
             if acts.is_empty() || self.touches.get(sid.as_str()).is_some_and(|t| self.light_start(t).is_some()) {

@@ -388,7 +388,8 @@ if lat then
 end
 -- A device or country this user was not seen with before (only once they have a history).
 local known = KEYS[4]
-local has_history = redis.call('SCARD', known) > 0
+local known_n = redis.call('SCARD', known)
+local has_history = known_n > 0
 if new_ua and has_history and redis.call('SISMEMBER', known, 'ua:' .. new_ua.ua) == 0 then
   anomaly('new_device', new_ua, {device = new_ua.ua})
 end
@@ -396,7 +397,7 @@ if new_country and has_history and redis.call('SISMEMBER', known, 'country:' .. 
   anomaly('new_country', new_country, {country = new_country.c})
 end
 local function remember(m)
-  if redis.call('SCARD', known) < cfg.known_cap then redis.call('SADD', known, m) end
+  if known_n < cfg.known_cap then known_n = known_n + redis.call('SADD', known, m) end
 end
 if new_ua then remember('ua:' .. new_ua.ua) end
 if new_country then remember('country:' .. new_country.c) end

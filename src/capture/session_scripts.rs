@@ -52,7 +52,7 @@ pub fn load_scripts(pipe: &mut redis::Pipeline) {
 /// ARGV: 1 sid, 2 user_id|'', 3 first ts ms, 4 last ts ms, 5 page views, 6 hits, 7 ip,
 ///       8 country, 9 city, 10 browser, 11 os, 12 device, 13 auth source, 14 aal|'',
 ///       15 ttl s, 16 email|'', 17 aal2 event JSON, 18 login action JSON, 19 actions cap,
-///       20 recent sessions cap, 21 AAL2 event ttl s, 22 the batch's first ip (the session's
+///       20 recent sessions cap (unused: the batch trims, see [`batch_expiries`]), 21 AAL2 event ttl s, 22 the batch's first ip (the session's
 ///       `first_ip` if it starts here; 7 is its latest), 23 n = number of page entries, then n
 ///       groups of 4: the session's viewed-pages set for a period, its ttl, the template, the
 ///       period's `page_sessions` zset. A template new to the set counts one more distinct
@@ -77,6 +77,9 @@ pub fn load_scripts(pipe: &mut redis::Pipeline) {
 /// be: the session starts anew.
 ///
 /// It reads the session's hash once (`HMGET`) and writes every changed field in one `HSET`.
+/// Keys that every session of a batch shares (the active, recent and online sets, the period
+/// hashes and `page_sessions` zsets) get their `EXPIRE` (and the recent set its trim) once per
+/// batch, after the scripts, from [`batch_expiries`], not once per session here.
 pub const TOUCH: &str = r#"
 local h, sid = KEYS[1], ARGV[1]
 local ttl = tonumber(ARGV[15])
@@ -102,8 +105,6 @@ if redis.call('EXISTS', h) == 0 then
     started = 1
     redis.call('HINCRBY', KEYS[5], 'sessions_started', 1)
     redis.call('HINCRBY', KEYS[6], 'sessions_started', 1)
-    redis.call('EXPIRE', KEYS[5], ttl)
-    redis.call('EXPIRE', KEYS[6], ttl)
     if light_json ~= '' then
       -- A first sight without a user, by one request at most: one field, nothing else.
       redis.call('HSET', ARGV[T + 3], sid, light_json)
@@ -111,7 +112,6 @@ if redis.call('EXISTS', h) == 0 then
       for i = 0, pages - 1 do
         local b = 24 + i * 4
         redis.call('ZINCRBY', ARGV[b + 3], 1, ARGV[b + 2])
-        redis.call('EXPIRE', ARGV[b + 3], ttl)
       end
       return {1, 0, 0}
     end
@@ -153,8 +153,6 @@ if started == 1 or light then
   put('auth_source', ARGV[13])
   last = tonumber(start)
   redis.call('ZADD', KEYS[9], start, sid)
-  redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -(tonumber(ARGV[20]) + 1))
-  redis.call('EXPIRE', KEYS[9], ttl)
 else
   local cur = redis.call('HMGET', h, 'last_time', 'end_time', 'user_id', 'aal', 'start_time')
   last, ended, uid, prev_aal, start = tonumber(cur[1] or '0'), cur[2] ~= false, cur[3], cur[4], cur[5]
@@ -168,7 +166,6 @@ if ARGV[8] ~= '' then put('country', ARGV[8]) end
 if ARGV[9] ~= '' then put('city', ARGV[9]) end
 if not ended then
   redis.call('SADD', KEYS[2], sid)
-  redis.call('EXPIRE', KEYS[2], ttl)
 end
 local attached = 0
 if ARGV[2] ~= '' then
@@ -190,10 +187,7 @@ if ARGV[2] ~= '' then
 end
 if not ended and uid then
   -- Who is online: scored by the latest activity known (batches may arrive out of order).
-  local at = math.max(tonumber(ARGV[4]), tonumber(last or 0))
-  local cur = redis.call('ZSCORE', KEYS[10], sid)
-  if not cur or tonumber(cur) < at then redis.call('ZADD', KEYS[10], at, sid) end
-  redis.call('EXPIRE', KEYS[10], ttl)
+  redis.call('ZADD', KEYS[10], 'GT', math.max(tonumber(ARGV[4]), tonumber(last or 0)), sid)
 end
 if pending ~= '' then acts[#acts + 1] = pending end
 if #acts > 0 then
@@ -216,7 +210,6 @@ for i = 0, pages - 1 do
   if redis.call('SADD', ARGV[b], ARGV[b + 2]) == 1 then
     redis.call('EXPIRE', ARGV[b], ARGV[b + 1])
     redis.call('ZINCRBY', ARGV[b + 3], 1, ARGV[b + 2])
-    redis.call('EXPIRE', ARGV[b + 3], ttl)
   end
 end
 -- A session without a user lives at most the app's session lifetime: a visitor the app gave a
@@ -225,10 +218,6 @@ if uid then
   redis.call('EXPIRE', h, ttl)
 else
   redis.call('EXPIRE', h, anon_ttl)
-end
-if attached == 1 or stepped == 1 then
-  redis.call('EXPIRE', KEYS[5], ttl)
-  redis.call('EXPIRE', KEYS[6], ttl)
 end
 return {started, attached, stepped}
 "#;
@@ -362,6 +351,29 @@ pub fn light_record(t: &Touch, light: &LightStart<'_>, privacy: &Privacy) -> Str
         page,
     ])
     .to_string()
+}
+
+/// After a batch's `TOUCH` calls: one trim of the recent sessions and one `EXPIRE` (to `ttl_secs`)
+/// of each key they share, the active, recent and online sets and each touch's period hashes
+/// and `page_sessions` zsets, but for those in `expired` (the batch expired them already).
+pub fn batch_expiries<'a>(pipe: &mut redis::Pipeline, touches: impl Iterator<Item = &'a Touch>, ttl_secs: u64, expired: &std::collections::BTreeSet<String>) {
+    let mut shared: std::collections::BTreeSet<String> = [keys::ACTIVE_SESSIONS, keys::RECENT_SESSIONS, keys::ONLINE_SESSIONS].map(str::to_owned).into();
+    let mut any = false;
+    for t in touches {
+        any = true;
+        shared.insert(keys::analytics_period(Period::Day, &Period::Day.label(t.first_ts_ms)));
+        shared.insert(keys::analytics_period(Period::Hour, &Period::Hour.label(t.first_ts_ms)));
+        for slot in t.pages.keys() {
+            shared.insert(keys::analytics_breakdown(slot.period, &slot.label(), keys::PAGE_SESSIONS));
+        }
+    }
+    if !any {
+        return;
+    }
+    pipe.zremrangebyrank(keys::RECENT_SESSIONS, 0, -(keys::RECENT_SESSIONS_CAP as isize) - 1).ignore();
+    for key in shared.difference(expired) {
+        pipe.expire(key, ttl_secs as i64).ignore();
+    }
 }
 
 /// The `EVAL` command for one session touch; `light` when the batch may start a light record.

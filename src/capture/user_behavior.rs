@@ -77,8 +77,10 @@ pub const BEHAVIOR: &str = r#"
 local ttl, other = ARGV[1], ARGV[4]
 local h = KEYS[1]
 local seen = redis.call('HMGET', h, 'first_seen', 'last_seen')
-if not seen[1] or tonumber(seen[1]) > tonumber(ARGV[2]) then redis.call('HSET', h, 'first_seen', ARGV[2]) end
-if not seen[2] or tonumber(seen[2]) < tonumber(ARGV[3]) then redis.call('HSET', h, 'last_seen', ARGV[3]) end
+local set = {}
+if not seen[1] or tonumber(seen[1]) > tonumber(ARGV[2]) then set[#set + 1] = 'first_seen'; set[#set + 1] = ARGV[2] end
+if not seen[2] or tonumber(seen[2]) < tonumber(ARGV[3]) then set[#set + 1] = 'last_seen'; set[#set + 1] = ARGV[3] end
+if #set > 0 then redis.call('HSET', h, unpack(set)) end
 local i = 6
 for _ = 1, tonumber(ARGV[5]) do
   redis.call('HINCRBY', h, ARGV[i], ARGV[i + 1])
@@ -89,11 +91,20 @@ for k = 2, 4 do
   local cap, m = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   i = i + 2
   if m > 0 then
-    local named = redis.call('ZCARD', KEYS[k])
-    if redis.call('ZSCORE', KEYS[k], other) then named = named - 1 end
+    -- The named members are counted only when a new one comes; an empty set needs no lookups
+    -- (a call's members are distinct).
+    local named, empty = nil, false
     for _ = 1, m do
       local member = ARGV[i]
-      if member ~= other and not redis.call('ZSCORE', KEYS[k], member) then
+      if member ~= other and (empty or not redis.call('ZSCORE', KEYS[k], member)) then
+        if named == nil then
+          named = redis.call('ZCARD', KEYS[k])
+          if named == 0 then
+            empty = true
+          elseif redis.call('ZSCORE', KEYS[k], other) then
+            named = named - 1
+          end
+        end
         if named >= cap then member = other else named = named + 1 end
       end
       redis.call('ZINCRBY', KEYS[k], ARGV[i + 1], member)

@@ -454,6 +454,52 @@ mod tests {
         }
     }
 
+    struct Owned(String);
+    impl LogSource for Owned {
+        fn log_record(&self) -> Record<'_> {
+            Record { request_id: &self.0, ..record() }
+        }
+    }
+
+    #[test]
+    fn batched_writes_keep_every_line_once_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let log = start(Format::Json, path.to_str().unwrap(), Box::new(|_, _| ClientTraits::default())).unwrap();
+        let senders: Vec<_> = (0..4)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for i in 0..5_000 {
+                        log.record(std::sync::Arc::new(Owned(format!("t{t}-{i}"))));
+                        if i % 1000 == 0 {
+                            std::thread::sleep(BATCH_INTERVAL * 2);
+                        }
+                    }
+                })
+            })
+            .collect();
+        senders.into_iter().for_each(|s| s.join().unwrap());
+        assert_eq!(log.dropped.load(Ordering::Relaxed), 0);
+        drop(log);
+        // The writer thread writes what is queued, sees the channel closed, flushes and ends.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let lines = loop {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if text.lines().count() >= 20_000 || std::time::Instant::now() > deadline {
+                break text;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let ids: Vec<String> =
+            lines.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(ids.len(), 20_000);
+        for t in 0..4 {
+            let mine: Vec<usize> = ids.iter().filter_map(|id| id.strip_prefix(&format!("t{t}-"))).map(|n| n.parse().unwrap()).collect();
+            assert_eq!(mine, (0..5_000).collect::<Vec<_>>(), "thread {t}'s lines, once each and in order");
+        }
+    }
+
     #[test]
     fn combined_lines_keep_one_field_per_slot() {
         let line = combined_line(&record(), &ClientTraits { client: Some("81.2.69.1".into()), ..Default::default() });

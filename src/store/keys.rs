@@ -155,7 +155,8 @@ pub const ONLINE_SESSIONS: &str = "sting:active:online";
 pub const ONLINE_SESSIONS_CAP: usize = 10_000;
 
 /// The most recently started sessions (sorted set, sid scored by start time in ms), capped at
-/// [`RECENT_SESSIONS_CAP`] by the `TOUCH` script: the "recent sessions" list without a scan.
+/// [`RECENT_SESSIONS_CAP`] once per batch after its `TOUCH` calls: the "recent sessions" list
+/// without a scan.
 pub const RECENT_SESSIONS: &str = "sting:analytics:sessions:recent";
 
 /// How many sessions [`RECENT_SESSIONS`] keeps.
