@@ -14,6 +14,19 @@ use crate::observe::access_log::{ClientTraits, Enrich, LogSource, Record};
 /// Distinct User-Agents whose parse the access log keeps; the cache is emptied beyond it.
 const MAX_CACHED_AGENTS: usize = 10_000;
 
+/// A parsed User-Agent as log lines show it, shared by reference count with every line.
+struct Agent {
+    browser: std::sync::Arc<str>,
+    os: std::sync::Arc<str>,
+    kind: &'static str,
+}
+
+impl From<Device> for Agent {
+    fn from(d: Device) -> Self {
+        Agent { browser: d.browser.into(), os: d.os.into(), kind: d.kind.as_str() }
+    }
+}
+
 impl LogSource for RequestEvent {
     /// The access log's view of this request (nothing copied).
     fn log_record(&self) -> Record<'_> {
@@ -42,17 +55,29 @@ impl LogSource for RequestEvent {
 /// per distinct agent), country from the address when a GeoIP database is configured.
 /// The address as `privacy.log_ip_mode` shows it.
 pub fn log_enricher(geo: Option<GeoDb>, privacy: std::sync::Arc<Privacy>) -> Enrich {
-    let mut devices: HashMap<String, Device> = HashMap::new();
+    let mut devices: HashMap<String, Agent> = HashMap::new();
     Box::new(move |ua: Option<&str>, ip: Option<IpAddr>| {
         if devices.len() > MAX_CACHED_AGENTS {
             devices.clear();
         }
-        let dev = ua.map(|ua| devices.entry(ua.to_owned()).or_insert_with(|| device::parse(ua)));
+        let shown = |a: &Agent| (Some(a.browser.clone()), Some(a.os.clone()), Some(a.kind));
+        let (ua_family, os, device) = match ua {
+            None => (None, None, None),
+            Some(ua) => match devices.get(ua) {
+                Some(a) => shown(a),
+                None => {
+                    let a = Agent::from(device::parse(ua));
+                    let traits = shown(&a);
+                    devices.insert(ua.to_owned(), a);
+                    traits
+                }
+            },
+        };
         ClientTraits {
             client: ip.and_then(|ip| privacy.shown_ip(privacy.log_ip_mode, ip, chrono::Utc::now().timestamp_millis())),
-            ua_family: dev.as_ref().map(|d| d.browser.clone()),
-            os: dev.as_ref().map(|d| d.os.clone()),
-            device: dev.as_ref().map(|d| d.kind.as_str()),
+            ua_family,
+            os,
+            device,
             country: match (&geo, ip) {
                 (Some(g), Some(ip)) => g.lookup(ip).country,
                 _ => None,

@@ -77,7 +77,7 @@ impl Privacy {
     pub fn shown_ip(&self, mode: IpMode, ip: IpAddr, ts_ms: i64) -> Option<String> {
         let ip = ip.to_canonical();
         match mode {
-            IpMode::Full => Some(ip.to_string()),
+            IpMode::Full => Some(crate::observe::printable::ip_text(ip)),
             IpMode::Truncated => Some(truncate(ip).to_string()),
             IpMode::Hashed => Some(format!("h:{}", self.hash(&format!("{}|{ip}", Period::Day.label(ts_ms))))),
             IpMode::None => None,

@@ -286,17 +286,14 @@ impl ProxyHttp for Sidecar {
             } else {
                 None
             };
-            let xff = match prior {
-                Some(p) => format!("{p}, {peer}"),
-                None => peer.to_string(),
+            let mut xff = match prior {
+                Some(p) => p + ", ",
+                None => String::with_capacity(15),
             };
+            crate::observe::printable::push_ip(&mut xff, peer);
             up.insert_header(X_FORWARDED_FOR, xff)?;
-            let proto = if trusted {
-                up.headers.get(X_FORWARDED_PROTO).and_then(|v| v.to_str().ok()).filter(|p| *p == "https" || *p == "http").unwrap_or("http").to_owned()
-            } else {
-                "http".to_owned()
-            };
-            up.insert_header(X_FORWARDED_PROTO, proto)?;
+            let https = trusted && up.headers.get(X_FORWARDED_PROTO).is_some_and(|v| v.as_bytes() == b"https");
+            up.insert_header(X_FORWARDED_PROTO, http::HeaderValue::from_static(if https { "https" } else { "http" }))?;
         }
         Ok(())
     }

@@ -62,8 +62,9 @@ pub struct ClientTraits {
     /// The client address as the log shows it (`server.access_log_ip`: full, truncated,
     /// hashed, or none).
     pub client: Option<String>,
-    pub ua_family: Option<String>,
-    pub os: Option<String>,
+    /// Shared with the enricher's cache of parsed agents (no copy per line).
+    pub ua_family: Option<Arc<str>>,
+    pub os: Option<Arc<str>>,
     pub device: Option<&'static str>,
     pub country: Option<String>,
 }
@@ -84,6 +85,7 @@ impl AccessLogHandle {
     pub fn record(&self, r: Line) {
         if self.tx.try_send(r).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            crate::observe::metrics::metrics().access_log_dropped.inc();
         }
     }
 }
@@ -236,22 +238,29 @@ fn json_f64(out: &mut String, v: f64) {
     }
 }
 
-/// `"2026-11-30T13:05:00.000Z"` without allocating.
+/// `"2026-11-30T13:05:00.000Z"` without allocating; the text up to the second is made once per
+/// second (lines come in time order, many per second).
 fn write_iso(out: &mut String, ts_ms: i64) {
     use chrono::{Datelike, Timelike};
+    use std::cell::RefCell;
     use std::fmt::Write;
-    let t = chrono::DateTime::from_timestamp_millis(ts_ms).unwrap_or_default();
-    let _ = write!(
-        out,
-        "\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\"",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.timestamp_subsec_millis()
-    );
+    thread_local! {
+        static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
+    let (second, millis) = (ts_ms.div_euclid(1000), ts_ms.rem_euclid(1000));
+    SECOND.with_borrow_mut(|(at, text)| {
+        if *at != second {
+            let t = chrono::DateTime::from_timestamp(second, 0).unwrap_or_default();
+            text.clear();
+            let _ = write!(text, "\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.", t.year(), t.month(), t.day(), t.hour(), t.minute(), t.second());
+            *at = second;
+        }
+        out.push_str(text);
+    });
+    out.push((b'0' + (millis / 100) as u8) as char);
+    out.push((b'0' + (millis / 10 % 10) as u8) as char);
+    out.push((b'0' + (millis % 10) as u8) as char);
+    out.push_str("Z\"");
 }
 
 /// nginx-style escaping for a quoted or bare field, appended to `out`: `"`, `\\` and bytes
@@ -336,8 +345,8 @@ mod tests {
             "user_id": r.user_id,
             "session_id": r.session_id,
             "auth": r.auth,
-            "ua_family": traits.ua_family,
-            "os": traits.os,
+            "ua_family": traits.ua_family.as_deref(),
+            "os": traits.os.as_deref(),
             "device": traits.device,
             "country": traits.country,
             "referrer": r.referrer,

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub analytics_written: IntCounter,
     pub analytics_retried: IntCounter,
     pub analytics_dropped: IntCounter,
+    /// Access log lines dropped because the log's queue was full.
+    pub access_log_dropped: IntCounter,
     /// Requests of new anonymous sessions over their client's limit: counted, not recorded.
     pub analytics_sessions_refused: IntCounter,
     /// `result`: `delivered`, `retried`, `failed`, `duplicate`, `logged` (security alerts).
@@ -157,6 +159,10 @@ impl Metrics {
             analytics_written: counter("analytics_events_written_total", "Analytics events written to Redis."),
             analytics_retried: counter("analytics_batch_retries_total", "Analytics batch writes retried after a transient error."),
             analytics_dropped: counter("analytics_events_dropped_total", "Analytics events lost: queue full, or a batch that could not be written."),
+            access_log_dropped: counter(
+                "access_log_lines_dropped_total",
+                "Access log lines dropped: the log's queue was full (the disk or stdout could not keep up).",
+            ),
             analytics_sessions_refused: counter(
                 "analytics_sessions_refused_total",
                 "Requests of new anonymous sessions over their client's per-minute limit: in the totals, without a session record.",
@@ -196,6 +202,7 @@ impl Metrics {
             Box::new(m.analytics_written.clone()),
             Box::new(m.analytics_retried.clone()),
             Box::new(m.analytics_dropped.clone()),
+            Box::new(m.access_log_dropped.clone()),
             Box::new(m.analytics_sessions_refused.clone()),
             Box::new(m.alerts.clone()),
             Box::new(m.field_decrypt_errors.clone()),
