@@ -140,6 +140,8 @@ pub struct Writer {
     enricher: Enricher,
     settings: WriteSettings,
     max_events: usize,
+    /// `analytics.batch_max_sessions`: sessions per Redis transaction.
+    max_sessions: usize,
     max_delay: Duration,
     grace: Duration,
     stats: Arc<CaptureStats>,
@@ -191,6 +193,7 @@ pub fn channel(
             },
         },
         max_events: cfg.batch_max_events,
+        max_sessions: cfg.batch_max_sessions.max(1),
         max_delay: Duration::from_millis(cfg.batch_max_delay_ms),
         grace,
         stats: stats.clone(),
@@ -401,6 +404,32 @@ impl Writer {
     }
 }
 
+/// `events` cut, in order, into runs that each name at most `max_sessions` distinct sessions
+/// (requests without a session ride along with their neighbours).
+fn session_slices(events: &[CaptureEvent], max_sessions: usize) -> Vec<&[CaptureEvent]> {
+    let mut slices = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut start = 0;
+    for (i, ev) in events.iter().enumerate() {
+        let sid = match ev {
+            CaptureEvent::Request(r) => r.sid.as_deref(),
+            CaptureEvent::SessionEnded { sid, .. } => Some(sid.as_str()),
+        };
+        if let Some(sid) = sid {
+            if !seen.contains(sid) && seen.len() >= max_sessions {
+                slices.push(&events[start..i]);
+                start = i;
+                seen.clear();
+            }
+            seen.insert(sid);
+        }
+    }
+    if start < events.len() {
+        slices.push(&events[start..]);
+    }
+    slices
+}
+
 /// How long the writer naps between drains while a batch fills.
 const COLLECT_NAP: Duration = Duration::from_millis(5);
 
@@ -449,9 +478,73 @@ impl BackgroundService for Writer {
             if self.collect(&mut rx, first, &mut events, &mut shutdown, phase.is_none()).await {
                 phase = Some(Phase::starting_now(self.grace));
             }
-            let batch = self.build(&events, &mut caches);
-            self.write(&batch, &mut shutdown, &mut phase).await;
+            // One transaction per slice of at most `max_sessions` sessions: a slice is written
+            // exactly like a smaller batch, and no transaction holds Redis for long.
+            for slice in session_slices(&events, self.max_sessions) {
+                let batch = self.build(slice, &mut caches);
+                self.write(&batch, &mut shutdown, &mut phase).await;
+            }
         }
         tracing::info!(stats = %self.stats.snapshot(), "analytics writer stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::request_event::EndReason;
+
+    fn request(sid: Option<&str>) -> CaptureEvent {
+        CaptureEvent::Request(Arc::new(RequestEvent {
+            ts_ms: 0,
+            sid: sid.map(str::to_owned),
+            identity: None,
+            method: http::Method::GET,
+            path: "/".into(),
+            template: "/".into(),
+            request_id: String::new(),
+            auth_outcome: "anonymous",
+            failed_credential: None,
+            status: 200,
+            latency_us: 0,
+            upstream_latency_us: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            ip: None,
+            user_agent: None,
+            referrer: None,
+            navigation: true,
+            gpc: false,
+            dnt: false,
+            signal: SessionSignal::None,
+        }))
+    }
+
+    fn sids(slice: &[CaptureEvent]) -> Vec<Option<String>> {
+        slice
+            .iter()
+            .map(|e| match e {
+                CaptureEvent::Request(r) => r.sid.clone(),
+                CaptureEvent::SessionEnded { sid, .. } => Some(sid.clone()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn slices_hold_at_most_n_sessions_and_keep_every_event_in_order() {
+        let end = CaptureEvent::SessionEnded { sid: "c".into(), ts_ms: 0, reason: EndReason::Idle };
+        let events =
+            vec![request(Some("a")), request(None), request(Some("b")), request(Some("a")), end, request(Some("d")), request(None), request(Some("c"))];
+        let slices = session_slices(&events, 2);
+        let got: Vec<Vec<Option<String>>> = slices.iter().map(|s| sids(s)).collect();
+        let s = |x: &str| Some(x.to_owned());
+        assert_eq!(got, vec![vec![s("a"), None, s("b"), s("a")], vec![s("c"), s("d"), None, s("c")]]);
+        assert_eq!(slices.iter().map(|s| s.len()).sum::<usize>(), events.len());
+        // One hot session never splits; no sessions at all is one slice; nothing is no slice.
+        let hot: Vec<CaptureEvent> = (0..1000).map(|_| request(Some("hot"))).collect();
+        assert_eq!(session_slices(&hot, 1).len(), 1);
+        let anonymous: Vec<CaptureEvent> = (0..10).map(|_| request(None)).collect();
+        assert_eq!(session_slices(&anonymous, 1).len(), 1);
+        assert!(session_slices(&[], 5).is_empty());
     }
 }

@@ -326,6 +326,10 @@ pub struct AnalyticsSection {
     pub batch_max_events: usize,
     /// ... or when its first event is this old.
     pub batch_max_delay_ms: u64,
+    /// Sessions written per Redis transaction: a batch with more is written as several
+    /// transactions, one after another, so that no `MULTI`/`EXEC` holds Redis (and the request
+    /// path's session lookups behind it) for long.
+    pub batch_max_sessions: usize,
     /// Recent actions kept per session.
     pub max_actions_per_session: usize,
     /// Distinct route templates recorded per UTC day (top pages, per-session page sets); later
@@ -386,6 +390,7 @@ impl Default for AnalyticsSection {
             asn_database: String::new(),
             queue_capacity: 65_536,
             batch_max_events: 1_000,
+            batch_max_sessions: 100,
             batch_max_delay_ms: 50,
             max_actions_per_session: 100,
             max_pages_per_day: 1_000,
@@ -681,8 +686,14 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         if f.analytics.max_pages_per_day == 0 {
             return Err(invalid("analytics.max_pages_per_day", &fs, "must be at least 1".into()));
         }
-        if f.analytics.queue_capacity == 0 || f.analytics.batch_max_events == 0 {
-            return Err(invalid("analytics.queue_capacity", &fs, "queue_capacity and batch_max_events must be at least 1".into()));
+        for (key, value) in [
+            ("analytics.queue_capacity", f.analytics.queue_capacity),
+            ("analytics.batch_max_events", f.analytics.batch_max_events),
+            ("analytics.batch_max_sessions", f.analytics.batch_max_sessions),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, &fs, "must be at least 1".into()));
+            }
         }
         if !(f.analytics.api_prefix.starts_with('/') && f.analytics.api_prefix.ends_with('/')) {
             return Err(invalid("analytics.api_prefix", &fs, "must start and end with '/'".into()));
