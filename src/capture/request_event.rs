@@ -11,18 +11,15 @@ use crate::identity::Identity;
 
 /// What the app's response did to its session cookie; how logins and logouts are seen without
 /// parsing bodies.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum SessionSignal {
+    #[default]
     None,
     /// The app issued a session cookie for a sid other than the one the request carried.
-    Issued {
-        sid: String,
-    },
+    Issued { sid: String },
     /// A session cookie was cleared (logout): the app's (this Flask sid) or Kratos's (this
     /// Kratos session id). Named, because a request can carry both kinds of session.
-    Cleared {
-        sid: String,
-    },
+    Cleared { sid: String },
 }
 
 /// Why a session ended.
@@ -48,7 +45,8 @@ impl EndReason {
     }
 }
 
-#[derive(Debug, Clone)]
+/// `Default` is an empty `GET` with no session, for tests and benches to fill in.
+#[derive(Debug, Clone, Default)]
 pub struct RequestEvent {
     /// Unix time in milliseconds when the request arrived.
     pub ts_ms: i64,

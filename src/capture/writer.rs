@@ -495,29 +495,7 @@ mod tests {
     use crate::capture::request_event::EndReason;
 
     fn request(sid: Option<&str>) -> CaptureEvent {
-        CaptureEvent::Request(Arc::new(RequestEvent {
-            ts_ms: 0,
-            sid: sid.map(str::to_owned),
-            identity: None,
-            method: http::Method::GET,
-            path: "/".into(),
-            template: "/".into(),
-            request_id: String::new(),
-            auth_outcome: "anonymous",
-            failed_credential: None,
-            status: 200,
-            latency_us: 0,
-            upstream_latency_us: None,
-            bytes_in: 0,
-            bytes_out: 0,
-            ip: None,
-            user_agent: None,
-            referrer: None,
-            navigation: true,
-            gpc: false,
-            dnt: false,
-            signal: SessionSignal::None,
-        }))
+        CaptureEvent::Request(Arc::new(RequestEvent { sid: sid.map(str::to_owned), ..RequestEvent::default() }))
     }
 
     fn sids(slice: &[CaptureEvent]) -> Vec<Option<String>> {
