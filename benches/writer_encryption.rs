@@ -65,6 +65,8 @@ fn events() -> Vec<RequestEvent> {
                 ip: Some(format!("81.2.{}.{}", s / 250, s % 250 + 1).parse().unwrap()),
                 user_agent: None,
                 referrer: None,
+                query: None,
+                host: None,
                 navigation: true,
                 gpc: false,
                 dnt: false,

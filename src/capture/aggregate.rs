@@ -11,11 +11,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
+use crate::capture::acquisition::Source;
 use crate::capture::detect::{self, Observation};
 use crate::capture::device::Device;
 use crate::capture::geo::Location;
 use crate::capture::privacy::Privacy;
 use crate::capture::request_event::{EndReason, RequestEvent, SessionSignal};
+use crate::capture::journey::{self, SessionJourney};
+use crate::capture::retention;
 use crate::capture::session_scripts::{self, LightStart, Touch};
 use crate::capture::user_behavior::{self, UserSums};
 use crate::observe::printable::push_json_string;
@@ -56,6 +59,9 @@ pub struct WriteSettings {
     pub auth_burst_window_secs: u32,
     /// How addresses and personal fields are stored.
     pub privacy: Arc<Privacy>,
+    /// `analytics.acquisition_all_navigations`: count the source of every page view of a
+    /// session, not only of its first.
+    pub acquisition_all_navigations: bool,
 }
 
 /// The batch sums by period number; label text is made once per key when the batch is written.
@@ -155,6 +161,8 @@ pub struct Batch {
     ends: Vec<(String, i64, EndReason)>,
     /// user id → what their signed-in requests add to their behaviour aggregates
     behavior: BTreeMap<String, UserSums>,
+    /// sid → the sources of its landing candidates (see [`Batch::add_landing`])
+    journeys: BTreeMap<String, SessionJourney>,
     pub events: usize,
 }
 
@@ -427,6 +435,24 @@ impl Batch {
         }
     }
 
+    /// Whether the batch already holds a landing candidate of `sid` (only a session's first page
+    /// view of the batch can be its landing, unless every navigation counts).
+    pub fn has_landing(&self, sid: &str) -> bool {
+        self.journeys.get(sid).is_some_and(|j| !j.landings.is_empty())
+    }
+
+    /// A page view of `sid` whose source acquisition may count: the journey script counts it
+    /// if it is the session's first page view (or every one, with
+    /// `acquisition_all_navigations`). `private`: the request asked not to be tracked, so the
+    /// source is counted but not kept with the session.
+    pub fn add_landing(&mut self, sid: &str, ts_ms: i64, source: Source, private: bool) {
+        let j = slot(&mut self.journeys, sid);
+        if j.landings.is_empty() {
+            j.keep_source = !private;
+        }
+        j.landings.push((ts_ms, source));
+    }
+
     pub fn add_end(&mut self, sid: String, ts_ms: i64, reason: EndReason) {
         self.events += 1;
         self.ends.push((sid, ts_ms, reason));
@@ -466,6 +492,10 @@ impl Batch {
             p.pfadd(&key, users.iter().collect::<Vec<_>>()).ignore();
             p.expire(&key, ttl).ignore();
         }
+        if let Some(retain) = retention::retain_cmd(&self.users, s.ttl_secs) {
+            p.cmd("SCRIPT").arg("LOAD").arg(retention::RETAIN).ignore();
+            p.add_command(retain).ignore();
+        }
         let mut detect_loaded = false;
         for t in self.touches.values() {
             let light = self.light_start(t);
@@ -484,6 +514,7 @@ impl Batch {
                 p.add_command(detect::detect_cmd(&t.sid, user, t.aal.as_deref(), &obs, settings)).ignore();
             }
         }
+        self.journey_commands(&mut p, s);
         for (sid, acts) in &self.actions {
             // A light start's page view is pushed by its TOUCH, unless the record stays light.
             if acts.is_empty() || self.touches.get(sid.as_str()).is_some_and(|t| self.light_start(t).is_some()) {
@@ -534,6 +565,28 @@ impl Batch {
         p
     }
 
+    /// One journey script call per session with a landing candidate or a goal (a page view's
+    /// template, an action's name) in this batch.
+    fn journey_commands(&self, p: &mut redis::Pipeline, s: &WriteSettings) {
+        let none = SessionJourney::default();
+        let sids: BTreeSet<&str> = self.journeys.keys().map(String::as_str).chain(self.actions.iter().filter(|(_, a)| !a.is_empty()).map(|(sid, _)| sid.as_str())).collect();
+        if sids.is_empty() {
+            return;
+        }
+        p.cmd("SCRIPT").arg("LOAD").arg(journey::JOURNEY).ignore();
+        for sid in sids {
+            let user = self.touches.get(sid).and_then(|t| t.user_id.as_deref());
+            let goals: Vec<(i64, &str)> = self
+                .actions
+                .get(sid)
+                .map(|acts| acts.iter().map(|a| (a.ts_ms, if a.name == "page_view" { a.page.as_deref().unwrap_or_default() } else { a.name.as_ref() })).collect())
+                .unwrap_or_default();
+            let journey_ttl = if user.is_some() { s.ttl_secs } else { s.anonymous_ttl_secs.min(s.ttl_secs) };
+            let j = self.journeys.get(sid).unwrap_or(&none);
+            p.add_command(journey::journey_cmd(sid, user, j, &goals, journey_ttl, s.ttl_secs, s.acquisition_all_navigations)).ignore();
+        }
+    }
+
     /// The batch's invalid credentials by window start (unix seconds) and address; beyond
     /// [`detect::MAX_FAILING_ADDRESSES_PER_BATCH`] addresses per window the rest count as `other`.
     fn failures_by_window(&self, window_secs: u32, privacy: &Privacy) -> BTreeMap<i64, BTreeMap<String, detect::AuthFailures>> {
@@ -579,6 +632,7 @@ mod tests {
             replay_cap: 0,
             auth_burst_window_secs: 0,
             privacy: Arc::new(Privacy::plain()),
+            acquisition_all_navigations: false,
         }
     }
 
@@ -612,6 +666,8 @@ mod tests {
             ip: Some("81.2.69.1".parse().unwrap()),
             user_agent: None,
             referrer: None,
+            query: None,
+            host: None,
             navigation: true,
             gpc: false,
             dnt: false,

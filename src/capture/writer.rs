@@ -20,6 +20,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::mpsc;
 
+use crate::capture::acquisition::{self, AcquisitionCaps};
 use crate::capture::aggregate::{Batch, Enriched, WriteSettings};
 use crate::capture::daily_cap::DailyCap;
 use crate::capture::detect;
@@ -149,6 +150,9 @@ pub struct Writer {
     /// This process's writer key (`keys::analytics_writer`) and the number of its last batch.
     writer_key: String,
     seq: AtomicU64,
+    /// `[[analytics.funnels]]`, written to Redis when the writer starts.
+    funnels: Vec<crate::config::FunnelSection>,
+    max_acquisition_values: usize,
 }
 
 /// Builds the channel: the handle for producers and the writer service that drains it.
@@ -168,6 +172,8 @@ pub fn channel(
     let writer = Writer {
         writer_key: keys::analytics_writer(&uuid::Uuid::new_v4().simple().to_string()),
         seq: AtomicU64::new(0),
+        funnels: cfg.funnels.clone(),
+        max_acquisition_values: cfg.max_acquisition_values_per_day,
         max_pages: cfg.max_pages_per_day,
         new_sessions: ClientLimiter::new(cfg.new_sessions_per_client_per_minute),
         rx: Mutex::new(Some(rx)),
@@ -186,6 +192,7 @@ pub fn channel(
             } else {
                 0
             },
+            acquisition_all_navigations: cfg.acquisition_all_navigations,
         },
         max_events: cfg.batch_max_events,
         max_delay: Duration::from_millis(cfg.batch_max_delay_ms),
@@ -203,6 +210,8 @@ struct Caches {
     pages: DailyCap,
     /// Anonymous sessions this writer has recorded (bounded: emptied when full).
     known_sessions: HashSet<String>,
+    /// Referrer domains and UTM values admitted today; later new ones are recorded as `other`.
+    acquisition: AcquisitionCaps,
 }
 
 /// Anonymous sessions remembered as already recorded; past it the set starts again (a
@@ -265,6 +274,11 @@ impl Writer {
             let action = self.enricher.action_for(&r.method, &r.template);
             let private = self.settings.privacy.opted_out(r.gpc, r.dnt);
             batch.add_request(&Enriched { event: r, template, page_view, action, private, device, location });
+            if let Some(sid) = r.sid.as_deref().filter(|sid| page_view && (self.settings.acquisition_all_navigations || !batch.has_landing(sid))) {
+                let mut source = acquisition::source(r.referrer.as_deref(), r.host.as_deref(), r.query.as_deref());
+                caches.acquisition.cap(r.ts_ms, &mut source);
+                batch.add_landing(sid, r.ts_ms, source, private);
+            }
         }
         batch
     }
@@ -392,6 +406,55 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Writes the configured funnels into Redis (where the journey script reads them).
+    async fn publish_funnels(&self) {
+        if let Some(cmd) = crate::capture::journey::publish_cmd(&self.funnels) {
+            if let Err(e) = self.store.query::<()>(&cmd).await {
+                tracing::warn!(error = %e, "could not write the configured funnels; they count once written");
+            }
+        }
+    }
+
+    /// A test seam, not used by the proxy: builds and writes `events` as the writer would
+    /// (enrichment, caps, one transaction per call), whatever their timestamps, so tests can
+    /// record back-dated traffic (retention over weeks, ranges across month ends) through the
+    /// real write path. Caches live as long as the [`Backfill`].
+    pub fn backfill(self) -> Backfill {
+        Backfill {
+            caches: Caches {
+                devices: HashMap::new(),
+                locations: HashMap::new(),
+                bot_names: device::BotNames::default(),
+                pages: DailyCap::new(self.max_pages),
+                known_sessions: HashSet::new(),
+                acquisition: AcquisitionCaps::new(self.max_acquisition_values),
+            },
+            writer: self,
+        }
+    }
+}
+
+/// See [`Writer::backfill`].
+pub struct Backfill {
+    writer: Writer,
+    caches: Caches,
+}
+
+impl Backfill {
+    /// Writes `events` as one batch (after publishing the configured funnels); returns the
+    /// number of commands sent.
+    pub async fn write(&mut self, events: &[CaptureEvent]) -> u64 {
+        self.writer.store.connect_once().await.ok();
+        self.writer.publish_funnels().await;
+        let batch = self.writer.build(events, &mut self.caches);
+        let (_tx, mut shutdown): (tokio::sync::watch::Sender<bool>, ShutdownWatch) = tokio::sync::watch::channel(false);
+        let before = self.writer.stats.commands.load(Ordering::Relaxed);
+        self.writer.write(&batch, &mut shutdown, &mut None).await;
+        self.writer.stats.commands.load(Ordering::Relaxed) - before
+    }
+}
+
 /// How long the writer naps between drains while a batch fills.
 const COLLECT_NAP: Duration = Duration::from_millis(5);
 
@@ -411,7 +474,9 @@ impl BackgroundService for Writer {
             bot_names: device::BotNames::default(),
             pages: DailyCap::new(self.max_pages),
             known_sessions: HashSet::new(),
+            acquisition: AcquisitionCaps::new(self.max_acquisition_values),
         };
+        self.publish_funnels().await;
         let mut events = Vec::with_capacity(self.max_events);
         let mut phase: Option<Phase> = if *shutdown.borrow() { Some(Phase::starting_now(self.grace)) } else { None };
         loop {

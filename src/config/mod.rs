@@ -4,6 +4,7 @@
 //!
 //! May use: `observe` (defaults that live beside the metric they bound).
 
+pub mod funnel;
 pub mod privacy;
 pub mod route_template;
 pub mod rules;

@@ -1,0 +1,229 @@
+//! Per session, per batch: where the session came from (acquisition) and how far it got
+//! through each funnel, decided atomically in one small Lua script ([`JOURNEY`]) so that two
+//! proxy instances never both count a session's landing or a funnel step. Pure (command
+//! builders); the writer sends them.
+//!
+//! The session's state is one small hash ([`keys::session_journey`]): whether its first page
+//! view was counted, that page view's source (to credit the user who signs in later), the first
+//! user, and per funnel the number of steps reached in order.
+
+use std::sync::OnceLock;
+
+use crate::capture::acquisition::Source;
+use crate::capture::session_scripts::script_sha;
+use crate::store::keys::{self, Period, PeriodSlot};
+
+/// Most goals one session passes to the script per batch (consecutive repeats are merged
+/// first); later ones in the same batch are not matched against funnels.
+pub const MAX_GOALS_PER_BATCH: usize = 256;
+
+/// KEYS: 1 the session's journey hash, 2 the funnel definitions hash.
+/// ARGV: 1 the journey hash's ttl s, 2 the counters' ttl s, 3 user id or '', 4 '1' to count
+///       every landing given (`acquisition_all_navigations`) instead of the session's first
+///       page view only, 5 '1' to keep the source for a user who signs in later ('0' for a
+///       request that asked not to be tracked), 6 n = landings, then n groups of 16: the day and
+///       hour users sets, the 4 values (referrer, source, medium, campaign; '' = absent), the
+///       daily and hourly analytics hashes, the 4 daily and the 4 hourly dimension zsets.
+///       Then G = 7 + 16n: m = goals, then m pairs (funnel key prefix of the goal's day, goal);
+///       then the funnel key prefix of the day a user first seen now is credited on.
+/// Returns {landings counted, funnel steps counted, user attached 0/1}.
+pub const JOURNEY: &str = r#"
+local h, defs_key = KEYS[1], KEYS[2]
+local jttl, ttl, user = ARGV[1], ARGV[2], ARGV[3]
+local all_navs, keep = ARGV[4] == '1', ARGV[5] == '1'
+local n = tonumber(ARGV[6])
+local dims = {'referrers', 'utm_source', 'utm_medium', 'utm_campaign'}
+local counted, steps_counted, attached, touched = 0, 0, 0, false
+local function credit(users_key, vals, who)
+  for d = 1, 4 do
+    if vals[d] ~= '' then redis.call('SADD', users_key, dims[d] .. '\n' .. vals[d] .. '\n' .. who) end
+  end
+  redis.call('EXPIRE', users_key, ttl)
+end
+for i = 0, n - 1 do
+  local b = 7 + i * 16
+  local first = redis.call('HSETNX', h, 'l', '1') == 1
+  touched = true
+  if first or all_navs then
+    counted = counted + 1
+    local vals = {ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]}
+    for p = 0, 1 do
+      redis.call('HINCRBY', ARGV[b + 6 + p], 'landings', 1)
+      redis.call('EXPIRE', ARGV[b + 6 + p], ttl)
+      for d = 1, 4 do
+        if vals[d] ~= '' then
+          local z = ARGV[b + 7 + p * 4 + d]
+          redis.call('ZINCRBY', z, 1, vals[d])
+          redis.call('EXPIRE', z, ttl)
+        end
+      end
+      if user ~= '' then credit(ARGV[b + p], vals, user) end
+    end
+    if first and keep then
+      redis.call('HSET', h, 'a', table.concat({ARGV[b], ARGV[b + 1], vals[1], vals[2], vals[3], vals[4]}, '\t'))
+    end
+  end
+end
+local G = 7 + n * 16
+local m = tonumber(ARGV[G])
+local attach_prefix = ARGV[G + 1 + 2 * m]
+if user ~= '' and (touched or redis.call('EXISTS', h) == 1) and redis.call('HSETNX', h, 'u', user) == 1 then
+  attached, touched = 1, true
+  local a = redis.call('HGET', h, 'a')
+  if a then
+    local parts = {}
+    for part in string.gmatch(a .. '\t', '([^\t]*)\t') do parts[#parts + 1] = part end
+    if #parts == 6 then
+      local vals = {parts[3], parts[4], parts[5], parts[6]}
+      credit(parts[1], vals, user)
+      credit(parts[2], vals, user)
+    end
+  end
+end
+if m > 0 or attached == 1 then
+  local defs = redis.call('HGETALL', defs_key)
+  for k = 1, #defs, 2 do
+    local name, json = defs[k], defs[k + 1]
+    local ok, steps = pcall(cjson.decode, json)
+    if ok and type(steps) == 'table' then
+      local version = string.sub(redis.sha1hex(json), 1, 8)
+      local field = 'f:' .. name .. ':' .. version
+      local idx = tonumber(redis.call('HGET', h, field) or '0')
+      local was = idx
+      if attached == 1 and idx > 0 then
+        -- The user signs in after the steps they reached: they reached them too.
+        local users = attach_prefix .. name .. ':' .. version .. ':users'
+        for s = 1, idx do redis.call('SADD', users, s .. '\n' .. user) end
+        redis.call('EXPIRE', users, ttl)
+      end
+      for j = 0, m - 1 do
+        local g = G + 1 + j * 2
+        if idx < #steps and ARGV[g + 1] == steps[idx + 1] then
+          idx = idx + 1
+          local key = ARGV[g] .. name .. ':' .. version
+          redis.call('HINCRBY', key, idx, 1)
+          redis.call('EXPIRE', key, ttl)
+          if user ~= '' then
+            redis.call('SADD', key .. ':users', idx .. '\n' .. user)
+            redis.call('EXPIRE', key .. ':users', ttl)
+          end
+          steps_counted = steps_counted + 1
+        end
+      end
+      if idx > was then
+        redis.call('HSET', h, field, idx)
+        touched = true
+      end
+    end
+  end
+end
+if touched then redis.call('EXPIRE', h, jttl) end
+return {counted, steps_counted, attached}
+"#;
+
+/// The SHA-1 Redis knows [`JOURNEY`] by.
+pub fn journey_sha() -> &'static str {
+    static SHA: OnceLock<String> = OnceLock::new();
+    SHA.get_or_init(|| script_sha(JOURNEY))
+}
+
+/// What one session's batch brings to its journey.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SessionJourney {
+    /// Landing candidates, in time order: (time, source).
+    pub landings: Vec<(i64, Source)>,
+    /// Whether the source may be kept for a user who signs in later (no tracking opt-out).
+    pub keep_source: bool,
+}
+
+/// The journey command of one session's batch. `goals`: (time, goal) in time order (route
+/// templates of page views, action names). `journey_ttl_secs`: how long the session's state
+/// lives (as its record); `ttl_secs`: the counters'.
+pub fn journey_cmd(
+    sid: &str,
+    user: Option<&str>,
+    j: &SessionJourney,
+    goals: &[(i64, &str)],
+    journey_ttl_secs: u64,
+    ttl_secs: u64,
+    all_navigations: bool,
+) -> redis::Cmd {
+    let mut c = redis::cmd("EVALSHA");
+    c.arg(journey_sha())
+        .arg(2)
+        .arg(keys::session_journey(sid))
+        .arg(keys::FUNNELS)
+        .arg(journey_ttl_secs)
+        .arg(ttl_secs)
+        .arg(user.unwrap_or(""))
+        .arg(if all_navigations { "1" } else { "0" })
+        .arg(if j.keep_source { "1" } else { "0" })
+        .arg(j.landings.len());
+    for (ts, source) in &j.landings {
+        let (day, hour) = (Period::Day.label(*ts), Period::Hour.label(*ts));
+        c.arg(keys::acquisition_users(Period::Day, &day)).arg(keys::acquisition_users(Period::Hour, &hour));
+        for v in source.values() {
+            c.arg(v);
+        }
+        c.arg(keys::analytics_period(Period::Day, &day)).arg(keys::analytics_period(Period::Hour, &hour));
+        for (period, label) in [(Period::Day, &day), (Period::Hour, &hour)] {
+            for dim in keys::ACQUISITION_DIMENSIONS {
+                c.arg(keys::acquisition(period, label, dim));
+            }
+        }
+    }
+    let mut merged: Vec<(PeriodSlot, &str)> = Vec::new();
+    for (ts, goal) in goals {
+        let day = Period::Day.slot(*ts);
+        if merged.last().is_some_and(|(_, g)| g == goal) {
+            continue;
+        }
+        if merged.len() == MAX_GOALS_PER_BATCH {
+            break;
+        }
+        merged.push((day, goal));
+    }
+    c.arg(merged.len());
+    let mut last_day: Option<(PeriodSlot, String)> = None;
+    for (day, goal) in &merged {
+        if last_day.as_ref().is_none_or(|(d, _)| d != day) {
+            last_day = Some((*day, keys::funnel_day_prefix(&day.label())));
+        }
+        c.arg(last_day.as_ref().map(|(_, p)| p.as_str()).unwrap_or_default()).arg(*goal);
+    }
+    let attach_day = goals.last().map(|(ts, _)| *ts).or(j.landings.last().map(|(ts, _)| *ts)).unwrap_or_default();
+    c.arg(keys::funnel_day_prefix(&Period::Day.label(attach_day)));
+    c
+}
+
+/// Writes the configured funnels into the definitions hash (a configured name replaces what the
+/// API may have stored under it). The command for the writer to send at start; `None` if none.
+pub fn publish_cmd(funnels: &[crate::config::FunnelSection]) -> Option<redis::Cmd> {
+    if funnels.is_empty() {
+        return None;
+    }
+    let mut c = redis::cmd("HSET");
+    c.arg(keys::FUNNELS);
+    for f in funnels {
+        c.arg(&f.name).arg(crate::config::funnel::definition_json(&f.steps));
+    }
+    Some(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn goals_are_merged_and_bounded() {
+        let goals: Vec<(i64, &str)> = vec![(1_796_043_900_000, "/a"), (1_796_043_900_001, "/a"), (1_796_043_900_002, "/b")];
+        let c = journey_cmd("s1", Some("u1"), &SessionJourney::default(), &goals, 60, 60, false);
+        let packed = String::from_utf8_lossy(&c.get_packed_command()).into_owned();
+        assert_eq!(packed.matches("sting:analytics:daily:2026-11-30:funnel:").count(), 3, "two goals and the attach day: {packed}");
+        assert!(packed.contains(journey_sha()));
+        let many: Vec<(i64, String)> = (0..1000).map(|i| (1_796_043_900_000 + i, format!("/p{i}"))).collect();
+        let many: Vec<(i64, &str)> = many.iter().map(|(t, g)| (*t, g.as_str())).collect();
+        let c = journey_cmd("s1", None, &SessionJourney::default(), &many, 60, 60, false);
+        assert_eq!(c.args_iter().count(), 10 + 1 + 2 * MAX_GOALS_PER_BATCH + 1);
+    }
+}
