@@ -224,6 +224,6 @@ mod tests {
         let many: Vec<(i64, String)> = (0..1000).map(|i| (1_796_043_900_000 + i, format!("/p{i}"))).collect();
         let many: Vec<(i64, &str)> = many.iter().map(|(t, g)| (*t, g.as_str())).collect();
         let c = journey_cmd("s1", None, &SessionJourney::default(), &many, 60, 60, false);
-        assert_eq!(c.args_iter().count(), 10 + 1 + 2 * MAX_GOALS_PER_BATCH + 1);
+        assert_eq!(c.args_iter().count(), 11 + 1 + 2 * MAX_GOALS_PER_BATCH + 1, "EVALSHA, sha, 2 keys and their count, 6 fixed arguments, the goals");
     }
 }
