@@ -142,7 +142,9 @@ fn acquisition_counts_the_source_of_each_sessions_first_page_view() {
         }
     }
     // Bad parameters are named.
-    for (q, p) in [("from=2026-13-01", "from"), ("from=2026-11-02&to=2026-11-01", "from"), ("date=2026-11-01&from=2026-11-01", "date"), ("format=xml", "format")] {
+    for (q, p) in
+        [("from=2026-13-01", "from"), ("from=2026-11-02&to=2026-11-01", "from"), ("date=2026-11-01&from=2026-11-01", "date"), ("format=xml", "format")]
+    {
         let (status, body) = api(&s.proxy, &format!("/api/analytics/acquisition?{q}"));
         assert_eq!((status, body["parameter"].as_str()), (400, Some(p)), "{q}: {body}");
     }
@@ -178,7 +180,12 @@ steps = ["/echo/pricing", "signed_up", "/echo/welcome"]
     assert_eq!(define(serde_json::json!({"name": "signup", "steps": ["/echo/a", "/echo/b"]})).1["parameter"], "name", "configured names are taken");
     assert_eq!(define(serde_json::json!({"name": "one", "steps": ["/echo/a"]})).1["parameter"], "steps");
     assert_eq!(define(serde_json::json!({"name": "Bad Name", "steps": ["/echo/a", "/echo/b"]})).1["parameter"], "name");
-    let r = client().post(s.proxy.url("/api/analytics/funnels")).header("authorization", "Bearer wrong-token-0000000000").json(&serde_json::json!({})).send().unwrap();
+    let r = client()
+        .post(s.proxy.url("/api/analytics/funnels"))
+        .header("authorization", "Bearer wrong-token-0000000000")
+        .json(&serde_json::json!({}))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 401, "defining a funnel needs the API's credentials");
 
     let step = |cookie: &str, what: &str| match what {
@@ -192,13 +199,13 @@ steps = ["/echo/pricing", "signed_up", "/echo/welcome"]
     };
     let anonymous = || navigate(&s.proxy, "/anon", None, None).expect("a session");
     let journeys: Vec<(String, Vec<&str>)> = vec![
-        (login(&base, "ann", "user"), vec!["pricing", "signup", "welcome"]),              // 1, 2, 3
-        (login(&base, "bob", "user"), vec!["pricing", "welcome", "signup"]),              // 1, 2
-        (anonymous(), vec!["signup", "welcome", "pricing"]),                              // 1
-        (login(&base, "ann", "user"), vec!["welcome", "pricing", "signup", "welcome"]),   // 1, 2, 3
-        (anonymous(), vec!["welcome"]),                                                   // none
-        (login(&base, "cat", "user"), vec!["signup", "pricing", "pricing", "welcome"]),   // 1
-        (anonymous(), vec!["cart", "pay", "pay"]),                                        // checkout 1, 2
+        (login(&base, "ann", "user"), vec!["pricing", "signup", "welcome"]),            // 1, 2, 3
+        (login(&base, "bob", "user"), vec!["pricing", "welcome", "signup"]),            // 1, 2
+        (anonymous(), vec!["signup", "welcome", "pricing"]),                            // 1
+        (login(&base, "ann", "user"), vec!["welcome", "pricing", "signup", "welcome"]), // 1, 2, 3
+        (anonymous(), vec!["welcome"]),                                                 // none
+        (login(&base, "cat", "user"), vec!["signup", "pricing", "pricing", "welcome"]), // 1
+        (anonymous(), vec!["cart", "pay", "pay"]),                                      // checkout 1, 2
     ];
     for (cookie, steps) in &journeys {
         for st in steps {
@@ -374,7 +381,10 @@ fn retention_cohorts_of_users_returning_in_later_weeks() {
     assert_eq!(got, vec![(1, vec![1, 0, 0]), (0, vec![0, 0]), (1, vec![1])], "{daily}");
     assert_eq!(api(&s.proxy, "/api/analytics/retention?granularity=month").1["parameter"], "granularity");
     let (_, csv) = api_csv(&s.proxy, "/api/analytics/retention?granularity=day&from=2026-10-05&to=2026-10-07&format=csv");
-    assert_eq!(csv, "active,cohort,share,users\r\n\"[1,0,0]\",2026-10-05,\"[1.0,0.0,0.0]\",1\r\n\"[0,0]\",2026-10-06,\"[null,null]\",0\r\n[1],2026-10-07,[1.0],1\r\n");
+    assert_eq!(
+        csv,
+        "active,cohort,share,users\r\n\"[1,0,0]\",2026-10-05,\"[1.0,0.0,0.0]\",1\r\n\"[0,0]\",2026-10-06,\"[null,null]\",0\r\n[1],2026-10-07,[1.0],1\r\n"
+    );
     // Compact: one index field per user and two bitmaps per day of a few bytes.
     let mut c = s.redis.conn();
     assert_eq!(c.hlen::<_, i64>("sting:analytics:users:index").unwrap(), 4);
@@ -405,7 +415,11 @@ fn ranges_across_month_ends_and_late_sign_ins() {
     assert_eq!(top["pages"], serde_json::json!([{"name": "/x", "count": 4, "unique_sessions": 3}, {"name": "/y", "count": 1, "unique_sessions": 1}]), "{top}");
     assert_eq!((top["from"].as_str(), top["to"].as_str()), (Some("2026-10-31"), Some("2026-11-01")));
     let (_, stats) = api(&s.proxy, "/api/analytics/sessions/stats?from=2026-10-30&to=2026-11-02");
-    assert_eq!((stats["page_views_today"].as_i64(), stats["total_sessions_today"].as_i64(), stats["unique_users_today"].as_i64()), (Some(7), Some(4), Some(2)), "{stats}");
+    assert_eq!(
+        (stats["page_views_today"].as_i64(), stats["total_sessions_today"].as_i64(), stats["unique_users_today"].as_i64()),
+        (Some(7), Some(4), Some(2)),
+        "{stats}"
+    );
     let (_, acq) = api(&s.proxy, "/api/analytics/acquisition?from=2026-10-31&to=2026-11-01");
     assert_eq!(acq["sessions"], 2);
     assert_eq!(rows(&acq, "referrers"), vec![row("www.bing.com", 1, 1), row("www.google.com", 1, 1)], "{acq}");

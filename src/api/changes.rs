@@ -144,7 +144,8 @@ impl Changes {
         let bad = |parameter: &'static str, message: String| QueryError::Api(ApiError::BadParameter { parameter, message });
         let d: Definition = serde_json::from_slice(body).map_err(|e| bad("funnel", format!("not a JSON object {{\"name\", \"steps\"}}: {e}")))?;
         let (max_funnels, max_steps) = self.funnel_limits;
-        crate::config::funnel::check(&d.name, &d.steps, max_steps).map_err(|m| bad(if crate::config::funnel::valid_name(&d.name) { "steps" } else { "name" }, m))?;
+        crate::config::funnel::check(&d.name, &d.steps, max_steps)
+            .map_err(|m| bad(if crate::config::funnel::valid_name(&d.name) { "steps" } else { "name" }, m))?;
         let json = crate::config::funnel::definition_json(&d.steps);
         // Checked and written atomically, so two instances cannot pass the limit together.
         let added: i64 = self

@@ -25,11 +25,8 @@ pub fn from_json(v: &Value) -> String {
 /// The header and the rows (flattened) of `v`.
 pub fn table(v: &Value) -> (Vec<String>, Vec<Map<String, Value>>) {
     let Some(obj) = v.as_object() else { return (vec!["value".into()], vec![Map::from_iter([("value".to_owned(), v.clone())])]) };
-    let tables: Vec<(&String, &Vec<Value>)> = obj
-        .iter()
-        .filter_map(|(k, v)| v.as_array().map(|a| (k, a)))
-        .filter(|(_, a)| !a.is_empty() && a.iter().all(Value::is_object))
-        .collect();
+    let tables: Vec<(&String, &Vec<Value>)> =
+        obj.iter().filter_map(|(k, v)| v.as_array().map(|a| (k, a))).filter(|(_, a)| !a.is_empty() && a.iter().all(Value::is_object)).collect();
     let mut rows = Vec::new();
     let several = tables.len() > 1;
     if tables.is_empty() {

@@ -168,8 +168,6 @@ pub fn route<'a>(method: &str, rest: &'a str) -> Result<Endpoint<'a>, ApiError> 
 /// The filters of `sessions/anomalies`: the UTC day, the lowest severity, one user.
 #[derive(Debug, PartialEq, Eq)]
 pub struct AnomalyQuery {
-    /// The UTC days asked for (`date`, or `from`..`to`), oldest first.
-    pub days: Vec<String>,
     /// 0 low, 1 medium, 2 high: anomalies at or above it.
     pub min_severity: u8,
     pub user: Option<String>,
@@ -182,8 +180,12 @@ pub fn severity_rank(s: &str) -> Option<u8> {
 }
 
 pub fn parse_anomaly_query(query: Option<&str>) -> Result<AnomalyQuery, ApiError> {
-    let range = crate::api::ranges::parse_range(query)?;
-    if range.period != Period::Day {
+    let period = match param(query, "period").as_deref() {
+        None | Some("day") => Period::Day,
+        Some("hour") => Period::Hour,
+        Some(_) => return Err(ApiError::BadParameter { parameter: "period", message: "must be \"day\" or \"hour\"".into() }),
+    };
+    if period != Period::Day {
         return Err(ApiError::BadParameter { parameter: "period", message: "anomalies are per day".into() });
     }
     let min_severity = match param(query, "severity") {
@@ -196,7 +198,7 @@ pub fn parse_anomaly_query(query: Option<&str>) -> Result<AnomalyQuery, ApiError
         Some(u) if !valid_id(&u) => return Err(ApiError::BadParameter { parameter: "user", message: "not a valid user id".into() }),
         u => u,
     };
-    Ok(AnomalyQuery { days: range.labels, min_severity, user, limit: parse_limit(query)? })
+    Ok(AnomalyQuery { min_severity, user, limit: parse_limit(query)? })
 }
 
 /// Ids as they appear in our keys: no `:` (that would address another key), no wildcards.
@@ -340,7 +342,7 @@ mod tests {
         assert_eq!(route("DELETE", "sessions/online"), Err(ApiError::MethodNotAllowed), "not a session id");
         assert_eq!(route("POST", "users/u1/behavior-patterns"), Err(ApiError::MethodNotAllowed));
         let q = parse_anomaly_query(Some("date=2026-12-04&severity=medium&user=u1&limit=5")).unwrap();
-        assert_eq!(q, AnomalyQuery { days: vec!["2026-12-04".into()], min_severity: 1, user: Some("u1".into()), limit: 5 });
+        assert_eq!(q, AnomalyQuery { min_severity: 1, user: Some("u1".into()), limit: 5 });
         assert!(matches!(parse_anomaly_query(Some("severity=urgent")), Err(ApiError::BadParameter { parameter: "severity", .. })));
         assert!(matches!(parse_anomaly_query(Some("user=a:b")), Err(ApiError::BadParameter { parameter: "user", .. })));
         assert!(route("POST", "users/u1/revoke").unwrap().is_change() && !route("GET", "audit").unwrap().is_change());

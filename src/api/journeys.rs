@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use chrono::Datelike;
 
 use crate::api::endpoint::{param, parse_limit_or, ApiError};
-use crate::api::queries::{top_summed, QueryError};
-use crate::api::ranges::{parse_range, Range};
+use crate::api::query_error::QueryError;
+use crate::api::ranges::{parse_range, top_summed, Range};
 use crate::capture::retention;
 use crate::config::funnel;
 use crate::store::keys::{self, Period};

@@ -16,5 +16,6 @@ pub mod journeys;
 pub mod live_active;
 pub mod local_response;
 pub mod queries;
+pub mod query_error;
 pub mod ranges;
 pub mod user_data;

@@ -7,32 +7,12 @@ use std::collections::HashMap;
 use chrono::{Datelike, Timelike};
 
 use crate::api::endpoint::{param, parse_anomaly_query, parse_limit, parse_limit_or, severity_rank, timeseries_labels, ApiError, Endpoint};
-use crate::api::ranges::{parse_range, Range};
+use crate::api::ranges::{parse_range, top_summed, Range};
 use crate::store::field_cipher;
 use crate::store::keys::{self, Period};
 use crate::store::{RedisStore, Scan, StoreError};
 
-/// Why a query has no answer.
-#[derive(Debug)]
-pub enum QueryError {
-    /// A parameter (or the endpoint) is invalid.
-    Api(ApiError),
-    /// The thing asked about does not exist.
-    NotFound(&'static str),
-    Store(StoreError),
-}
-
-impl From<StoreError> for QueryError {
-    fn from(e: StoreError) -> Self {
-        QueryError::Store(e)
-    }
-}
-
-impl From<ApiError> for QueryError {
-    fn from(e: ApiError) -> Self {
-        QueryError::Api(e)
-    }
-}
+pub use crate::api::query_error::QueryError;
 
 /// Largest `days` the peak-hours query accepts (the default retention is 30 days).
 pub const MAX_PEAK_DAYS: i64 = 31;
@@ -168,13 +148,14 @@ pub async fn answer(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
         }
         Endpoint::Anomalies => {
             let q = parse_anomaly_query(query)?;
+            let days = parse_range(query)?.labels;
             // Newest day first, each day's list newest first.
             let mut pipe = redis::pipe();
-            for day in q.days.iter().rev() {
+            for day in days.iter().rev() {
                 pipe.lrange(keys::anomalies(day), 0, -1);
             }
-            let days: Vec<Vec<String>> = store.pipeline(&pipe).await?;
-            let matching: Vec<serde_json::Value> = days
+            let lists: Vec<Vec<String>> = store.pipeline(&pipe).await?;
+            let matching: Vec<serde_json::Value> = lists
                 .iter()
                 .flatten()
                 .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
@@ -182,7 +163,7 @@ pub async fn answer(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
                 .filter(|a| q.user.as_deref().is_none_or(|u| a["user_id"] == u))
                 .collect();
             let total = matching.len();
-            let (from, to) = (q.days.first().cloned().unwrap_or_default(), q.days.last().cloned().unwrap_or_default());
+            let (from, to) = (days.first().cloned().unwrap_or_default(), days.last().cloned().unwrap_or_default());
             Ok(serde_json::json!({"date": from, "from": from, "to": to, "anomalies": matching.into_iter().take(q.limit).collect::<Vec<_>>(), "total": total}))
         }
         Endpoint::Audit => {
@@ -433,7 +414,6 @@ async fn breakdowns(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
         let days: Vec<Vec<(String, f64)>> = per_dim.iter().map(redis::from_redis_value).collect::<Result<_, _>>().map_err(StoreError::Redis)?;
         rows.push(top_summed(days, limit));
     }
-    let bots = Some(bots);
     let mut body = range.describe();
     for (d, r) in dims.iter().zip(rows) {
         let name = if *d == "devices" { "device_types" } else { d };
@@ -458,7 +438,7 @@ async fn breakdowns(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
         }
     }
     if matches!(ep, Endpoint::Devices) {
-        body["bots"] = serde_json::json!(bots.unwrap_or(0));
+        body["bots"] = serde_json::json!(bots);
     }
     Ok(body)
 }
@@ -504,22 +484,6 @@ pub async fn summed_hashes(store: &RedisStore, range: &Range) -> Result<HashMap<
         }
     }
     Ok(sum)
-}
-
-/// Sorted sets of several periods summed by member, the `limit` largest first (ties: the
-/// greater member first, as `ZREVRANGE` orders them).
-pub fn top_summed(sets: Vec<Vec<(String, f64)>>, limit: usize) -> Vec<(String, f64)> {
-    if sets.len() == 1 {
-        return sets.into_iter().next().unwrap_or_default().into_iter().take(limit).collect();
-    }
-    let mut sum: HashMap<String, f64> = HashMap::new();
-    for (m, n) in sets.into_iter().flatten() {
-        *sum.entry(m).or_insert(0.0) += n;
-    }
-    let mut rows: Vec<(String, f64)> = sum.into_iter().collect();
-    rows.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
-    rows.truncate(limit);
-    rows
 }
 
 /// Metrics a timeseries can show, and the analytics-hash field behind each (None = the HLL).

@@ -3,6 +3,7 @@
 //! the parameter. A range is the list of period labels whose hashes and sets a query sums in one
 //! pipeline. Pure (parsing); the limit is installed once at start.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::api::endpoint::{param, parse_label, parse_period, ApiError};
@@ -66,7 +67,7 @@ pub fn parse_range_at(query: Option<&str>, now: chrono::DateTime<chrono::Utc>, m
         let (period, label) = parse_period(query)?;
         return Ok(Range { period, labels: vec![label] });
     }
-    let (period, _) = parse_period(query.map(|q| strip_date(q)).as_deref())?;
+    let (period, _) = parse_period(query.map(strip_date).as_deref())?;
     if param(query, "date").is_some() {
         return Err(ApiError::BadParameter { parameter: "date", message: "give either date or from/to, not both".into() });
     }
@@ -94,6 +95,22 @@ pub fn parse_range_at(query: Option<&str>, now: chrono::DateTime<chrono::Utc>, m
     }
     let labels = (0..count).map(|i| period.label((from + step * i as i32).timestamp_millis())).collect();
     Ok(Range { period, labels })
+}
+
+/// Sorted sets of several periods summed by member, the `limit` largest first (ties: the
+/// greater member first, as `ZREVRANGE` orders them).
+pub fn top_summed(sets: Vec<Vec<(String, f64)>>, limit: usize) -> Vec<(String, f64)> {
+    if sets.len() == 1 {
+        return sets.into_iter().next().unwrap_or_default().into_iter().take(limit).collect();
+    }
+    let mut sum: HashMap<String, f64> = HashMap::new();
+    for (m, n) in sets.into_iter().flatten() {
+        *sum.entry(m).or_insert(0.0) += n;
+    }
+    let mut rows: Vec<(String, f64)> = sum.into_iter().collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+    rows.truncate(limit);
+    rows
 }
 
 /// The query without its `date` parameter (so `period` is checked on its own).

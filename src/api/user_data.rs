@@ -216,7 +216,8 @@ pub async fn erase(store: &RedisStore, user: &str, scope: &Scope, dry_run: bool)
             store.query::<()>(redis::cmd("HDEL").arg(keys::USER_INDEX).arg(user)).await?;
         }
     }
-    let funnels: Vec<(String, String)> = store.query::<std::collections::HashMap<String, String>>(redis::cmd("HGETALL").arg(keys::FUNNELS)).await?.into_iter().collect();
+    let funnels: Vec<(String, String)> =
+        store.query::<std::collections::HashMap<String, String>>(redis::cmd("HGETALL").arg(keys::FUNNELS)).await?.into_iter().collect();
     let pattern = format!("*\n{}", glob_escape(user));
     for set in user_member_sets(scope, &funnels) {
         let mut found: Vec<String> = Vec::new();

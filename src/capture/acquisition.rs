@@ -171,14 +171,25 @@ mod tests {
         assert_eq!(d("https://[2001:DB8::1]:443/x"), Some("[2001:db8::1]".into()));
         assert_eq!(d("https://shop.example/cart"), None, "same site");
         assert_eq!(d("HTTPS://SHOP.EXAMPLE:443/cart"), None, "same site, another port");
-        for bad in ["", "/relative", "android-app://com.x", "javascript:alert(1)", "https://", "https://a b.com/", "https://é.com/", "https://a..b/", "https://x.com:http/"] {
+        for bad in [
+            "",
+            "/relative",
+            "android-app://com.x",
+            "javascript:alert(1)",
+            "https://",
+            "https://a b.com/",
+            "https://é.com/",
+            "https://a..b/",
+            "https://x.com:http/",
+        ] {
             assert_eq!(d(bad), None, "{bad:?}");
         }
     }
 
     #[test]
     fn sources() {
-        let s = source(Some("https://t.co/abc"), Some("app.example"), Some("utm_source=Twitter&utm_medium=social&utm_campaign=%20Black%0AFriday%20&utm_source=x"));
+        let s =
+            source(Some("https://t.co/abc"), Some("app.example"), Some("utm_source=Twitter&utm_medium=social&utm_campaign=%20Black%0AFriday%20&utm_source=x"));
         assert_eq!(s, Source { referrer: "t.co".into(), utm_source: "Twitter".into(), utm_medium: "social".into(), utm_campaign: "Black Friday".into() });
         assert_eq!(source(None, None, None).values(), [keys::DIRECT, "", "", ""]);
         assert_eq!(clean_tag(&"x".repeat(500)).len(), MAX_TAG);
@@ -217,7 +228,7 @@ mod tests {
                 }
             }
             // A referrer on the request's own host is never counted as a source.
-            let own = format!("{}", domain.to_ascii_lowercase());
+            let own = domain.to_ascii_lowercase();
             prop_assert_eq!(referrer_domain(&format!("http://{domain}/{path}"), Some(&own)), None);
         }
     }

@@ -15,9 +15,9 @@ use crate::capture::acquisition::Source;
 use crate::capture::detect::{self, Observation};
 use crate::capture::device::Device;
 use crate::capture::geo::Location;
+use crate::capture::journey::{self, SessionJourney};
 use crate::capture::privacy::Privacy;
 use crate::capture::request_event::{EndReason, RequestEvent, SessionSignal};
-use crate::capture::journey::{self, SessionJourney};
 use crate::capture::retention;
 use crate::capture::session_scripts::{self, LightStart, Touch};
 use crate::capture::user_behavior::{self, UserSums};
@@ -569,21 +569,26 @@ impl Batch {
     /// template, an action's name) in this batch.
     fn journey_commands(&self, p: &mut redis::Pipeline, s: &WriteSettings) {
         let none = SessionJourney::default();
-        let sids: BTreeSet<&str> = self.journeys.keys().map(String::as_str).chain(self.actions.iter().filter(|(_, a)| !a.is_empty()).map(|(sid, _)| sid.as_str())).collect();
+        let sids: BTreeSet<&str> =
+            self.journeys.keys().map(String::as_str).chain(self.actions.iter().filter(|(_, a)| !a.is_empty()).map(|(sid, _)| sid.as_str())).collect();
         if sids.is_empty() {
             return;
         }
         p.cmd("SCRIPT").arg("LOAD").arg(journey::JOURNEY).ignore();
         for sid in sids {
-            let user = self.touches.get(sid).and_then(|t| t.user_id.as_deref());
+            let touch = self.touches.get(sid);
+            let user = touch.and_then(|t| t.user_id.as_deref());
+            let page_views = touch.map_or(0, |t| t.page_views);
             let goals: Vec<(i64, &str)> = self
                 .actions
                 .get(sid)
-                .map(|acts| acts.iter().map(|a| (a.ts_ms, if a.name == "page_view" { a.page.as_deref().unwrap_or_default() } else { a.name.as_ref() })).collect())
+                .map(|acts| {
+                    acts.iter().map(|a| (a.ts_ms, if a.name == "page_view" { a.page.as_deref().unwrap_or_default() } else { a.name.as_ref() })).collect()
+                })
                 .unwrap_or_default();
             let journey_ttl = if user.is_some() { s.ttl_secs } else { s.anonymous_ttl_secs.min(s.ttl_secs) };
             let j = self.journeys.get(sid).unwrap_or(&none);
-            p.add_command(journey::journey_cmd(sid, user, j, &goals, journey_ttl, s.ttl_secs, s.acquisition_all_navigations)).ignore();
+            p.add_command(journey::journey_cmd(sid, user, page_views, j, &goals, journey_ttl, s.ttl_secs, s.acquisition_all_navigations)).ignore();
         }
     }
 

@@ -17,23 +17,38 @@ use crate::store::keys::{self, Period, PeriodSlot};
 /// first); later ones in the same batch are not matched against funnels.
 pub const MAX_GOALS_PER_BATCH: usize = 256;
 
-/// KEYS: 1 the session's journey hash, 2 the funnel definitions hash.
+/// KEYS: 1 the session's journey hash, 2 the funnel definitions hash, 3 the session's record
+///       (as the `TOUCH` before it in the same transaction left it).
 /// ARGV: 1 the journey hash's ttl s, 2 the counters' ttl s, 3 user id or '', 4 '1' to count
 ///       every landing given (`acquisition_all_navigations`) instead of the session's first
 ///       page view only, 5 '1' to keep the source for a user who signs in later ('0' for a
-///       request that asked not to be tracked), 6 n = landings, then n groups of 16: the day and
-///       hour users sets, the 4 values (referrer, source, medium, campaign; '' = absent), the
-///       daily and hourly analytics hashes, the 4 daily and the 4 hourly dimension zsets.
-///       Then G = 7 + 16n: m = goals, then m pairs (funnel key prefix of the goal's day, goal);
+///       request that asked not to be tracked), 6 the batch's page views of the session,
+///       7 n = landings, then n groups of 16: the day and hour users sets, the 4 values
+///       (referrer, source, medium, campaign; '' = absent), the daily and hourly analytics
+///       hashes, the 4 daily and the 4 hourly dimension zsets.
+///       Then G = 8 + 16n: m = goals, then m pairs (funnel key prefix of the goal's day, goal);
 ///       then the funnel key prefix of the day a user first seen now is credited on.
 /// Returns {landings counted, funnel steps counted, user attached 0/1}.
+///
+/// A one-request session kept as a light record (see `session_scripts::TOUCH`) gets no journey
+/// hash unless it reaches a funnel step: its landing is counted, and when a later batch
+/// promotes it, its record's page views (more than that batch's) show its first page view was
+/// earlier, so the landing is not counted again. Its source is then not kept for a sign-in.
 pub const JOURNEY: &str = r#"
 local h, defs_key = KEYS[1], KEYS[2]
 local jttl, ttl, user = ARGV[1], ARGV[2], ARGV[3]
 local all_navs, keep = ARGV[4] == '1', ARGV[5] == '1'
-local n = tonumber(ARGV[6])
+local n = tonumber(ARGV[7])
 local dims = {'referrers', 'utm_source', 'utm_medium', 'utm_campaign'}
 local counted, steps_counted, attached, touched = 0, 0, 0, false
+local full = redis.call('EXISTS', KEYS[3]) == 1
+local landed = redis.call('HEXISTS', h, 'l') == 1
+if not landed and full and n > 0 and tonumber(redis.call('HGET', KEYS[3], 'page_views') or '0') > tonumber(ARGV[6]) then
+  -- Page views before this batch (a light record's): its landing was counted then.
+  landed = true
+  redis.call('HSET', h, 'l', '1')
+  touched = true
+end
 local function credit(users_key, vals, who)
   for d = 1, 4 do
     if vals[d] ~= '' then redis.call('SADD', users_key, dims[d] .. '\n' .. vals[d] .. '\n' .. who) end
@@ -41,9 +56,15 @@ local function credit(users_key, vals, who)
   redis.call('EXPIRE', users_key, ttl)
 end
 for i = 0, n - 1 do
-  local b = 7 + i * 16
-  local first = redis.call('HSETNX', h, 'l', '1') == 1
-  touched = true
+  local b = 8 + i * 16
+  local first = not landed
+  if first then
+    landed = true
+    if full then
+      redis.call('HSET', h, 'l', '1')
+      touched = true
+    end
+  end
   if first or all_navs then
     counted = counted + 1
     local vals = {ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]}
@@ -59,12 +80,12 @@ for i = 0, n - 1 do
       end
       if user ~= '' then credit(ARGV[b + p], vals, user) end
     end
-    if first and keep then
+    if first and keep and full then
       redis.call('HSET', h, 'a', table.concat({ARGV[b], ARGV[b + 1], vals[1], vals[2], vals[3], vals[4]}, '\t'))
     end
   end
 end
-local G = 7 + n * 16
+local G = 8 + n * 16
 local m = tonumber(ARGV[G])
 local attach_prefix = ARGV[G + 1 + 2 * m]
 if user ~= '' and (touched or redis.call('EXISTS', h) == 1) and redis.call('HSETNX', h, 'u', user) == 1 then
@@ -139,9 +160,11 @@ pub struct SessionJourney {
 /// The journey command of one session's batch. `goals`: (time, goal) in time order (route
 /// templates of page views, action names). `journey_ttl_secs`: how long the session's state
 /// lives (as its record); `ttl_secs`: the counters'.
+#[allow(clippy::too_many_arguments)]
 pub fn journey_cmd(
     sid: &str,
     user: Option<&str>,
+    page_views: i64,
     j: &SessionJourney,
     goals: &[(i64, &str)],
     journey_ttl_secs: u64,
@@ -150,14 +173,16 @@ pub fn journey_cmd(
 ) -> redis::Cmd {
     let mut c = redis::cmd("EVALSHA");
     c.arg(journey_sha())
-        .arg(2)
+        .arg(3)
         .arg(keys::session_journey(sid))
         .arg(keys::FUNNELS)
+        .arg(keys::analytics_session(sid))
         .arg(journey_ttl_secs)
         .arg(ttl_secs)
         .arg(user.unwrap_or(""))
         .arg(if all_navigations { "1" } else { "0" })
         .arg(if j.keep_source { "1" } else { "0" })
+        .arg(page_views)
         .arg(j.landings.len());
     for (ts, source) in &j.landings {
         let (day, hour) = (Period::Day.label(*ts), Period::Hour.label(*ts));
@@ -217,13 +242,13 @@ mod tests {
     #[test]
     fn goals_are_merged_and_bounded() {
         let goals: Vec<(i64, &str)> = vec![(1_796_043_900_000, "/a"), (1_796_043_900_001, "/a"), (1_796_043_900_002, "/b")];
-        let c = journey_cmd("s1", Some("u1"), &SessionJourney::default(), &goals, 60, 60, false);
+        let c = journey_cmd("s1", Some("u1"), 1, &SessionJourney::default(), &goals, 60, 60, false);
         let packed = String::from_utf8_lossy(&c.get_packed_command()).into_owned();
         assert_eq!(packed.matches("sting:analytics:daily:2026-11-30:funnel:").count(), 3, "two goals and the attach day: {packed}");
         assert!(packed.contains(journey_sha()));
         let many: Vec<(i64, String)> = (0..1000).map(|i| (1_796_043_900_000 + i, format!("/p{i}"))).collect();
         let many: Vec<(i64, &str)> = many.iter().map(|(t, g)| (*t, g.as_str())).collect();
-        let c = journey_cmd("s1", None, &SessionJourney::default(), &many, 60, 60, false);
-        assert_eq!(c.args_iter().count(), 11 + 1 + 2 * MAX_GOALS_PER_BATCH + 1, "EVALSHA, sha, 2 keys and their count, 6 fixed arguments, the goals");
+        let c = journey_cmd("s1", None, 1, &SessionJourney::default(), &many, 60, 60, false);
+        assert_eq!(c.args_iter().count(), 13 + 1 + 2 * MAX_GOALS_PER_BATCH + 1, "EVALSHA, sha, 3 keys and their count, 7 fixed arguments, the goals");
     }
 }

@@ -523,11 +523,14 @@ pub enum ExportFormat {
 /// hash, its distinct users and its landings by referrer (`{"from", "to", "days": [...]}`), as
 /// JSON or as the CSV the API's `format=csv` writes.
 async fn export_aggregates(store: &RedisStore, from: Option<String>, to: Option<String>, format: ExportFormat) -> anyhow::Result<bool> {
-    let range = crate::api::ranges::parse_range(Some(&query_string(&[("from", from), ("to", to.or_else(|| Some(keys::Period::Day.label(chrono::Utc::now().timestamp_millis()))))])))
-        .map_err(|e| match e {
-            ApiError::BadParameter { parameter, message } => anyhow!("--{parameter}: {message}"),
-            other => anyhow!("{other:?}"),
-        })?;
+    let range = crate::api::ranges::parse_range(Some(&query_string(&[
+        ("from", from),
+        ("to", to.or_else(|| Some(keys::Period::Day.label(chrono::Utc::now().timestamp_millis())))),
+    ])))
+    .map_err(|e| match e {
+        ApiError::BadParameter { parameter, message } => anyhow!("--{parameter}: {message}"),
+        other => anyhow!("{other:?}"),
+    })?;
     let mut pipe = redis::pipe();
     for day in &range.labels {
         pipe.hgetall(keys::analytics_period(keys::Period::Day, day))
@@ -545,7 +548,8 @@ async fn export_aggregates(store: &RedisStore, from: Option<String>, to: Option<
         for (k, v) in counters {
             row[k] = serde_json::json!(v);
         }
-        row["referrers"] = serde_json::json!(referrers.into_iter().rev().map(|(name, n)| serde_json::json!({"name": name, "sessions": n as i64})).collect::<Vec<_>>());
+        row["referrers"] =
+            serde_json::json!(referrers.into_iter().rev().map(|(name, n)| serde_json::json!({"name": name, "sessions": n as i64})).collect::<Vec<_>>());
         days.push(row);
     }
     let v = serde_json::json!({"from": range.from(), "to": range.to(), "days": days});
