@@ -99,8 +99,8 @@ fn acquisition_counts_the_source_of_each_sessions_first_page_view() {
     .expect("a new session");
     navigate(&s.proxy, "/echo/next", Some(&s1), Some("https://elsewhere.example/later"));
     // 2: a news link. 3: from our own site (direct). 4: tagged, without a referrer.
-    navigate(&s.proxy, "/anon", None, Some("https://news.example.org/story/42")).expect("a new session");
-    navigate(&s.proxy, "/anon", None, Some(&own)).expect("a new session");
+    let s2 = navigate(&s.proxy, "/anon", None, Some("https://news.example.org/story/42")).expect("a new session");
+    let s3 = navigate(&s.proxy, "/anon", None, Some(&own)).expect("a new session");
     navigate(&s.proxy, "/anon?utm_source=Newsletter", None, None).expect("a new session");
     // 5: a signed-in user whose first page view came from a search.
     let alice = login(&s.proxy.url(""), "alice", "user");
@@ -127,6 +127,18 @@ fn acquisition_counts_the_source_of_each_sessions_first_page_view() {
     if by_hour["sessions"] == 5 {
         assert_eq!(rows(&by_hour, "referrers"), rows(&v, "referrers"));
     }
+    // A one-request session is a light record: no journey key of its own. Its second page view
+    // (promoting it) is not a second landing.
+    let sid = |cookie: &str| cookie.rsplit_once('.').unwrap().0.to_owned();
+    let mut c = s.redis.conn();
+    assert!(!c.exists::<_, bool>(format!("sting:analytics:session:{}:journey", sid(&s3))).unwrap());
+    assert!(c.hexists::<_, _, bool>(format!("sting:analytics:light:{day}"), sid(&s2)).unwrap(), "s2 is light");
+    navigate(&s.proxy, "/echo/again", Some(&s2), Some("https://later.example/"));
+    wait_until("s2 promoted", Duration::from_secs(15), || {
+        c.hget::<_, _, Option<i64>>(format!("sting:analytics:session:{}", sid(&s2)), "page_views").unwrap() == Some(2)
+    });
+    let (_, again) = api(&s.proxy, &format!("/api/analytics/acquisition?date={day}"));
+    assert_eq!((again["sessions"].as_i64(), rows(&again, "referrers")), (Some(5), rows(&v, "referrers")), "{again}");
     let (_, ranged) = api(&s.proxy, &format!("/api/analytics/acquisition?from={day}&to={day}&limit=2"));
     assert_eq!(ranged["referrers"].as_array().unwrap().len(), 2, "limit: {ranged}");
     assert_eq!(ranged["referrers"][0]["name"], "(direct)", "the largest first: {ranged}");
@@ -137,7 +149,7 @@ fn acquisition_counts_the_source_of_each_sessions_first_page_view() {
     assert!(csv.contains("\r\nreferrers,www.google.com,1,1\r\n") && csv.contains("\r\nutm_campaign,Winter Sale,1,0\r\n"), "{csv}");
     // Nothing of a referrer but its domain is kept anywhere.
     for (k, text) in redis_dump(&s.redis) {
-        for secret in ["hunter2", "inbox", "private+words", "private words", "story/42", "elsewhere.example", "www.bing.com"] {
+        for secret in ["hunter2", "inbox", "private+words", "private words", "story/42", "elsewhere.example", "www.bing.com", "later.example"] {
             assert!(!k.contains(secret) && !text.contains(secret), "{secret:?} stored in {k}");
         }
     }
@@ -435,6 +447,61 @@ fn ranges_across_month_ends_and_late_sign_ins() {
     // The CSV of a range is its JSON.
     let (_, csv) = api_csv(&s.proxy, "/api/analytics/pages/top?from=2026-10-31&to=2026-11-01&format=csv");
     assert_eq!(csv, "count,name,unique_sessions\r\n4,/x,3\r\n1,/y,1\r\n");
+
+    // The CLI exports the daily aggregates of the range, as JSON and as CSV.
+    let (code, out, err) = s.proxy.cli(&["export", "--from", "2026-10-30", "--to", "2026-11-02", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let per_day: Vec<(&str, i64, i64)> = v["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["date"].as_str().unwrap(), d["page_views"].as_i64().unwrap(), d["landings"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(per_day, vec![("2026-10-30", 1, 1), ("2026-10-31", 2, 1), ("2026-11-01", 3, 1), ("2026-11-02", 1, 1)], "{out}");
+    let (code, out, err) = s.proxy.cli(&["export", "--from", "2026-10-30", "--to", "2026-11-02", "--format", "csv"]);
+    assert_eq!(code, 0, "{err}");
+    let table = parse_csv(&out);
+    let col = |name: &str| table[0].iter().position(|c| c == name).unwrap_or_else(|| panic!("{name} in {:?}", table[0]));
+    let (date, views, users) = (col("date"), col("page_views"), col("unique_users"));
+    let got: Vec<(String, String, String)> = table[1..].iter().map(|r| (r[date].clone(), r[views].clone(), r[users].clone())).collect();
+    assert_eq!(
+        got,
+        [("2026-10-30", "1", "0"), ("2026-10-31", "2", "0"), ("2026-11-01", "3", "2"), ("2026-11-02", "1", "0")].map(|(a, b, c)| (
+            a.into(),
+            b.into(),
+            c.into()
+        ))
+    );
+    let (code, _, err) = s.proxy.cli(&["export", "--from", "2026-11-02", "--to", "2026-11-01"]);
+    assert!(code != 0 && err.contains("--from"), "{err}");
+    let (code, _, err) = s.proxy.cli(&["export", "--from", "2026-01-01", "--to", "2026-11-01"]);
+    assert!(code != 0 && err.contains("--to"), "{err}");
+}
+
+/// RFC 4180 rows (quoted fields, doubled quotes, CRLF).
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let (mut rows, mut row, mut field) = (Vec::new(), Vec::new(), String::new());
+    let (mut quoted, mut chars) = (false, text.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\r') => {}
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    rows
 }
 
 /// 10,000 sessions with random referrer domains and campaign names add at most N + 1 members
