@@ -748,6 +748,36 @@ mod tests {
         );
     }
 
+    /// Issue 17's cost: one journey call per session with a page view or an action in the batch
+    /// (whatever its number of requests), one retention call per batch with a user, and no
+    /// journey call for a session with neither.
+    #[test]
+    fn journeys_cost_one_call_per_session_and_retention_one_per_batch() {
+        let d = device();
+        let loc = Location::default();
+        let evs: Vec<RequestEvent> = (0..30)
+            .map(|i| event(1_796_043_900_000 + i, Some(if i % 2 == 0 { "s1" } else { "s2" }), Some(if i % 2 == 0 { "u1" } else { "u2" }), "/x", 200))
+            .chain(std::iter::once(event(1_796_043_900_100, Some("s3"), None, "/static/a.js", 200)))
+            .collect();
+        let mut b = Batch::default();
+        for ev in &evs {
+            let page_view = ev.path != "/static/a.js";
+            b.add_request(&Enriched { event: ev, template: &ev.path, page_view, action: None, private: false, device: &d, location: &loc });
+            if let Some(sid) = ev.sid.as_deref().filter(|sid| page_view && !b.has_landing(sid)) {
+                b.add_landing(sid, ev.ts_ms, crate::capture::acquisition::source(Some("https://t.co/x"), Some("app.example"), None), false);
+            }
+        }
+        assert_eq!(b.journeys["s1"].landings.len(), 1, "only the first page view of the batch is a candidate");
+        let cmds: Vec<String> = b.to_pipeline(&test_settings(10)).cmd_iter().map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned()).collect();
+        let count = |needle: &str| cmds.iter().filter(|c| c.contains(needle)).count();
+        assert_eq!(count(journey::journey_sha()), 2, "s1 and s2, not the asset-only s3");
+        assert_eq!(count(retention::retain_sha()), 1);
+        assert_eq!(count("sting:analytics:daily:2026-11-30:acq:referrers"), 2);
+        let touch = cmds.iter().position(|c| c.contains(session_scripts::touch_sha())).unwrap();
+        let journey = cmds.iter().position(|c| c.contains(journey::journey_sha())).unwrap();
+        assert!(touch < journey, "the journey reads what its session's touch wrote");
+    }
+
     #[test]
     fn field_names_follow_the_schema() {
         assert_eq!(
