@@ -163,6 +163,9 @@ pub struct Batch {
     behavior: BTreeMap<String, UserSums>,
     /// sid → the sources of its landing candidates (see [`Batch::add_landing`])
     journeys: BTreeMap<String, SessionJourney>,
+    /// The daily users the retention script must record (see [`Batch::keep_new_retention`]);
+    /// `None`: every user of the batch.
+    retention_users: Option<BTreeMap<PeriodKey, BTreeSet<String>>>,
     pub events: usize,
 }
 
@@ -453,6 +456,11 @@ impl Batch {
         j.landings.push((ts_ms, source));
     }
 
+    /// Leaves to the retention script only the users `known` has not recorded today.
+    pub fn keep_new_retention(&mut self, known: &mut retention::KnownUsers) {
+        self.retention_users = Some(known.unrecorded(&self.users));
+    }
+
     pub fn add_end(&mut self, sid: String, ts_ms: i64, reason: EndReason) {
         self.events += 1;
         self.ends.push((sid, ts_ms, reason));
@@ -492,7 +500,7 @@ impl Batch {
             p.pfadd(&key, users.iter().collect::<Vec<_>>()).ignore();
             p.expire(&key, ttl).ignore();
         }
-        if let Some(retain) = retention::retain_cmd(&self.users, s.ttl_secs) {
+        if let Some(retain) = retention::retain_cmd(self.retention_users.as_ref().unwrap_or(&self.users), s.ttl_secs) {
             p.cmd("SCRIPT").arg("LOAD").arg(retention::RETAIN).ignore();
             p.add_command(retain).ignore();
         }

@@ -41,19 +41,25 @@ local all_navs, keep = ARGV[4] == '1', ARGV[5] == '1'
 local n = tonumber(ARGV[7])
 local dims = {'referrers', 'utm_source', 'utm_medium', 'utm_campaign'}
 local counted, steps_counted, attached, touched = 0, 0, 0, false
-local full = redis.call('EXISTS', KEYS[3]) == 1
-local landed = redis.call('HEXISTS', h, 'l') == 1
-if not landed and full and n > 0 and tonumber(redis.call('HGET', KEYS[3], 'page_views') or '0') > tonumber(ARGV[6]) then
+local full, landed = false, true
+if n > 0 then
+  full = redis.call('EXISTS', KEYS[3]) == 1
+  landed = redis.call('HEXISTS', h, 'l') == 1
+end
+if not landed and full and tonumber(redis.call('HGET', KEYS[3], 'page_views') or '0') > tonumber(ARGV[6]) then
   -- Page views before this batch (a light record's): its landing was counted then.
   landed = true
   redis.call('HSET', h, 'l', '1')
   touched = true
 end
+-- New members of shared keys set the key's TTL (a new key has only new members); the period
+-- hashes are expired by the batch's pipeline already.
 local function credit(users_key, vals, who)
   for d = 1, 4 do
-    if vals[d] ~= '' then redis.call('SADD', users_key, dims[d] .. '\n' .. vals[d] .. '\n' .. who) end
+    if vals[d] ~= '' and redis.call('SADD', users_key, dims[d] .. '\n' .. vals[d] .. '\n' .. who) == 1 then
+      redis.call('EXPIRE', users_key, ttl)
+    end
   end
-  redis.call('EXPIRE', users_key, ttl)
 end
 for i = 0, n - 1 do
   local b = 8 + i * 16
@@ -70,12 +76,10 @@ for i = 0, n - 1 do
     local vals = {ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]}
     for p = 0, 1 do
       redis.call('HINCRBY', ARGV[b + 6 + p], 'landings', 1)
-      redis.call('EXPIRE', ARGV[b + 6 + p], ttl)
       for d = 1, 4 do
         if vals[d] ~= '' then
           local z = ARGV[b + 7 + p * 4 + d]
-          redis.call('ZINCRBY', z, 1, vals[d])
-          redis.call('EXPIRE', z, ttl)
+          if tonumber(redis.call('ZINCRBY', z, 1, vals[d])) == 1 then redis.call('EXPIRE', z, ttl) end
         end
       end
       if user ~= '' then credit(ARGV[b + p], vals, user) end
@@ -122,10 +126,8 @@ if m > 0 or attached == 1 then
         if idx < #steps and ARGV[g + 1] == steps[idx + 1] then
           idx = idx + 1
           local key = ARGV[g] .. name .. ':' .. version
-          redis.call('HINCRBY', key, idx, 1)
-          redis.call('EXPIRE', key, ttl)
-          if user ~= '' then
-            redis.call('SADD', key .. ':users', idx .. '\n' .. user)
+          if redis.call('HINCRBY', key, idx, 1) == 1 then redis.call('EXPIRE', key, ttl) end
+          if user ~= '' and redis.call('SADD', key .. ':users', idx .. '\n' .. user) == 1 then
             redis.call('EXPIRE', key .. ':users', ttl)
           end
           steps_counted = steps_counted + 1
@@ -141,6 +143,34 @@ end
 if touched then redis.call('EXPIRE', h, jttl) end
 return {counted, steps_counted, attached}
 "#;
+
+/// The sessions this process already gave a landing candidate: any later page view of theirs
+/// is not their first, so the writer does not ask the script again. Bounded: emptied when full
+/// (a forgotten session is asked once more, and the script still counts it once).
+#[derive(Debug, Default)]
+pub struct Landed {
+    sids: std::collections::HashSet<String>,
+}
+
+/// Sessions remembered by [`Landed`].
+pub const LANDED_MAX: usize = 100_000;
+
+impl Landed {
+    /// Whether a page view of `sid` may be its landing (`all_navigations`: every one counts).
+    pub fn candidate(&mut self, sid: &str, all_navigations: bool) -> bool {
+        if all_navigations {
+            return true;
+        }
+        if self.sids.contains(sid) {
+            return false;
+        }
+        if self.sids.len() >= LANDED_MAX {
+            self.sids.clear();
+        }
+        self.sids.insert(sid.to_owned());
+        true
+    }
+}
 
 /// The SHA-1 Redis knows [`JOURNEY`] by.
 pub fn journey_sha() -> &'static str {

@@ -5,7 +5,7 @@
 //! index field (the user id and a number). One script call per batch ([`RETAIN`]). Pure (the
 //! command builder); the writer sends it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::OnceLock;
 
 use crate::capture::session_scripts::script_sha;
@@ -17,7 +17,7 @@ use crate::store::keys::{self, Period, PeriodSlot};
 /// Returns the number of users indexed for the first time.
 pub const RETAIN: &str = r#"
 local ttl, n = ARGV[1], tonumber(ARGV[2])
-local new = 0
+local new, refresh = 0, false
 for i = 0, n - 1 do
   local b = 3 + i * 3
   local idx = redis.call('HGET', KEYS[1], ARGV[b])
@@ -28,13 +28,18 @@ for i = 0, n - 1 do
     redis.call('EXPIRE', ARGV[b + 1], ttl)
     new = new + 1
   end
-  redis.call('SETBIT', ARGV[b + 2], idx, 1)
-  redis.call('EXPIRE', ARGV[b + 2], ttl)
+  if redis.call('SETBIT', ARGV[b + 2], idx, 1) == 0 then
+    -- The user's first activity of the day: the day's bitmap and the index live on.
+    redis.call('EXPIRE', ARGV[b + 2], ttl)
+    refresh = true
+  end
 end
 -- The index lives as long as there is activity within the retention: without any, every
 -- bitmap is gone too.
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', KEYS[2], ttl)
+if refresh then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
 return new
 "#;
 
@@ -61,6 +66,45 @@ pub fn retain_cmd(users: &BTreeMap<PeriodSlot, BTreeSet<String>>, ttl_secs: u64)
         }
     }
     Some(c)
+}
+
+/// The users this process already recorded as active today, so a busy user costs the
+/// retention script once per day, not once per batch. Bounded: emptied when full (a forgotten
+/// user costs one more script call, never a wrong count).
+#[derive(Debug, Default)]
+pub struct KnownUsers {
+    day: i64,
+    users: HashSet<String>,
+}
+
+/// Users remembered per day by [`KnownUsers`].
+pub const KNOWN_USERS_MAX: usize = 100_000;
+
+impl KnownUsers {
+    /// The daily users of `users` not yet recorded today (by this process), now remembered.
+    pub fn unrecorded(&mut self, users: &BTreeMap<PeriodSlot, BTreeSet<String>>) -> BTreeMap<PeriodSlot, BTreeSet<String>> {
+        let mut out: BTreeMap<PeriodSlot, BTreeSet<String>> = BTreeMap::new();
+        for (slot, day_users) in users.iter().filter(|(p, _)| p.period == Period::Day) {
+            if slot.index > self.day {
+                self.day = slot.index;
+                self.users.clear();
+            }
+            for u in day_users {
+                // An earlier day (a late batch) is always written: it is rare and not remembered.
+                if slot.index == self.day && self.users.contains(u) {
+                    continue;
+                }
+                if slot.index == self.day {
+                    if self.users.len() >= KNOWN_USERS_MAX {
+                        self.users.clear();
+                    }
+                    self.users.insert(u.clone());
+                }
+                out.entry(*slot).or_default().insert(u.clone());
+            }
+        }
+        out
+    }
 }
 
 /// Bits set in `a AND b` (bitmaps as Redis stores them; the shorter is padded with zeros).
@@ -94,6 +138,18 @@ mod tests {
         assert_eq!(acc, vec![0b1000_0001, 0b1000_0000]);
         assert_eq!(count(&acc), 3);
         assert_eq!(and_count(&acc, &[0b1111_1111]), 2);
+    }
+
+    #[test]
+    fn a_user_is_written_once_per_day_per_process() {
+        let mut known = KnownUsers::default();
+        let day = Period::Day.slot(1_796_043_900_000);
+        let batch = |users: &[&str]| BTreeMap::from([(day, users.iter().map(|u| u.to_string()).collect::<BTreeSet<_>>())]);
+        assert_eq!(known.unrecorded(&batch(&["u1", "u2"]))[&day].len(), 2);
+        assert_eq!(known.unrecorded(&batch(&["u1", "u3"]))[&day], BTreeSet::from(["u3".to_owned()]));
+        assert!(known.unrecorded(&batch(&["u1"])).is_empty());
+        let next = Period::Day.slot(1_796_043_900_000 + 86_400_000);
+        assert_eq!(known.unrecorded(&BTreeMap::from([(next, BTreeSet::from(["u1".to_owned()]))]))[&next].len(), 1, "a new day");
     }
 
     #[test]

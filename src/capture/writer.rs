@@ -212,6 +212,9 @@ struct Caches {
     known_sessions: HashSet<String>,
     /// Referrer domains and UTM values admitted today; later new ones are recorded as `other`.
     acquisition: AcquisitionCaps,
+    /// Sessions already given a landing candidate, and users already recorded active today.
+    landed: crate::capture::journey::Landed,
+    retained: crate::capture::retention::KnownUsers,
 }
 
 /// Anonymous sessions remembered as already recorded; past it the set starts again (a
@@ -274,12 +277,13 @@ impl Writer {
             let action = self.enricher.action_for(&r.method, &r.template);
             let private = self.settings.privacy.opted_out(r.gpc, r.dnt);
             batch.add_request(&Enriched { event: r, template, page_view, action, private, device, location });
-            if let Some(sid) = r.sid.as_deref().filter(|sid| page_view && (self.settings.acquisition_all_navigations || !batch.has_landing(sid))) {
+            if let Some(sid) = r.sid.as_deref().filter(|sid| page_view && caches.landed.candidate(sid, self.settings.acquisition_all_navigations)) {
                 let mut source = acquisition::source(r.referrer.as_deref(), r.host.as_deref(), r.query.as_deref());
                 caches.acquisition.cap(r.ts_ms, &mut source);
                 batch.add_landing(sid, r.ts_ms, source, private);
             }
         }
+        batch.keep_new_retention(&mut caches.retained);
         batch
     }
 
@@ -429,6 +433,8 @@ impl Writer {
                 pages: DailyCap::new(self.max_pages),
                 known_sessions: HashSet::new(),
                 acquisition: AcquisitionCaps::new(self.max_acquisition_values),
+                landed: Default::default(),
+                retained: Default::default(),
             },
             writer: self,
         }
@@ -475,6 +481,8 @@ impl BackgroundService for Writer {
             pages: DailyCap::new(self.max_pages),
             known_sessions: HashSet::new(),
             acquisition: AcquisitionCaps::new(self.max_acquisition_values),
+            landed: Default::default(),
+            retained: Default::default(),
         };
         self.publish_funnels().await;
         let mut events = Vec::with_capacity(self.max_events);
