@@ -10,12 +10,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use sting_proxy::capture::acquisition;
 use sting_proxy::capture::aggregate::{Batch, Enriched, WriteSettings};
 use sting_proxy::capture::device;
 use sting_proxy::capture::geo::Location;
 use sting_proxy::capture::privacy::Privacy;
 use sting_proxy::capture::request_event::{RequestEvent, SessionSignal};
+use sting_proxy::capture::{acquisition, journey, retention};
 use sting_proxy::config::Config;
 use sting_proxy::identity::{AuthSource, Identity};
 
@@ -82,18 +82,20 @@ fn run(settings: &WriteSettings, events: &[RequestEvent], dev: &device::Device, 
     let started = Instant::now();
     let mut commands = 0;
     let mut caps = acquisition::AcquisitionCaps::new(100);
+    let (mut landed, mut known) = (journey::Landed::default(), retention::KnownUsers::default());
     for _ in 0..BATCHES {
         let mut b = Batch::default();
         for ev in events {
             b.add_request(&Enriched { event: ev, template: &ev.template, page_view: true, action: None, private: false, device: dev, location: loc });
-            // As the writer does (issue 17): a session's first page view of the batch may be its
-            // landing, whose source is parsed and capped.
-            if let Some(sid) = ev.sid.as_deref().filter(|sid| !b.has_landing(sid)) {
+            // As the writer does (issue 17): a session's first page view this process sees may be
+            // its landing, whose source is parsed and capped.
+            if let Some(sid) = ev.sid.as_deref().filter(|sid| landed.candidate(sid, false)) {
                 let mut source = acquisition::source(ev.referrer.as_deref(), ev.host.as_deref(), ev.query.as_deref());
                 caps.cap(ev.ts_ms, &mut source);
                 b.add_landing(sid, ev.ts_ms, source, false);
             }
         }
+        b.keep_new_retention(&mut known);
         commands += b.to_pipeline(settings).cmd_iter().count();
     }
     assert!(commands > 0);

@@ -583,6 +583,7 @@ impl Batch {
             return;
         }
         p.cmd("SCRIPT").arg("LOAD").arg(journey::JOURNEY).ignore();
+        let mut period_keys = journey::PeriodKeys::default();
         for sid in sids {
             let touch = self.touches.get(sid);
             let user = touch.and_then(|t| t.user_id.as_deref());
@@ -596,7 +597,8 @@ impl Batch {
                 .unwrap_or_default();
             let journey_ttl = if user.is_some() { s.ttl_secs } else { s.anonymous_ttl_secs.min(s.ttl_secs) };
             let j = self.journeys.get(sid).unwrap_or(&none);
-            p.add_command(journey::journey_cmd(sid, user, page_views, j, &goals, journey_ttl, s.ttl_secs, s.acquisition_all_navigations)).ignore();
+            p.add_command(journey::journey_cmd(&mut period_keys, sid, user, page_views, j, &goals, journey_ttl, s.ttl_secs, s.acquisition_all_navigations))
+                .ignore();
         }
     }
 

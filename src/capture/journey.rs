@@ -192,6 +192,7 @@ pub struct SessionJourney {
 /// lives (as its record); `ttl_secs`: the counters'.
 #[allow(clippy::too_many_arguments)]
 pub fn journey_cmd(
+    keys_of: &mut PeriodKeys,
     sid: &str,
     user: Option<&str>,
     page_views: i64,
@@ -215,16 +216,13 @@ pub fn journey_cmd(
         .arg(page_views)
         .arg(j.landings.len());
     for (ts, source) in &j.landings {
-        let (day, hour) = (Period::Day.label(*ts), Period::Hour.label(*ts));
-        c.arg(keys::acquisition_users(Period::Day, &day)).arg(keys::acquisition_users(Period::Hour, &hour));
+        let k = keys_of.landing(*ts);
+        c.arg(&k[0]).arg(&k[1]);
         for v in source.values() {
             c.arg(v);
         }
-        c.arg(keys::analytics_period(Period::Day, &day)).arg(keys::analytics_period(Period::Hour, &hour));
-        for (period, label) in [(Period::Day, &day), (Period::Hour, &hour)] {
-            for dim in keys::ACQUISITION_DIMENSIONS {
-                c.arg(keys::acquisition(period, label, dim));
-            }
+        for key in &k[2..] {
+            c.arg(key);
         }
     }
     let mut merged: Vec<(PeriodSlot, &str)> = Vec::new();
@@ -239,16 +237,50 @@ pub fn journey_cmd(
         merged.push((day, goal));
     }
     c.arg(merged.len());
-    let mut last_day: Option<(PeriodSlot, String)> = None;
     for (day, goal) in &merged {
-        if last_day.as_ref().is_none_or(|(d, _)| d != day) {
-            last_day = Some((*day, keys::funnel_day_prefix(&day.label())));
-        }
-        c.arg(last_day.as_ref().map(|(_, p)| p.as_str()).unwrap_or_default()).arg(*goal);
+        c.arg(keys_of.funnel_prefix(*day)).arg(*goal);
     }
     let attach_day = goals.last().map(|(ts, _)| *ts).or(j.landings.last().map(|(ts, _)| *ts)).unwrap_or_default();
-    c.arg(keys::funnel_day_prefix(&Period::Day.label(attach_day)));
+    c.arg(keys_of.funnel_prefix(Period::Day.slot(attach_day)));
     c
+}
+
+/// The period keys a batch's journey calls name, each made once per batch (a batch covers a
+/// few days and hours, and its sessions all name the same keys).
+#[derive(Debug, Default)]
+pub struct PeriodKeys {
+    landing: std::collections::HashMap<(i64, i64), [String; 12]>,
+    funnel: std::collections::HashMap<i64, String>,
+}
+
+impl PeriodKeys {
+    /// A landing at `ts_ms`: the day's and hour's users sets, the daily and hourly analytics
+    /// hashes, then the 4 daily and the 4 hourly dimension sets (as [`JOURNEY`] takes them).
+    fn landing(&mut self, ts_ms: i64) -> &[String; 12] {
+        let (day, hour) = (Period::Day.slot(ts_ms), Period::Hour.slot(ts_ms));
+        self.landing.entry((day.index, hour.index)).or_insert_with(|| {
+            let (d, h) = (day.label(), hour.label());
+            let [a, b, c, e] = keys::ACQUISITION_DIMENSIONS;
+            [
+                keys::acquisition_users(Period::Day, &d),
+                keys::acquisition_users(Period::Hour, &h),
+                keys::analytics_period(Period::Day, &d),
+                keys::analytics_period(Period::Hour, &h),
+                keys::acquisition(Period::Day, &d, a),
+                keys::acquisition(Period::Day, &d, b),
+                keys::acquisition(Period::Day, &d, c),
+                keys::acquisition(Period::Day, &d, e),
+                keys::acquisition(Period::Hour, &h, a),
+                keys::acquisition(Period::Hour, &h, b),
+                keys::acquisition(Period::Hour, &h, c),
+                keys::acquisition(Period::Hour, &h, e),
+            ]
+        })
+    }
+
+    fn funnel_prefix(&mut self, day: PeriodSlot) -> &str {
+        self.funnel.entry(day.index).or_insert_with(|| keys::funnel_day_prefix(&day.label()))
+    }
 }
 
 /// Writes the configured funnels into the definitions hash (a configured name replaces what the
@@ -272,13 +304,13 @@ mod tests {
     #[test]
     fn goals_are_merged_and_bounded() {
         let goals: Vec<(i64, &str)> = vec![(1_796_043_900_000, "/a"), (1_796_043_900_001, "/a"), (1_796_043_900_002, "/b")];
-        let c = journey_cmd("s1", Some("u1"), 1, &SessionJourney::default(), &goals, 60, 60, false);
+        let c = journey_cmd(&mut PeriodKeys::default(), "s1", Some("u1"), 1, &SessionJourney::default(), &goals, 60, 60, false);
         let packed = String::from_utf8_lossy(&c.get_packed_command()).into_owned();
         assert_eq!(packed.matches("sting:analytics:daily:2026-11-30:funnel:").count(), 3, "two goals and the attach day: {packed}");
         assert!(packed.contains(journey_sha()));
         let many: Vec<(i64, String)> = (0..1000).map(|i| (1_796_043_900_000 + i, format!("/p{i}"))).collect();
         let many: Vec<(i64, &str)> = many.iter().map(|(t, g)| (*t, g.as_str())).collect();
-        let c = journey_cmd("s1", None, 1, &SessionJourney::default(), &many, 60, 60, false);
+        let c = journey_cmd(&mut PeriodKeys::default(), "s1", None, 1, &SessionJourney::default(), &many, 60, 60, false);
         assert_eq!(c.args_iter().count(), 13 + 1 + 2 * MAX_GOALS_PER_BATCH + 1, "EVALSHA, sha, 3 keys and their count, 7 fixed arguments, the goals");
     }
 }
