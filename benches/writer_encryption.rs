@@ -15,6 +15,7 @@ use sting_proxy::capture::device;
 use sting_proxy::capture::geo::Location;
 use sting_proxy::capture::privacy::Privacy;
 use sting_proxy::capture::request_event::{RequestEvent, SessionSignal};
+use sting_proxy::capture::{acquisition, journey, retention};
 use sting_proxy::config::Config;
 use sting_proxy::identity::{AuthSource, Identity};
 
@@ -64,7 +65,9 @@ fn events() -> Vec<RequestEvent> {
                 bytes_out: 512,
                 ip: Some(format!("81.2.{}.{}", s / 250, s % 250 + 1).parse().unwrap()),
                 user_agent: None,
-                referrer: None,
+                referrer: Some("https://news.example.org/story?id=1".into()),
+                query: (i % 10 == 0).then(|| "utm_source=newsletter&utm_medium=email&utm_campaign=winter".into()),
+                host: Some("app.example".into()),
                 navigation: true,
                 gpc: false,
                 dnt: false,
@@ -78,11 +81,21 @@ fn events() -> Vec<RequestEvent> {
 fn run(settings: &WriteSettings, events: &[RequestEvent], dev: &device::Device, loc: &Location) -> f64 {
     let started = Instant::now();
     let mut commands = 0;
+    let mut caps = acquisition::AcquisitionCaps::new(100);
+    let (mut landed, mut known) = (journey::Landed::default(), retention::KnownUsers::default());
     for _ in 0..BATCHES {
         let mut b = Batch::default();
         for ev in events {
             b.add_request(&Enriched { event: ev, template: &ev.template, page_view: true, action: None, private: false, device: dev, location: loc });
+            // As the writer does (issue 17): a session's first page view this process sees may be
+            // its landing, whose source is parsed and capped.
+            if let Some(sid) = ev.sid.as_deref().filter(|sid| landed.candidate(sid, false)) {
+                let mut source = acquisition::source(ev.referrer.as_deref(), ev.host.as_deref(), ev.query.as_deref());
+                caps.cap(ev.ts_ms, &mut source);
+                b.add_landing(sid, ev.ts_ms, source, false);
+            }
         }
+        b.keep_new_retention(&mut known);
         commands += b.to_pipeline(settings).cmd_iter().count();
     }
     assert!(commands > 0);
@@ -104,6 +117,7 @@ fn main() {
         replay_cap: 500,
         auth_burst_window_secs: 0,
         privacy: Arc::new(p),
+        acquisition_all_navigations: false,
     };
     let (off, on) = (settings(privacy("")), settings(privacy(KEY)));
     let evs = events();

@@ -107,11 +107,22 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         batch: usize,
     },
-    /// Print every record about one user as one JSON document (as the API's users/{id}/export).
+    /// With --user: print every record about one user as one JSON document (as the API's
+    /// users/{id}/export). Without: the daily aggregates from --from to --to (inclusive UTC
+    /// days, at most analytics.max_range_days) as --format csv or json.
     Export {
         /// The user id. One that starts with '-' is given as `--user=-id`.
-        #[arg(long, value_name = "USER_ID")]
-        user: String,
+        #[arg(long, value_name = "USER_ID", conflicts_with_all = ["from", "to"])]
+        user: Option<String>,
+        /// The first day, YYYY-MM-DD (default: `to`).
+        #[arg(long)]
+        from: Option<String>,
+        /// The last day, YYYY-MM-DD (default: today).
+        #[arg(long)]
+        to: Option<String>,
+        /// The aggregates' format (a user's export is always JSON).
+        #[arg(long, value_enum, default_value_t = sting_proxy::ops::commands::ExportFormat::Json)]
+        format: sting_proxy::ops::commands::ExportFormat,
     },
     /// Erase everything about one user: records, timelines, anomalies, the Kratos answers kept,
     /// their app sessions (logging them out). Idempotent; audited under a pseudonym.
@@ -156,7 +167,8 @@ fn main() -> ExitCode {
         Command::Behavior { user_id, limit } => ops(&cfg, Ops::Behavior { user_id, limit }, cli.json),
         Command::Online { limit } => ops(&cfg, Ops::Online { limit }, cli.json),
         Command::RotateKeys { batch } => ops(&cfg, Ops::RotateKeys { batch }, cli.json),
-        Command::Export { user } => ops(&cfg, Ops::Export { user }, cli.json),
+        Command::Export { user: Some(user), .. } => ops(&cfg, Ops::Export { user }, cli.json),
+        Command::Export { user: None, from, to, format } => ops(&cfg, Ops::ExportAggregates { from, to, format }, cli.json),
         Command::Erase { user, dry_run } => ops(&cfg, Ops::Erase { user, dry_run }, cli.json),
     };
     match result {

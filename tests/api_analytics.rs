@@ -308,6 +308,16 @@ fn openapi_document_matches_real_responses() {
     let erin = login(&s.proxy.url(""), "erin", "user");
     let frank = login(&s.proxy.url(""), "frank", "user");
     let (erin_sid, frank_sid) = (erin.rsplit_once('.').unwrap().0.to_owned(), frank.rsplit_once('.').unwrap().0.to_owned());
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    // Issue 17: a funnel defined before the reads, so its report has a 200 to record.
+    let defined = client()
+        .post(s.proxy.url("/api/analytics/funnels"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .json(&serde_json::json!({"name": "browse", "steps": ["/", "/echo/items/:id"]}))
+        .send()
+        .unwrap();
+    let defined = serde_json::json!({"path": "/api/analytics/funnels", "method": "POST", "status": defined.status().as_u16(), "body": defined.json::<Value>().unwrap(), "content_type": "application/json"});
+    assert_eq!(defined["status"], 200, "{defined}");
     page_view(&s.proxy, &erin, "/");
     page_view(&s.proxy, &erin, "/echo/items/7");
     page_view(&s.proxy, &frank, "/");
@@ -351,6 +361,22 @@ fn openapi_document_matches_real_responses() {
         "/api/analytics/users/erin/behavior-patterns?limit=0".into(),
         "/api/analytics/sessions/online".into(),
         "/api/analytics/sessions/online?limit=0".into(),
+        format!("/api/analytics/sessions/stats?from={today}&to={today}"),
+        "/api/analytics/pages/top?from=2026-10-30&to=2026-11-02".into(),
+        "/api/analytics/devices?period=hour&from=2026-10-31T22&to=2026-11-01T01".into(),
+        "/api/analytics/geo?from=2026-10-30&to=2026-11-02".into(),
+        "/api/analytics/sessions/durations?from=2026-10-30&to=2026-11-02".into(),
+        "/api/analytics/sessions/anomalies?from=2026-10-30&to=2026-11-02".into(),
+        "/api/analytics/pages/top?from=2026-11-02&to=2026-11-01".into(),
+        "/api/analytics/acquisition".into(),
+        format!("/api/analytics/acquisition?period=hour&from={hour}&to={hour}&limit=3"),
+        "/api/analytics/acquisition?from=2020-01-01".into(),
+        "/api/analytics/funnels".into(),
+        format!("/api/analytics/funnels/browse?from={today}"),
+        "/api/analytics/funnels/nosuch".into(),
+        "/api/analytics/retention".into(),
+        "/api/analytics/retention?granularity=day&from=2026-10-30&to=2026-11-02".into(),
+        "/api/analytics/retention?granularity=year".into(),
     ];
     let bad_rules = client()
         .post(s.proxy.url("/api/analytics/sessions/alerts/configure"))
@@ -366,6 +392,13 @@ fn openapi_document_matches_real_responses() {
             serde_json::json!({"path": p, "status": status, "body": body, "content_type": "application/json"})
         })
         .collect();
+    recorded.push(defined);
+    let bearer = format!("Bearer {TOKEN}");
+    for p in ["/api/analytics/acquisition?format=csv", "/api/analytics/funnels/browse?format=csv", "/api/analytics/retention?format=csv"] {
+        let r = call(&s.proxy, reqwest::Method::GET, p, &[("authorization", &bearer)]);
+        assert_eq!((r["status"].as_u64(), r["content_type"].as_str()), (Some(200), Some("text/csv; charset=utf-8")), "{r}");
+        recorded.push(r);
+    }
     let (status, body) = get(&s.proxy, "/api/analytics/sessions/active", &[]);
     recorded.push(serde_json::json!({"path": "/api/analytics/sessions/active", "status": status, "body": body, "content_type": "application/json"}));
     let (status, body) = get(&s.proxy, "/api/analytics/sessions/stats", &[("cookie", &format!("session={erin}"))]);
@@ -407,6 +440,10 @@ fn openapi_document_matches_real_responses() {
     let online = answer("/api/analytics/sessions/online");
     assert_eq!(online["sessions"].as_array().map(|s| s.iter().map(|x| x["user_id"].clone()).collect::<Vec<_>>()), Some(vec![Value::from("erin")]), "{online}");
     assert_eq!(answer("/api/analytics/users/erin/behavior-patterns")["requests"], 2);
+    let funnel = answer(&format!("/api/analytics/funnels/browse?from={today}"));
+    assert_eq!(funnel["steps"][0]["sessions"], 2, "erin and frank viewed /: {funnel}");
+    assert_eq!(funnel["steps"][1]["sessions"], 1, "erin went on to an item: {funnel}");
+    assert_eq!(answer("/api/analytics/acquisition")["referrers"][0]["name"], "(direct)");
     let statuses: Vec<i64> = recorded.iter().map(|r| r["status"].as_i64().unwrap()).collect();
     for expected in [200, 400, 401, 403, 404, 405] {
         assert!(statuses.contains(&expected), "the scenario exercises a {expected}: {statuses:?}");

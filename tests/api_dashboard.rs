@@ -77,7 +77,7 @@ fn dashboard_renders_the_api_numbers_live_and_safely() {
     let redis = RedisServer::start();
     let app = FlaskApp::start(&redis, FlaskSession::V08);
     let mut opts = ProxyOpts::new(&redis, app.url());
-    opts.extra_toml = "[analytics]\nbatch_max_delay_ms = 5";
+    opts.extra_toml = "[analytics]\nbatch_max_delay_ms = 5\n\n[[analytics.funnels]]\nname = \"browse\"\nsteps = [\"/\", \"/echo/items/:id\"]\n";
     opts.env = vec![("STING_ANALYTICS_TOKEN", TOKEN.to_owned())];
     let proxy = Proxy::start(opts);
     proxy.wait_ready();
@@ -94,9 +94,17 @@ fn dashboard_renders_the_api_numbers_live_and_safely() {
     // The scenario: three users, a logout, a bot, and strings that must stay text.
     let admin = login(&base, "boss", "admin");
     let alice = login(&base, "alice", "user");
-    for p in ["/", "/echo/items/1"] {
-        view(&proxy, Some(&alice), p, CHROME);
-    }
+    // Alice's first page view came from a news site: the acquisition panel's one referrer.
+    let r = client()
+        .get(proxy.url("/"))
+        .header("accept", "text/html")
+        .header("user-agent", CHROME)
+        .header("referer", "https://news.example.org/story?id=1")
+        .header("cookie", format!("session={alice}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    view(&proxy, Some(&alice), "/echo/items/1", CHROME);
     // Sent percent-encoded (as browsers do); templates show it decoded, so it must stay text.
     view(&proxy, Some(&alice), "/echo/%3Cscript%3Ealert(1)%3C/script%3E", CHROME);
     let bob = login(&base, "bob", "user");
@@ -180,6 +188,39 @@ fn dashboard_renders_the_api_numbers_live_and_safely() {
         "routes": routes,
         "requests": behavior["requests"],
         "sessions": behavior["sessions"].as_array().unwrap().iter().map(|s| s["session_id"].clone()).collect::<Vec<_>>(),
+    });
+
+    // The range the browser will choose (the last 7 days) and the one before it, from the API.
+    let (from, to, prev_from, prev_to) = (day(6), day(0), day(13), day(7));
+    let range_stats = |f: &str, t: &str| {
+        let s = api(&proxy, &format!("sessions/stats?from={f}&to={t}"));
+        json!({"sessions": s["total_sessions_today"], "views": s["page_views_today"], "users": s["unique_users_today"]})
+    };
+    let q = format!("from={from}&to={to}");
+    let range_pages: Vec<Value> = api(&proxy, &format!("pages/top?limit=15&{q}"))["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| json!([p["name"], p["count"], p["unique_sessions"]]))
+        .collect();
+    assert!(range_pages.iter().any(|p| p[0] == "/history"), "the seeded days are in the range: {range_pages:?}");
+    let acquisition = api(&proxy, &format!("acquisition?limit=10&{q}"));
+    let referrers: Vec<Value> = acquisition["referrers"].as_array().unwrap().iter().map(|r| json!([r["name"], r["sessions"], r["users"]])).collect();
+    assert!(referrers.contains(&json!(["news.example.org", 1, 1])), "{referrers:?}");
+    let funnel: Vec<Value> =
+        api(&proxy, &format!("funnels/browse?{q}"))["steps"].as_array().unwrap().iter().map(|s| json!([s["sessions"], s["users"]])).collect();
+    assert_eq!(funnel, vec![json!([4, 4]), json!([3, 3])], "alice, bob and bold went from / to an item; mallory did not");
+    let cohorts: Vec<Value> =
+        api(&proxy, &format!("retention?granularity=day&{q}"))["cohorts"].as_array().unwrap().iter().map(|c| json!([c["cohort"], c["users"]])).collect();
+    assert_eq!(cohorts.len(), 7);
+    expected["range"] = json!({
+        "key": "7d",
+        "current": range_stats(&from, &to),
+        "previous": range_stats(&prev_from, &prev_to),
+        "pages": range_pages,
+        "referrers": referrers,
+        "funnel": funnel,
+        "cohorts": cohorts,
     });
 
     let shot_dir = repo_root().join("target");

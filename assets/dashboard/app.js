@@ -9,6 +9,10 @@ const REFRESH_MS = 30000;
 const SPARK_POINTS = 120;
 let token = sessionStorage.getItem("sting-token") || "";
 let granularity = "hour";
+// The date range every panel reads (UTC days): a preset or a custom from/to.
+let rangeKey = "today";
+let customRange = null;
+let funnelNames = null;
 const charts = {};
 const spark = { xs: [], ys: [] };
 
@@ -31,6 +35,23 @@ function setText(id, v) { $(id).textContent = v == null ? "–" : String(v); }
 const utcDay = (offsetDays) => new Date(Date.now() - offsetDays * 864e5).toISOString().slice(0, 10);
 const shortTime = (iso) => (iso ? iso.slice(0, 19).replace("T", " ") : "–");
 const labelSeconds = (t) => Date.parse(t.length === 10 ? t + "T00:00:00Z" : t + ":00:00Z") / 1000;
+
+// {from, to, prevFrom, prevTo, days, label} of the chosen range; the previous range is as long
+// and ends the day before it starts.
+function currentRange() {
+  let from, to;
+  if (rangeKey === "custom" && customRange) ({ from, to } = customRange);
+  else {
+    const days = rangeKey === "7d" ? 7 : rangeKey === "30d" ? 30 : 1;
+    from = utcDay(days - 1);
+    to = utcDay(0);
+  }
+  const day = (iso, offset) => new Date(Date.parse(iso + "T00:00:00Z") + offset * 864e5).toISOString().slice(0, 10);
+  const days = Math.round((Date.parse(to) - Date.parse(from)) / 864e5) + 1;
+  const label = rangeKey === "today" ? "today" : from === to ? from : from + " – " + to;
+  return { from, to, prevFrom: day(from, -days), prevTo: day(from, -1), days, label };
+}
+const rangeQuery = (r) => "from=" + r.from + "&to=" + r.to;
 
 function duration(s) {
   if (s == null) return "–";
@@ -116,7 +137,10 @@ window.addEventListener("resize", () => {
 // ---- panels ----------------------------------------------------------------------------------
 
 async function loadCompare() {
-  const [today, yesterday] = await Promise.all([api("sessions/stats?date=" + utcDay(0)), api("sessions/stats?date=" + utcDay(1))]);
+  const r = currentRange();
+  const [today, yesterday] = await Promise.all([api("sessions/stats?" + rangeQuery(r)), api("sessions/stats?from=" + r.prevFrom + "&to=" + r.prevTo)]);
+  setText("cur-label", r.label);
+  setText("prev-label", rangeKey === "today" ? "yesterday" : r.prevFrom === r.prevTo ? r.prevFrom : r.prevFrom + " – " + r.prevTo);
   setText("today-sessions", today.total_sessions_today);
   setText("yesterday-sessions", yesterday.total_sessions_today);
   setText("today-views", today.page_views_today);
@@ -128,14 +152,17 @@ async function loadCompare() {
 
 async function loadTimeseries() {
   const metric = $("ts-metric").value;
-  const ts = await api("timeseries?metric=" + encodeURIComponent(metric) + "&granularity=" + granularity);
+  const r = currentRange();
+  // Today: the last 24 hours (or 30 days); another range: its own days or hours.
+  const window = rangeKey === "today" ? "" : granularity === "day" ? "&" + rangeQuery(r) : "&from=" + r.from + "T00&to=" + r.to + "T23";
+  const ts = await api("timeseries?metric=" + encodeURIComponent(metric) + "&granularity=" + granularity + window);
   const xs = ts.points.map((p) => labelSeconds(p.t)), ys = ts.points.map((p) => p.value);
   setText("ts-total", ys.reduce((a, b) => a + b, 0));
   lineChart("ts-chart", 220, xs, ys, { bars: granularity === "day" });
 }
 
 async function loadDurations() {
-  const d = await api("sessions/durations");
+  const d = await api("sessions/durations?" + rangeQuery(currentRange()));
   setText("dur-ended", d.sessions_ended);
   setText("dur-avg", d.sessions_ended ? duration(Math.round(d.average_seconds)) : "–");
   setText("dur-median", d.median_le_seconds == null ? (d.sessions_ended ? "more" : "–") : duration(d.median_le_seconds));
@@ -143,7 +170,9 @@ async function loadDurations() {
 }
 
 async function loadPages() {
-  const t = await api("pages/top?limit=15");
+  const path = "pages/top?limit=15&" + rangeQuery(currentRange());
+  $("top-pages-csv").href = API + path + "&format=csv";
+  const t = await api(path);
   fill("top-pages", t.pages, (p) => [p.name, p.count, p.unique_sessions]);
 }
 
@@ -168,7 +197,7 @@ async function loadPeak() {
 }
 
 async function loadDevices() {
-  const d = await api("devices?limit=8");
+  const d = await api("devices?limit=8&" + rangeQuery(currentRange()));
   fill("browsers", d.browsers, (r) => [r.name, r.count]);
   fill("os", d.os, (r) => [r.name, r.count]);
   fill("device-types", d.device_types, (r) => [r.name, r.count]);
@@ -176,9 +205,58 @@ async function loadDevices() {
 }
 
 async function loadGeo() {
-  const g = await api("geo?limit=10");
+  const g = await api("geo?limit=10&" + rangeQuery(currentRange()));
   fill("countries", g.countries, (r) => [r.name, r.count]);
   fill("cities", g.cities, (r) => [r.name, r.count]);
+}
+
+async function loadAcquisition() {
+  const path = "acquisition?limit=10&" + rangeQuery(currentRange());
+  $("acq-csv").href = API + path + "&format=csv";
+  const a = await api(path);
+  $("acq-summary").textContent = "· " + a.sessions + " sessions";
+  const row = (x) => [x.name, x.sessions, x.users];
+  fill("acq-referrers", a.referrers, row);
+  fill("acq-sources", a.utm_source, row);
+  fill("acq-campaigns", a.utm_campaign, row);
+}
+
+// The funnel chosen (the list is read once); a bar per step, as wide as its share of step 1.
+async function loadFunnel() {
+  if (funnelNames == null) {
+    funnelNames = (await api("funnels")).funnels.map((f) => f.name);
+    $("funnel-name").replaceChildren(...funnelNames.map((n) => el("option", { value: n }, n)));
+  }
+  const name = $("funnel-name").value;
+  if (!name) {
+    fill("funnel-steps", [], () => []);
+    return;
+  }
+  const f = await api("funnels/" + encodeURIComponent(name) + "?" + rangeQuery(currentRange()));
+  const first = Math.max(1, f.steps.length ? f.steps[0].sessions : 1);
+  fill("funnel-steps", f.steps, (s) => {
+    const bar = el("span", { class: "bar" });
+    bar.style.width = Math.round((s.sessions / first) * 100) + "%";
+    return [el("td", null, s.step + ". " + s.goal, bar), s.sessions, s.users, s.conversion == null ? "–" : Math.round(s.conversion * 1000) / 10 + "%"];
+  });
+}
+
+// Cohorts by first-seen day (a range up to 14 days) or week, and the share active after.
+async function loadRetention() {
+  const r = currentRange();
+  const g = r.days > 14 ? "week" : "day";
+  const ret = await api("retention?granularity=" + g + "&" + rangeQuery(r));
+  const periods = Math.max(0, ...ret.cohorts.map((c) => c.active.length));
+  const head = el("tr", null, el("th", null, g === "week" ? "week of" : "day"), el("th", null, "users"), ...Array.from({ length: periods }, (_, k) => el("th", null, (g === "week" ? "W" : "D") + k)));
+  const rows = ret.cohorts.map((c) =>
+    el("tr", { "data-cohort": c.cohort }, el("th", null, c.cohort), el("td", null, String(c.users)), ...c.share.map((x, k) => {
+      const td = el("td", { title: c.active[k] + " of " + c.users }, x == null ? "" : Math.round(x * 100) + "%");
+      td.style.backgroundColor = "color-mix(in srgb, var(--heat1) " + Math.round((x || 0) * 100) + "%, var(--heat0))";
+      if ((x || 0) > 0.55) td.style.color = "#fff";
+      return td;
+    })));
+  $("retention").replaceChildren(el("thead", null, head), el("tbody", null, ...rows));
+  $("retention-summary").textContent = "(" + (g === "week" ? "weekly" : "daily") + " cohorts by first visit, " + r.label + ")";
 }
 
 function showError(e) {
@@ -231,8 +309,8 @@ async function loadRecent() {
 }
 
 async function loadAnomalies() {
-  const r = await api("sessions/anomalies?limit=50");
-  $("anomaly-summary").textContent = "· " + r.total + " today";
+  const r = await api("sessions/anomalies?limit=50&" + rangeQuery(currentRange()));
+  $("anomaly-summary").textContent = "· " + r.total + " anomalies";
   fill("anomalies", r.anomalies, (a) => [
     shortTime(a.timestamp),
     el("td", { class: "sev-" + a.severity }, a.severity),
@@ -368,7 +446,14 @@ async function live() {
 // ---- start -----------------------------------------------------------------------------------
 
 async function loadAll() {
-  const results = await Promise.allSettled([loadCompare(), loadTimeseries(), loadDurations(), loadPages(), loadPeak(), loadDevices(), loadGeo(), loadRecent(), loadAnomalies(), loadOnline()]);
+  const key = rangeKey + (customRange ? ":" + customRange.from + ":" + customRange.to : "");
+  const label = currentRange().label;
+  for (const e of document.querySelectorAll(".range-text")) e.textContent = "(" + label + ")";
+  setText("range-label", rangeKey === "today" ? "" : currentRange().from + " – " + currentRange().to + " UTC");
+  const results = await Promise.allSettled([
+    loadCompare(), loadTimeseries(), loadDurations(), loadPages(), loadPeak(), loadDevices(), loadGeo(), loadRecent(), loadAnomalies(), loadOnline(),
+    loadAcquisition(), loadFunnel(), loadRetention(),
+  ]);
   const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason);
   if (failed.some((e) => e instanceof Unauthorized)) {
     $("auth-form").hidden = false;
@@ -377,8 +462,26 @@ async function loadAll() {
   $("error").hidden = !failed.length;
   $("error").textContent = failed.length ? "Some panels could not be loaded: " + failed.map((e) => e.message).join("; ") : "";
   setText("updated", "updated " + new Date().toISOString().slice(11, 19) + " UTC");
+  // Which range the panels now show (the browser test waits for it).
+  document.body.dataset.range = key;
   return true;
 }
+
+$("range").addEventListener("change", () => {
+  $("custom-range").hidden = $("range").value !== "custom";
+  if ($("range").value === "custom") return;
+  rangeKey = $("range").value;
+  customRange = null;
+  loadAll();
+});
+$("range-apply").addEventListener("click", () => {
+  const from = $("range-from").value, to = $("range-to").value;
+  if (!from || !to || from > to) return showError(new Error("choose a from day on or before the to day"));
+  rangeKey = "custom";
+  customRange = { from, to };
+  loadAll();
+});
+$("funnel-name").addEventListener("change", () => loadFunnel().catch(showError));
 
 $("gran-hour").addEventListener("click", () => { granularity = "hour"; $("gran-hour").classList.add("on"); $("gran-day").classList.remove("on"); loadTimeseries(); });
 $("gran-day").addEventListener("click", () => { granularity = "day"; $("gran-day").classList.add("on"); $("gran-hour").classList.remove("on"); loadTimeseries(); });

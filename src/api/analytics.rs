@@ -4,7 +4,7 @@
 use subtle::ConstantTimeEq;
 
 use crate::api::changes::Changes;
-use crate::api::endpoint::Endpoint;
+use crate::api::endpoint::{ApiError, Endpoint};
 use crate::api::local_response::LocalResponse;
 use crate::api::queries::{answer, QueryError};
 use crate::config::AnalyticsSection;
@@ -75,12 +75,28 @@ impl ApiAccess {
 /// This API's OpenAPI 3.1 description, served at `openapi.yaml` under the prefix.
 pub const OPENAPI_YAML: &str = include_str!("../../docs/openapi.yaml");
 
-/// Answers one endpoint from Redis (the same reads as the ops CLI).
+/// Answers one endpoint from Redis (the same reads as the ops CLI); `format=csv` asks for the
+/// answer as a CSV table (see [`crate::api::csv`]).
 pub async fn serve(store: &RedisStore, ep: Endpoint<'_>, query: Option<&str>) -> LocalResponse {
     if ep == Endpoint::OpenApi {
         return LocalResponse::static_body(200, "application/yaml", OPENAPI_YAML);
     }
-    respond(answer(store, &ep, query).await)
+    let csv = match crate::api::endpoint::param(query, "format").as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => {
+            return ApiError::BadParameter { parameter: "format", message: "must be \"json\" or \"csv\"".into() }.response();
+        }
+    };
+    match answer(store, &ep, query).await {
+        Ok(v) if csv => {
+            let mut r = LocalResponse::json(200, serde_json::Value::Null);
+            r.content_type = crate::api::csv::CONTENT_TYPE;
+            r.body = bytes::Bytes::from(crate::api::csv::from_json(&v));
+            r
+        }
+        other => respond(other),
+    }
 }
 
 /// Makes the change an endpoint names, on behalf of `actor` (audited); `body` is the request's.
@@ -94,6 +110,7 @@ pub async fn change(changes: &Changes, ep: Endpoint<'_>, actor: &str, body: &[u8
         Endpoint::RevokeSession { sid } => changes.revoke_session(sid, actor).await,
         Endpoint::RevokeUser { user_id } => changes.revoke_user(user_id, actor).await,
         Endpoint::ConfigureAlerts => changes.configure_alerts(body, actor).await,
+        Endpoint::DefineFunnel => changes.define_funnel(body, actor).await,
         _ => Err(QueryError::NotFound("not a change")),
     })
 }

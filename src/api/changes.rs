@@ -28,6 +28,8 @@ pub struct Changes {
     auth: Arc<Authenticator>,
     enforcer: Enforcer,
     scope: Scope,
+    /// `analytics.max_funnels` and `analytics.max_funnel_steps`.
+    funnel_limits: (usize, usize),
 }
 
 impl Changes {
@@ -37,7 +39,7 @@ impl Changes {
             lifetime_secs: cfg.session.lifetime_secs(),
             app_key_prefix: cfg.session.app_key_prefix_of_published().map(str::to_owned),
         };
-        Self { store, auth, enforcer: Enforcer::new(cfg), scope }
+        Self { store, auth, enforcer: Enforcer::new(cfg), scope, funnel_limits: (cfg.analytics.max_funnels, cfg.analytics.max_funnel_steps) }
     }
 
     /// Every record about a user, opened (audited: personal data left the store).
@@ -126,6 +128,45 @@ impl Changes {
         self.store.query::<()>(redis::cmd("SET").arg(keys::ALERT_RULES).arg(&json)).await?;
         let body = serde_json::json!({"rules": rules});
         self.audit(actor, "configure_alerts", "alert_rules", &body).await?;
+        Ok(body)
+    }
+
+    /// Defines a funnel from `body` (`{"name": ..., "steps": [...]}`). A name already defined
+    /// (in the config or through the API) is refused, so a funnel's counts always mean one
+    /// definition; so is one past `analytics.max_funnels`.
+    pub async fn define_funnel(&self, body: &[u8], actor: Actor<'_>) -> Result<serde_json::Value, QueryError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Definition {
+            name: String,
+            steps: Vec<String>,
+        }
+        let bad = |parameter: &'static str, message: String| QueryError::Api(ApiError::BadParameter { parameter, message });
+        let d: Definition = serde_json::from_slice(body).map_err(|e| bad("funnel", format!("not a JSON object {{\"name\", \"steps\"}}: {e}")))?;
+        let (max_funnels, max_steps) = self.funnel_limits;
+        crate::config::funnel::check(&d.name, &d.steps, max_steps)
+            .map_err(|m| bad(if crate::config::funnel::valid_name(&d.name) { "steps" } else { "name" }, m))?;
+        let json = crate::config::funnel::definition_json(&d.steps);
+        // Checked and written atomically, so two instances cannot pass the limit together.
+        let added: i64 = self
+            .store
+            .query(
+                redis::cmd("EVAL")
+                    .arg("if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return -1 end if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -2 end redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return 1")
+                    .arg(1)
+                    .arg(keys::FUNNELS)
+                    .arg(&d.name)
+                    .arg(&json)
+                    .arg(max_funnels),
+            )
+            .await?;
+        match added {
+            -1 => return Err(bad("name", format!("a funnel named {:?} is already defined", d.name))),
+            -2 => return Err(bad("name", format!("at most {max_funnels} funnels (analytics.max_funnels)"))),
+            _ => {}
+        }
+        let body = serde_json::json!({"name": d.name, "steps": d.steps, "version": crate::config::funnel::version(&json)});
+        self.audit(actor, "define_funnel", &d.name, &body).await?;
         Ok(body)
     }
 

@@ -63,6 +63,18 @@ pub enum Endpoint<'a> {
     EraseUser {
         user_id: &'a str,
     },
+    /// `GET acquisition`: sessions and users by referrer domain and UTM tags.
+    Acquisition,
+    /// `GET funnels`: the funnels defined.
+    Funnels,
+    /// `POST funnels`: define a funnel (a change).
+    DefineFunnel,
+    /// `GET funnels/{name}`: sessions and users per step, in order, over a range.
+    Funnel {
+        name: &'a str,
+    },
+    /// `GET retention`: cohorts by first-seen day or week and the share active after.
+    Retention,
 }
 
 impl Endpoint<'_> {
@@ -72,7 +84,12 @@ impl Endpoint<'_> {
     pub fn is_change(&self) -> bool {
         matches!(
             self,
-            Endpoint::RevokeSession { .. } | Endpoint::RevokeUser { .. } | Endpoint::ConfigureAlerts | Endpoint::ExportUser { .. } | Endpoint::EraseUser { .. }
+            Endpoint::RevokeSession { .. }
+                | Endpoint::RevokeUser { .. }
+                | Endpoint::ConfigureAlerts
+                | Endpoint::ExportUser { .. }
+                | Endpoint::EraseUser { .. }
+                | Endpoint::DefineFunnel
         )
     }
 }
@@ -126,6 +143,11 @@ pub fn route<'a>(method: &str, rest: &'a str) -> Result<Endpoint<'a>, ApiError> 
         ["timeseries"] => Endpoint::Timeseries,
         ["activity", "peak-hours"] => Endpoint::PeakHours,
         ["audit"] => Endpoint::Audit,
+        ["acquisition"] => Endpoint::Acquisition,
+        ["funnels"] if method == "POST" => Endpoint::DefineFunnel,
+        ["funnels"] => Endpoint::Funnels,
+        ["funnels", name] if crate::config::funnel::valid_name(name) => Endpoint::Funnel { name },
+        ["retention"] => Endpoint::Retention,
         ["openapi.yaml"] => Endpoint::OpenApi,
         ["stream", "active"] => Endpoint::ActiveStream,
         _ => return Err(ApiError::NotFound),
@@ -134,7 +156,7 @@ pub fn route<'a>(method: &str, rest: &'a str) -> Result<Endpoint<'a>, ApiError> 
         Endpoint::RevokeSession { .. } | Endpoint::EraseUser { .. } => method == "DELETE",
         // A full, audited export: not for HEAD.
         Endpoint::ExportUser { .. } => method == "GET",
-        Endpoint::RevokeUser { .. } | Endpoint::ConfigureAlerts => method == "POST",
+        Endpoint::RevokeUser { .. } | Endpoint::ConfigureAlerts | Endpoint::DefineFunnel => method == "POST",
         _ => read,
     };
     if !allowed {
@@ -146,7 +168,6 @@ pub fn route<'a>(method: &str, rest: &'a str) -> Result<Endpoint<'a>, ApiError> 
 /// The filters of `sessions/anomalies`: the UTC day, the lowest severity, one user.
 #[derive(Debug, PartialEq, Eq)]
 pub struct AnomalyQuery {
-    pub day: String,
     /// 0 low, 1 medium, 2 high: anomalies at or above it.
     pub min_severity: u8,
     pub user: Option<String>,
@@ -159,7 +180,11 @@ pub fn severity_rank(s: &str) -> Option<u8> {
 }
 
 pub fn parse_anomaly_query(query: Option<&str>) -> Result<AnomalyQuery, ApiError> {
-    let (period, day) = parse_period(query)?;
+    let period = match param(query, "period").as_deref() {
+        None | Some("day") => Period::Day,
+        Some("hour") => Period::Hour,
+        Some(_) => return Err(ApiError::BadParameter { parameter: "period", message: "must be \"day\" or \"hour\"".into() }),
+    };
     if period != Period::Day {
         return Err(ApiError::BadParameter { parameter: "period", message: "anomalies are per day".into() });
     }
@@ -173,7 +198,7 @@ pub fn parse_anomaly_query(query: Option<&str>) -> Result<AnomalyQuery, ApiError
         Some(u) if !valid_id(&u) => return Err(ApiError::BadParameter { parameter: "user", message: "not a valid user id".into() }),
         u => u,
     };
-    Ok(AnomalyQuery { day, min_severity, user, limit: parse_limit(query)? })
+    Ok(AnomalyQuery { min_severity, user, limit: parse_limit(query)? })
 }
 
 /// Ids as they appear in our keys: no `:` (that would address another key), no wildcards.
@@ -317,10 +342,17 @@ mod tests {
         assert_eq!(route("DELETE", "sessions/online"), Err(ApiError::MethodNotAllowed), "not a session id");
         assert_eq!(route("POST", "users/u1/behavior-patterns"), Err(ApiError::MethodNotAllowed));
         let q = parse_anomaly_query(Some("date=2026-12-04&severity=medium&user=u1&limit=5")).unwrap();
-        assert_eq!(q, AnomalyQuery { day: "2026-12-04".into(), min_severity: 1, user: Some("u1".into()), limit: 5 });
+        assert_eq!(q, AnomalyQuery { min_severity: 1, user: Some("u1".into()), limit: 5 });
         assert!(matches!(parse_anomaly_query(Some("severity=urgent")), Err(ApiError::BadParameter { parameter: "severity", .. })));
         assert!(matches!(parse_anomaly_query(Some("user=a:b")), Err(ApiError::BadParameter { parameter: "user", .. })));
         assert!(route("POST", "users/u1/revoke").unwrap().is_change() && !route("GET", "audit").unwrap().is_change());
+        assert_eq!(route("GET", "acquisition"), Ok(Endpoint::Acquisition));
+        assert_eq!(route("GET", "funnels"), Ok(Endpoint::Funnels));
+        assert!(route("POST", "funnels").unwrap().is_change());
+        assert_eq!(route("GET", "funnels/signup-2"), Ok(Endpoint::Funnel { name: "signup-2" }));
+        assert_eq!(route("GET", "funnels/Sign:up"), Err(ApiError::NotFound));
+        assert_eq!(route("POST", "funnels/signup"), Err(ApiError::MethodNotAllowed));
+        assert_eq!(route("GET", "retention"), Ok(Endpoint::Retention));
         assert_eq!(route("GET", "users/a:b/sessions"), Err(ApiError::NotFound));
         assert_eq!(route("GET", "nope"), Err(ApiError::NotFound));
         assert_eq!(route("GET", "pages/top"), Ok(Endpoint::TopPages));

@@ -9,9 +9,13 @@
 
 pub mod analytics;
 pub mod changes;
+pub mod csv;
 pub mod dashboard;
 pub mod endpoint;
+pub mod journeys;
 pub mod live_active;
 pub mod local_response;
 pub mod queries;
+pub mod query_error;
+pub mod ranges;
 pub mod user_data;

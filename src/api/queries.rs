@@ -6,32 +6,13 @@ use std::collections::HashMap;
 
 use chrono::{Datelike, Timelike};
 
-use crate::api::endpoint::{param, parse_anomaly_query, parse_limit, parse_limit_or, parse_period, severity_rank, timeseries_labels, ApiError, Endpoint};
+use crate::api::endpoint::{param, parse_anomaly_query, parse_limit, parse_limit_or, severity_rank, timeseries_labels, ApiError, Endpoint};
+use crate::api::ranges::{parse_range, top_summed, Range};
 use crate::store::field_cipher;
 use crate::store::keys::{self, Period};
 use crate::store::{RedisStore, Scan, StoreError};
 
-/// Why a query has no answer.
-#[derive(Debug)]
-pub enum QueryError {
-    /// A parameter (or the endpoint) is invalid.
-    Api(ApiError),
-    /// The thing asked about does not exist.
-    NotFound(&'static str),
-    Store(StoreError),
-}
-
-impl From<StoreError> for QueryError {
-    fn from(e: StoreError) -> Self {
-        QueryError::Store(e)
-    }
-}
-
-impl From<ApiError> for QueryError {
-    fn from(e: ApiError) -> Self {
-        QueryError::Api(e)
-    }
-}
+pub use crate::api::query_error::QueryError;
 
 /// Largest `days` the peak-hours query accepts (the default retention is 30 days).
 pub const MAX_PEAK_DAYS: i64 = 31;
@@ -167,15 +148,23 @@ pub async fn answer(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
         }
         Endpoint::Anomalies => {
             let q = parse_anomaly_query(query)?;
-            let entries: Vec<String> = store.query(redis::cmd("LRANGE").arg(keys::anomalies(&q.day)).arg(0).arg(-1)).await?;
-            let matching: Vec<serde_json::Value> = entries
+            let days = parse_range(query)?.labels;
+            // Newest day first, each day's list newest first.
+            let mut pipe = redis::pipe();
+            for day in days.iter().rev() {
+                pipe.lrange(keys::anomalies(day), 0, -1);
+            }
+            let lists: Vec<Vec<String>> = store.pipeline(&pipe).await?;
+            let matching: Vec<serde_json::Value> = lists
                 .iter()
+                .flatten()
                 .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
                 .filter(|a| a["severity"].as_str().and_then(severity_rank).is_some_and(|r| r >= q.min_severity))
                 .filter(|a| q.user.as_deref().is_none_or(|u| a["user_id"] == u))
                 .collect();
             let total = matching.len();
-            Ok(serde_json::json!({"date": q.day, "anomalies": matching.into_iter().take(q.limit).collect::<Vec<_>>(), "total": total}))
+            let (from, to) = (days.first().cloned().unwrap_or_default(), days.last().cloned().unwrap_or_default());
+            Ok(serde_json::json!({"date": from, "from": from, "to": to, "anomalies": matching.into_iter().take(q.limit).collect::<Vec<_>>(), "total": total}))
         }
         Endpoint::Audit => {
             let limit = parse_limit(query)?;
@@ -189,6 +178,10 @@ pub async fn answer(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
             Ok(serde_json::json!({"rules": rules}))
         }
         Endpoint::UserBehavior { user_id } => behavior(store, user_id, query).await,
+        Endpoint::Acquisition => crate::api::journeys::acquisition(store, query).await,
+        Endpoint::Funnels => crate::api::journeys::funnels(store).await,
+        Endpoint::Funnel { name } => crate::api::journeys::funnel(store, name, query).await,
+        Endpoint::Retention => crate::api::journeys::retention(store, query).await,
         Endpoint::Online => online(store, query).await,
         Endpoint::OpenApi
         | Endpoint::ActiveStream
@@ -196,7 +189,8 @@ pub async fn answer(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
         | Endpoint::RevokeUser { .. }
         | Endpoint::ConfigureAlerts
         | Endpoint::ExportUser { .. }
-        | Endpoint::EraseUser { .. } => Err(QueryError::NotFound("not a query: served by the proxy directly")),
+        | Endpoint::EraseUser { .. }
+        | Endpoint::DefineFunnel => Err(QueryError::NotFound("not a query: served by the proxy directly")),
     }
 }
 
@@ -360,19 +354,14 @@ async fn online(store: &RedisStore, query: Option<&str>) -> Result<serde_json::V
 }
 
 async fn session_stats(store: &RedisStore, query: Option<&str>) -> Result<serde_json::Value, QueryError> {
-    let (period, day) = parse_period(query)?;
-    if period != Period::Day {
+    let range = parse_range(query)?;
+    if range.period != Period::Day {
         return Err(ApiError::BadParameter { parameter: "period", message: "stats are per day".into() }.into());
     }
-    let (counters, users, active): (HashMap<String, i64>, i64, i64) = store
-        .pipeline(
-            redis::pipe()
-                .hgetall(keys::analytics_period(Period::Day, &day))
-                .cmd("PFCOUNT")
-                .arg(keys::analytics_unique_users(Period::Day, &day))
-                .scard(keys::ACTIVE_SESSIONS),
-        )
-        .await?;
+    let counters = summed_hashes(store, &range).await?;
+    let hlls: Vec<String> = range.labels.iter().map(|d| keys::analytics_unique_users(Period::Day, d)).collect();
+    // The union of the days' distinct users (one PFCOUNT over every day's HyperLogLog).
+    let (users, active): (i64, i64) = store.pipeline(redis::pipe().cmd("PFCOUNT").arg(&hlls).scard(keys::ACTIVE_SESSIONS)).await?;
     let c = |k: &str| counters.get(k).copied().unwrap_or(0);
     let ended = c("sessions_ended");
     let avg_minutes = if ended > 0 { c("duration_total_s") as f64 / ended as f64 / 60.0 } else { 0.0 };
@@ -384,13 +373,16 @@ async fn session_stats(store: &RedisStore, query: Option<&str>) -> Result<serde_
         "sessions_ended_today": ended,
         "page_views_today": c("page_views"),
         "hits_today": c("hits"),
-        "date": day,
+        "date": range.from(),
+        "from": range.from(),
+        "to": range.to(),
         "timestamp": now_iso(),
     }))
 }
 
 async fn breakdowns(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) -> Result<serde_json::Value, QueryError> {
-    let (period, label) = parse_period(query)?;
+    let range = parse_range(query)?;
+    let period = range.period;
     let limit = parse_limit_or(query, 10)?;
     let dims: &[&str] = match ep {
         Endpoint::TopPages => &["pages"],
@@ -399,39 +391,61 @@ async fn breakdowns(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
     };
     let mut pipe = redis::pipe();
     for d in dims {
-        pipe.zrevrange_withscores(keys::analytics_breakdown(period, &label, d), 0, limit as isize - 1);
+        for label in &range.labels {
+            if range.labels.len() == 1 {
+                pipe.zrevrange_withscores(keys::analytics_breakdown(period, label, d), 0, limit as isize - 1);
+            } else {
+                pipe.zrange_withscores(keys::analytics_breakdown(period, label, d), 0, -1);
+            }
+        }
     }
     // Bot page views whatever `limit` shows (the writer counts them in the period hash).
-    pipe.hget(keys::analytics_period(period, &label), "bot_page_views");
-    let mut replies: Vec<redis::Value> = store.pipeline(&pipe).await?;
-    let bots: Option<i64> = redis::from_redis_value(&replies.pop().unwrap_or(redis::Value::Nil)).map_err(StoreError::Redis)?;
-    let rows: Vec<Vec<(String, f64)>> = replies.iter().map(redis::from_redis_value).collect::<Result<_, _>>().map_err(StoreError::Redis)?;
-    let mut body = serde_json::json!({"period": period_name(period), "date": label});
+    for label in &range.labels {
+        pipe.hget(keys::analytics_period(period, label), "bot_page_views");
+    }
+    let replies: Vec<redis::Value> = store.pipeline(&pipe).await?;
+    let (sets, bot_replies) = replies.split_at(dims.len() * range.labels.len());
+    let mut bots = 0i64;
+    for b in bot_replies {
+        bots += redis::from_redis_value::<Option<i64>>(b).map_err(StoreError::Redis)?.unwrap_or(0);
+    }
+    let mut rows: Vec<Vec<(String, f64)>> = Vec::new();
+    for per_dim in sets.chunks(range.labels.len().max(1)) {
+        let days: Vec<Vec<(String, f64)>> = per_dim.iter().map(redis::from_redis_value).collect::<Result<_, _>>().map_err(StoreError::Redis)?;
+        rows.push(top_summed(days, limit));
+    }
+    let mut body = range.describe();
     for (d, r) in dims.iter().zip(rows) {
         let name = if *d == "devices" { "device_types" } else { d };
         body[name] = ranked(r);
     }
     if let Some(pages) = body.get_mut("pages").and_then(|v| v.as_array_mut()).filter(|p| !p.is_empty()) {
         // Distinct sessions per listed page: one more round trip, as many members as `limit`.
-        let mut cmd = redis::cmd("ZMSCORE");
-        cmd.arg(keys::analytics_breakdown(period, &label, keys::PAGE_SESSIONS));
-        for p in pages.iter() {
-            cmd.arg(p["name"].as_str().unwrap_or_default());
+        // Over a range: a session counts once per page per day it viewed it.
+        let mut pipe = redis::pipe();
+        for label in &range.labels {
+            let mut cmd = redis::cmd("ZMSCORE");
+            cmd.arg(keys::analytics_breakdown(period, label, keys::PAGE_SESSIONS));
+            for p in pages.iter() {
+                cmd.arg(p["name"].as_str().unwrap_or_default());
+            }
+            pipe.add_command(cmd);
         }
-        let sessions: Vec<Option<f64>> = store.query(&cmd).await?;
-        for (p, n) in pages.iter_mut().zip(sessions) {
-            p["unique_sessions"] = serde_json::json!(n.unwrap_or(0.0) as i64);
+        let per_day: Vec<Vec<Option<f64>>> = store.pipeline(&pipe).await?;
+        for (i, p) in pages.iter_mut().enumerate() {
+            let n: f64 = per_day.iter().map(|d| d.get(i).copied().flatten().unwrap_or(0.0)).sum();
+            p["unique_sessions"] = serde_json::json!(n as i64);
         }
     }
     if matches!(ep, Endpoint::Devices) {
-        body["bots"] = serde_json::json!(bots.unwrap_or(0));
+        body["bots"] = serde_json::json!(bots);
     }
     Ok(body)
 }
 
 async fn durations(store: &RedisStore, query: Option<&str>) -> Result<serde_json::Value, QueryError> {
-    let (period, label) = parse_period(query)?;
-    let h: HashMap<String, i64> = store.query(redis::cmd("HGETALL").arg(keys::analytics_period(period, &label))).await?;
+    let range = parse_range(query)?;
+    let h = summed_hashes(store, &range).await?;
     let ended = h.get("sessions_ended").copied().unwrap_or(0);
     let total = h.get("duration_total_s").copied().unwrap_or(0);
     let mut buckets: Vec<(Option<u64>, i64)> =
@@ -443,14 +457,33 @@ async fn durations(store: &RedisStore, query: Option<&str>) -> Result<serde_json
         running += n;
         (ended > 0 && running * 2 >= ended).then_some(*le)
     });
-    Ok(serde_json::json!({
-        "period": period_name(period),
-        "date": label,
+    let mut body = range.describe();
+    let answer = serde_json::json!({
         "sessions_ended": ended,
         "average_seconds": if ended > 0 { total as f64 / ended as f64 } else { 0.0 },
         "median_le_seconds": median.flatten(),
         "buckets": buckets.iter().map(|(le, n)| serde_json::json!({"le_seconds": le, "count": n})).collect::<Vec<_>>(),
-    }))
+    });
+    if let (Some(b), Some(a)) = (body.as_object_mut(), answer.as_object()) {
+        b.extend(a.clone());
+    }
+    Ok(body)
+}
+
+/// The analytics hashes of `range`'s periods, summed field by field (one pipeline).
+pub async fn summed_hashes(store: &RedisStore, range: &Range) -> Result<HashMap<String, i64>, StoreError> {
+    let mut pipe = redis::pipe();
+    for label in &range.labels {
+        pipe.hgetall(keys::analytics_period(range.period, label));
+    }
+    let hashes: Vec<HashMap<String, i64>> = store.pipeline(&pipe).await?;
+    let mut sum = HashMap::new();
+    for h in hashes {
+        for (k, v) in h {
+            *sum.entry(k).or_insert(0) += v;
+        }
+    }
+    Ok(sum)
 }
 
 /// Metrics a timeseries can show, and the analytics-hash field behind each (None = the HLL).

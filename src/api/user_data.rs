@@ -73,7 +73,7 @@ fn user_keys(user: &str) -> Vec<String> {
 async fn session_keys(store: &RedisStore, sid: &str) -> Result<Vec<String>, StoreError> {
     let (last, end): (Option<i64>, Option<i64>) =
         store.pipeline(redis::pipe().hget(keys::analytics_session(sid), "last_time").hget(keys::analytics_session(sid), "end_time")).await?;
-    let mut out = vec![keys::analytics_session(sid), keys::session_actions(sid), keys::session_replay(sid)];
+    let mut out = vec![keys::analytics_session(sid), keys::session_actions(sid), keys::session_replay(sid), keys::session_journey(sid)];
     if let Some(last) = last.max(end) {
         let mut t = last - PAGE_SETS_REACH_MS;
         while t <= last + 3_600_000 {
@@ -207,6 +207,38 @@ pub async fn erase(store: &RedisStore, user: &str, scope: &Scope, dry_run: bool)
         }
     }
 
+    // The user's retention index (their bits left in the daily bitmaps then name no one), and
+    // their members of the acquisition and funnel user sets (`...\n{user}`).
+    let indexed: bool = store.query(redis::cmd("HEXISTS").arg(keys::USER_INDEX).arg(user)).await?;
+    if indexed {
+        report.entries_removed += 1;
+        if !dry_run {
+            store.query::<()>(redis::cmd("HDEL").arg(keys::USER_INDEX).arg(user)).await?;
+        }
+    }
+    let funnels: Vec<(String, String)> =
+        store.query::<std::collections::HashMap<String, String>>(redis::cmd("HGETALL").arg(keys::FUNNELS)).await?.into_iter().collect();
+    let pattern = format!("*\n{}", glob_escape(user));
+    for set in user_member_sets(scope, &funnels) {
+        let mut found: Vec<String> = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, members): (u64, Vec<String>) =
+                store.query(redis::cmd("SSCAN").arg(&set).arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(BATCH)).await?;
+            found.extend(members.into_iter().filter(|m| m.ends_with(&format!("\n{user}"))));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        found.sort();
+        found.dedup();
+        report.entries_removed += found.len() as u64;
+        if !dry_run && !found.is_empty() {
+            store.query::<()>(redis::cmd("SREM").arg(&set).arg(&found)).await?;
+        }
+    }
+
     // Entries of shared lists (anomalies, the audit log) and the alert stream.
     let mut lists = anomaly_lists(scope);
     lists.push(keys::AUDIT_LOG.to_owned());
@@ -223,6 +255,38 @@ pub async fn erase(store: &RedisStore, user: &str, scope: &Scope, dry_run: bool)
         }
     }
     Ok(report)
+}
+
+/// The sets whose members end in a user id: acquisition users per day and hour, and the funnel
+/// users per day, over the retention.
+fn user_member_sets(scope: &Scope, funnels: &[(String, String)]) -> Vec<String> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut out = Vec::new();
+    for d in 0..=scope.retention_days as i64 {
+        let day_ms = now - d * 86_400_000;
+        let day = Period::Day.label(day_ms);
+        out.push(keys::acquisition_users(Period::Day, &day));
+        let start = Period::Day.slot(day_ms).index * 86_400_000;
+        for h in 0..24 {
+            out.push(keys::acquisition_users(Period::Hour, &Period::Hour.label(start + h * 3_600_000)));
+        }
+        for (name, json) in funnels {
+            out.push(keys::funnel_day_users(&day, name, &crate::config::funnel::version(json)));
+        }
+    }
+    out
+}
+
+/// `s` with the glob characters of `SCAN ... MATCH` escaped.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Keys of scanned families that belong to the user or their sessions: AAL2 events and alert

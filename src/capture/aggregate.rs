@@ -11,11 +11,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
+use crate::capture::acquisition::Source;
 use crate::capture::detect::{self, Observation};
 use crate::capture::device::Device;
 use crate::capture::geo::Location;
+use crate::capture::journey::{self, SessionJourney};
 use crate::capture::privacy::Privacy;
 use crate::capture::request_event::{EndReason, RequestEvent, SessionSignal};
+use crate::capture::retention;
 use crate::capture::session_scripts::{self, LightStart, Touch};
 use crate::capture::user_behavior::{self, UserSums};
 use crate::observe::printable::push_json_string;
@@ -56,6 +59,9 @@ pub struct WriteSettings {
     pub auth_burst_window_secs: u32,
     /// How addresses and personal fields are stored.
     pub privacy: Arc<Privacy>,
+    /// `analytics.acquisition_all_navigations`: count the source of every page view of a
+    /// session, not only of its first.
+    pub acquisition_all_navigations: bool,
 }
 
 /// The batch sums by period number; label text is made once per key when the batch is written.
@@ -155,6 +161,11 @@ pub struct Batch {
     ends: Vec<(String, i64, EndReason)>,
     /// user id → what their signed-in requests add to their behaviour aggregates
     behavior: BTreeMap<String, UserSums>,
+    /// sid → the sources of its landing candidates (see [`Batch::add_landing`])
+    journeys: BTreeMap<String, SessionJourney>,
+    /// The daily users the retention script must record (see [`Batch::keep_new_retention`]);
+    /// `None`: every user of the batch.
+    retention_users: Option<BTreeMap<PeriodKey, BTreeSet<String>>>,
     pub events: usize,
 }
 
@@ -427,6 +438,29 @@ impl Batch {
         }
     }
 
+    /// Whether the batch already holds a landing candidate of `sid` (only a session's first page
+    /// view of the batch can be its landing, unless every navigation counts).
+    pub fn has_landing(&self, sid: &str) -> bool {
+        self.journeys.get(sid).is_some_and(|j| !j.landings.is_empty())
+    }
+
+    /// A page view of `sid` whose source acquisition may count: the journey script counts it
+    /// if it is the session's first page view (or every one, with
+    /// `acquisition_all_navigations`). `private`: the request asked not to be tracked, so the
+    /// source is counted but not kept with the session.
+    pub fn add_landing(&mut self, sid: &str, ts_ms: i64, source: Source, private: bool) {
+        let j = slot(&mut self.journeys, sid);
+        if j.landings.is_empty() {
+            j.keep_source = !private;
+        }
+        j.landings.push((ts_ms, source));
+    }
+
+    /// Leaves to the retention script only the users `known` has not recorded today.
+    pub fn keep_new_retention(&mut self, known: &mut retention::KnownUsers) {
+        self.retention_users = Some(known.unrecorded(&self.users));
+    }
+
     pub fn add_end(&mut self, sid: String, ts_ms: i64, reason: EndReason) {
         self.events += 1;
         self.ends.push((sid, ts_ms, reason));
@@ -470,6 +504,10 @@ impl Batch {
             p.pfadd(&key, users.iter().collect::<Vec<_>>()).ignore();
             p.expire(&key, ttl).ignore();
         }
+        if let Some(retain) = retention::retain_cmd(self.retention_users.as_ref().unwrap_or(&self.users), s.ttl_secs) {
+            p.cmd("SCRIPT").arg("LOAD").arg(retention::RETAIN).ignore();
+            p.add_command(retain).ignore();
+        }
         let mut detect_loaded = false;
         for t in self.touches.values() {
             let light = self.light_start(t);
@@ -489,6 +527,7 @@ impl Batch {
             }
         }
         session_scripts::batch_expiries(&mut p, self.touches.values(), s.ttl_secs, &expired);
+        self.journey_commands(&mut p, s);
         for (sid, acts) in &self.actions {
             // A light start's page view is pushed by its TOUCH, unless the record stays light.
             if acts.is_empty() || self.touches.get(sid.as_str()).is_some_and(|t| self.light_start(t).is_some()) {
@@ -539,6 +578,35 @@ impl Batch {
         p
     }
 
+    /// One journey script call per session with a landing candidate or a goal (a page view's
+    /// template, an action's name) in this batch.
+    fn journey_commands(&self, p: &mut redis::Pipeline, s: &WriteSettings) {
+        let none = SessionJourney::default();
+        let sids: BTreeSet<&str> =
+            self.journeys.keys().map(String::as_str).chain(self.actions.iter().filter(|(_, a)| !a.is_empty()).map(|(sid, _)| sid.as_str())).collect();
+        if sids.is_empty() {
+            return;
+        }
+        p.cmd("SCRIPT").arg("LOAD").arg(journey::JOURNEY).ignore();
+        let mut period_keys = journey::PeriodKeys::default();
+        for sid in sids {
+            let touch = self.touches.get(sid);
+            let user = touch.and_then(|t| t.user_id.as_deref());
+            let page_views = touch.map_or(0, |t| t.page_views);
+            let goals: Vec<(i64, &str)> = self
+                .actions
+                .get(sid)
+                .map(|acts| {
+                    acts.iter().map(|a| (a.ts_ms, if a.name == "page_view" { a.page.as_deref().unwrap_or_default() } else { a.name.as_ref() })).collect()
+                })
+                .unwrap_or_default();
+            let journey_ttl = if user.is_some() { s.ttl_secs } else { s.anonymous_ttl_secs.min(s.ttl_secs) };
+            let j = self.journeys.get(sid).unwrap_or(&none);
+            p.add_command(journey::journey_cmd(&mut period_keys, sid, user, page_views, j, &goals, journey_ttl, s.ttl_secs, s.acquisition_all_navigations))
+                .ignore();
+        }
+    }
+
     /// The batch's invalid credentials by window start (unix seconds) and address; beyond
     /// [`detect::MAX_FAILING_ADDRESSES_PER_BATCH`] addresses per window the rest count as `other`.
     fn failures_by_window(&self, window_secs: u32, privacy: &Privacy) -> BTreeMap<i64, BTreeMap<String, detect::AuthFailures>> {
@@ -584,6 +652,7 @@ mod tests {
             replay_cap: 0,
             auth_burst_window_secs: 0,
             privacy: Arc::new(Privacy::plain()),
+            acquisition_all_navigations: false,
         }
     }
 
@@ -617,6 +686,8 @@ mod tests {
             ip: Some("81.2.69.1".parse().unwrap()),
             user_agent: None,
             referrer: None,
+            query: None,
+            host: None,
             navigation: true,
             gpc: false,
             dnt: false,
@@ -690,6 +761,36 @@ mod tests {
             anonymous.behavior.is_empty()
                 && !cmds.iter().any(|c| c.contains(user_behavior::behavior_sha()) || c.contains("ZREMRANGEBYRANK\r\n$19\r\nsting:active:online"))
         );
+    }
+
+    /// Issue 17's cost: one journey call per session with a page view or an action in the batch
+    /// (whatever its number of requests), one retention call per batch with a user, and no
+    /// journey call for a session with neither.
+    #[test]
+    fn journeys_cost_one_call_per_session_and_retention_one_per_batch() {
+        let d = device();
+        let loc = Location::default();
+        let evs: Vec<RequestEvent> = (0..30)
+            .map(|i| event(1_796_043_900_000 + i, Some(if i % 2 == 0 { "s1" } else { "s2" }), Some(if i % 2 == 0 { "u1" } else { "u2" }), "/x", 200))
+            .chain(std::iter::once(event(1_796_043_900_100, Some("s3"), None, "/static/a.js", 200)))
+            .collect();
+        let mut b = Batch::default();
+        for ev in &evs {
+            let page_view = ev.path != "/static/a.js";
+            b.add_request(&Enriched { event: ev, template: &ev.path, page_view, action: None, private: false, device: &d, location: &loc });
+            if let Some(sid) = ev.sid.as_deref().filter(|sid| page_view && !b.has_landing(sid)) {
+                b.add_landing(sid, ev.ts_ms, crate::capture::acquisition::source(Some("https://t.co/x"), Some("app.example"), None), false);
+            }
+        }
+        assert_eq!(b.journeys["s1"].landings.len(), 1, "only the first page view of the batch is a candidate");
+        let cmds: Vec<String> = b.to_pipeline(&test_settings(10)).cmd_iter().map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned()).collect();
+        let count = |needle: &str| cmds.iter().filter(|c| c.contains(needle)).count();
+        assert_eq!(count(journey::journey_sha()), 2, "s1 and s2, not the asset-only s3");
+        assert_eq!(count(retention::retain_sha()), 1);
+        assert_eq!(count("sting:analytics:daily:2026-11-30:acq:referrers"), 2);
+        let touch = cmds.iter().position(|c| c.contains(session_scripts::touch_sha())).unwrap();
+        let journey = cmds.iter().position(|c| c.contains(journey::journey_sha())).unwrap();
+        assert!(touch < journey, "the journey reads what its session's touch wrote");
     }
 
     #[test]

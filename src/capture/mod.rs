@@ -6,6 +6,7 @@
 //!
 //! May use: `identity` (the `Identity` an event carries), `store`, `config`, `observe`.
 
+pub mod acquisition;
 pub mod aggregate;
 pub mod alerts;
 pub mod daily_cap;
@@ -13,9 +14,11 @@ pub mod detect;
 pub mod device;
 pub mod enforce;
 pub mod geo;
+pub mod journey;
 pub mod log_record;
 pub mod privacy;
 pub mod request_event;
+pub mod retention;
 pub mod session_lifecycle;
 pub mod session_scripts;
 pub mod user_behavior;

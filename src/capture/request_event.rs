@@ -75,6 +75,11 @@ pub struct RequestEvent {
     /// The one place User-Agents enter analytics.
     pub user_agent: Option<String>,
     pub referrer: Option<String>,
+    /// The query string, kept only when it carries `utm_` parameters (acquisition).
+    pub query: Option<String>,
+    /// The request's `Host`, kept only for a navigation with a referrer (to tell a same-site
+    /// referrer from an external one).
+    pub host: Option<String>,
     /// The request looked like a browser navigation (Accept, X-Requested-With, Sec-Fetch-Mode).
     pub navigation: bool,
     /// `Sec-GPC: 1` (Global Privacy Control) and `DNT: 1` (Do Not Track) as sent.

@@ -20,6 +20,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::mpsc;
 
+use crate::capture::acquisition::{self, AcquisitionCaps};
 use crate::capture::aggregate::{Batch, Enriched, WriteSettings};
 use crate::capture::daily_cap::DailyCap;
 use crate::capture::detect;
@@ -153,6 +154,9 @@ pub struct Writer {
     seq: AtomicU64,
     /// `server.analytics_cpu`: the CPU this writer's thread is pinned to.
     cpu: Option<usize>,
+    /// `[[analytics.funnels]]`, written to Redis when the writer starts.
+    funnels: Vec<crate::config::FunnelSection>,
+    max_acquisition_values: usize,
 }
 
 /// Builds the channel: the handle for producers and the writer service that drains it.
@@ -173,6 +177,8 @@ pub fn channel(
         writer_key: keys::analytics_writer(&uuid::Uuid::new_v4().simple().to_string()),
         seq: AtomicU64::new(0),
         cpu: None,
+        funnels: cfg.funnels.clone(),
+        max_acquisition_values: cfg.max_acquisition_values_per_day,
         max_pages: cfg.max_pages_per_day,
         new_sessions: ClientLimiter::new(cfg.new_sessions_per_client_per_minute),
         rx: Mutex::new(Some(rx)),
@@ -191,6 +197,7 @@ pub fn channel(
             } else {
                 0
             },
+            acquisition_all_navigations: cfg.acquisition_all_navigations,
         },
         max_events: cfg.batch_max_events,
         max_sessions: cfg.batch_max_sessions.max(1),
@@ -209,6 +216,11 @@ struct Caches {
     pages: DailyCap,
     /// Anonymous sessions this writer has recorded (bounded: emptied when full).
     known_sessions: HashSet<String>,
+    /// Referrer domains and UTM values admitted today; later new ones are recorded as `other`.
+    acquisition: AcquisitionCaps,
+    /// Sessions already given a landing candidate, and users already recorded active today.
+    landed: crate::capture::journey::Landed,
+    retained: crate::capture::retention::KnownUsers,
 }
 
 /// Anonymous sessions remembered as already recorded; past it the set starts again (a
@@ -277,7 +289,13 @@ impl Writer {
             let action = self.enricher.action_for(&r.method, &r.template);
             let private = self.settings.privacy.opted_out(r.gpc, r.dnt);
             batch.add_request(&Enriched { event: r, template, page_view, action, private, device, location });
+            if let Some(sid) = r.sid.as_deref().filter(|sid| page_view && caches.landed.candidate(sid, self.settings.acquisition_all_navigations)) {
+                let mut source = acquisition::source(r.referrer.as_deref(), r.host.as_deref(), r.query.as_deref());
+                caches.acquisition.cap(r.ts_ms, &mut source);
+                batch.add_landing(sid, r.ts_ms, source, private);
+            }
         }
+        batch.keep_new_retention(&mut caches.retained);
         batch
     }
 
@@ -430,6 +448,57 @@ fn session_slices(events: &[CaptureEvent], max_sessions: usize) -> Vec<&[Capture
     slices
 }
 
+impl Writer {
+    /// Writes the configured funnels into Redis (where the journey script reads them).
+    async fn publish_funnels(&self) {
+        if let Some(cmd) = crate::capture::journey::publish_cmd(&self.funnels) {
+            if let Err(e) = self.store.query::<()>(&cmd).await {
+                tracing::warn!(error = %e, "could not write the configured funnels; they count once written");
+            }
+        }
+    }
+
+    /// A test seam, not used by the proxy: builds and writes `events` as the writer would
+    /// (enrichment, caps, one transaction per call), whatever their timestamps, so tests can
+    /// record back-dated traffic (retention over weeks, ranges across month ends) through the
+    /// real write path. Caches live as long as the [`Backfill`].
+    pub fn backfill(self) -> Backfill {
+        Backfill {
+            caches: Caches {
+                devices: HashMap::new(),
+                locations: HashMap::new(),
+                bot_names: device::BotNames::default(),
+                pages: DailyCap::new(self.max_pages),
+                known_sessions: HashSet::new(),
+                acquisition: AcquisitionCaps::new(self.max_acquisition_values),
+                landed: Default::default(),
+                retained: Default::default(),
+            },
+            writer: self,
+        }
+    }
+}
+
+/// See [`Writer::backfill`].
+pub struct Backfill {
+    writer: Writer,
+    caches: Caches,
+}
+
+impl Backfill {
+    /// Writes `events` as one batch (after publishing the configured funnels); returns the
+    /// number of commands sent.
+    pub async fn write(&mut self, events: &[CaptureEvent]) -> u64 {
+        self.writer.store.connect_once().await.ok();
+        self.writer.publish_funnels().await;
+        let batch = self.writer.build(events, &mut self.caches);
+        let (_tx, mut shutdown): (tokio::sync::watch::Sender<bool>, ShutdownWatch) = tokio::sync::watch::channel(false);
+        let before = self.writer.stats.commands.load(Ordering::Relaxed);
+        self.writer.write(&batch, &mut shutdown, &mut None).await;
+        self.writer.stats.commands.load(Ordering::Relaxed) - before
+    }
+}
+
 /// How long the writer naps between drains while a batch fills.
 const COLLECT_NAP: Duration = Duration::from_millis(5);
 
@@ -456,7 +525,11 @@ impl BackgroundService for Writer {
             bot_names: device::BotNames::default(),
             pages: DailyCap::new(self.max_pages),
             known_sessions: HashSet::new(),
+            acquisition: AcquisitionCaps::new(self.max_acquisition_values),
+            landed: Default::default(),
+            retained: Default::default(),
         };
+        self.publish_funnels().await;
         let mut events = Vec::with_capacity(self.max_events);
         let mut phase: Option<Phase> = if *shutdown.borrow() { Some(Phase::starting_now(self.grace)) } else { None };
         loop {

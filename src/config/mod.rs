@@ -5,6 +5,7 @@
 //! May use: `observe` (defaults that live beside the metric they bound).
 
 pub mod cpu_affinity;
+pub mod funnel;
 pub mod privacy;
 pub mod route_template;
 pub mod rules;

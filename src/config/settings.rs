@@ -378,6 +378,19 @@ pub struct AnalyticsSection {
     pub honor_gpc: bool,
     /// The same for `DNT: 1` (Do Not Track).
     pub honor_dnt: bool,
+    /// Longest `from`..`to` range (inclusive days) a read endpoint accepts.
+    pub max_range_days: u64,
+    /// Distinct values per acquisition dimension (referrer domain, `utm_source`, `utm_medium`,
+    /// `utm_campaign`) recorded per UTC day; later new ones count as `other`. Per process.
+    pub max_acquisition_values_per_day: usize,
+    /// Count the source of every page view of a session, not only of its first.
+    pub acquisition_all_navigations: bool,
+    /// Funnels: ordered goals (route templates or action names) counted per session in order.
+    pub funnels: Vec<FunnelSection>,
+    /// Most funnels (configured and defined through the API together).
+    pub max_funnels: usize,
+    /// Most steps in one funnel.
+    pub max_funnel_steps: usize,
 }
 
 impl Default for AnalyticsSection {
@@ -412,6 +425,12 @@ impl Default for AnalyticsSection {
             ip_mode: IpMode::Full,
             honor_gpc: true,
             honor_dnt: false,
+            max_range_days: 92,
+            max_acquisition_values_per_day: 100,
+            acquisition_all_navigations: false,
+            funnels: Vec::new(),
+            max_funnels: 20,
+            max_funnel_steps: 10,
         }
     }
 }
@@ -424,6 +443,15 @@ pub struct ActionRuleSection {
     /// A route template as the analytics see it (`/documents/:id`).
     pub route: String,
     pub name: String,
+}
+
+/// One `[[analytics.funnels]]`: a name (`[a-z0-9_-]`, at most 64) and its ordered steps, each a
+/// route template (`/signup`) or the name of a `[[analytics.actions]]` rule.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FunnelSection {
+    pub name: String,
+    pub steps: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -685,6 +713,24 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         }
         if f.analytics.max_pages_per_day == 0 {
             return Err(invalid("analytics.max_pages_per_day", &fs, "must be at least 1".into()));
+        }
+        if f.analytics.max_range_days == 0 || f.analytics.max_range_days > 3660 {
+            return Err(invalid("analytics.max_range_days", &fs, "must be between 1 and 3660".into()));
+        }
+        if f.analytics.max_acquisition_values_per_day == 0 {
+            return Err(invalid("analytics.max_acquisition_values_per_day", &fs, "must be at least 1".into()));
+        }
+        if f.analytics.max_funnels == 0 || f.analytics.max_funnel_steps < 2 || f.analytics.max_funnel_steps > 64 {
+            return Err(invalid("analytics.max_funnels", &fs, "max_funnels must be at least 1 and max_funnel_steps from 2 to 64".into()));
+        }
+        if f.analytics.funnels.len() > f.analytics.max_funnels {
+            return Err(invalid("analytics.funnels", &fs, format!("more than analytics.max_funnels ({}) funnels", f.analytics.max_funnels)));
+        }
+        for (i, funnel) in f.analytics.funnels.iter().enumerate() {
+            crate::config::funnel::check(&funnel.name, &funnel.steps, f.analytics.max_funnel_steps).map_err(|m| invalid("analytics.funnels", &fs, m))?;
+            if f.analytics.funnels[..i].iter().any(|o| o.name == funnel.name) {
+                return Err(invalid("analytics.funnels", &fs, format!("funnel {:?} is defined twice", funnel.name)));
+            }
         }
         for (key, value) in [
             ("analytics.queue_capacity", f.analytics.queue_capacity),

@@ -74,6 +74,7 @@ enum Denied {
 
 impl OwnEndpoints {
     pub fn new(cfg: &Config, auth: Arc<Authenticator>, store: RedisStore, live: Option<LiveFeed>) -> Self {
+        crate::api::ranges::install_max_range_days(cfg.analytics.max_range_days);
         Self {
             api_prefix: cfg.analytics.api_prefix.clone(),
             dashboard_path: cfg.analytics.dashboard_path.clone(),

@@ -155,6 +155,12 @@ impl Sidecar {
             ip: ctx.client_ip,
             user_agent: text("user-agent"),
             referrer: text("referer"),
+            query: req.uri.query().filter(|q| q.contains("utm_")).map(|q| q.chars().take(MAX_EVENT_TEXT).collect()),
+            host: if ctx.navigation && req.headers.contains_key("referer") {
+                text("host").or_else(|| req.uri.authority().map(|a| a.as_str().to_owned()))
+            } else {
+                None
+            },
             navigation: ctx.navigation,
             gpc: req.headers.get("sec-gpc").is_some_and(|v| v.as_bytes().trim_ascii() == b"1"),
             dnt: req.headers.get("dnt").is_some_and(|v| v.as_bytes().trim_ascii() == b"1"),

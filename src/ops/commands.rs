@@ -87,6 +87,7 @@ pub enum Ops {
     Online { limit: usize },
     RotateKeys { batch: usize },
     Export { user: String },
+    ExportAggregates { from: Option<String>, to: Option<String>, format: ExportFormat },
     Erase { user: String, dry_run: bool },
 }
 
@@ -96,6 +97,7 @@ pub fn run(cfg: &Config, op: Ops, json: bool) -> anyhow::Result<bool> {
     // Stored personal fields are shown opened, as the API shows them.
     let cipher = std::sync::Arc::new(FieldCipher::new(&cfg.analytics.encryption_keys).map_err(|e| anyhow!("analytics.encryption_keys: {e}"))?);
     crate::store::field_cipher::install(cipher.clone());
+    crate::api::ranges::install_max_range_days(cfg.analytics.max_range_days);
     rt.block_on(async {
         let store = connect(cfg).await?;
         match op {
@@ -110,6 +112,7 @@ pub fn run(cfg: &Config, op: Ops, json: bool) -> anyhow::Result<bool> {
             Ops::Online { limit } => online(&store, limit, json).await,
             Ops::RotateKeys { batch } => rotate_keys(&store, &cipher, batch, json).await,
             Ops::Export { user } => export_user(cfg, store, user).await,
+            Ops::ExportAggregates { from, to, format } => export_aggregates(&store, from, to, format).await,
             Ops::Erase { user, dry_run } => erase_user(cfg, store, user, dry_run, json).await,
         }
     })
@@ -506,6 +509,54 @@ async fn export_user(cfg: &Config, store: RedisStore, user_id: String) -> anyhow
     }
     let v = changes(cfg, store)?.export_user(&user_id, "cli").await.map_err(change_error)?;
     print_json(&v);
+    Ok(true)
+}
+
+/// What `export --from --to` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Json,
+    Csv,
+}
+
+/// The daily aggregates of a range, one row per UTC day: every counter of the day's analytics
+/// hash, its distinct users and its landings by referrer (`{"from", "to", "days": [...]}`), as
+/// JSON or as the CSV the API's `format=csv` writes.
+async fn export_aggregates(store: &RedisStore, from: Option<String>, to: Option<String>, format: ExportFormat) -> anyhow::Result<bool> {
+    let range = crate::api::ranges::parse_range(Some(&query_string(&[
+        ("from", from),
+        ("to", to.or_else(|| Some(keys::Period::Day.label(chrono::Utc::now().timestamp_millis())))),
+    ])))
+    .map_err(|e| match e {
+        ApiError::BadParameter { parameter, message } => anyhow!("--{parameter}: {message}"),
+        other => anyhow!("{other:?}"),
+    })?;
+    let mut pipe = redis::pipe();
+    for day in &range.labels {
+        pipe.hgetall(keys::analytics_period(keys::Period::Day, day))
+            .cmd("PFCOUNT")
+            .arg(keys::analytics_unique_users(keys::Period::Day, day))
+            .zrange_withscores(keys::acquisition(keys::Period::Day, day, "referrers"), 0, -1);
+    }
+    let replies: Vec<redis::Value> = store.pipeline(&pipe).await.map_err(|e| anyhow!("reading Redis: {e}"))?;
+    let mut days = Vec::new();
+    for (day, r) in range.labels.iter().zip(replies.chunks(3)) {
+        let counters: std::collections::BTreeMap<String, i64> = redis::from_redis_value(&r[0])?;
+        let users: i64 = redis::from_redis_value(&r[1])?;
+        let referrers: Vec<(String, f64)> = redis::from_redis_value(&r[2])?;
+        let mut row = serde_json::json!({"date": day, "unique_users": users});
+        for (k, v) in counters {
+            row[k] = serde_json::json!(v);
+        }
+        row["referrers"] =
+            serde_json::json!(referrers.into_iter().rev().map(|(name, n)| serde_json::json!({"name": name, "sessions": n as i64})).collect::<Vec<_>>());
+        days.push(row);
+    }
+    let v = serde_json::json!({"from": range.from(), "to": range.to(), "days": days});
+    match format {
+        ExportFormat::Json => print_json(&v),
+        ExportFormat::Csv => print!("{}", crate::api::csv::from_json(&v)),
+    }
     Ok(true)
 }
 

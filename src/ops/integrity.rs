@@ -232,6 +232,10 @@ async fn ttl_checks(store: &RedisStore, s: &Settings, progress: &mut Progress) -
             let (mut give, mut shorten) = (redis::pipe(), redis::pipe());
             for (k, t) in ours.iter().zip(ttls) {
                 let want = ttl_for(k, s);
+                if t == -1 && k == keys::FUNNELS {
+                    // Configuration (the funnel definitions): kept without a TTL on purpose.
+                    continue;
+                }
                 if t == -1 {
                     none.note(k.clone());
                     give.expire(k, want as i64);

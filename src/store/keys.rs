@@ -309,6 +309,75 @@ pub fn metrics_period(period: Period, label: &str) -> String {
     format!("sting:metrics:{}:{label}", period.as_str())
 }
 
+/// Acquisition of one period (sorted set): sessions by the first page view's source, one set
+/// per dimension of [`ACQUISITION_DIMENSIONS`] (`referrers`: referrer domain or
+/// [`DIRECT`]; `utm_source`, `utm_medium`, `utm_campaign`: as tagged). At most
+/// `analytics.max_acquisition_values_per_day` members per day per process, the rest as
+/// [`OTHER`].
+pub fn acquisition(period: Period, label: &str, dimension: &str) -> String {
+    format!("sting:analytics:{}:{label}:acq:{dimension}", period.as_str())
+}
+
+/// The acquisition dimensions, in the order the writer passes them to the journey script.
+pub const ACQUISITION_DIMENSIONS: [&str; 4] = ["referrers", "utm_source", "utm_medium", "utm_campaign"];
+
+/// The referrer member of a session that arrived without one (or from the same site).
+pub const DIRECT: &str = "(direct)";
+
+/// The users acquired in one period (set of `{dimension}\n{value}\n{user id}`): how the
+/// acquisition answer counts distinct users per value over a range exactly.
+pub fn acquisition_users(period: Period, label: &str) -> String {
+    format!("sting:analytics:{}:{label}:acq:users", period.as_str())
+}
+
+/// A session's journey (hash): `l` the day of its first page view (the one acquisition
+/// counts), `a` that page view's source (`{day}\t{hour}\t{referrer}\t{source}\t{medium}\t
+/// {campaign}`), `u` the first user seen, `f:{funnel}:{version}` the funnel steps reached in
+/// order. Written by the journey script; lives as long as the session record.
+pub fn session_journey(sid: &str) -> String {
+    format!("sting:analytics:session:{sid}:journey")
+}
+
+/// The funnels (hash): name → JSON array of steps (route templates or action names), from
+/// `[[analytics.funnels]]` (written at start) and `POST /api/analytics/funnels`.
+pub const FUNNELS: &str = "sting:analytics:funnels";
+
+/// Sessions that reached each step of one funnel version on one day (hash): field `{step}`
+/// (1-based) → sessions. `version` is the first 8 hex digits of the SHA-1 of the funnel's
+/// definition JSON, so redefining a funnel starts its counts afresh.
+pub fn funnel_day(label: &str, name: &str, version: &str) -> String {
+    format!("{}{name}:{version}", funnel_day_prefix(label))
+}
+
+/// [`funnel_day`] without name and version: the journey script appends `{name}:{version}`
+/// (and `:users` for [`funnel_day_users`]) for the funnels it reads.
+pub fn funnel_day_prefix(label: &str) -> String {
+    format!("sting:analytics:daily:{label}:funnel:")
+}
+
+/// The users that reached each step of one funnel version on one day (set of
+/// `{step}\n{user id}`).
+pub fn funnel_day_users(label: &str, name: &str, version: &str) -> String {
+    format!("{}:users", funnel_day(label, name, version))
+}
+
+/// Every user ever recorded → a dense index (hash), the bit position in the retention bitmaps.
+/// No TTL (first-seen must outlive the retention); one field per user, erased with the user.
+pub const USER_INDEX: &str = "sting:analytics:users:index";
+
+/// The next dense user index (string counter) for [`USER_INDEX`].
+pub const USER_INDEX_NEXT: &str = "sting:analytics:users:next";
+
+/// Users first seen on a UTC day (bitmap by [`USER_INDEX`] position): retention cohorts.
+pub fn new_users_bitmap(day_label: &str) -> String {
+    format!("sting:analytics:daily:{day_label}:new_users")
+}
+
+/// Users active (one signed-in request or more) on a UTC day (bitmap by [`USER_INDEX`] position).
+pub fn active_users_bitmap(day_label: &str) -> String {
+    format!("sting:analytics:daily:{day_label}:active_users")
+}
+
 /// Prefix of the writers' batch sequences; see [`analytics_writer`].
 pub const ANALYTICS_WRITER_PREFIX: &str = "sting:analytics:writer:";
 
@@ -378,6 +447,11 @@ mod tests {
         assert_eq!(analytics_unique_users(Period::Day, "2026-11-30"), "sting:analytics:daily:2026-11-30:users");
         assert_eq!(metrics_period(Period::Day, "2026-11-30"), "sting:metrics:daily:2026-11-30");
         assert_eq!(aal2_event("s1", 5), "sting:aal2:s1:5");
+        assert_eq!(acquisition(Period::Day, "2026-11-30", "referrers"), "sting:analytics:daily:2026-11-30:acq:referrers");
+        assert_eq!(acquisition_users(Period::Hour, "2026-11-30T13"), "sting:analytics:hourly:2026-11-30T13:acq:users");
+        assert_eq!(session_journey("s1"), "sting:analytics:session:s1:journey");
+        assert_eq!(funnel_day("2026-11-30", "signup", "0a1b2c3d"), "sting:analytics:daily:2026-11-30:funnel:signup:0a1b2c3d");
+        assert_eq!(new_users_bitmap("2026-11-30"), "sting:analytics:daily:2026-11-30:new_users");
     }
 
     /// A light record made at `ts` by a batch up to a day late or early is found by any script

@@ -14,7 +14,10 @@ SPEC (written by tests/api_dashboard.rs) holds:
                 online {users, bold_user, revoke_sid}: who is online and the session the
                 online table's revoke button must end,
                 behavior {user, routes [[name, count]], requests, sessions [sid]}: the
-                behaviour page of a user clicked in the recent list
+                behaviour page of a user clicked in the recent list,
+                range {key, current, previous {sessions, views, users}, pages, referrers
+                [[name, sessions, users]], funnel [[sessions, users]], cohorts [[cohort,
+                users]]}: what every panel must show once the range picker chose `key`
   screenshot    where to save a PNG of the page
   chromium, chromedriver   binaries
 
@@ -121,6 +124,36 @@ try:
     # The security view: the day's anomalies, with user strings as text.
     anomalies = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in driver.find_elements(By.CSS_SELECTOR, "#anomalies tbody tr")]
     check("anomalies (detector, user)", [[r[2], r[3]] for r in anomalies], expected["anomalies"])
+
+    # The range picker drives every panel: the chosen range's numbers, the previous range's for
+    # comparison, the acquisition, funnel and retention panels, as the API answers for it.
+    rng = expected["range"]
+    from selenium.webdriver.support.ui import Select
+    Select(driver.find_element(By.ID, "range")).select_by_value(rng["key"])
+    wait_for("the panels to show the chosen range", lambda: driver.find_element(By.TAG_NAME, "body").get_attribute("data-range") == rng["key"])
+    for col, field in [("today", "current"), ("yesterday", "previous")]:
+        for f in ["sessions", "views", "users"]:
+            check(f"{field} range {f}", text(f"#{col}-{f}"), str(rng[field][f]))
+    table_rows = lambda tid: [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in driver.find_elements(By.CSS_SELECTOR, f"#{tid} tbody tr")]
+    page_rows = table_rows("top-pages")
+    check("top pages of the range", page_rows, [[str(c) for c in r] for r in rng["pages"]])
+    check("acquisition referrers", table_rows("acq-referrers"), [[str(c) for c in r] for r in rng["referrers"]] or [["no data"]])
+    check("funnel (sessions, users)", [r[1:3] for r in table_rows("funnel-steps")], [[str(c) for c in r] for r in rng["funnel"]])
+    cohorts = [[tr.find_element(By.TAG_NAME, "th").text, tr.find_elements(By.TAG_NAME, "td")[0].text] for tr in driver.find_elements(By.CSS_SELECTOR, "#retention tbody tr")]
+    check("retention cohorts (cohort, users)", cohorts, [[c, str(u)] for c, u in rng["cohorts"]])
+    # The CSV link of the top-pages table gives the rows the table shows (its JSON).
+    csv_url = driver.find_element(By.ID, "top-pages-csv").get_attribute("href")
+    csv_text = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch(arguments[0], {credentials: 'same-origin'}).then(r => r.text().then(t => done([r.status, r.headers.get('content-type'), t])))",
+        csv_url,
+    )
+    check("CSV status and type", csv_text[:2], [200, "text/csv; charset=utf-8"])
+    lines = csv_text[2].split("\r\n")
+    check("CSV header", lines[0], "count,name,unique_sessions")
+    csv_rows = [line.split(",") for line in lines[1:] if line]
+    check("CSV rows = the table's rows", [[name, count, sessions] for count, name, sessions in csv_rows], page_rows)
+    measured["range_checked"] = rng["key"]
 
     # Clicking a user shows their history; clicking a session shows its actions.
     user = expected["user"]
