@@ -46,6 +46,42 @@ enum Command {
         /// The UTC day, YYYY-MM-DD (default today).
         #[arg(long)]
         date: Option<String>,
+        /// A range of days instead (inclusive, YYYY-MM-DD, at most analytics.max_range_days).
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Where sessions came from (referrer domains, UTM source/medium/campaign), as `GET
+    /// /api/analytics/acquisition` gives it.
+    Acquisition {
+        #[arg(long, value_enum, default_value = "day")]
+        period: PeriodArg,
+        #[arg(long)]
+        date: Option<String>,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// The funnels (without NAME), or one funnel's steps with sessions, users and conversion.
+    Funnels {
+        name: Option<String>,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Retention cohorts by first-seen week (or day), as `GET /api/analytics/retention` gives them.
+    Retention {
+        #[arg(long, default_value = "week")]
+        granularity: String,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
     },
     /// Page views ranked by page (route template), device or country.
     Top {
@@ -56,6 +92,11 @@ enum Command {
         /// YYYY-MM-DD, or YYYY-MM-DDTHH with --period hour (UTC; default now).
         #[arg(long)]
         date: Option<String>,
+        /// A range instead of --date (inclusive, same forms).
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
         #[arg(long, default_value_t = 10)]
         limit: usize,
     },
@@ -158,8 +199,11 @@ fn main() -> ExitCode {
         Command::Serve { upgrade } => sting_proxy::gateway::server::run(cfg, upgrade),
         Command::Check => exit_on_problems(sting_proxy::ops::check::run(&cfg)),
         Command::Sessions(c) => ops(&cfg, Ops::Sessions(c), cli.json),
-        Command::Stats { date } => ops(&cfg, Ops::Stats { date }, cli.json),
-        Command::Top { what, period, date, limit } => ops(&cfg, Ops::Top { what, period, date, limit }, cli.json),
+        Command::Stats { date, from, to } => ops(&cfg, Ops::Stats { date, from, to }, cli.json),
+        Command::Acquisition { period, date, from, to, limit } => ops(&cfg, Ops::Acquisition { period, date, from, to, limit }, cli.json),
+        Command::Funnels { name, from, to } => ops(&cfg, Ops::Funnels { name, from, to }, cli.json),
+        Command::Retention { granularity, from, to } => ops(&cfg, Ops::Retention { granularity, from, to }, cli.json),
+        Command::Top { what, period, date, from, to, limit } => ops(&cfg, Ops::Top { what, period, date, from, to, limit }, cli.json),
         Command::Cleanup { dry_run } => ops(&cfg, Ops::Cleanup { dry_run }, cli.json),
         Command::Validate { fix } => ops(&cfg, Ops::Validate { fix }, cli.json),
         Command::Anomalies { date, severity, user, limit } => ops(&cfg, Ops::Anomalies { date, severity, user, limit }, cli.json),

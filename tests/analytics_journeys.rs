@@ -245,6 +245,12 @@ steps = ["/echo/pricing", "signed_up", "/echo/welcome"]
     });
     let got: Vec<i64> = checkout["steps"].as_array().unwrap().iter().map(|s| s["sessions"].as_i64().unwrap()).collect();
     assert_eq!(got, vec![1, 1], "a repeated step counts once: {checkout}");
+    let (code, out, err) = s.proxy.cli(&["--json", "funnels", "signup", "--from", &day, "--to", &day]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), v, "the CLI's funnel is the API's");
+    let (code, table, _) = s.proxy.cli(&["funnels", "signup", "--from", &day, "--to", &day]);
+    assert_eq!(code, 0);
+    assert!(table.contains("signed_up") && table.contains("0.6667"), "{table}");
     let (_, list) = api(&s.proxy, "/api/analytics/funnels");
     let names: Vec<&str> = list["funnels"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["checkout", "signup"]);
@@ -363,6 +369,9 @@ fn retention_cohorts_of_users_returning_in_later_weeks() {
         b.write(vec![page_view(iso, &format!("s{i}"), Some(user), "/home", None)]);
     }
     let (status, v) = api(&s.proxy, "/api/analytics/retention?granularity=week&from=2026-10-05&to=2026-11-01");
+    let (code, out, err) = s.proxy.cli(&["retention", "--granularity", "week", "--from", "2026-10-05", "--to", "2026-11-01"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), v, "the CLI's retention is the API's");
     assert_eq!(status, 200, "{v}");
     let cohorts: Vec<(String, i64, Vec<i64>, Vec<Value>)> = v["cohorts"]
         .as_array()
@@ -446,6 +455,24 @@ fn ranges_across_month_ends_and_late_sign_ins() {
     assert_eq!(rows(&one, "referrers"), vec![row("search.example", 1, 0)], "{one}");
     let (_, wide) = api(&s.proxy, "/api/analytics/acquisition?from=2026-10-30&to=2026-11-02");
     assert_eq!(wide["sessions"], 4);
+    // The CLI answers the same ranges as the API.
+    let cli_json = |args: &[&str]| {
+        let (code, out, err) = s.proxy.cli(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        serde_json::from_str::<Value>(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    };
+    assert_eq!(cli_json(&["--json", "acquisition", "--from", "2026-10-30", "--to", "2026-11-02", "--limit", "10"]), wide);
+    let (_, stats) = api(&s.proxy, "/api/analytics/sessions/stats?from=2026-10-30&to=2026-11-02");
+    let without_time = |mut v: Value| {
+        v.as_object_mut().map(|o| o.remove("timestamp"));
+        v
+    };
+    assert_eq!(without_time(cli_json(&["--json", "stats", "--from", "2026-10-30", "--to", "2026-11-02"])), without_time(stats));
+    let (_, pages) = api(&s.proxy, "/api/analytics/pages/top?from=2026-10-31&to=2026-11-01");
+    assert_eq!(cli_json(&["--json", "top", "pages", "--from", "2026-10-31", "--to", "2026-11-01"]), pages);
+    let (code, _, err) = s.proxy.cli(&["acquisition", "--from", "2026-11-02", "--to", "2026-11-01"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--from") || err.contains("--to"), "{err}");
     assert_eq!(rows(&wide, "referrers")[0], row("(direct)", 1, 0), "{wide}");
     let (_, durations) = api(&s.proxy, "/api/analytics/sessions/durations?from=2026-10-30&to=2026-11-02");
     assert_eq!(durations["from"], "2026-10-30");

@@ -77,8 +77,11 @@ pub enum PeriodArg {
 #[derive(Debug)]
 pub enum Ops {
     Sessions(SessionsCommand),
-    Stats { date: Option<String> },
-    Top { what: TopWhat, period: PeriodArg, date: Option<String>, limit: usize },
+    Stats { date: Option<String>, from: Option<String>, to: Option<String> },
+    Acquisition { period: PeriodArg, date: Option<String>, from: Option<String>, to: Option<String>, limit: usize },
+    Funnels { name: Option<String>, from: Option<String>, to: Option<String> },
+    Retention { granularity: String, from: Option<String>, to: Option<String> },
+    Top { what: TopWhat, period: PeriodArg, date: Option<String>, from: Option<String>, to: Option<String>, limit: usize },
     Cleanup { dry_run: bool },
     Validate { fix: bool },
     Anomalies { date: Option<String>, severity: Option<String>, user: Option<String>, limit: usize },
@@ -102,8 +105,25 @@ pub fn run(cfg: &Config, op: Ops, json: bool) -> anyhow::Result<bool> {
         let store = connect(cfg).await?;
         match op {
             Ops::Sessions(c) => sessions(&store, c, json).await,
-            Ops::Stats { date } => stats(&store, date, json).await,
-            Ops::Top { what, period, date, limit } => top(&store, what, period, date, limit, json).await,
+            Ops::Stats { date, from, to } => stats(&store, date, from, to, json).await,
+            Ops::Acquisition { period, date, from, to, limit } => {
+                let q = query_string(&[
+                    ("period", Some(period_name(period).into())),
+                    ("date", date),
+                    ("from", from),
+                    ("to", to),
+                    ("limit", Some(limit.to_string())),
+                ]);
+                print_json(&ask(&store, Endpoint::Acquisition, &q).await?);
+                Ok(true)
+            }
+            Ops::Funnels { name, from, to } => funnels(&store, name, from, to, json).await,
+            Ops::Retention { granularity, from, to } => {
+                let q = query_string(&[("granularity", Some(granularity)), ("from", from), ("to", to)]);
+                print_json(&ask(&store, Endpoint::Retention, &q).await?);
+                Ok(true)
+            }
+            Ops::Top { what, period, date, from, to, limit } => top(&store, what, period, (date, from, to), limit, json).await,
             Ops::Cleanup { dry_run } => cleanup(cfg, &store, dry_run, json).await,
             Ops::Validate { fix } => validate(cfg, &store, fix, json).await,
             Ops::Anomalies { date, severity, user, limit } => anomalies(&store, date, severity, user, limit, json).await,
@@ -262,8 +282,8 @@ async fn sessions(store: &RedisStore, c: SessionsCommand, json: bool) -> anyhow:
     Ok(true)
 }
 
-async fn stats(store: &RedisStore, date: Option<String>, json: bool) -> anyhow::Result<bool> {
-    let v = ask(store, Endpoint::SessionStats, &query_string(&[("date", date)])).await?;
+async fn stats(store: &RedisStore, date: Option<String>, from: Option<String>, to: Option<String>, json: bool) -> anyhow::Result<bool> {
+    let v = ask(store, Endpoint::SessionStats, &query_string(&[("date", date), ("from", from), ("to", to)])).await?;
     if json {
         print_json(&v);
     } else {
@@ -285,12 +305,42 @@ async fn stats(store: &RedisStore, date: Option<String>, json: bool) -> anyhow::
     Ok(true)
 }
 
-async fn top(store: &RedisStore, what: TopWhat, period: PeriodArg, date: Option<String>, limit: usize, json: bool) -> anyhow::Result<bool> {
-    let period = match period {
+fn period_name(period: PeriodArg) -> &'static str {
+    match period {
         PeriodArg::Day => "day",
         PeriodArg::Hour => "hour",
+    }
+}
+
+/// The funnels, or one funnel's steps as a table.
+async fn funnels(store: &RedisStore, name: Option<String>, from: Option<String>, to: Option<String>, json: bool) -> anyhow::Result<bool> {
+    let Some(name) = name else {
+        print_json(&ask(store, Endpoint::Funnels, "").await?);
+        return Ok(true);
     };
-    let q = query_string(&[("period", Some(period.into())), ("date", date), ("limit", Some(limit.to_string()))]);
+    if !crate::config::funnel::valid_name(&name) {
+        return Err(anyhow!("NAME: {name:?} is not a funnel name"));
+    }
+    let v = ask(store, Endpoint::Funnel { name: &name }, &query_string(&[("from", from), ("to", to)])).await?;
+    if json {
+        print_json(&v);
+        return Ok(true);
+    }
+    println!("Funnel {} from {} to {} (UTC)", cell(&v["name"]), cell(&v["from"]), cell(&v["to"]));
+    let mut t = Table::new(&["STEP", "GOAL", "SESSIONS", "USERS", "FROM PREVIOUS", "FROM START"]);
+    for s in v["steps"].as_array().into_iter().flatten() {
+        t.row(vec![cell(&s["step"]), cell(&s["goal"]), cell(&s["sessions"]), cell(&s["users"]), cell(&s["conversion"]), cell(&s["conversion_from_start"])]);
+    }
+    print!("{}", t.render());
+    Ok(true)
+}
+
+/// `--date`, or `--from` and `--to`.
+type When = (Option<String>, Option<String>, Option<String>);
+
+async fn top(store: &RedisStore, what: TopWhat, period: PeriodArg, (date, from, to): When, limit: usize, json: bool) -> anyhow::Result<bool> {
+    let period = period_name(period);
+    let q = query_string(&[("period", Some(period.into())), ("date", date), ("from", from), ("to", to), ("limit", Some(limit.to_string()))]);
     let (ep, title, sections): (Endpoint, &str, &[(&str, &str)]) = match what {
         TopWhat::Pages => (Endpoint::TopPages, "Top pages (route templates)", &[("pages", "PAGE")]),
         TopWhat::Devices => (Endpoint::Devices, "Devices", &[("browsers", "BROWSER"), ("os", "OS"), ("device_types", "DEVICE TYPE")]),
