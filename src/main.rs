@@ -28,6 +28,19 @@ struct Cli {
     json: bool,
 }
 
+/// A day (or hour), or an inclusive range of them.
+#[derive(clap::Args)]
+struct When {
+    /// YYYY-MM-DD, or YYYY-MM-DDTHH with --period hour (UTC; default now).
+    #[arg(long)]
+    date: Option<String>,
+    /// A range instead of --date (inclusive, same forms, at most analytics.max_range_days days).
+    #[arg(long)]
+    from: Option<String>,
+    #[arg(long)]
+    to: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy (the default command).
@@ -43,26 +56,16 @@ enum Command {
     Sessions(SessionsCommand),
     /// A day's numbers, as the `sessions/stats` endpoint gives them.
     Stats {
-        /// The UTC day, YYYY-MM-DD (default today).
-        #[arg(long)]
-        date: Option<String>,
-        /// A range of days instead (inclusive, YYYY-MM-DD, at most analytics.max_range_days).
-        #[arg(long)]
-        from: Option<String>,
-        #[arg(long)]
-        to: Option<String>,
+        #[command(flatten)]
+        when: When,
     },
     /// Where sessions came from (referrer domains, UTM source/medium/campaign), as `GET
     /// /api/analytics/acquisition` gives it.
     Acquisition {
         #[arg(long, value_enum, default_value = "day")]
         period: PeriodArg,
-        #[arg(long)]
-        date: Option<String>,
-        #[arg(long)]
-        from: Option<String>,
-        #[arg(long)]
-        to: Option<String>,
+        #[command(flatten)]
+        when: When,
         #[arg(long, default_value_t = 10)]
         limit: usize,
     },
@@ -89,14 +92,8 @@ enum Command {
         what: TopWhat,
         #[arg(long, value_enum, default_value = "day")]
         period: PeriodArg,
-        /// YYYY-MM-DD, or YYYY-MM-DDTHH with --period hour (UTC; default now).
-        #[arg(long)]
-        date: Option<String>,
-        /// A range instead of --date (inclusive, same forms).
-        #[arg(long)]
-        from: Option<String>,
-        #[arg(long)]
-        to: Option<String>,
+        #[command(flatten)]
+        when: When,
         #[arg(long, default_value_t = 10)]
         limit: usize,
     },
@@ -199,11 +196,11 @@ fn main() -> ExitCode {
         Command::Serve { upgrade } => sting_proxy::gateway::server::run(cfg, upgrade),
         Command::Check => exit_on_problems(sting_proxy::ops::check::run(&cfg)),
         Command::Sessions(c) => ops(&cfg, Ops::Sessions(c), cli.json),
-        Command::Stats { date, from, to } => ops(&cfg, Ops::Stats { date, from, to }, cli.json),
-        Command::Acquisition { period, date, from, to, limit } => ops(&cfg, Ops::Acquisition { period, date, from, to, limit }, cli.json),
+        Command::Stats { when: When { date, from, to } } => ops(&cfg, Ops::Stats { date, from, to }, cli.json),
+        Command::Acquisition { period, when: When { date, from, to }, limit } => ops(&cfg, Ops::Acquisition { period, date, from, to, limit }, cli.json),
         Command::Funnels { name, from, to } => ops(&cfg, Ops::Funnels { name, from, to }, cli.json),
         Command::Retention { granularity, from, to } => ops(&cfg, Ops::Retention { granularity, from, to }, cli.json),
-        Command::Top { what, period, date, from, to, limit } => ops(&cfg, Ops::Top { what, period, date, from, to, limit }, cli.json),
+        Command::Top { what, period, when: When { date, from, to }, limit } => ops(&cfg, Ops::Top { what, period, date, from, to, limit }, cli.json),
         Command::Cleanup { dry_run } => ops(&cfg, Ops::Cleanup { dry_run }, cli.json),
         Command::Validate { fix } => ops(&cfg, Ops::Validate { fix }, cli.json),
         Command::Anomalies { date, severity, user, limit } => ops(&cfg, Ops::Anomalies { date, severity, user, limit }, cli.json),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use redis::Commands;
 use serde_json::Value;
-use sting_proxy::capture::request_event::{CaptureEvent, RequestEvent, SessionSignal};
+use sting_proxy::capture::request_event::{CaptureEvent, RequestEvent};
 use sting_proxy::identity::{AuthSource, Identity};
 
 const TOKEN: &str = "integration-analytics-token";
@@ -324,26 +324,18 @@ fn page_view(iso: &str, sid: &str, user: Option<&str>, path: &str, referrer: Opt
                 authenticated_at: None,
             })
         }),
-        method: http::Method::GET,
         path: path.into(),
         template: path.into(),
-        request_id: "r".into(),
         auth_outcome: "flask_redis_hit",
-        failed_credential: None,
         status: 200,
         latency_us: 1000,
         upstream_latency_us: Some(800),
-        bytes_in: 0,
         bytes_out: 100,
         ip: Some("81.2.69.1".parse().unwrap()),
-        user_agent: None,
         referrer: referrer.map(str::to_owned),
-        query: None,
         host: referrer.map(|_| "app.example".to_owned()),
         navigation: true,
-        gpc: false,
-        dnt: false,
-        signal: SessionSignal::None,
+        ..RequestEvent::default()
     }
 }
 

@@ -463,18 +463,20 @@ impl Writer {
     /// record back-dated traffic (retention over weeks, ranges across month ends) through the
     /// real write path. Caches live as long as the [`Backfill`].
     pub fn backfill(self) -> Backfill {
-        Backfill {
-            caches: Caches {
-                devices: HashMap::new(),
-                locations: HashMap::new(),
-                bot_names: device::BotNames::default(),
-                pages: DailyCap::new(self.max_pages),
-                known_sessions: HashSet::new(),
-                acquisition: AcquisitionCaps::new(self.max_acquisition_values),
-                landed: Default::default(),
-                retained: Default::default(),
-            },
-            writer: self,
+        Backfill { caches: self.new_caches(), writer: self }
+    }
+
+    /// Empty caches, bounded by this writer's settings.
+    fn new_caches(&self) -> Caches {
+        Caches {
+            devices: HashMap::new(),
+            locations: HashMap::new(),
+            bot_names: device::BotNames::default(),
+            pages: DailyCap::new(self.max_pages),
+            known_sessions: HashSet::new(),
+            acquisition: AcquisitionCaps::new(self.max_acquisition_values),
+            landed: Default::default(),
+            retained: Default::default(),
         }
     }
 }
@@ -519,16 +521,7 @@ impl BackgroundService for Writer {
             _ = self.store.connect_forever() => {}
             _ = shutdown.changed() => {}
         }
-        let mut caches = Caches {
-            devices: HashMap::new(),
-            locations: HashMap::new(),
-            bot_names: device::BotNames::default(),
-            pages: DailyCap::new(self.max_pages),
-            known_sessions: HashSet::new(),
-            acquisition: AcquisitionCaps::new(self.max_acquisition_values),
-            landed: Default::default(),
-            retained: Default::default(),
-        };
+        let mut caches = self.new_caches();
         self.publish_funnels().await;
         let mut events = Vec::with_capacity(self.max_events);
         let mut phase: Option<Phase> = if *shutdown.borrow() { Some(Phase::starting_now(self.grace)) } else { None };
