@@ -224,6 +224,9 @@ fn validate_fix_repairs_a_corrupted_keyspace() {
         .ignore()
         .set("sting:analytics:batch:stray", 1)
         .ignore()
+        // Configuration, kept without a TTL on purpose: not a problem, and --fix leaves it.
+        .set("sting:security:alert_rules", "[]")
+        .ignore()
         // Written under a longer retention (say, before it was lowered): outlives today's.
         .expire(format!("sting:analytics:session:{bob_sid}"), 90 * 86_400)
         .ignore()
@@ -252,6 +255,7 @@ fn validate_fix_repairs_a_corrupted_keyspace() {
     let ttl = |k: &str| redis::cmd("TTL").arg(k).query::<i64>(&mut s.redis.conn()).unwrap();
     assert!(ttl(&format!("sting:analytics:daily:{today}")) > 29 * 86_400);
     assert!((1..=86_400).contains(&ttl("sting:analytics:batch:stray")));
+    assert_eq!(ttl("sting:security:alert_rules"), -1, "alert rules never expire");
     assert!((1..=30 * 86_400).contains(&ttl(&format!("sting:analytics:session:{bob_sid}"))), "shortened to the retention");
     // Records and counters are kept; only the dangling references went.
     assert_eq!(without(api(p, "/api/analytics/sessions/stats"), &["timestamp"]), without(before, &["timestamp"]));

@@ -232,8 +232,8 @@ async fn ttl_checks(store: &RedisStore, s: &Settings, progress: &mut Progress) -
             let (mut give, mut shorten) = (redis::pipe(), redis::pipe());
             for (k, t) in ours.iter().zip(ttls) {
                 let want = ttl_for(k, s);
-                if t == -1 && k == keys::FUNNELS {
-                    // Configuration (the funnel definitions): kept without a TTL on purpose.
+                if t == -1 && keys::CONFIGURATION_KEYS.contains(&k.as_str()) {
+                    // Configuration (alert rules, funnel definitions): kept without a TTL on purpose.
                     continue;
                 }
                 if t == -1 {

@@ -338,6 +338,10 @@ pub fn session_journey(sid: &str) -> String {
     format!("sting:analytics:session:{sid}:journey")
 }
 
+/// Keys that hold configuration set through the API or at start (alert rules, funnels): kept
+/// without a TTL on purpose; `validate` does not count them as missing one.
+pub const CONFIGURATION_KEYS: &[&str] = &[ALERT_RULES, FUNNELS];
+
 /// The funnels (hash): name → JSON array of steps (route templates or action names), from
 /// `[[analytics.funnels]]` (written at start) and `POST /api/analytics/funnels`.
 pub const FUNNELS: &str = "sting:analytics:funnels";
