@@ -9,7 +9,7 @@ use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,7 +76,6 @@ pub type Enrich = Box<dyn FnMut(Option<&str>, Option<IpAddr>) -> ClientTraits + 
 #[derive(Clone)]
 pub struct AccessLogHandle {
     tx: SyncSender<Line>,
-    dropped: Arc<AtomicU64>,
 }
 
 impl AccessLogHandle {
@@ -84,7 +83,6 @@ impl AccessLogHandle {
     /// round by itself within [`BATCH_INTERVAL`] while lines keep coming.
     pub fn record(&self, r: Line) {
         if self.tx.try_send(r).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
             crate::observe::metrics::metrics().access_log_dropped.inc();
         }
     }
@@ -98,9 +96,8 @@ pub fn start(format: Format, path: &str, enrich: Enrich) -> std::io::Result<Acce
     let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
     let path = (!path.is_empty()).then(|| PathBuf::from(path));
     let out = open(path.as_ref())?;
-    let dropped = Arc::new(AtomicU64::new(0));
     std::thread::Builder::new().name("access-log".into()).spawn(move || write_loop(rx, format, path, out, enrich))?;
-    Ok(AccessLogHandle { tx, dropped })
+    Ok(AccessLogHandle { tx })
 }
 
 fn open(path: Option<&PathBuf>) -> std::io::Result<Box<dyn Write + Send>> {
@@ -489,7 +486,7 @@ mod tests {
             })
             .collect();
         senders.into_iter().for_each(|s| s.join().unwrap());
-        assert_eq!(log.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(crate::observe::metrics::metrics().access_log_dropped.get(), 0);
         drop(log);
         // The writer thread writes what is queued, sees the channel closed, flushes and ends.
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
