@@ -192,6 +192,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cfg.redis_target.mode() == sting_proxy::config::redis_target::RedisMode::Cluster {
+        // Before any key is named: on a cluster every owned key carries the `{sting}` hash tag.
+        sting_proxy::store::keys::use_cluster_layout().expect("the key layout is chosen once, first");
+    }
     let result = match cli.command.unwrap_or(Command::Serve { upgrade: false }) {
         Command::Serve { upgrade } => sting_proxy::gateway::server::run(cfg, upgrade),
         Command::Check => exit_on_problems(sting_proxy::ops::check::run(&cfg)),

@@ -288,7 +288,12 @@ impl Backfiller {
             _ => None,
         };
         let cfg = sting_proxy::config::Config::load_with_env(Some(&file), env).expect("config");
-        let store = sting_proxy::store::RedisStore::new(&redis.url(), Duration::from_secs(2), Duration::from_secs(10)).unwrap();
+        let store = sting_proxy::store::RedisStore::new(
+            &sting_proxy::config::redis_target::RedisTarget::Standalone { url: redis.url() },
+            Duration::from_secs(2),
+            Duration::from_secs(10),
+        )
+        .unwrap();
         let privacy = Arc::new(sting_proxy::capture::privacy::Privacy::new(&cfg));
         let (_handle, writer) =
             sting_proxy::capture::writer::channel(&cfg.analytics, &cfg.security, cfg.session.lifetime_secs(), store, Duration::from_secs(5), privacy).unwrap();

@@ -6,6 +6,10 @@ configured like the "seed" deployment that sting-proxy sits in front of:
     SESSION_TYPE='redis', SESSION_USE_SIGNER=True, SESSION_PERMANENT=True,
     PERMANENT_SESSION_LIFETIME=24h, SESSION_REDIS=redis.from_url(REDIS_URL)
 
+SESSION_REDIS can also be a Redis Cluster or a Sentinel-managed master (REDIS_MODE
+below); Flask-Session only ever sends GET, SET (with EX) and DEL of one key, which
+a cluster client routes by slot.
+
 The app knows nothing about the proxy. The integration tests run it behind
 sting-proxy to check what gets forwarded (see /echo) and that the proxy can read
 the session that this app wrote to Redis. It works unchanged with
@@ -15,6 +19,14 @@ tests/python/requirements-fs08.txt and requirements-fs06.txt.
 Configuration (environment):
     SESSION_SECRET_KEY   Flask SECRET_KEY, signs the session id cookie
                          (default 'dev-secret-change-me')
+    REDIS_MODE           how REDIS_URL is read (default 'standalone'):
+                           standalone  one server: redis.from_url(REDIS_URL)
+                           cluster     Redis Cluster: REDIS_URL is a comma-separated
+                                       list of seed nodes, e.g.
+                                       redis://10.0.0.1:7000,redis://10.0.0.2:7000
+                           sentinel    the master that Redis Sentinel names:
+                                       redis+sentinel://host:port,host:port/<master name>
+                                       (sentinel port 26379 unless given)
     REDIS_URL            default redis://127.0.0.1:6379/0
     SESSION_KEY_PREFIX   Redis key prefix (default 'sting:session:')
     SESSION_COOKIE_NAME  default 'session'
@@ -28,15 +40,20 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import redis
+import redis.cluster
+import redis.sentinel
 from flask import Flask, Response, jsonify, redirect, request, session
 from markupsafe import escape
 from flask_session import Session
 
 SECRET_KEY = os.environ.get("SESSION_SECRET_KEY", "dev-secret-change-me")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_MODE = os.environ.get("REDIS_MODE", "standalone").strip().lower()
 SESSION_KEY_PREFIX = os.environ.get("SESSION_KEY_PREFIX", "sting:session:")
 SESSION_COOKIE_NAME = os.environ.get("SESSION_COOKIE_NAME", "session")
 APP_HOST = os.environ.get("APP_HOST", "127.0.0.1")
@@ -44,6 +61,61 @@ APP_PORT = int(os.environ.get("APP_PORT", "5000"))
 
 CHUNK = 64 * 1024
 PATTERN = b"0123456789"
+
+
+def cluster_client(url_list):
+    """A RedisCluster seeded with every node of the comma-separated `url_list`
+    (`redis://[user:password@]host:port`, or just `host:port`); credentials and TLS
+    (`rediss://`) are taken from the first seed. Reads the slot map now, so a cluster
+    that cannot be reached fails the start."""
+    seeds = [urlsplit(u if "://" in u else f"redis://{u}") for u in (s.strip() for s in url_list.split(",")) if u]
+    if not seeds:
+        raise SystemExit("REDIS_MODE=cluster needs at least one seed node in REDIS_URL")
+    first = seeds[0]
+    return redis.cluster.RedisCluster(
+        startup_nodes=[redis.cluster.ClusterNode(s.hostname, s.port or 6379) for s in seeds],
+        username=first.username,
+        password=first.password,
+        ssl=first.scheme == "rediss",
+    )
+
+
+def sentinel_client(url):
+    """The master that the sentinels of `redis+sentinel://host[:port],host[:port]/<name>`
+    name, followed across failovers (a new connection asks the sentinels again)."""
+    rest = url.split("://", 1)[1] if url.startswith("redis+sentinel://") else None
+    hosts, _, name = (rest or "").partition("/")
+    name = name.strip("/")
+    if not hosts or not name:
+        raise SystemExit(f"REDIS_MODE=sentinel needs REDIS_URL=redis+sentinel://host:port,.../<master name>, not {url!r}")
+    sentinels = []
+    for h in hosts.split(","):
+        host, _, port = h.strip().rpartition(":") if ":" in h else (h.strip(), "", "26379")
+        sentinels.append((host, int(port)))
+    return redis.sentinel.Sentinel(sentinels, socket_timeout=1.0).master_for(name, socket_timeout=5.0)
+
+
+def redis_client(url, mode):
+    """The client for REDIS_URL as REDIS_MODE says to read it."""
+    if mode == "standalone":
+        return redis.from_url(url)
+    if mode == "cluster":
+        return cluster_client(url)
+    if mode == "sentinel":
+        return sentinel_client(url)
+    raise SystemExit(f"REDIS_MODE must be standalone, cluster or sentinel, not {mode!r}")
+
+
+def install_session_client(interface, client):
+    """Makes Flask-Session use `client`. 0.8 accepts only a redis.Redis as SESSION_REDIS and
+    replaces anything else (a RedisCluster) with Redis() on localhost, with a RuntimeWarning;
+    so the client is set on the interface afterwards (0.8 keeps it in .client, 0.6 in .redis)."""
+    for attr in ("client", "redis"):
+        if hasattr(interface, attr):
+            setattr(interface, attr, client)
+
+
+REDIS = redis_client(REDIS_URL, REDIS_MODE)
 
 app = Flask(__name__)
 app.config.update(
@@ -56,15 +128,19 @@ app.config.update(
     PERMANENT_SESSION_LIFETIME=timedelta(hours=24),
     SESSION_KEY_PREFIX=SESSION_KEY_PREFIX,
     SESSION_COOKIE_NAME=SESSION_COOKIE_NAME,
-    SESSION_REDIS=redis.from_url(REDIS_URL),
+    SESSION_REDIS=REDIS,
 )
-Session(app)
+with warnings.catch_warnings():
+    # Flask-Session 0.8's complaint about a RedisCluster; install_session_client answers it.
+    warnings.filterwarnings("ignore", message="No valid Redis instance", category=RuntimeWarning)
+    Session(app)
+install_session_client(app.session_interface, REDIS)
 
 if os.environ.get("SEED_INAPP_ANALYTICS") == "1":
     # For bench/run only: the seed's in-app analytics (SessionAnalytics.track_page_view), the
     # approach sting-proxy replaces. Each page view reads the session's JSON record, adds one,
     # and writes it back with SETEX: a read-modify-write, so concurrent requests lose updates.
-    _seed_redis = redis.from_url(REDIS_URL)
+    _seed_redis = REDIS
 
     @app.before_request
     def seed_track_page_view():

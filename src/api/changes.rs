@@ -66,14 +66,10 @@ impl Changes {
 
     /// Revokes one session. 404 when neither analytics nor the app knows it.
     pub async fn revoke_session(&self, sid: &str, actor: Actor<'_>) -> Result<serde_json::Value, QueryError> {
-        let (source, app_key): (Option<String>, bool) = {
-            let mut pipe = redis::pipe();
-            pipe.hget(keys::analytics_session(sid), "auth_source");
-            match self.enforcer.app_key_prefix() {
-                Some(prefix) => pipe.exists(keys::flask_session(prefix, sid)),
-                None => pipe.cmd("ECHO").arg(0),
-            };
-            self.store.pipeline(&pipe).await?
+        let source: Option<String> = self.store.query(redis::cmd("HGET").arg(keys::analytics_session(sid)).arg("auth_source")).await?;
+        let app_key: bool = match self.enforcer.app_key_prefix() {
+            Some(prefix) => self.store.query(redis::cmd("EXISTS").arg(keys::flask_session(prefix, sid))).await?,
+            None => false,
         };
         if source.is_none() && !app_key {
             return Err(QueryError::NotFound("no such session"));
@@ -125,7 +121,7 @@ impl Changes {
         let rules: Vec<AlertRule> = serde_json::from_slice(body).map_err(|e| bad_rules(format!("not a JSON array of rules: {e}")))?;
         alerts::validate_rules(&rules).map_err(bad_rules)?;
         let json = serde_json::to_string(&rules).expect("rules serialize");
-        self.store.query::<()>(redis::cmd("SET").arg(keys::ALERT_RULES).arg(&json)).await?;
+        self.store.query::<()>(redis::cmd("SET").arg(keys::alert_rules()).arg(&json)).await?;
         let body = serde_json::json!({"rules": rules});
         self.audit(actor, "configure_alerts", "alert_rules", &body).await?;
         Ok(body)
@@ -154,7 +150,7 @@ impl Changes {
                 redis::cmd("EVAL")
                     .arg("if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return -1 end if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -2 end redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return 1")
                     .arg(1)
-                    .arg(keys::FUNNELS)
+                    .arg(keys::funnels())
                     .arg(&d.name)
                     .arg(&json)
                     .arg(max_funnels),

@@ -110,7 +110,7 @@ fn top_summed_all(mut days: Vec<Vec<(String, f64)>>, limit: usize) -> Vec<(Strin
 
 /// The funnels defined: name → steps, in name order.
 async fn definitions(store: &RedisStore) -> Result<Vec<(String, String)>, QueryError> {
-    let mut defs: Vec<(String, String)> = store.query::<HashMap<String, String>>(redis::cmd("HGETALL").arg(keys::FUNNELS)).await?.into_iter().collect();
+    let mut defs: Vec<(String, String)> = store.query::<HashMap<String, String>>(redis::cmd("HGETALL").arg(keys::funnels())).await?.into_iter().collect();
     defs.sort();
     Ok(defs)
 }
@@ -134,7 +134,7 @@ pub async fn funnel(store: &RedisStore, name: &str, query: Option<&str>) -> Resu
     if range.period != Period::Day {
         return Err(ApiError::BadParameter { parameter: "period", message: "funnels are counted per day".into() }.into());
     }
-    let Some(json) = store.query::<Option<String>>(redis::cmd("HGET").arg(keys::FUNNELS).arg(name)).await? else {
+    let Some(json) = store.query::<Option<String>>(redis::cmd("HGET").arg(keys::funnels()).arg(name)).await? else {
         return Err(QueryError::NotFound("no such funnel"));
     };
     let steps = steps_of(&json);

@@ -79,7 +79,7 @@ impl BackgroundService for Poller {
                 }
                 continue;
             }
-            match self.store.query::<i64>(redis::cmd("SCARD").arg(keys::ACTIVE_SESSIONS)).await {
+            match self.store.query::<i64>(redis::cmd("SCARD").arg(keys::active_sessions())).await {
                 Ok(n) => {
                     self.tx.send_replace(Some(Reading { active_sessions: n, ts_ms: chrono::Utc::now().timestamp_millis() }));
                 }

@@ -88,7 +88,7 @@ pub async fn session_records(store: &RedisStore, sids: &[String]) -> Result<Vec<
 /// Up to `limit` members of the active set (in no particular order), by `SSCAN`.
 pub async fn active_session_ids(store: &RedisStore, limit: usize) -> Result<Vec<String>, StoreError> {
     let mut sids = std::collections::BTreeSet::new();
-    let mut scan = store.scanner(Scan::Set(keys::ACTIVE_SESSIONS), limit.clamp(10, 1000));
+    let mut scan = store.scanner(Scan::Set(keys::active_sessions()), limit.clamp(10, 1000));
     while sids.len() < limit {
         match scan.next_batch().await? {
             Some(batch) => sids.extend(batch),
@@ -108,13 +108,13 @@ async fn indexed_sessions(store: &RedisStore, index: &str, limit: usize) -> Resu
 pub async fn answer(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) -> Result<serde_json::Value, QueryError> {
     match *ep {
         Endpoint::ActiveSessions => {
-            let n: i64 = store.query(redis::cmd("SCARD").arg(keys::ACTIVE_SESSIONS)).await?;
+            let n: i64 = store.query(redis::cmd("SCARD").arg(keys::active_sessions())).await?;
             Ok(serde_json::json!({"active_sessions": n, "timestamp": now_iso()}))
         }
         Endpoint::SessionStats => session_stats(store, query).await,
         Endpoint::RecentSessions => {
             let limit = parse_limit(query)?;
-            let (sessions, total) = indexed_sessions(store, keys::RECENT_SESSIONS, limit).await?;
+            let (sessions, total) = indexed_sessions(store, keys::recent_sessions(), limit).await?;
             Ok(serde_json::json!({"sessions": sessions, "total_count": total}))
         }
         Endpoint::UserSessions { user_id } => {
@@ -168,12 +168,12 @@ pub async fn answer(store: &RedisStore, ep: &Endpoint<'_>, query: Option<&str>) 
         }
         Endpoint::Audit => {
             let limit = parse_limit(query)?;
-            let entries: Vec<String> = store.query(redis::cmd("LRANGE").arg(keys::AUDIT_LOG).arg(0).arg(limit - 1)).await?;
+            let entries: Vec<String> = store.query(redis::cmd("LRANGE").arg(keys::audit_log()).arg(0).arg(limit - 1)).await?;
             let entries: Vec<serde_json::Value> = entries.iter().filter_map(|e| serde_json::from_str(e).ok()).collect();
             Ok(serde_json::json!({"entries": entries}))
         }
         Endpoint::AlertRules => {
-            let raw: Option<String> = store.query(redis::cmd("GET").arg(keys::ALERT_RULES)).await?;
+            let raw: Option<String> = store.query(redis::cmd("GET").arg(keys::alert_rules())).await?;
             let rules: Vec<crate::capture::alerts::AlertRule> = raw.and_then(|r| serde_json::from_str(&r).ok()).unwrap_or_default();
             Ok(serde_json::json!({"rules": rules}))
         }
@@ -326,7 +326,7 @@ async fn behavior(store: &RedisStore, user_id: &str, query: Option<&str>) -> Res
 async fn online(store: &RedisStore, query: Option<&str>) -> Result<serde_json::Value, QueryError> {
     let limit = parse_limit(query)?;
     let (sids, total): (Vec<String>, i64) =
-        store.pipeline(redis::pipe().zrevrange(keys::ONLINE_SESSIONS, 0, limit as isize - 1).zcard(keys::ONLINE_SESSIONS)).await?;
+        store.pipeline(redis::pipe().zrevrange(keys::online_sessions(), 0, limit as isize - 1).zcard(keys::online_sessions())).await?;
     let mut sessions = Vec::new();
     if !sids.is_empty() {
         let mut pipe = redis::pipe();
@@ -361,7 +361,7 @@ async fn session_stats(store: &RedisStore, query: Option<&str>) -> Result<serde_
     let counters = summed_hashes(store, &range).await?;
     let hlls: Vec<String> = range.labels.iter().map(|d| keys::analytics_unique_users(Period::Day, d)).collect();
     // The union of the days' distinct users (one PFCOUNT over every day's HyperLogLog).
-    let (users, active): (i64, i64) = store.pipeline(redis::pipe().cmd("PFCOUNT").arg(&hlls).scard(keys::ACTIVE_SESSIONS)).await?;
+    let (users, active): (i64, i64) = store.pipeline(redis::pipe().cmd("PFCOUNT").arg(&hlls).scard(keys::active_sessions())).await?;
     let c = |k: &str| counters.get(k).copied().unwrap_or(0);
     let ended = c("sessions_ended");
     let avg_minutes = if ended > 0 { c("duration_total_s") as f64 / ended as f64 / 60.0 } else { 0.0 };

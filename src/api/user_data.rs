@@ -111,7 +111,7 @@ pub async fn export(store: &RedisStore, user: &str, scope: &Scope) -> Result<ser
         Err(e) => return Err(e),
     };
     let anomalies = matching_list_entries(store, &anomaly_lists(scope), user, &sids).await?;
-    let audit = matching_list_entries(store, &[keys::AUDIT_LOG.to_owned()], user, &sids).await?;
+    let audit = matching_list_entries(store, &[keys::audit_log().to_owned()], user, &sids).await?;
     if sessions.is_empty() && known.is_empty() && anomalies.is_empty() && behavior.is_null() {
         return Err(QueryError::NotFound("no data about this user"));
     }
@@ -166,24 +166,23 @@ pub async fn erase(store: &RedisStore, user: &str, scope: &Scope, dry_run: bool)
         }
     }
     doomed.extend(scanned_keys(store, user, &sids).await?);
+    // Key by key: on a cluster the app's session keys and the Kratos cache lie in any slot.
     for chunk in doomed.chunks(BATCH) {
-        let mut pipe = redis::pipe();
-        for k in chunk {
-            pipe.exists(k);
-        }
-        let present: Vec<i64> = store.pipeline(&pipe).await?;
+        let exists: Vec<redis::Cmd> = chunk.iter().map(|k| redis::cmd("EXISTS").arg(k).clone()).collect();
+        let present: Vec<i64> = store.query_each(&exists, store.command_timeout()).await?;
         let present: Vec<&String> = chunk.iter().zip(present).filter(|(_, e)| *e == 1).map(|(k, _)| k).collect();
         report.keys_deleted += present.len() as u64;
         if !dry_run && !present.is_empty() {
-            store.query::<()>(redis::cmd("DEL").arg(&present)).await?;
+            let dels: Vec<redis::Cmd> = present.iter().map(|k| redis::cmd("DEL").arg(k).clone()).collect();
+            store.query_each::<i64>(&dels, store.command_timeout()).await?;
         }
     }
 
     // Members of shared sets and sorted sets, and light-record fields.
-    let mut shared: Vec<(&str, String)> = vec![("SREM", keys::ACTIVE_SESSIONS.to_owned())];
+    let mut shared: Vec<(&str, String)> = vec![("SREM", keys::active_sessions().to_owned())];
     // Not the revoked and step-up sets: a revoked session must stay refused on every instance
     // (its entry is a bare random id that nothing links to the user once the rest is gone).
-    for z in [keys::RECENT_SESSIONS, keys::ONLINE_SESSIONS] {
+    for z in [keys::recent_sessions(), keys::online_sessions()] {
         shared.push(("ZREM", z.to_owned()));
     }
     let now = chrono::Utc::now().timestamp_millis();
@@ -209,15 +208,15 @@ pub async fn erase(store: &RedisStore, user: &str, scope: &Scope, dry_run: bool)
 
     // The user's retention index (their bits left in the daily bitmaps then name no one), and
     // their members of the acquisition and funnel user sets (`...\n{user}`).
-    let indexed: bool = store.query(redis::cmd("HEXISTS").arg(keys::USER_INDEX).arg(user)).await?;
+    let indexed: bool = store.query(redis::cmd("HEXISTS").arg(keys::user_index()).arg(user)).await?;
     if indexed {
         report.entries_removed += 1;
         if !dry_run {
-            store.query::<()>(redis::cmd("HDEL").arg(keys::USER_INDEX).arg(user)).await?;
+            store.query::<()>(redis::cmd("HDEL").arg(keys::user_index()).arg(user)).await?;
         }
     }
     let funnels: Vec<(String, String)> =
-        store.query::<std::collections::HashMap<String, String>>(redis::cmd("HGETALL").arg(keys::FUNNELS)).await?.into_iter().collect();
+        store.query::<std::collections::HashMap<String, String>>(redis::cmd("HGETALL").arg(keys::funnels())).await?.into_iter().collect();
     let pattern = format!("*\n{}", glob_escape(user));
     for set in user_member_sets(scope, &funnels) {
         let mut found: Vec<String> = Vec::new();
@@ -241,7 +240,7 @@ pub async fn erase(store: &RedisStore, user: &str, scope: &Scope, dry_run: bool)
 
     // Entries of shared lists (anomalies, the audit log) and the alert stream.
     let mut lists = anomaly_lists(scope);
-    lists.push(keys::AUDIT_LOG.to_owned());
+    lists.push(keys::audit_log().to_owned());
     for (list, entry) in matching_list_entries(store, &lists, user, &sids).await? {
         report.entries_removed += 1;
         if !dry_run {
@@ -251,7 +250,7 @@ pub async fn erase(store: &RedisStore, user: &str, scope: &Scope, dry_run: bool)
     for id in alert_ids(store, user, &sids).await? {
         report.entries_removed += 1;
         if !dry_run {
-            store.query::<()>(redis::cmd("XDEL").arg(keys::ALERT_STREAM).arg(&id)).await?;
+            store.query::<()>(redis::cmd("XDEL").arg(keys::alert_stream()).arg(&id)).await?;
         }
     }
     Ok(report)
@@ -293,7 +292,7 @@ fn glob_escape(s: &str) -> String {
 /// delivery marks (named by sid), and the Redis copies of the user's Kratos answers.
 async fn scanned_keys(store: &RedisStore, user: &str, sids: &BTreeSet<String>) -> Result<Vec<String>, StoreError> {
     let mut out = Vec::new();
-    for prefix in [keys::AAL2_PREFIX, keys::ALERT_SENT_PREFIX] {
+    for prefix in [keys::aal2_prefix(), keys::alert_sent_prefix()] {
         let pattern = format!("{prefix}*");
         let mut scan = store.scanner(Scan::Keys(&pattern), BATCH);
         while let Some(batch) = scan.next_batch().await? {
@@ -321,7 +320,7 @@ async fn scanned_keys(store: &RedisStore, user: &str, sids: &BTreeSet<String>) -
 /// Ids of alert-stream entries about the user.
 async fn alert_ids(store: &RedisStore, user: &str, sids: &BTreeSet<String>) -> Result<Vec<String>, StoreError> {
     // XRANGE: [[id, [field, value, ...]], ...]
-    let reply: redis::Value = store.query(redis::cmd("XRANGE").arg(keys::ALERT_STREAM).arg("-").arg("+")).await?;
+    let reply: redis::Value = store.query(redis::cmd("XRANGE").arg(keys::alert_stream()).arg("-").arg("+")).await?;
     let text = |v: &redis::Value| redis::from_redis_value::<String>(v).ok();
     let redis::Value::Array(entries) = reply else { return Ok(Vec::new()) };
     Ok(entries

@@ -570,7 +570,7 @@ impl Batch {
             for (user, sums) in &self.behavior {
                 p.add_command(user_behavior::behavior_cmd(user, sums, s.ttl_secs)).ignore();
             }
-            p.zremrangebyrank(keys::ONLINE_SESSIONS, 0, -(keys::ONLINE_SESSIONS_CAP as isize) - 1).ignore();
+            p.zremrangebyrank(keys::online_sessions(), 0, -(keys::ONLINE_SESSIONS_CAP as isize) - 1).ignore();
         }
         for (sid, ts, reason) in &self.ends {
             p.add_command(session_scripts::end_for(sid, *ts, *reason, s.idle_timeout_ms, s.ttl_secs, s.anonymous_ttl_secs)).ignore();

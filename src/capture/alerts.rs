@@ -1,5 +1,5 @@
 //! Security alerts: every anomaly the `DETECT` script records is also appended to the Redis
-//! stream [`keys::ALERT_STREAM`]; one consumer group shared by every proxy instance reads it,
+//! stream [`keys::alert_stream()`]; one consumer group shared by every proxy instance reads it,
 //! so each alert is handled by one instance, and one that dies mid-delivery has its alerts
 //! claimed by another after [`CLAIM_AFTER`]. Each alert goes to the log and to the webhooks of
 //! the matching rules ([`AlertRule`], set through the API), signed like GitHub's and Stripe's
@@ -17,8 +17,9 @@ use sha2::Sha256;
 
 use crate::capture::enforce::Enforcer;
 use crate::config::security::Severity;
+use crate::store::connection::StoreConnection;
 use crate::store::keys;
-use crate::store::RedisStore;
+use crate::store::{RedisStore, StoreError};
 
 /// The consumer group every instance reads the alert stream in.
 pub const GROUP: &str = "sting-alerts";
@@ -143,7 +144,8 @@ pub fn payload(format: &str, anomaly: &serde_json::Value) -> Vec<u8> {
 
 /// Delivers the alert stream (background service, one consumer per instance).
 pub struct AlertDispatcher {
-    pub redis_url: String,
+    /// The stream is read on a connection of its own ([`RedisStore::dedicated`]).
+    pub store: RedisStore,
     /// `security.webhook_secret`: the HMAC key of the signature (empty: unsigned, warned).
     pub secret: String,
     pub consumer: String,
@@ -166,9 +168,9 @@ pub struct Enforcement {
 }
 
 impl AlertDispatcher {
-    pub fn new(redis_url: &str, secret: &str, ttl_secs: u64, enforce: Option<Enforcement>) -> reqwest::Result<Self> {
+    pub fn new(store: RedisStore, secret: &str, ttl_secs: u64, enforce: Option<Enforcement>) -> reqwest::Result<Self> {
         Ok(Self {
-            redis_url: redis_url.to_owned(),
+            store,
             secret: secret.to_owned(),
             consumer: uuid::Uuid::new_v4().simple().to_string(),
             http: reqwest::Client::builder().timeout(Duration::from_secs(5)).redirect(reqwest::redirect::Policy::none()).build()?,
@@ -177,22 +179,21 @@ impl AlertDispatcher {
         })
     }
 
-    async fn run(&self, shutdown: &mut ShutdownWatch) -> redis::RedisResult<()> {
-        let client = redis::Client::open(self.redis_url.as_str())?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
+    async fn run(&self, shutdown: &mut ShutdownWatch) -> Result<(), StoreError> {
+        let mut conn = self.store.dedicated().await?;
         let created: redis::RedisResult<()> =
-            redis::cmd("XGROUP").arg("CREATE").arg(keys::ALERT_STREAM).arg(GROUP).arg("0").arg("MKSTREAM").query_async(&mut conn).await;
+            redis::cmd("XGROUP").arg("CREATE").arg(keys::alert_stream()).arg(GROUP).arg("0").arg("MKSTREAM").query_async(&mut conn).await;
         match created {
             // A new stream lives the retention; each alert refreshes it (the `DETECT` script).
             // When it expires the group goes with it: reading fails, and the retry recreates both.
-            Ok(()) => redis::cmd("EXPIRE").arg(keys::ALERT_STREAM).arg(self.ttl_secs).query_async::<()>(&mut conn).await?,
+            Ok(()) => redis::cmd("EXPIRE").arg(keys::alert_stream()).arg(self.ttl_secs).query_async::<()>(&mut conn).await?,
             Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
         loop {
             // Alerts another instance took and never acknowledged (it died), then new ones.
             let claimed: redis::Value = redis::cmd("XAUTOCLAIM")
-                .arg(keys::ALERT_STREAM)
+                .arg(keys::alert_stream())
                 .arg(GROUP)
                 .arg(&self.consumer)
                 .arg(CLAIM_AFTER.as_millis() as u64)
@@ -210,7 +211,7 @@ impl AlertDispatcher {
                     .arg("COUNT")
                     .arg(16)
                     .arg("STREAMS")
-                    .arg(keys::ALERT_STREAM)
+                    .arg(keys::alert_stream())
                     .arg(">")
                     .query_async(&mut conn)
                     .await?;
@@ -224,7 +225,7 @@ impl AlertDispatcher {
                 }
             }
             let rules: Vec<AlertRule> = {
-                let raw: Option<String> = redis::cmd("GET").arg(keys::ALERT_RULES).query_async(&mut conn).await?;
+                let raw: Option<String> = redis::cmd("GET").arg(keys::alert_rules()).query_async(&mut conn).await?;
                 raw.and_then(|r| serde_json::from_str(&r).ok()).unwrap_or_default()
             };
             for (id, anomaly) in entries {
@@ -232,7 +233,7 @@ impl AlertDispatcher {
                 if let Some(anomaly) = anomaly {
                     self.deliver(&rules, &anomaly, &mut conn).await;
                 }
-                let _: () = redis::cmd("XACK").arg(keys::ALERT_STREAM).arg(GROUP).arg(&id).query_async(&mut conn).await?;
+                let _: () = redis::cmd("XACK").arg(keys::alert_stream()).arg(GROUP).arg(&id).query_async(&mut conn).await?;
             }
         }
     }
@@ -240,7 +241,7 @@ impl AlertDispatcher {
     /// Sends one alert where its rules say; each webhook at most once per (session, detector)
     /// however often the alert is taken over (at-most-once once claimed; a failed send releases
     /// the claim).
-    async fn deliver(&self, rules: &[AlertRule], anomaly: &serde_json::Value, conn: &mut redis::aio::MultiplexedConnection) {
+    async fn deliver(&self, rules: &[AlertRule], anomaly: &serde_json::Value, conn: &mut StoreConnection) {
         let m = crate::observe::metrics::metrics();
         // An address's anomaly (`session_id` null) has no session to act on.
         if let (Some(e), Some(detector), Some(sid)) = (&self.enforce, anomaly["detector"].as_str(), anomaly["session_id"].as_str()) {

@@ -176,7 +176,7 @@ pub fn auth_burst_cmd(
         .arg(keys::auth_failures(window_start_secs))
         .arg(keys::anomalies(&day))
         .arg(keys::analytics_period(Period::Day, &day))
-        .arg(keys::ALERT_STREAM)
+        .arg(keys::alert_stream())
         .arg(settings_json)
         .arg(serde_json::Value::Array(entries).to_string())
         .arg(window_secs);
@@ -195,7 +195,7 @@ pub fn detect_cmd(sid: &str, user_id: &str, aal: Option<&str>, observations: &[O
         .arg(keys::analytics_period(Period::Day, &day))
         .arg(keys::user_known(user_id))
         .arg(keys::active_user(user_id))
-        .arg(keys::ALERT_STREAM)
+        .arg(keys::alert_stream())
         .arg(sid)
         .arg(user_id)
         .arg(settings_json)

@@ -61,11 +61,8 @@ impl Enforcer {
         let durations: Vec<i64> = store.pipeline(&pipe).await?;
         let deleted: Vec<i64> = match &self.app_key_prefix {
             Some(prefix) => {
-                let mut pipe = redis::pipe();
-                for sid in sids {
-                    pipe.del(keys::flask_session(prefix, sid));
-                }
-                store.pipeline(&pipe).await?
+                let dels: Vec<redis::Cmd> = sids.iter().map(|sid| redis::cmd("DEL").arg(keys::flask_session(prefix, sid)).clone()).collect();
+                store.query_each(&dels, store.command_timeout()).await?
             }
             None => vec![0; sids.len()],
         };
@@ -89,11 +86,11 @@ impl Enforcer {
             "actor": actor, "action": action, "target": target, "result": result,
         });
         let mut pipe = redis::pipe();
-        pipe.lpush(keys::AUDIT_LOG, entry.to_string())
+        pipe.lpush(keys::audit_log(), entry.to_string())
             .ignore()
-            .ltrim(keys::AUDIT_LOG, 0, keys::AUDIT_LOG_CAP as isize - 1)
+            .ltrim(keys::audit_log(), 0, keys::AUDIT_LOG_CAP as isize - 1)
             .ignore()
-            .expire(keys::AUDIT_LOG, self.ttl_secs as i64)
+            .expire(keys::audit_log(), self.ttl_secs as i64)
             .ignore();
         store.pipeline::<()>(&pipe).await
     }

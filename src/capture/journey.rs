@@ -206,7 +206,7 @@ pub fn journey_cmd(
     c.arg(journey_sha())
         .arg(3)
         .arg(keys::session_journey(sid))
-        .arg(keys::FUNNELS)
+        .arg(keys::funnels())
         .arg(keys::analytics_session(sid))
         .arg(journey_ttl_secs)
         .arg(ttl_secs)
@@ -290,7 +290,7 @@ pub fn publish_cmd(funnels: &[crate::config::FunnelSection]) -> Option<redis::Cm
         return None;
     }
     let mut c = redis::cmd("HSET");
-    c.arg(keys::FUNNELS);
+    c.arg(keys::funnels());
     for f in funnels {
         c.arg(&f.name).arg(crate::config::funnel::definition_json(&f.steps));
     }

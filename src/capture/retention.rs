@@ -1,5 +1,5 @@
 //! Who was active on which day, compactly, for retention cohorts: every user gets a dense index
-//! ([`keys::USER_INDEX`]) the first time they are recorded, which marks them in that day's
+//! ([`keys::user_index()`]) the first time they are recorded, which marks them in that day's
 //! new-users bitmap; every day they are active sets their bit in the day's active-users bitmap.
 //! One bit per user per day per bitmap: about 2 × 365 / 8 ≈ 92 bytes per user per year, plus one
 //! index field (the user id and a number). One script call per batch ([`RETAIN`]). Pure (the
@@ -57,7 +57,7 @@ pub fn retain_cmd(users: &BTreeMap<PeriodSlot, BTreeSet<String>>, ttl_secs: u64)
         return None;
     }
     let mut c = redis::cmd("EVALSHA");
-    c.arg(retain_sha()).arg(2).arg(keys::USER_INDEX).arg(keys::USER_INDEX_NEXT).arg(ttl_secs).arg(days.iter().map(|(_, u)| u.len()).sum::<usize>());
+    c.arg(retain_sha()).arg(2).arg(keys::user_index()).arg(keys::user_index_next()).arg(ttl_secs).arg(days.iter().map(|(_, u)| u.len()).sum::<usize>());
     for (day, users) in days {
         let label = day.label();
         let (new, active) = (keys::new_users_bitmap(&label), keys::active_users_bitmap(&label));

@@ -15,39 +15,64 @@ use crate::capture::request_event::{CaptureEvent, EndReason};
 use crate::capture::writer::CaptureHandle;
 use crate::identity::session_id::SessionIds;
 use crate::store::keys;
-use crate::store::{RedisStore, Scan, Scanner};
+use crate::store::{connection, RedisStore, Scan, Scanner, StoreError};
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
 /// Subscribes to `expired` and `del` key events and ends the sessions whose app key went away.
+/// On a cluster the events of a key come from the master holding it: it subscribes on every
+/// master, and subscribes afresh when the masters change (a failover) or Sentinel names another
+/// master. Events missed in between are the sweep's to find.
 pub struct ExpiryListener {
-    pub redis_url: String,
+    pub store: RedisStore,
     pub key_prefix: String,
     /// The app's key names the raw sid; analytics knows the published one.
     pub ids: SessionIds,
     pub capture: CaptureHandle,
 }
 
+/// How often the listener compares the servers it listens on with the current topology.
+const TOPOLOGY_CHECK: Duration = Duration::from_secs(2);
+
 impl ExpiryListener {
-    async fn listen(&self) -> redis::RedisResult<()> {
-        let client = redis::Client::open(self.redis_url.as_str())?;
-        let db = client.get_connection_info().redis.db;
-        let mut pubsub = client.get_async_pubsub().await?;
-        let expired = format!("__keyevent@{db}__:expired");
-        let deleted = format!("__keyevent@{db}__:del");
-        pubsub.subscribe(&[expired.as_str(), deleted.as_str()]).await?;
-        tracing::info!("listening for session key expiry (keyspace notifications)");
-        let mut messages = pubsub.on_message();
-        while let Some(msg) = messages.next().await {
-            let Ok(key) = msg.get_payload::<String>() else { continue };
-            let Some(sid) = key.strip_prefix(self.key_prefix.as_str()) else { continue };
-            // `del` is the app's `session.clear()`: a logout; `expired` is the lifetime running out.
-            let reason = if msg.get_channel_name() == deleted { EndReason::Logout } else { EndReason::Expired };
-            self.capture.send(CaptureEvent::SessionEnded { sid: self.ids.publish(sid).into_owned(), ts_ms: now_ms(), reason }).await;
+    async fn listen(&self) -> Result<(), StoreError> {
+        let clients = self.store.node_clients().await?;
+        let nodes: Vec<String> = clients.iter().map(connection::address_of).collect();
+        let mut streams = Vec::with_capacity(clients.len());
+        for client in &clients {
+            let db = client.get_connection_info().redis.db;
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&[format!("__keyevent@{db}__:expired"), format!("__keyevent@{db}__:del")]).await?;
+            streams.push(pubsub.into_on_message());
         }
-        Ok(())
+        tracing::info!(servers = nodes.len(), "listening for session key expiry (keyspace notifications)");
+        let mut messages = futures_util::stream::select_all(streams);
+        let mut topology = tokio::time::interval(TOPOLOGY_CHECK);
+        topology.tick().await;
+        loop {
+            tokio::select! {
+                msg = messages.next() => {
+                    let Some(msg) = msg else { return Ok(()) };
+                    let Ok(key) = msg.get_payload::<String>() else { continue };
+                    let Some(sid) = key.strip_prefix(self.key_prefix.as_str()) else { continue };
+                    // `del` is the app's `session.clear()`: a logout; `expired` is the lifetime running out.
+                    let reason = if msg.get_channel_name().ends_with(":del") { EndReason::Logout } else { EndReason::Expired };
+                    self.capture.send(CaptureEvent::SessionEnded { sid: self.ids.publish(sid).into_owned(), ts_ms: now_ms(), reason }).await;
+                }
+                _ = topology.tick() => {
+                    let now: Vec<String> = match self.store.node_clients().await {
+                        Ok(c) => c.iter().map(connection::address_of).collect(),
+                        Err(_) => continue,
+                    };
+                    if now != nodes {
+                        tracing::info!(before = ?nodes, now = ?now, "Redis masters changed: subscribing again");
+                        return Ok(());
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -116,12 +141,13 @@ pub async fn find_ended(
     if sids.is_empty() {
         return Ok(Classified::default());
     }
-    let mut pipe = redis::pipe();
+    let mut cmds = Vec::with_capacity(sids.len() * 2);
     for sid in sids {
-        pipe.cmd("HMGET").arg(keys::analytics_session(sid)).arg("last_time").arg("auth_source");
-        app_key_exists(&mut pipe, key_prefix, sid);
+        cmds.push(redis::cmd("HMGET").arg(keys::analytics_session(sid)).arg("last_time").arg("auth_source").clone());
+        cmds.push(app_key_exists(key_prefix, sid));
     }
-    let replies: Vec<redis::Value> = store.pipeline_within(&pipe, Duration::from_secs(5)).await?;
+    // The app's keys lie in any slot of a cluster: not one pipeline there.
+    let replies: Vec<redis::Value> = store.query_each(&cmds, Duration::from_secs(5)).await?;
     let rows = sids.iter().enumerate().map(|(i, sid)| {
         let (last, source): (Option<i64>, Option<String>) = redis::from_redis_value(&replies[2 * i]).unwrap_or((None, None));
         let exists: bool = redis::from_redis_value(&replies[2 * i + 1]).unwrap_or(true);
@@ -151,11 +177,8 @@ pub async fn find_ended_light(
     if live.is_empty() {
         return Ok(Classified::default());
     }
-    let mut pipe = redis::pipe();
-    for (sid, _) in &live {
-        app_key_exists(&mut pipe, key_prefix, sid);
-    }
-    let exists: Vec<redis::Value> = store.pipeline_within(&pipe, Duration::from_secs(5)).await?;
+    let cmds: Vec<redis::Cmd> = live.iter().map(|(sid, _)| app_key_exists(key_prefix, sid)).collect();
+    let exists: Vec<redis::Value> = store.query_each(&cmds, Duration::from_secs(5)).await?;
     let rows =
         live.iter().zip(&exists).map(|((sid, start), e)| Row { sid, last_ms: *start, flask: true, app_key_exists: redis::from_redis_value(e).unwrap_or(true) });
     Ok(classify(rows, idle_timeout_ms, now_ms))
@@ -164,11 +187,12 @@ pub async fn find_ended_light(
 /// Fields of a light record that has not ended (`END` appends three).
 const LIGHT_FIELDS: usize = 11;
 
-fn app_key_exists(pipe: &mut redis::Pipeline, key_prefix: Option<&str>, sid: &str) {
+/// `EXISTS` of the app's key for `sid`; without a prefix, a command that answers 1.
+fn app_key_exists(key_prefix: Option<&str>, sid: &str) -> redis::Cmd {
     match key_prefix {
-        Some(prefix) => pipe.exists(keys::flask_session(prefix, sid)),
-        None => pipe.cmd("ECHO").arg(1),
-    };
+        Some(prefix) => redis::cmd("EXISTS").arg(keys::flask_session(prefix, sid)).clone(),
+        None => redis::cmd("ECHO").arg(1).clone(),
+    }
 }
 
 /// What the sweep knows about one session.
@@ -217,7 +241,7 @@ impl<'a> EndedWalk<'a> {
     /// `buckets` is [`keys::light_buckets`] of now (their live records; ended ones are in
     /// their `:ended` twins, which the walk does not read).
     pub fn new(store: &'a RedisStore, key_prefix: Option<&'a str>, idle_timeout_ms: i64, buckets: &'a [keys::LightBucket]) -> Self {
-        let mut sources = vec![Scan::Set(keys::ACTIVE_SESSIONS)];
+        let mut sources = vec![Scan::Set(keys::active_sessions())];
         sources.extend(buckets.iter().map(|b| Scan::Hash(&b.key)));
         EndedWalk { store, key_prefix, idle_timeout_ms, sources: sources.into_iter(), scan: None }
     }

@@ -357,7 +357,7 @@ pub fn light_record(t: &Touch, light: &LightStart<'_>, privacy: &Privacy) -> Str
 /// of each key they share, the active, recent and online sets and each touch's period hashes
 /// and `page_sessions` zsets, but for those in `expired` (the batch expired them already).
 pub fn batch_expiries<'a>(pipe: &mut redis::Pipeline, touches: impl Iterator<Item = &'a Touch>, ttl_secs: u64, expired: &std::collections::BTreeSet<String>) {
-    let mut shared: std::collections::BTreeSet<String> = [keys::ACTIVE_SESSIONS, keys::RECENT_SESSIONS, keys::ONLINE_SESSIONS].map(str::to_owned).into();
+    let mut shared: std::collections::BTreeSet<String> = [keys::active_sessions(), keys::recent_sessions(), keys::online_sessions()].map(str::to_owned).into();
     let mut any = false;
     for t in touches {
         any = true;
@@ -370,7 +370,7 @@ pub fn batch_expiries<'a>(pipe: &mut redis::Pipeline, touches: impl Iterator<Ite
     if !any {
         return;
     }
-    pipe.zremrangebyrank(keys::RECENT_SESSIONS, 0, -(keys::RECENT_SESSIONS_CAP as isize) - 1).ignore();
+    pipe.zremrangebyrank(keys::recent_sessions(), 0, -(keys::RECENT_SESSIONS_CAP as isize) - 1).ignore();
     for key in shared.difference(expired) {
         pipe.expire(key, ttl_secs as i64).ignore();
     }
@@ -390,15 +390,15 @@ pub fn touch_cmd(t: &Touch, ttl_secs: u64, anonymous_ttl_secs: u64, actions_cap:
     c.arg(touch_sha())
         .arg(10)
         .arg(keys::analytics_session(&t.sid))
-        .arg(keys::ACTIVE_SESSIONS)
+        .arg(keys::active_sessions())
         .arg(keys::user_sessions(user))
         .arg(keys::active_user(user))
         .arg(keys::analytics_period(Period::Day, &day))
         .arg(keys::analytics_period(Period::Hour, &hour))
         .arg(keys::aal2_event(&t.sid, t.last_ts_ms / 1000))
         .arg(keys::session_actions(&t.sid))
-        .arg(keys::RECENT_SESSIONS)
-        .arg(keys::ONLINE_SESSIONS)
+        .arg(keys::recent_sessions())
+        .arg(keys::online_sessions())
         .arg(&t.sid)
         .arg(user)
         .arg(t.first_ts_ms)
@@ -490,15 +490,15 @@ fn end_cmd(sid: &str, ts_ms: i64, reason: &str, at_last_activity: bool, idle_che
     c.arg(end_sha())
         .arg(5)
         .arg(keys::analytics_session(sid))
-        .arg(keys::ACTIVE_SESSIONS)
+        .arg(keys::active_sessions())
         .arg(keys::analytics_period(Period::Day, &Period::Day.label(ts_ms)))
         .arg(keys::analytics_period(Period::Hour, &Period::Hour.label(ts_ms)))
-        .arg(keys::ONLINE_SESSIONS)
+        .arg(keys::online_sessions())
         .arg(sid)
         .arg(ts_ms)
         .arg(reason)
         .arg(ttl_secs)
-        .arg(keys::ACTIVE_USER_PREFIX)
+        .arg(keys::active_user_prefix())
         .arg(if at_last_activity { "1" } else { "0" })
         .arg(bounds.join(","))
         .arg(idle_check_ms);

@@ -7,6 +7,7 @@
 pub mod cpu_affinity;
 pub mod funnel;
 pub mod privacy;
+pub mod redis_target;
 pub mod route_template;
 pub mod rules;
 pub mod runtime_dir;

@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::config::privacy::IpMode;
+use crate::config::redis_target::{self, RedisTarget};
 use crate::config::rules::{Requirement, Rule};
 use crate::config::secret::Secret;
 use crate::config::security::SecuritySection;
@@ -152,7 +153,11 @@ impl Default for UpstreamSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSection {
-    /// `REDIS_URL`; may carry a password, so it is treated as a secret.
+    /// `REDIS_MODE`: `standalone`, `cluster` or `sentinel`; empty, inferred from `url`'s form
+    /// (see [`crate::config::redis_target`]).
+    pub mode: String,
+    /// `REDIS_URL`: one URL, cluster seeds, or `redis+sentinel://…/master`; may carry a
+    /// password, so it is treated as a secret.
     pub url: Secret,
     pub connect_timeout_ms: u64,
     /// Per-command deadline on the request path; a slow Redis must not become a slow proxy.
@@ -161,7 +166,7 @@ pub struct RedisSection {
 
 impl Default for RedisSection {
     fn default() -> Self {
-        Self { url: Secret::new("redis://127.0.0.1:6379/0"), connect_timeout_ms: 1_000, command_timeout_ms: 250 }
+        Self { mode: String::new(), url: Secret::new("redis://127.0.0.1:6379/0"), connect_timeout_ms: 1_000, command_timeout_ms: 250 }
     }
 }
 
@@ -469,6 +474,8 @@ pub struct Config {
     pub upstream_addr: String,
     pub upstream_host: String,
     pub redis: RedisSection,
+    /// `redis.mode` and `redis.url`, parsed.
+    pub redis_target: RedisTarget,
     pub session: SessionSection,
     pub kratos: KratosSection,
     pub auth: AuthSection,
@@ -528,6 +535,7 @@ impl Config {
 /// Environment variables we read, in one place (the README's table lists the same).
 pub mod env {
     pub const REDIS_URL: &str = "REDIS_URL";
+    pub const REDIS_MODE: &str = "REDIS_MODE";
     pub const SESSION_SECRET_KEY: &str = "SESSION_SECRET_KEY";
     pub const SESSION_SECRET_KEY_FALLBACKS: &str = "SESSION_SECRET_KEY_FALLBACKS";
     pub const SESSION_USE_SIGNER: &str = "SESSION_USE_SIGNER";
@@ -605,6 +613,7 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
         let s_trusted = self.over(STING_TRUSTED_PROXIES, "server.trusted_proxies", &mut f.server.trusted_proxies, list)?;
         let s_upstream = self.over(STING_UPSTREAM, "upstream.url", &mut f.upstream.url, text)?;
         let s_redis = self.over(REDIS_URL, "redis.url", &mut f.redis.url, |v| Ok(Secret::new(v)))?;
+        let s_mode = self.over(REDIS_MODE, "redis.mode", &mut f.redis.mode, text)?;
         let s_secret = self.over(SESSION_SECRET_KEY, "session.secret_key", &mut f.session.secret_key, |v| Ok(Secret::new(v)))?;
         self.over(SESSION_SECRET_KEY_FALLBACKS, "session.secret_key_fallbacks", &mut f.session.secret_key_fallbacks, |v| {
             list(v).map(|l| l.into_iter().map(Secret::new).collect())
@@ -658,13 +667,8 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
 
         let (upstream_addr, upstream_host) = parse_http_url(&f.upstream.url).map_err(|m| invalid("upstream.url", &s_upstream, m))?;
 
-        let redis_url = f.redis.url.expose();
-        if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://") || redis_url.starts_with("unix://")) {
-            return Err(invalid("redis.url", &s_redis, "must start with redis://, rediss:// or unix://".into()));
-        }
-        if redis::Client::open(redis_url).is_err() {
-            return Err(invalid("redis.url", &s_redis, "is not a valid Redis URL".into()));
-        }
+        let redis_target = redis_target::parse(&f.redis.mode, f.redis.url.expose())
+            .map_err(|(key, message)| invalid(key, if key == "redis.mode" { &s_mode } else { &s_redis }, message))?;
         if f.redis.command_timeout_ms == 0 {
             return Err(invalid("redis.command_timeout_ms", &fs, "must be at least 1".into()));
         }
@@ -843,6 +847,7 @@ impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
             upstream_addr,
             upstream_host,
             redis: f.redis,
+            redis_target,
             session: f.session,
             kratos: f.kratos,
             auth: f.auth,

@@ -54,7 +54,7 @@ impl ServeHttp for AdminApp {
             "/metrics" => {
                 let m = crate::observe::metrics::metrics();
                 // The gauge is read at scrape time: one SCARD per scrape, none per request.
-                if let Ok(n) = self.store.query::<i64>(redis::cmd("SCARD").arg(crate::store::keys::ACTIVE_SESSIONS)).await {
+                if let Ok(n) = self.store.query::<i64>(redis::cmd("SCARD").arg(crate::store::keys::active_sessions())).await {
                     m.active_sessions.set(n);
                 }
                 let body = m.render();

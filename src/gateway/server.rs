@@ -35,9 +35,8 @@ use crate::store::RedisStore;
 /// Builds every service and blocks until shutdown.
 pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
-    let store =
-        RedisStore::new(cfg.redis.url.expose(), Duration::from_millis(cfg.redis.connect_timeout_ms), Duration::from_millis(cfg.redis.command_timeout_ms))
-            .context("redis.url")?;
+    let store = RedisStore::new(&cfg.redis_target, Duration::from_millis(cfg.redis.connect_timeout_ms), Duration::from_millis(cfg.redis.command_timeout_ms))
+        .context("redis.url")?;
 
     let revocations = Arc::new(Revocations::new(cfg.revocation_keep()));
     // How addresses and personal fields are kept: one for the writer, the log, the API.
@@ -78,10 +77,7 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
-    server.add_service(background_service(
-        "revocation-listener",
-        RevocationListener { redis_url: cfg.redis.url.expose().to_owned(), store: store.clone(), revocations: revocations.clone() },
-    ));
+    server.add_service(background_service("revocation-listener", RevocationListener { store: store.clone(), revocations: revocations.clone() }));
 
     // Analytics: the writer and the lifecycle services, all off the request path.
     let capture = if cfg.analytics.enabled {
@@ -89,7 +85,7 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
         // Its own connection: batches may take longer than a request-path command may, and the
         // writer drives it from its own runtime (see `writer::Writer::start`).
         let analytics_store =
-            RedisStore::new(cfg.redis.url.expose(), Duration::from_millis(cfg.redis.connect_timeout_ms), writer::BATCH_TIMEOUT).context("redis.url")?;
+            RedisStore::new(&cfg.redis_target, Duration::from_millis(cfg.redis.connect_timeout_ms), writer::BATCH_TIMEOUT).context("redis.url")?;
         let (handle, writer) = writer::channel(&cfg.analytics, &cfg.security, cfg.session.lifetime_secs(), analytics_store.clone(), grace, privacy.clone())
             .context("analytics")?;
         server.add_service(background_service("analytics-writer", writer.pinned_to(cfg.server.analytics_cpu)));
@@ -97,7 +93,7 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
             server.add_service(background_service(
                 "session-expiry-listener",
                 ExpiryListener {
-                    redis_url: cfg.redis.url.expose().to_owned(),
+                    store: store.clone(),
                     key_prefix: cfg.session.key_prefix.clone(),
                     ids: SessionIds::for_session(&cfg.session),
                     capture: handle.clone(),
@@ -112,7 +108,7 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
                 enforcer: Enforcer::new(&cfg),
                 store: analytics_store.clone(),
             });
-            let alerts = AlertDispatcher::new(cfg.redis.url.expose(), cfg.security.webhook_secret.expose(), cfg.analytics.retention_days * 86_400, enforce)
+            let alerts = AlertDispatcher::new(analytics_store.clone(), cfg.security.webhook_secret.expose(), cfg.analytics.retention_days * 86_400, enforce)
                 .context("building the alert HTTP client")?;
             server.add_service(background_service("alert-dispatcher", alerts));
         }

@@ -1,7 +1,7 @@
 //! Sessions revoked through the API, refused by every proxy instance at once. I/O (Redis).
 //!
-//! A revocation is kept in Redis ([`keys::REVOKED_SESSIONS`], scored by when it may be forgotten)
-//! and announced on [`keys::REVOCATIONS_CHANNEL`]. Every instance keeps the set in memory: it
+//! A revocation is kept in Redis ([`keys::revoked_sessions()`], scored by when it may be forgotten)
+//! and announced on [`keys::revocations_channel()`]. Every instance keeps the set in memory: it
 //! subscribes to the channel, and loads the set whenever it (re)subscribes, so neither an
 //! instance that starts later nor one whose subscription dropped for a while misses one.
 //! The authenticator asks [`Revocations::contains`] for every
@@ -10,7 +10,7 @@
 //! one atomic load per request.
 //!
 //! Step-up marks (`security.actions.<detector> = "step_up"`) travel the same way: kept in
-//! [`keys::STEP_UP_SESSIONS`] (scored by when the mark was made) and announced on the same
+//! [`keys::step_up_sessions()`] (scored by when the mark was made) and announced on the same
 //! channel as `step_up:{ms}:{sid}`; `stepped_up:{sid}` clears one everywhere once the session has
 //! authenticated again with a second factor. A bare sid on the channel is a revocation.
 
@@ -116,12 +116,12 @@ impl Revocations {
     /// Loads every revocation still kept in Redis; returns how many.
     pub async fn load(&self, store: &RedisStore) -> Result<usize, StoreError> {
         let now = chrono::Utc::now().timestamp_millis();
-        let ids: Vec<String> = store.query(redis::cmd("ZRANGE").arg(keys::REVOKED_SESSIONS).arg(now).arg("+inf").arg("BYSCORE")).await?;
+        let ids: Vec<String> = store.query(redis::cmd("ZRANGE").arg(keys::revoked_sessions()).arg(now).arg("+inf").arg("BYSCORE")).await?;
         for id in &ids {
             self.insert(id);
         }
         let marks: Vec<(String, i64)> = store
-            .query(redis::cmd("ZRANGE").arg(keys::STEP_UP_SESSIONS).arg(now - self.keep.as_millis() as i64).arg("+inf").arg("BYSCORE").arg("WITHSCORES"))
+            .query(redis::cmd("ZRANGE").arg(keys::step_up_sessions()).arg(now - self.keep.as_millis() as i64).arg("+inf").arg("BYSCORE").arg("WITHSCORES"))
             .await?;
         // Marks cleared while this instance was not listening must go too.
         self.step_up.invalidate_all();
@@ -146,12 +146,12 @@ pub async fn publish(store: &RedisStore, sids: &[String], keep: Duration) -> Res
     let mut pipe = redis::pipe();
     pipe.atomic();
     for sid in sids {
-        pipe.zadd(keys::REVOKED_SESSIONS, sid, until).ignore();
+        pipe.zadd(keys::revoked_sessions(), sid, until).ignore();
     }
-    pipe.cmd("ZREMRANGEBYSCORE").arg(keys::REVOKED_SESSIONS).arg("-inf").arg(format!("({now}")).ignore();
-    pipe.expire(keys::REVOKED_SESSIONS, keep.as_secs() as i64 + 60).ignore();
+    pipe.cmd("ZREMRANGEBYSCORE").arg(keys::revoked_sessions()).arg("-inf").arg(format!("({now}")).ignore();
+    pipe.expire(keys::revoked_sessions(), keep.as_secs() as i64 + 60).ignore();
     for sid in sids {
-        pipe.publish(keys::REVOCATIONS_CHANNEL, sid).ignore();
+        pipe.publish(keys::revocations_channel(), sid).ignore();
     }
     store.pipeline::<()>(&pipe).await
 }
@@ -163,12 +163,12 @@ pub async fn publish_step_up(store: &RedisStore, sids: &[String], keep: Duration
     let mut pipe = redis::pipe();
     pipe.atomic();
     for sid in sids {
-        pipe.zadd(keys::STEP_UP_SESSIONS, sid, now).ignore();
+        pipe.zadd(keys::step_up_sessions(), sid, now).ignore();
     }
-    pipe.cmd("ZREMRANGEBYSCORE").arg(keys::STEP_UP_SESSIONS).arg("-inf").arg(format!("({}", now - keep.as_millis() as i64)).ignore();
-    pipe.expire(keys::STEP_UP_SESSIONS, keep.as_secs() as i64 + 60).ignore();
+    pipe.cmd("ZREMRANGEBYSCORE").arg(keys::step_up_sessions()).arg("-inf").arg(format!("({}", now - keep.as_millis() as i64)).ignore();
+    pipe.expire(keys::step_up_sessions(), keep.as_secs() as i64 + 60).ignore();
     for sid in sids {
-        pipe.publish(keys::REVOCATIONS_CHANNEL, format!("{STEP_UP_MESSAGE}{now}:{sid}")).ignore();
+        pipe.publish(keys::revocations_channel(), format!("{STEP_UP_MESSAGE}{now}:{sid}")).ignore();
     }
     store.pipeline::<()>(&pipe).await
 }
@@ -176,22 +176,22 @@ pub async fn publish_step_up(store: &RedisStore, sids: &[String], keep: Duration
 /// Clears `sid`'s step-up mark everywhere: it authenticated again with a second factor.
 pub async fn publish_stepped_up(store: &RedisStore, sid: &str) -> Result<(), StoreError> {
     let mut pipe = redis::pipe();
-    pipe.atomic().zrem(keys::STEP_UP_SESSIONS, sid).ignore().publish(keys::REVOCATIONS_CHANNEL, format!("{STEPPED_UP_MESSAGE}{sid}")).ignore();
+    pipe.atomic().zrem(keys::step_up_sessions(), sid).ignore().publish(keys::revocations_channel(), format!("{STEPPED_UP_MESSAGE}{sid}")).ignore();
     store.pipeline::<()>(&pipe).await
 }
 
 /// Keeps [`Revocations`] current from the channel (background service).
 pub struct RevocationListener {
-    pub redis_url: String,
+    /// Subscribes on one of its servers: a `PUBLISH` reaches every node of a cluster.
     pub store: RedisStore,
     pub revocations: Arc<Revocations>,
 }
 
 impl RevocationListener {
-    async fn listen(&self) -> redis::RedisResult<()> {
-        let client = redis::Client::open(self.redis_url.as_str())?;
+    async fn listen(&self) -> Result<(), StoreError> {
+        let client = self.store.node_clients().await?.into_iter().next().ok_or(StoreError::NotConnected)?;
         let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(keys::REVOCATIONS_CHANNEL).await?;
+        pubsub.subscribe(keys::revocations_channel()).await?;
         // Subscribed first, then loaded: a revocation made in between is in one or the other.
         match self.revocations.load(&self.store).await {
             Ok(n) => tracing::info!(revoked = n, "listening for session revocations"),

@@ -59,6 +59,8 @@ pub struct Metrics {
     /// `op`: `query`, `pipeline`.
     pub redis_seconds: HistogramVec,
     pub redis_errors: IntCounterVec,
+    /// Sentinel named another master and the connection moved to it.
+    pub redis_master_changes: IntCounter,
     pub analytics_queued: IntCounter,
     pub analytics_written: IntCounter,
     pub analytics_retried: IntCounter,
@@ -155,6 +157,7 @@ impl Metrics {
             )
             .expect("valid histogram"),
             redis_errors: counter_vec("redis_errors_total", "Redis round trips that failed or timed out.", &["op"]),
+            redis_master_changes: counter("redis_master_changes_total", "Times Sentinel named another Redis master and the proxy's connection moved to it."),
             analytics_queued: counter("analytics_events_queued_total", "Analytics events handed to the writer."),
             analytics_written: counter("analytics_events_written_total", "Analytics events written to Redis."),
             analytics_retried: counter("analytics_batch_retries_total", "Analytics batch writes retried after a transient error."),
@@ -198,6 +201,7 @@ impl Metrics {
             Box::new(m.kratos_circuit_state.clone()),
             Box::new(m.redis_seconds.clone()),
             Box::new(m.redis_errors.clone()),
+            Box::new(m.redis_master_changes.clone()),
             Box::new(m.analytics_queued.clone()),
             Box::new(m.analytics_written.clone()),
             Box::new(m.analytics_retried.clone()),

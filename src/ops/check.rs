@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::store::{connection, RedisStore};
 
 /// Runs every check, printing one line each; returns whether all passed.
 pub fn run(cfg: &Config) -> anyhow::Result<bool> {
@@ -48,22 +49,29 @@ async fn run_async(cfg: &Config) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
+/// `PING` and the settings that matter, on every server holding keys (each cluster master).
 async fn redis_report(cfg: &Config) -> anyhow::Result<Vec<String>> {
-    let client = redis::Client::open(cfg.redis.url.expose())?;
     let timeout = Duration::from_millis(cfg.redis.connect_timeout_ms.max(1000));
-    let mut conn =
-        tokio::time::timeout(timeout, client.get_multiplexed_async_connection()).await.map_err(|_| anyhow::anyhow!("no connection within {timeout:?}"))??;
-    let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-    let mut lines = Vec::new();
-    let policy: Option<(String, String)> = redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut conn).await.ok();
-    match policy.map(|p| p.1) {
-        Some(p) => lines.push(format!("maxmemory-policy = {p}: {}", advise_policy(&p))),
-        None => lines.push("maxmemory-policy: unknown (CONFIG GET refused)".into()),
-    }
-    let events: Option<(String, String)> = redis::cmd("CONFIG").arg("GET").arg("notify-keyspace-events").query_async(&mut conn).await.ok();
-    match events.map(|e| e.1) {
-        Some(e) => lines.push(format!("notify-keyspace-events = {e:?}: {}", advise_events(&e))),
-        None => lines.push("notify-keyspace-events: unknown (CONFIG GET refused)".into()),
+    let store = RedisStore::new(&cfg.redis_target, timeout, timeout)?;
+    tokio::time::timeout(timeout * 2, store.connect_once()).await.map_err(|_| anyhow::anyhow!("no connection within {timeout:?}"))??;
+    store.ping().await?;
+    let mut lines = vec![format!("redis: {}", cfg.redis_target.describe())];
+    let clients = store.node_clients().await?;
+    for client in &clients {
+        let label = if clients.len() > 1 { format!("{}: ", connection::address_of(client)) } else { String::new() };
+        let mut conn = tokio::time::timeout(timeout, client.get_multiplexed_async_connection())
+            .await
+            .map_err(|_| anyhow::anyhow!("{label}no connection within {timeout:?}"))??;
+        let policy: Option<(String, String)> = redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut conn).await.ok();
+        match policy.map(|p| p.1) {
+            Some(p) => lines.push(format!("{label}maxmemory-policy = {p}: {}", advise_policy(&p))),
+            None => lines.push(format!("{label}maxmemory-policy: unknown (CONFIG GET refused)")),
+        }
+        let events: Option<(String, String)> = redis::cmd("CONFIG").arg("GET").arg("notify-keyspace-events").query_async(&mut conn).await.ok();
+        match events.map(|e| e.1) {
+            Some(e) => lines.push(format!("{label}notify-keyspace-events = {e:?}: {}", advise_events(&e))),
+            None => lines.push(format!("{label}notify-keyspace-events: unknown (CONFIG GET refused)")),
+        }
     }
     Ok(lines)
 }

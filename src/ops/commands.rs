@@ -141,7 +141,7 @@ pub fn run(cfg: &Config, op: Ops, json: bool) -> anyhow::Result<bool> {
 async fn connect(cfg: &Config) -> anyhow::Result<RedisStore> {
     // Scans and repairs may take longer per round trip than a request may.
     let command_timeout = Duration::from_millis(cfg.redis.command_timeout_ms).max(Duration::from_secs(10));
-    let store = RedisStore::new(cfg.redis.url.expose(), Duration::from_millis(cfg.redis.connect_timeout_ms.max(1000)), command_timeout)
+    let store = RedisStore::new(&cfg.redis_target, Duration::from_millis(cfg.redis.connect_timeout_ms.max(1000)), command_timeout)
         .context("redis.url is not a valid Redis URL")?;
     // The URL may carry a password: name the key, not the value.
     store.connect_once().await.map_err(|e| anyhow!("cannot reach Redis (redis.url / REDIS_URL): {e}"))?;

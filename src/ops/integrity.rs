@@ -66,15 +66,15 @@ pub async fn validate(store: &RedisStore, s: &Settings, progress: &mut Progress)
             progress,
             Finding::new("active_without_record", "active sessions whose record is missing or already ended"),
             false,
-            vec![(keys::ACTIVE_SESSIONS.to_owned(), Rule::Live)],
+            vec![(keys::active_sessions().to_owned(), Rule::Live)],
         )
         .await?,
     );
-    let user_sets: Vec<(String, Rule)> = key_names(store, &format!("{}*", keys::ACTIVE_USER_PREFIX), progress)
+    let user_sets: Vec<(String, Rule)> = key_names(store, &format!("{}*", keys::active_user_prefix()), progress)
         .await?
         .into_iter()
         .map(|k| {
-            let user = k[keys::ACTIVE_USER_PREFIX.len()..].to_owned();
+            let user = k[keys::active_user_prefix().len()..].to_owned();
             (k, Rule::OwnedBy(user))
         })
         .collect();
@@ -89,7 +89,7 @@ pub async fn validate(store: &RedisStore, s: &Settings, progress: &mut Progress)
         )
         .await?,
     );
-    let mut indexes = vec![(keys::RECENT_SESSIONS.to_owned(), Rule::Exists)];
+    let mut indexes = vec![(keys::recent_sessions().to_owned(), Rule::Exists)];
     indexes.extend(key_names(store, &keys::user_sessions("*"), progress).await?.into_iter().map(|k| (k, Rule::Exists)));
     out.push(
         check_members(
@@ -109,7 +109,7 @@ pub async fn validate(store: &RedisStore, s: &Settings, progress: &mut Progress)
             progress,
             Finding::new("online_dangling", "who-is-online entries whose session record is missing or already ended"),
             true,
-            vec![(keys::ONLINE_SESSIONS.to_owned(), Rule::Live)],
+            vec![(keys::online_sessions().to_owned(), Rule::Live)],
         )
         .await?,
     );
@@ -214,7 +214,7 @@ async fn check_members(
 async fn ttl_checks(store: &RedisStore, s: &Settings, progress: &mut Progress) -> Result<(Finding, Finding), StoreError> {
     let mut none = Finding::new("no_ttl", "proxy keys without a TTL (they would never expire)");
     let mut long = Finding::new("ttl_over_retention", "proxy keys set to live longer than their retention (shortened with --fix)");
-    for prefix in keys::OWNED_PREFIXES {
+    for prefix in keys::owned_prefixes() {
         let pattern = format!("{prefix}*");
         let mut scan = store.scanner(Scan::Keys(&pattern), SCAN_BATCH);
         while let Some(batch) = scan.next_batch().await? {
@@ -224,30 +224,28 @@ async fn ttl_checks(store: &RedisStore, s: &Settings, progress: &mut Progress) -
             }
             none.examined += ours.len() as u64;
             long.examined += ours.len() as u64;
-            let mut pipe = redis::pipe();
-            for k in &ours {
-                pipe.ttl(k);
-            }
-            let ttls: Vec<i64> = store.pipeline_within(&pipe, Duration::from_secs(10)).await?;
-            let (mut give, mut shorten) = (redis::pipe(), redis::pipe());
+            // Key by key: the Kratos cache spreads over a cluster's slots.
+            let ttl_cmds: Vec<redis::Cmd> = ours.iter().map(|k| redis::cmd("TTL").arg(k).clone()).collect();
+            let ttls: Vec<i64> = store.query_each(&ttl_cmds, Duration::from_secs(10)).await?;
+            let (mut give, mut shorten) = (Vec::new(), Vec::new());
             for (k, t) in ours.iter().zip(ttls) {
                 let want = ttl_for(k, s);
-                if t == -1 && keys::CONFIGURATION_KEYS.contains(&k.as_str()) {
+                if t == -1 && keys::configuration_keys().contains(&k.as_str()) {
                     // Configuration (alert rules, funnel definitions): kept without a TTL on purpose.
                     continue;
                 }
                 if t == -1 {
                     none.note(k.clone());
-                    give.expire(k, want as i64);
+                    give.push(redis::cmd("EXPIRE").arg(k).arg(want).clone());
                 } else if t > (want + ttl_slack(k)) as i64 {
                     long.note(format!("{k} ({} days)", t / 86_400));
-                    shorten.expire(k, want as i64);
+                    shorten.push(redis::cmd("EXPIRE").arg(k).arg(want).clone());
                 }
             }
             if s.fix {
-                for (pipe, f) in [(give, &mut none), (shorten, &mut long)] {
-                    if pipe.cmd_iter().next().is_some() {
-                        let set: Vec<i64> = store.pipeline_within(&pipe, Duration::from_secs(10)).await?;
+                for (cmds, f) in [(give, &mut none), (shorten, &mut long)] {
+                    if !cmds.is_empty() {
+                        let set: Vec<i64> = store.query_each(&cmds, Duration::from_secs(10)).await?;
                         f.fixed += set.iter().filter(|r| **r == 1).count() as u64;
                     }
                 }
@@ -261,7 +259,7 @@ async fn ttl_checks(store: &RedisStore, s: &Settings, progress: &mut Progress) -
 /// How much longer than [`ttl_for`] a key may live without being over its retention: keys that
 /// expire at the end of a UTC day (light-record buckets, per-period sets) get that day.
 fn ttl_slack(key: &str) -> u64 {
-    if key.starts_with(keys::ANALYTICS_PREFIX) {
+    if key.starts_with(keys::analytics_prefix()) {
         86_400
     } else {
         60
@@ -270,13 +268,13 @@ fn ttl_slack(key: &str) -> u64 {
 
 /// The TTL a key of the proxy's should carry, by its documented pattern.
 pub fn ttl_for(key: &str, s: &Settings) -> u64 {
-    if key.starts_with(keys::AAL2_PREFIX) {
+    if key.starts_with(keys::aal2_prefix()) {
         keys::AAL2_EVENT_TTL_SECS
-    } else if key.starts_with(keys::ANALYTICS_WRITER_PREFIX) || key.starts_with(keys::LEGACY_ANALYTICS_BATCH_PREFIX) {
+    } else if key.starts_with(keys::analytics_writer_prefix()) || key.starts_with(keys::legacy_analytics_batch_prefix()) {
         keys::ANALYTICS_WRITER_TTL_SECS
     } else if key.starts_with(keys::KRATOS_CACHE_PREFIX) {
         s.kratos_cache_secs
-    } else if key == keys::REVOKED_SESSIONS || key == keys::STEP_UP_SESSIONS {
+    } else if key == keys::revoked_sessions() || key == keys::step_up_sessions() {
         s.revocation_keep_secs
     } else {
         s.retention_secs

@@ -1,24 +1,32 @@
 //! The Redis handle shared by the request path, the admin endpoints and background work. I/O.
 //!
-//! Cloning a [`RedisStore`] is shallow (one `Arc`). The connection is a redis-rs
-//! `ConnectionManager` (one multiplexed connection that reconnects by itself). It is made by
-//! [`RedisStore::connect_forever`], run as a background service, so the proxy starts and serves
-//! public routes even when Redis is down at boot (fail open for public routes, see
-//! `docs/operations.md`). Until then every call fails fast with [`StoreError::NotConnected`].
+//! Cloning a [`RedisStore`] is shallow (one `Arc`). Its connection (see [`super::connection`])
+//! is a redis-rs `ConnectionManager` to one server (standalone, or the master Sentinel names
+//! now) or a cluster connection that routes each command by slot; both reconnect by themselves.
+//! It is made by [`RedisStore::connect_forever`], run as a background service, so the proxy
+//! starts and serves public routes even when Redis is down at boot (fail open for public routes,
+//! see `docs/operations.md`). Until then every call fails fast with [`StoreError::NotConnected`].
 //!
 //! Fail fast while Redis is down: once a call fails for want of Redis (connection refused or
 //! dropped, or [`TIMEOUTS_TO_TRIP`] calls in a row without an answer in time: one slow reply
 //! alone does not trip it), the next calls fail at once with [`StoreError::Down`]
 //! instead of each waiting out the command timeout; one probe call per [`PROBE_INTERVAL`]
 //! goes through, and the first that succeeds ends the outage (the circuit-breaker idea).
+//!
+//! Sentinel: a call that finds the master unreachable, or answers `READONLY` (the old master,
+//! back as a replica), makes the store ask the sentinels again, at most once per
+//! [`PROBE_INTERVAL`]; when they name another master, the connection moves to it.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::FromRedisValue;
 
+use crate::config::redis_target::{RedisMode, RedisTarget};
 use crate::store::circuit_breaker::{CircuitBreaker, CircuitState};
+use crate::store::connection::{self, StoreConnection, Timeouts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -45,7 +53,7 @@ fn observe(op: &'static str, started: std::time::Instant, ok: bool) {
 /// What a [`Scanner`] walks.
 #[derive(Debug, Clone, Copy)]
 pub enum Scan<'a> {
-    /// Keys matching a `MATCH` pattern.
+    /// Keys matching a `MATCH` pattern (on every master of a cluster).
     Keys(&'a str),
     /// The members of a set.
     Set(&'a str),
@@ -61,12 +69,16 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    client: redis::Client,
-    conn: OnceLock<ConnectionManager>,
-    connect_timeout: Duration,
-    command_timeout: Duration,
+    target: RedisTarget,
+    timeouts: Timeouts,
+    conn: RwLock<Option<StoreConnection>>,
     /// Open while Redis is unreachable: calls fail fast, one probe per [`PROBE_INTERVAL`].
     breaker: CircuitBreaker,
+    /// Sentinel: the address of the master the connection goes to, a search for the master
+    /// under way, and when the sentinels were last asked.
+    master: Mutex<Option<String>>,
+    finding_master: AtomicBool,
+    last_asked: Mutex<Option<Instant>>,
 }
 
 /// While Redis is down, one call per interval is let through to find out whether it is back.
@@ -96,11 +108,20 @@ impl Inner {
             _ => {}
         }
     }
+
+    fn connection(&self) -> Option<StoreConnection> {
+        self.conn.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_connection(&self, c: StoreConnection) {
+        *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(c);
+    }
 }
 
 impl StoreError {
-    /// Worth retrying: the connection or Redis itself was briefly unavailable. Anything else
-    /// (a script error, a wrong type) would fail the same way again.
+    /// Worth retrying: the connection or Redis itself was briefly unavailable (a cluster
+    /// promoting a replica, a Sentinel master that moved). Anything else (a script error, a
+    /// wrong type) would fail the same way again.
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::NotConnected | StoreError::Timeout(_) | StoreError::Down => true,
@@ -109,13 +130,21 @@ impl StoreError {
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
-                    || matches!(e.kind(), redis::ErrorKind::BusyLoadingError | redis::ErrorKind::TryAgain)
+                    || matches!(
+                        e.kind(),
+                        redis::ErrorKind::BusyLoadingError
+                            | redis::ErrorKind::TryAgain
+                            | redis::ErrorKind::ClusterDown
+                            | redis::ErrorKind::MasterDown
+                            | redis::ErrorKind::ReadOnly
+                            | redis::ErrorKind::Moved
+                            | redis::ErrorKind::Ask
+                            | redis::ErrorKind::ClusterConnectionNotFound
+                    )
             }
         }
     }
-}
 
-impl StoreError {
     /// Redis could not be reached (as opposed to answering with an error).
     fn means_unreachable(&self) -> bool {
         match self {
@@ -124,24 +153,38 @@ impl StoreError {
             StoreError::Redis(e) => e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal(),
         }
     }
+
+    /// The server that answered is no master (any more): a Sentinel failover happened.
+    fn means_master_moved(&self) -> bool {
+        matches!(self, StoreError::Redis(e) if e.kind() == redis::ErrorKind::ReadOnly)
+    }
 }
 
 impl RedisStore {
-    /// A handle for `url`; does no I/O until [`RedisStore::connect_forever`] runs.
-    pub fn new(url: &str, connect_timeout: Duration, command_timeout: Duration) -> redis::RedisResult<Self> {
+    /// A handle for `target`; does no I/O until [`RedisStore::connect_forever`] runs.
+    pub fn new(target: &RedisTarget, connect_timeout: Duration, command_timeout: Duration) -> redis::RedisResult<Self> {
+        if let RedisTarget::Standalone { url } = target {
+            redis::Client::open(url.as_str())?;
+        }
         Ok(Self {
             inner: Arc::new(Inner {
-                client: redis::Client::open(url)?,
-                conn: OnceLock::new(),
-                connect_timeout,
-                command_timeout,
+                target: target.clone(),
+                timeouts: Timeouts { connect: connect_timeout, command: command_timeout },
+                conn: RwLock::new(None),
                 breaker: CircuitBreaker::new(TIMEOUTS_TO_TRIP, PROBE_INTERVAL),
+                master: Mutex::new(None),
+                finding_master: AtomicBool::new(false),
+                last_asked: Mutex::new(None),
             }),
         })
     }
 
+    pub fn mode(&self) -> RedisMode {
+        self.inner.target.mode()
+    }
+
     /// Connects, retrying with capped backoff until it succeeds; later drops are repaired by the
-    /// `ConnectionManager` itself.
+    /// connection itself.
     pub async fn connect_forever(&self) {
         let mut delay = Duration::from_millis(100);
         while let Err(e) = self.connect_once().await {
@@ -153,33 +196,58 @@ impl RedisStore {
 
     /// One connection attempt (the ops CLI's: it reports a failure instead of waiting).
     pub async fn connect_once(&self) -> Result<(), StoreError> {
-        if self.inner.conn.get().is_some() {
+        if self.is_connected() {
             return Ok(());
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.inner.connect_timeout)
-            .set_response_timeout(self.inner.command_timeout)
-            .set_number_of_retries(2)
-            .set_max_delay(500);
-        let conn = ConnectionManager::new_with_config(self.inner.client.clone(), config).await?;
-        if self.inner.conn.set(conn).is_ok() {
-            tracing::info!("connected to Redis");
+        let (conn, master) = self.open().await?;
+        let mut slot = self.inner.conn.write().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(conn);
+            *self.inner.master.lock().unwrap_or_else(|e| e.into_inner()) = master;
+            tracing::info!(redis = %self.inner.target.describe(), "connected to Redis");
         }
         Ok(())
     }
 
+    /// A new connection of the store's kind, apart from the shared one: for work that must not
+    /// queue behind (or in front of) the request path's commands.
+    pub async fn dedicated(&self) -> Result<StoreConnection, StoreError> {
+        Ok(self.open().await?.0)
+    }
+
+    /// A new connection, and for Sentinel the master's address it goes to.
+    async fn open(&self) -> Result<(StoreConnection, Option<String>), StoreError> {
+        let t = self.inner.timeouts;
+        Ok(match &self.inner.target {
+            RedisTarget::Standalone { url } => (StoreConnection::Single(connection::single(redis::Client::open(url.as_str())?, t).await?), None),
+            RedisTarget::Cluster { seeds } => (StoreConnection::Cluster(connection::cluster(seeds, t).await?), None),
+            RedisTarget::Sentinel { .. } => {
+                let client = connection::sentinel_master(&self.inner.target, t).await?;
+                let address = connection::address_of(&client);
+                (StoreConnection::Single(connection::single(client, t).await?), Some(address))
+            }
+        })
+    }
+
+    /// The deadline of one command.
+    pub fn command_timeout(&self) -> Duration {
+        self.inner.timeouts.command
+    }
+
     pub fn is_connected(&self) -> bool {
-        self.inner.conn.get().is_some()
+        self.inner.conn.read().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
     /// Runs one command within the command timeout.
     pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        self.round_trip("query", self.inner.command_timeout, |mut conn| async move { cmd.query_async(&mut conn).await }).await
+        self.round_trip("query", self.inner.timeouts.command, |mut conn| async move { cmd.query_async(&mut conn).await }).await
     }
 
-    /// Runs one pipeline (one round trip) within the command timeout.
+    /// Runs one pipeline (one round trip) within the command timeout. On a cluster every
+    /// command of a pipeline must hash to one slot (every owned key does, see `keys`); for
+    /// commands on keys of different slots (the app's session keys), use [`Self::query_each`].
     pub async fn pipeline<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StoreError> {
-        self.pipeline_within(pipe, self.inner.command_timeout).await
+        self.pipeline_within(pipe, self.inner.timeouts.command).await
     }
 
     /// Runs one pipeline within `timeout` (background batches may take longer than a request may).
@@ -187,15 +255,36 @@ impl RedisStore {
         self.round_trip("pipeline", timeout, |mut conn| async move { pipe.query_async(&mut conn).await }).await
     }
 
+    /// Runs single-key commands whose keys may lie in different cluster slots, and answers in
+    /// their order: one pipeline on one server, concurrent commands (routed each by its key)
+    /// on a cluster. Not atomic.
+    pub async fn query_each<T: FromRedisValue>(&self, cmds: &[redis::Cmd], timeout: Duration) -> Result<Vec<T>, StoreError> {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.mode() != RedisMode::Cluster {
+            let mut pipe = redis::pipe();
+            for c in cmds {
+                pipe.add_command(c.clone());
+            }
+            return self.pipeline_within(&pipe, timeout).await;
+        }
+        futures_util::future::try_join_all(
+            cmds.iter().map(|c| self.round_trip("query", timeout, move |mut conn| async move { c.query_async(&mut conn).await })),
+        )
+        .await
+    }
+
     /// One round trip: fails fast while Redis is down, bounds the wait, records the outcome.
     async fn round_trip<T, F, Fut>(&self, op: &'static str, timeout: Duration, call: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(StoreConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let conn = self.inner.conn.get().ok_or(StoreError::NotConnected)?.clone();
+        let conn = self.inner.connection().ok_or(StoreError::NotConnected)?;
         if !self.inner.breaker.allow() {
             observe("fail_fast", Instant::now(), false);
+            self.find_master_if_sentinel();
             return Err(StoreError::Down);
         }
         let started = Instant::now();
@@ -205,13 +294,100 @@ impl RedisStore {
         };
         self.inner.record(&r);
         observe(op, started, r.is_ok());
+        if let Err(e) = &r {
+            if e.means_unreachable() || e.means_master_moved() {
+                self.find_master_if_sentinel();
+            }
+        }
         r
     }
 
-    /// A walk over keys (`SCAN MATCH`), a set (`SSCAN`) or a sorted set (`ZSCAN`, scores
-    /// dropped) in batches of about `count`; see [`Scanner::next_batch`].
+    /// Sentinel only: asks the sentinels for the master again (in the background, one search at
+    /// a time, at most once per [`PROBE_INTERVAL`]) and moves the connection if it changed.
+    fn find_master_if_sentinel(&self) {
+        if self.mode() != RedisMode::Sentinel {
+            return;
+        }
+        {
+            let mut last = self.inner.last_asked.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < PROBE_INTERVAL) {
+                return;
+            }
+            if self.inner.finding_master.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            let r = store.follow_master().await;
+            store.inner.finding_master.store(false, Ordering::Release);
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "sentinels did not name a reachable master yet");
+            }
+        });
+    }
+
+    async fn follow_master(&self) -> Result<(), StoreError> {
+        let t = self.inner.timeouts;
+        let client = connection::sentinel_master(&self.inner.target, t).await?;
+        let address = connection::address_of(&client);
+        if self.inner.master.lock().unwrap_or_else(|e| e.into_inner()).as_deref() == Some(address.as_str()) {
+            return Ok(());
+        }
+        let conn = connection::single(client, t).await?;
+        self.inner.set_connection(StoreConnection::Single(conn));
+        let old = self.inner.master.lock().unwrap_or_else(|e| e.into_inner()).replace(address.clone());
+        crate::observe::metrics::metrics().redis_master_changes.inc();
+        tracing::warn!(from = old.as_deref().unwrap_or("-"), to = %address, "Sentinel named a new Redis master; connection moved");
+        Ok(())
+    }
+
+    /// The masters of a cluster (`host`, `port`), read from `CLUSTER NODES`; empty for one server.
+    pub async fn cluster_masters(&self) -> Result<Vec<(String, u16)>, StoreError> {
+        if self.mode() != RedisMode::Cluster {
+            return Ok(Vec::new());
+        }
+        let nodes: String = self.query(redis::cmd("CLUSTER").arg("NODES")).await?;
+        Ok(connection::parse_cluster_masters(&nodes))
+    }
+
+    /// A client for each server holding part of the keyspace, for subscriptions and checks:
+    /// the one server, the Sentinel master of the moment, or every cluster master.
+    pub async fn node_clients(&self) -> Result<Vec<redis::Client>, StoreError> {
+        Ok(match &self.inner.target {
+            RedisTarget::Standalone { url } => vec![redis::Client::open(url.as_str())?],
+            RedisTarget::Sentinel { .. } => vec![connection::sentinel_master(&self.inner.target, self.inner.timeouts).await?],
+            RedisTarget::Cluster { seeds } => {
+                let seed = seeds.first().map(String::as_str).unwrap_or_default();
+                match self.cluster_masters().await {
+                    Ok(masters) => masters.iter().map(|(host, port)| connection::node_client(seed, host, *port)).collect::<Result<_, _>>()?,
+                    // Before the first connection: the seeds are the cluster's nodes too.
+                    Err(StoreError::NotConnected) => seeds.iter().map(|s| redis::Client::open(s.as_str())).collect::<Result<_, _>>()?,
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+    }
+
+    /// Runs `cmd` on one cluster node (`SCAN` is per node); on one server, just runs it.
+    async fn query_on<T: FromRedisValue>(&self, cmd: &redis::Cmd, node: Option<&(String, u16)>) -> Result<T, StoreError> {
+        let Some((host, port)) = node else { return self.query(cmd).await };
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port });
+        self.round_trip("query", self.inner.timeouts.command, |conn| async move {
+            match conn {
+                StoreConnection::Cluster(mut c) => T::from_redis_value(&c.route_command(cmd, routing).await?),
+                StoreConnection::Single(mut c) => cmd.query_async(&mut c).await,
+            }
+        })
+        .await
+    }
+
+    /// A walk over keys (`SCAN MATCH`, on every master of a cluster), a set (`SSCAN`) or a
+    /// sorted set (`ZSCAN`, scores dropped) in batches of about `count`; see
+    /// [`Scanner::next_batch`].
     pub fn scanner<'a>(&'a self, what: Scan<'a>, count: usize) -> Scanner<'a> {
-        Scanner { store: self, what, count, cursor: 0, done: false }
+        Scanner { store: self, what, count, cursor: 0, done: false, nodes: None }
     }
 
     /// `PING`, for readiness.
@@ -233,11 +409,19 @@ pub struct Scanner<'a> {
     count: usize,
     cursor: u64,
     done: bool,
+    /// A key scan on a cluster: the masters still to walk, the current one last.
+    nodes: Option<Vec<(String, u16)>>,
 }
 
 impl Scanner<'_> {
     /// The next non-empty batch, or `None` when the walk is complete.
     pub async fn next_batch(&mut self) -> Result<Option<Vec<String>>, StoreError> {
+        if matches!(self.what, Scan::Keys(_)) && self.store.mode() == RedisMode::Cluster && self.nodes.is_none() {
+            let mut masters = self.store.cluster_masters().await?;
+            masters.reverse();
+            self.done = masters.is_empty();
+            self.nodes = Some(masters);
+        }
         while !self.done {
             let mut cmd = match self.what {
                 Scan::Keys(_) => redis::cmd("SCAN"),
@@ -250,9 +434,18 @@ impl Scanner<'_> {
                 cmd.arg("MATCH").arg(pattern);
             }
             cmd.arg("COUNT").arg(self.count);
-            let (next, raw): (u64, Vec<String>) = self.store.query(&cmd).await?;
+            let node = self.nodes.as_ref().and_then(|n| n.last());
+            let (next, raw): (u64, Vec<String>) = self.store.query_on(&cmd, node).await?;
             self.cursor = next;
-            self.done = next == 0;
+            if next == 0 {
+                match self.nodes.as_mut() {
+                    Some(nodes) => {
+                        nodes.pop();
+                        self.done = nodes.is_empty();
+                    }
+                    None => self.done = true,
+                }
+            }
             let batch: Vec<String> = if matches!(self.what, Scan::SortedSet(_)) { raw.into_iter().step_by(2).collect() } else { raw };
             if !batch.is_empty() {
                 return Ok(Some(batch));

@@ -1,14 +1,72 @@
-//! Every Redis key the proxy reads or writes is spelled here and nowhere else. Pure functions.
+//! Every Redis key the proxy reads or writes is spelled here and nowhere else. Pure functions,
+//! but for one process-wide choice made once at start: the key layout.
 //!
 //! The Lua scripts in `session_scripts` receive their keys from these functions (as `KEYS`), and
 //! the one key they must derive at run time (a user's active set, whose user id lives in the
-//! session record) from [`ACTIVE_USER_PREFIX`].
+//! session record) from [`active_user_prefix`].
+//!
+//! **Layouts.** On one Redis (standalone or Sentinel) every owned key starts with `sting:`, as
+//! the seed's did. On a Redis Cluster ([`use_cluster_layout`]) they start with the hash tag
+//! `{sting}:` instead, so every key the proxy's scripts and transactions touch together lives in
+//! one hash slot: the exactly-once decisions (session start, user attach, end, anomaly) stay
+//! single atomic scripts, and a batch stays one `MULTI`/`EXEC`. Two families are not tagged and
+//! spread over the cluster's masters, because nothing touches them together with another key:
+//! the app's Flask sessions (the app names them) and the Kratos answer cache
+//! ([`kratos_cache`]), the two the request path reads.
 
-/// Every analytics key (records, indexes, counters) starts so.
-pub const ANALYTICS_PREFIX: &str = "sting:analytics:";
+use std::sync::OnceLock;
+
+/// What every owned key starts with: `sting`, or `{sting}` in the cluster layout.
+static ROOT: OnceLock<&'static str> = OnceLock::new();
+
+/// The cluster layout's root: a hash tag, so Redis Cluster puts all owned keys in one slot.
+pub const CLUSTER_ROOT: &str = "{sting}";
+
+/// The standalone layout's root (the seed's names).
+pub const STANDALONE_ROOT: &str = "sting";
+
+/// Chooses the cluster layout for this process. Call it once at start, before any key is
+/// built; afterwards (a key already named with the other root) it refuses.
+pub fn use_cluster_layout() -> Result<(), &'static str> {
+    match ROOT.get_or_init(|| CLUSTER_ROOT) {
+        &CLUSTER_ROOT => Ok(()),
+        _ => Err("the key layout was chosen before the Redis mode was known"),
+    }
+}
+
+/// `sting` or `{sting}`; see [`use_cluster_layout`].
+pub fn root() -> &'static str {
+    ROOT.get_or_init(|| STANDALONE_ROOT)
+}
+
+/// A fixed key name under [`root`], built once.
+macro_rules! owned_name {
+    ($(#[$doc:meta])* $name:ident, $rest:literal) => {
+        $(#[$doc])*
+        pub fn $name() -> &'static str {
+            static NAME: OnceLock<String> = OnceLock::new();
+            NAME.get_or_init(|| format!("{}{}", root(), $rest))
+        }
+    };
+}
+
+owned_name! {
+    /// Every analytics key (records, indexes, counters) starts so.
+    analytics_prefix, ":analytics:"
+}
 
 /// The key families the proxy writes (and so may repair); other `sting:*` keys are not ours.
-pub const OWNED_PREFIXES: &[&str] = &[ANALYTICS_PREFIX, "sting:active:", "sting:metrics:", "sting:kratos:", "sting:aal2:", "sting:security:"];
+pub fn owned_prefixes() -> [String; 6] {
+    let r = root();
+    [
+        analytics_prefix().to_owned(),
+        format!("{r}:active:"),
+        format!("{r}:metrics:"),
+        KRATOS_CACHE_PREFIX.to_owned(),
+        format!("{r}:aal2:"),
+        format!("{r}:security:"),
+    ]
+}
 
 /// The app's Flask-Session key for `sid` (read only for us).
 pub fn flask_session(prefix: &str, sid: &str) -> String {
@@ -25,19 +83,19 @@ pub fn kratos_cache(credential_hash_hex: &str) -> String {
 
 /// Per-session analytics record (hash).
 pub fn analytics_session(sid: &str) -> String {
-    format!("sting:analytics:session:{sid}")
+    format!("{}:analytics:session:{sid}", root())
 }
 
 /// A signed-in session's request timeline for replay (capped list, newest first): JSON
 /// `{"timestamp", "method", "route", "status", "latency_ms", "address", "device"}`, never a
 /// body, query string or cookie.
 pub fn session_replay(sid: &str) -> String {
-    format!("sting:analytics:session:{sid}:replay")
+    format!("{}:analytics:session:{sid}:replay", root())
 }
 
 /// A session's recent actions (capped list, newest first).
 pub fn session_actions(sid: &str) -> String {
-    format!("sting:analytics:session:{sid}:actions")
+    format!("{}:analytics:session:{sid}:actions", root())
 }
 
 /// The pages a session has viewed in one period (set of templates): how `page_sessions` counts
@@ -49,7 +107,7 @@ pub fn session_pages(sid: &str, label: &str) -> String {
 /// [`session_pages`] without its period label: the `TOUCH` script appends the label of a
 /// light session's first page when it promotes the session.
 pub fn session_pages_prefix(sid: &str) -> String {
-    format!("sting:analytics:session:{sid}:pages:")
+    format!("{}:analytics:session:{sid}:pages:", root())
 }
 
 /// Light session records of one day (hash: sid → JSON array): sessions without a user seen by
@@ -58,7 +116,7 @@ pub fn session_pages_prefix(sid: &str) -> String {
 /// under the UTC day of their request; see [`light_buckets`]. Ended ones move to the bucket's
 /// [`LIGHT_ENDED_SUFFIX`] twin, so the sweep reads only live ones.
 pub fn light_sessions(day_label: &str) -> String {
-    format!("sting:analytics:light:{day_label}")
+    format!("{}:analytics:light:{day_label}", root())
 }
 
 /// Appended to a [`light_sessions`] bucket's name (by the `END` and `TOUCH` scripts too) for
@@ -103,33 +161,33 @@ pub const PAGE_SESSIONS: &str = "page_sessions";
 
 /// A user's sessions by start time (sorted set).
 pub fn user_sessions(user_id: &str) -> String {
-    format!("sting:analytics:user:{user_id}:sessions")
+    format!("{}:analytics:user:{user_id}:sessions", root())
 }
 
 /// A user's signed-in requests by UTC weekday and hour (hash): field `{weekday}:{hour}`
 /// (weekday 0 = Monday … 6, hour 0–23) → requests, at most 168 such fields, plus
 /// `first_seen` and `last_seen` (unix ms of the user's first and latest request recorded).
 pub fn user_activity(user_id: &str) -> String {
-    format!("sting:analytics:user:{user_id}:activity")
+    format!("{}:analytics:user:{user_id}:activity", root())
 }
 
 /// A user's signed-in requests by route template (sorted set), capped at
 /// [`USER_ROUTES_CAP`] members plus [`OTHER`] (templates of unrouted paths can be chosen
 /// by the client).
 pub fn user_routes(user_id: &str) -> String {
-    format!("sting:analytics:user:{user_id}:routes")
+    format!("{}:analytics:user:{user_id}:routes", root())
 }
 
 /// A user's signed-in requests by device, `{browser}|{os}|{type}` (sorted set), capped at
 /// [`USER_DEVICES_CAP`] members plus [`OTHER`] (bot names come from the client).
 pub fn user_devices(user_id: &str) -> String {
-    format!("sting:analytics:user:{user_id}:devices")
+    format!("{}:analytics:user:{user_id}:devices", root())
 }
 
 /// A user's signed-in requests by country, ISO code or `unknown` (sorted set), capped at
 /// [`USER_COUNTRIES_CAP`] members plus [`OTHER`].
 pub fn user_countries(user_id: &str) -> String {
-    format!("sting:analytics:user:{user_id}:countries")
+    format!("{}:analytics:user:{user_id}:countries", root())
 }
 
 /// Most distinct route templates kept per user in [`user_routes`]; later ones count as
@@ -146,93 +204,117 @@ pub const USER_COUNTRIES_CAP: usize = 50;
 /// sorted sets, and the addresses of an [`auth_failures`] window.
 pub const OTHER: &str = "other";
 
-/// Signed-in sessions that are active, scored by their last activity (unix ms): who is online,
-/// newest first, without a scan. Added by the `TOUCH` script, removed by `END`, trimmed to the
-/// newest [`ONLINE_SESSIONS_CAP`] by each batch that touches a signed-in session.
-pub const ONLINE_SESSIONS: &str = "sting:active:online";
+owned_name! {
+    /// Signed-in sessions that are active, scored by their last activity (unix ms): who is online,
+    /// newest first, without a scan. Added by the `TOUCH` script, removed by `END`, trimmed to the
+    /// newest [`ONLINE_SESSIONS_CAP`] by each batch that touches a signed-in session.
+    online_sessions, ":active:online"
+}
 
-/// How many sessions [`ONLINE_SESSIONS`] keeps.
+/// How many sessions [`online_sessions()`] keeps.
 pub const ONLINE_SESSIONS_CAP: usize = 10_000;
 
-/// The most recently started sessions (sorted set, sid scored by start time in ms), capped at
-/// [`RECENT_SESSIONS_CAP`] once per batch after its `TOUCH` calls: the "recent sessions" list
-/// without a scan.
-pub const RECENT_SESSIONS: &str = "sting:analytics:sessions:recent";
+owned_name! {
+    /// The most recently started sessions (sorted set, sid scored by start time in ms), capped at
+    /// [`RECENT_SESSIONS_CAP`] once per batch after its `TOUCH` calls: the "recent sessions" list
+    /// without a scan.
+    recent_sessions, ":analytics:sessions:recent"
+}
 
-/// How many sessions [`RECENT_SESSIONS`] keeps.
+/// How many sessions [`recent_sessions()`] keeps.
 pub const RECENT_SESSIONS_CAP: usize = 10_000;
 
-/// All active sessions (set). `SCARD sting:active:sessions` is the seed's ops command.
-pub const ACTIVE_SESSIONS: &str = "sting:active:sessions";
+owned_name! {
+    /// All active sessions (set). `SCARD sting:active:sessions` is the seed's ops command.
+    active_sessions, ":active:sessions"
+}
 
-/// Prefix of a user's active sessions set; see [`active_user`].
-pub const ACTIVE_USER_PREFIX: &str = "sting:active:users:";
+owned_name! {
+    /// Prefix of a user's active sessions set; see [`active_user`].
+    active_user_prefix, ":active:users:"
+}
 
 /// A user's active sessions (set).
 pub fn active_user(user_id: &str) -> String {
-    format!("{ACTIVE_USER_PREFIX}{user_id}")
+    format!("{}{user_id}", active_user_prefix())
 }
 
-/// Sessions that must authenticate again with a second factor before they are honoured (sorted
-/// set, sid scored by when the mark was made in ms; `security.actions` = `step_up`). Announced
-/// on [`REVOCATIONS_CHANNEL`] like revocations; an entry goes when its session steps up.
-pub const STEP_UP_SESSIONS: &str = "sting:security:step_up";
+owned_name! {
+    /// Sessions that must authenticate again with a second factor before they are honoured (sorted
+    /// set, sid scored by when the mark was made in ms; `security.actions` = `step_up`). Announced
+    /// on [`revocations_channel()`] like revocations; an entry goes when its session steps up.
+    step_up_sessions, ":security:step_up"
+}
 
 /// Invalid credentials per client address in one window of `security.auth_failure_window_seconds`
 /// (hash, window start in unix seconds): `{address}` → distinct invalid credentials,
 /// `{address}|{hash}` → 1 per credential seen, `!{address}` → the burst was reported; at most
 /// [`AUTH_FAILURE_ADDRESS_CAP`] addresses, the rest counted under [`OTHER`]. Lives two windows.
 pub fn auth_failures(window_start_secs: i64) -> String {
-    format!("sting:security:auth_failures:{window_start_secs}")
+    format!("{}:security:auth_failures:{window_start_secs}", root())
 }
 
 /// Addresses one [`auth_failures`] window counts by name.
 pub const AUTH_FAILURE_ADDRESS_CAP: usize = 5_000;
 
-/// Revoked session ids (sorted set, scored by the time in ms until which the revocation is
-/// kept): every proxy instance loads it at start and whenever it resubscribes to
-/// [`REVOCATIONS_CHANNEL`], and refuses these sessions.
-pub const REVOKED_SESSIONS: &str = "sting:security:revoked";
+owned_name! {
+    /// Revoked session ids (sorted set, scored by the time in ms until which the revocation is
+    /// kept): every proxy instance loads it at start and whenever it resubscribes to
+    /// [`revocations_channel()`], and refuses these sessions.
+    revoked_sessions, ":security:revoked"
+}
 
-/// Pub/sub channel on which a revocation is announced (message: the session id), so every
-/// instance refuses the session at once.
-pub const REVOCATIONS_CHANNEL: &str = "sting:security:revocations";
+owned_name! {
+    /// Pub/sub channel on which a revocation is announced (message: the session id), so every
+    /// instance refuses the session at once. Under [`root`] like a key: a cluster routes `PUBLISH`
+    /// by its channel, and it goes in one transaction with [`revoked_sessions()`]; a cluster
+    /// delivers it to subscribers on every node.
+    revocations_channel, ":security:revocations"
+}
 
-/// The audit log of state-changing API calls (list, newest first, capped at [`AUDIT_LOG_CAP`]):
-/// JSON `{"timestamp", "actor", "action", "target", "result"}`.
-pub const AUDIT_LOG: &str = "sting:security:audit";
+owned_name! {
+    /// The audit log of state-changing API calls (list, newest first, capped at [`AUDIT_LOG_CAP`]):
+    /// JSON `{"timestamp", "actor", "action", "target", "result"}`.
+    audit_log, ":security:audit"
+}
 
-/// How many entries [`AUDIT_LOG`] keeps.
+/// How many entries [`audit_log()`] keeps.
 pub const AUDIT_LOG_CAP: usize = 10_000;
 
 /// The anomalies detected on one UTC day (list, newest first, capped at
 /// `security.max_anomalies_per_day`): JSON `{"timestamp", "session_id", "user_id", "detector",
 /// "severity", "evidence"}`.
 pub fn anomalies(day_label: &str) -> String {
-    format!("sting:security:anomalies:{day_label}")
+    format!("{}:security:anomalies:{day_label}", root())
 }
 
 /// The devices (`ua:{browser|os|class}`) and countries (`country:{CC}`) a user has been seen
 /// with (set, capped), for `new_device` / `new_country`.
 pub fn user_known(user_id: &str) -> String {
-    format!("sting:security:user:{user_id}:known")
+    format!("{}:security:user:{user_id}:known", root())
 }
 
-/// The security alert stream (Redis stream, `MAXLEN ~ 10000`): one entry `anomaly` = the
-/// anomaly JSON per anomaly recorded; read by every instance in one consumer group.
-pub const ALERT_STREAM: &str = "sting:security:alerts";
+owned_name! {
+    /// The security alert stream (Redis stream, `MAXLEN ~ 10000`): one entry `anomaly` = the
+    /// anomaly JSON per anomaly recorded; read by every instance in one consumer group.
+    alert_stream, ":security:alerts"
+}
 
-/// The alert rules set through the API (string, JSON array).
-pub const ALERT_RULES: &str = "sting:security:alert_rules";
+owned_name! {
+    /// The alert rules set through the API (string, JSON array).
+    alert_rules, ":security:alert_rules"
+}
 
 /// Marks that a webhook (by the first 8 bytes of its URL's SHA-256, hex) got a session's alert of
 /// one detector (string, 1 day): an alert taken over from a dead instance is not sent twice.
 pub fn alert_sent(sid: &str, detector: &str, url_hash_hex: &str) -> String {
-    format!("{ALERT_SENT_PREFIX}{sid}:{detector}:{url_hash_hex}")
+    format!("{}{sid}:{detector}:{url_hash_hex}", alert_sent_prefix())
 }
 
-/// Prefix of [`alert_sent`] keys.
-pub const ALERT_SENT_PREFIX: &str = "sting:security:alert_sent:";
+owned_name! {
+    /// Prefix of [`alert_sent`] keys.
+    alert_sent_prefix, ":security:alert_sent:"
+}
 
 /// Which analytics period a key covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -290,23 +372,23 @@ impl PeriodSlot {
 
 /// Analytics counters for one period (hash): page_views, hits, sessions_started, ...
 pub fn analytics_period(period: Period, label: &str) -> String {
-    format!("sting:analytics:{}:{label}", period.as_str())
+    format!("{}:analytics:{}:{label}", root(), period.as_str())
 }
 
 /// A breakdown of one period (sorted set): `pages`, `browsers`, `os`, `devices`, `countries`,
 /// `cities`, and [`PAGE_SESSIONS`].
 pub fn analytics_breakdown(period: Period, label: &str, dimension: &str) -> String {
-    format!("sting:analytics:{}:{label}:{dimension}", period.as_str())
+    format!("{}:analytics:{}:{label}:{dimension}", root(), period.as_str())
 }
 
 /// Distinct users of one period (HyperLogLog).
 pub fn analytics_unique_users(period: Period, label: &str) -> String {
-    format!("sting:analytics:{}:{label}:users", period.as_str())
+    format!("{}:analytics:{}:{label}:users", root(), period.as_str())
 }
 
 /// Request metrics for one period (hash): requests, status classes, bytes, latency buckets.
 pub fn metrics_period(period: Period, label: &str) -> String {
-    format!("sting:metrics:{}:{label}", period.as_str())
+    format!("{}:metrics:{}:{label}", root(), period.as_str())
 }
 
 /// Acquisition of one period (sorted set): sessions by the first page view's source, one set
@@ -315,7 +397,7 @@ pub fn metrics_period(period: Period, label: &str) -> String {
 /// `analytics.max_acquisition_values_per_day` members per day per process, the rest as
 /// [`OTHER`].
 pub fn acquisition(period: Period, label: &str, dimension: &str) -> String {
-    format!("sting:analytics:{}:{label}:acq:{dimension}", period.as_str())
+    format!("{}:analytics:{}:{label}:acq:{dimension}", root(), period.as_str())
 }
 
 /// The acquisition dimensions, in the order the writer passes them to the journey script.
@@ -327,7 +409,7 @@ pub const DIRECT: &str = "(direct)";
 /// The users acquired in one period (set of `{dimension}\n{value}\n{user id}`): how the
 /// acquisition answer counts distinct users per value over a range exactly.
 pub fn acquisition_users(period: Period, label: &str) -> String {
-    format!("sting:analytics:{}:{label}:acq:users", period.as_str())
+    format!("{}:analytics:{}:{label}:acq:users", root(), period.as_str())
 }
 
 /// A session's journey (hash): `l` the day of its first page view (the one acquisition
@@ -335,16 +417,20 @@ pub fn acquisition_users(period: Period, label: &str) -> String {
 /// {campaign}`), `u` the first user seen, `f:{funnel}:{version}` the funnel steps reached in
 /// order. Written by the journey script; lives as long as the session record.
 pub fn session_journey(sid: &str) -> String {
-    format!("sting:analytics:session:{sid}:journey")
+    format!("{}:analytics:session:{sid}:journey", root())
 }
 
 /// Keys that hold configuration set through the API or at start (alert rules, funnels): kept
 /// without a TTL on purpose; `validate` does not count them as missing one.
-pub const CONFIGURATION_KEYS: &[&str] = &[ALERT_RULES, FUNNELS];
+pub fn configuration_keys() -> [&'static str; 2] {
+    [alert_rules(), funnels()]
+}
 
-/// The funnels (hash): name → JSON array of steps (route templates or action names), from
-/// `[[analytics.funnels]]` (written at start) and `POST /api/analytics/funnels`.
-pub const FUNNELS: &str = "sting:analytics:funnels";
+owned_name! {
+    /// The funnels (hash): name → JSON array of steps (route templates or action names), from
+    /// `[[analytics.funnels]]` (written at start) and `POST /api/analytics/funnels`.
+    funnels, ":analytics:funnels"
+}
 
 /// Sessions that reached each step of one funnel version on one day (hash): field `{step}`
 /// (1-based) → sessions. `version` is the first 8 hex digits of the SHA-1 of the funnel's
@@ -356,7 +442,7 @@ pub fn funnel_day(label: &str, name: &str, version: &str) -> String {
 /// [`funnel_day`] without name and version: the journey script appends `{name}:{version}`
 /// (and `:users` for [`funnel_day_users`]) for the funnels it reads.
 pub fn funnel_day_prefix(label: &str) -> String {
-    format!("sting:analytics:daily:{label}:funnel:")
+    format!("{}:analytics:daily:{label}:funnel:", root())
 }
 
 /// The users that reached each step of one funnel version on one day (set of
@@ -365,49 +451,59 @@ pub fn funnel_day_users(label: &str, name: &str, version: &str) -> String {
     format!("{}:users", funnel_day(label, name, version))
 }
 
-/// Every user ever recorded → a dense index (hash), the bit position in the retention bitmaps.
-/// No TTL (first-seen must outlive the retention); one field per user, erased with the user.
-pub const USER_INDEX: &str = "sting:analytics:users:index";
+owned_name! {
+    /// Every user ever recorded → a dense index (hash), the bit position in the retention bitmaps.
+    /// No TTL (first-seen must outlive the retention); one field per user, erased with the user.
+    user_index, ":analytics:users:index"
+}
 
-/// The next dense user index (string counter) for [`USER_INDEX`].
-pub const USER_INDEX_NEXT: &str = "sting:analytics:users:next";
+owned_name! {
+    /// The next dense user index (string counter) for [`user_index()`].
+    user_index_next, ":analytics:users:next"
+}
 
-/// Users first seen on a UTC day (bitmap by [`USER_INDEX`] position): retention cohorts.
+/// Users first seen on a UTC day (bitmap by [`user_index()`] position): retention cohorts.
 pub fn new_users_bitmap(day_label: &str) -> String {
-    format!("sting:analytics:daily:{day_label}:new_users")
+    format!("{}:analytics:daily:{day_label}:new_users", root())
 }
 
-/// Users active (one signed-in request or more) on a UTC day (bitmap by [`USER_INDEX`] position).
+/// Users active (one signed-in request or more) on a UTC day (bitmap by [`user_index()`] position).
 pub fn active_users_bitmap(day_label: &str) -> String {
-    format!("sting:analytics:daily:{day_label}:active_users")
+    format!("{}:analytics:daily:{day_label}:active_users", root())
 }
 
-/// Prefix of the writers' batch sequences; see [`analytics_writer`].
-pub const ANALYTICS_WRITER_PREFIX: &str = "sting:analytics:writer:";
+owned_name! {
+    /// Prefix of the writers' batch sequences; see [`analytics_writer`].
+    analytics_writer_prefix, ":analytics:writer:"
+}
 
 /// How long a writer's sequence outlives its last batch: far longer than any retry.
 pub const ANALYTICS_WRITER_TTL_SECS: u64 = 86_400;
 
-/// Prefix of the per-batch markers of earlier versions (one key per batch); they expire on
-/// their own within a day of an upgrade, and `validate` still knows their TTL.
-pub const LEGACY_ANALYTICS_BATCH_PREFIX: &str = "sting:analytics:batch:";
+owned_name! {
+    /// Prefix of the per-batch markers of earlier versions (one key per batch); they expire on
+    /// their own within a day of an upgrade, and `validate` still knows their TTL.
+    legacy_analytics_batch_prefix, ":analytics:batch:"
+}
 
 /// The number of the last batch one writer (one process) committed: set inside each batch's
 /// transaction, so a retry after a lost reply can tell the batch already landed instead of
 /// counting it twice. One key per writer process, not per batch.
 pub fn analytics_writer(writer_id: &str) -> String {
-    format!("{ANALYTICS_WRITER_PREFIX}{writer_id}")
+    format!("{}{writer_id}", analytics_writer_prefix())
 }
 
-/// Prefix of the AAL2 step-up events; see [`aal2_event`].
-pub const AAL2_PREFIX: &str = "sting:aal2:";
+owned_name! {
+    /// Prefix of the AAL2 step-up events; see [`aal2_event`].
+    aal2_prefix, ":aal2:"
+}
 
 /// How long an AAL2 step-up event is kept (7 days, as in the seed).
 pub const AAL2_EVENT_TTL_SECS: u64 = 7 * 86_400;
 
 /// One AAL2 step-up event (JSON string).
 pub fn aal2_event(sid: &str, ts_secs: i64) -> String {
-    format!("{AAL2_PREFIX}{sid}:{ts_secs}")
+    format!("{}{sid}:{ts_secs}", aal2_prefix())
 }
 
 /// Prefix of the cached Kratos answers; see [`kratos_cache`].
@@ -466,7 +562,7 @@ mod tests {
         let ts = 1_796_043_900_000; // 2026-11-30T13:05:00Z
         let ttl = 86_400;
         let names: Vec<String> = light_buckets(ts, ttl).into_iter().map(|b| b.key).collect();
-        assert_eq!(names, ["2026-11-28", "2026-11-29", "2026-11-30", "2026-12-01"].map(|d| format!("sting:analytics:light:{d}")));
+        assert_eq!(names, ["2026-11-28", "2026-11-29", "2026-11-30", "2026-12-01"].map(|d| format!("{}:analytics:light:{d}", root())));
         let home = light_bucket(ts, ttl);
         assert_eq!(home.expire_at, 1_796_083_200 + 86_400, "2026-12-01T00:00Z plus a day");
         for later in [ts - 86_400_000, ts, ts + ttl as i64 * 1000, ts + ttl as i64 * 1000 + 86_399_000] {

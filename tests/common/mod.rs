@@ -5,6 +5,14 @@
 
 #![allow(dead_code)]
 
+mod failover_load;
+mod topology;
+// Only the tests that run a cluster or sentinels use these.
+#[allow(unused_imports)]
+pub use failover_load::*;
+#[allow(unused_imports)]
+pub use topology::*;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,14 +28,22 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Every port handed out in this process: by [`free_port`], and the cluster bus ports
+/// (port + 10000) that [`RedisCluster`] nodes also listen on.
+static GIVEN_PORTS: Mutex<std::collections::BTreeSet<u16>> = Mutex::new(std::collections::BTreeSet::new());
+
+/// Records `port` as handed out; false if it already was.
+fn claim_port(port: u16) -> bool {
+    GIVEN_PORTS.lock().unwrap_or_else(|p| p.into_inner()).insert(port)
+}
+
 /// A port that was free a moment ago, and never handed out before in this process (two
 /// calls in a row can get the same port from the kernel: a proxy's listener and admin port
 /// once did, and it refused to start).
 pub fn free_port() -> u16 {
-    static GIVEN: Mutex<std::collections::BTreeSet<u16>> = Mutex::new(std::collections::BTreeSet::new());
     loop {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+        if claim_port(port) {
             return port;
         }
     }
@@ -200,13 +216,27 @@ impl FlaskApp {
 
     /// With extra environment for the app (e.g. `SESSION_USE_SIGNER=0`).
     pub fn start_with(redis: &RedisServer, version: FlaskSession, secret: &str, env: &[(&str, &str)]) -> Self {
+        Self::launch(&redis.url(), "standalone", version, secret, env)
+    }
+
+    /// The app (secret [`SECRET`]) on any Redis topology: `mode` is its `REDIS_MODE`
+    /// (`standalone`, `cluster` or `sentinel`) and `redis_url` its `REDIS_URL` in that mode's
+    /// form ([`RedisServer::url`], [`RedisCluster::url_list`], [`RedisSentinels::url`]); `env`
+    /// as for [`FlaskApp::start_with`]. Returns once the app listens, so (in cluster mode,
+    /// where the client reads the slot map at start) once it has reached Redis.
+    pub fn start_on(redis_url: &str, mode: &str, version: FlaskSession, env: &[(&str, &str)]) -> Self {
+        Self::launch(redis_url, mode, version, SECRET, env)
+    }
+
+    fn launch(redis_url: &str, mode: &str, version: FlaskSession, secret: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("app.log")).unwrap();
         let child = Command::new(venv_python(version))
             .arg(repo_root().join("examples/flask_app/app.py"))
             .env("SESSION_SECRET_KEY", secret)
-            .env("REDIS_URL", redis.url())
+            .env("REDIS_URL", redis_url)
+            .env("REDIS_MODE", mode)
             .env("APP_PORT", port.to_string())
             .env("APP_HOST", "127.0.0.1")
             .envs(env.iter().copied())
@@ -214,9 +244,19 @@ impl FlaskApp {
             .stderr(log)
             .spawn()
             .expect("start the Flask app");
-        let app = FlaskApp { port, child, dir };
-        wait_until("Flask app", Duration::from_secs(20), || accepts(port));
+        let mut app = FlaskApp { port, child, dir };
+        wait_until("Flask app", Duration::from_secs(20), || {
+            if let Ok(Some(status)) = app.child.try_wait() {
+                panic!("the Flask app exited with {status}:\n{}", app.log());
+            }
+            accepts(port)
+        });
         app
+    }
+
+    /// The app's stderr so far (tracebacks, Werkzeug's request lines).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("app.log")).unwrap_or_default()
     }
 
     pub fn url(&self) -> String {
@@ -442,8 +482,14 @@ pub struct ProxyOpts<'a> {
 
 impl<'a> ProxyOpts<'a> {
     pub fn new(redis: &RedisServer, upstream: String) -> Self {
+        Self::on(redis.url(), upstream)
+    }
+
+    /// On any Redis: `redis_url` in the form of its mode (a cluster's seed list, a
+    /// `redis+sentinel://` URL), `REDIS_MODE` given in `env` when it must be said.
+    pub fn on(redis_url: String, upstream: String) -> Self {
         ProxyOpts {
-            redis_url: redis.url(),
+            redis_url,
             upstream,
             kratos: None,
             secret: SECRET,
@@ -483,6 +529,7 @@ pub struct Proxy {
 /// Every variable the proxy reads, removed so the caller's environment cannot leak in.
 const PROXY_ENV: &[&str] = &[
     "REDIS_URL",
+    "REDIS_MODE",
     "SESSION_SECRET_KEY",
     "SESSION_SECRET_KEY_FALLBACKS",
     "SESSION_USE_SIGNER",

@@ -1,0 +1,73 @@
+//! Scale out with Sentinel: one master, one replica, three sentinels (all local, real
+//! `redis-server`s), the Flask app through redis-py's `Sentinel`, and two proxy instances. A
+//! master killed with SIGKILL under load is replaced by its replica; the proxies find the new
+//! master through the sentinels by themselves. Prints its figures (`--nocapture`).
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use redis::Commands;
+
+fn today() -> String {
+    chrono::Utc::now().format("%Y-%m-%d").to_string()
+}
+
+fn proxy_on(s: &RedisSentinels, app: &FlaskApp) -> Proxy {
+    let mut opts = ProxyOpts::on(s.url(), app.url());
+    opts.extra_toml = "[analytics]\nbatch_max_delay_ms = 5";
+    opts.env = vec![("REDIS_MODE", "sentinel".into())];
+    let p = Proxy::start(opts);
+    p.wait_ready();
+    p
+}
+
+fn day(s: &RedisSentinels) -> HashMap<String, i64> {
+    s.master_conn().hgetall(format!("sting:analytics:daily:{}", today())).unwrap_or_default()
+}
+
+#[test]
+fn a_killed_sentinel_master_fails_over_under_load() {
+    let mut s = RedisSentinels::start();
+    let app = FlaskApp::start_on(&s.url(), "sentinel", FlaskSession::V08, &[]);
+    let (a, b) = (proxy_on(&s, &app), proxy_on(&s, &app));
+    let cookies: Vec<String> = (0..4).map(|i| login(&a.url(""), &format!("user{i}"), "user")).collect();
+    let counted = Instant::now();
+    while day(&s).get("sessions_started") != Some(&4) {
+        assert!(counted.elapsed() < Duration::from_secs(15), "sessions not counted: {:?}\n{}", day(&s), a.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let load = FailoverLoad::start(&[a.url(""), b.url("")], &cookies, "/dashboard", 8);
+
+    std::thread::sleep(Duration::from_secs(2));
+    let killed_ms = now_ms();
+    let killed = Instant::now();
+    let old = s.kill_master();
+    let new = s.wait_new_master(old, Duration::from_secs(30));
+    let promoted_after = killed.elapsed();
+    load.wait_recovered(killed_ms, Duration::from_secs(3), Duration::from_secs(60));
+    let f = load.finish(killed_ms);
+
+    let answered = f.page_views_answered() as i64;
+    let recorded = settle_count(answered, || day(&s).get("page_views").copied().unwrap_or(0));
+    let lost = answered - recorded;
+    println!(
+        "sentinel failover: {f:?}; master {old} -> {new} after {:.1} s; page views answered {answered} recorded {recorded} lost {lost}",
+        promoted_after.as_secs_f64()
+    );
+    assert_eq!(f.public_failed, 0, "public pages fail open");
+    // The app's own Redis client fails too while its master is gone: Flask's 500 page comes
+    // through; the proxy itself answers 200 or 503, never another error.
+    assert!(f.other_answers.keys().all(|a| a.starts_with("500 <!doctype html>")), "answers not from the app: {:?}", f.other_answers);
+    assert!(recorded <= answered, "never counted twice: recorded {recorded} > answered {answered}");
+    assert!(lost * 20 <= answered, "lost {lost} of {answered}");
+    assert_eq!(day(&s)["sessions_started"], 4, "the day's counters came over with the replica");
+    for p in [&a, &b] {
+        assert!(p.log().contains("connection moved"), "each instance followed the new master: {}", p.log());
+        let c = login(&p.url(""), "after", "user");
+        let r = client().get(p.url("/dashboard")).header("cookie", format!("session={c}")).send().unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
