@@ -84,7 +84,7 @@ fn counts_are_exact_on_a_cluster_with_two_instances() {
     let day: HashMap<String, i64> = cluster.conn().hgetall(format!("{{sting}}:analytics:daily:{}", today())).unwrap();
     assert_eq!(day["page_views"], 4000);
     assert_eq!(day["sessions_started"], 2);
-    assert_eq!(day["logins"], 2);
+    assert_eq!(day["logins"], 2, "the logout request carried mallory's user");
     let hourly: i64 = cluster
         .keys("{sting}:analytics:hourly:????-??-??T??")
         .iter()
@@ -105,10 +105,23 @@ fn counts_are_exact_on_a_cluster_with_two_instances() {
     assert_eq!(slots.len(), 1, "owned keys in one slot: {owned:?}");
     assert!(owned.iter().all(|k| k.starts_with("{sting}:") || k.starts_with("sting:session:")), "{owned:?}");
 
+    // Expiry of an app key on whichever master holds it ends its session (the listener
+    // subscribes on every master).
+    let trent = login(&b.url(""), "trent", "user");
+    let r = client().get(b.url("/")).header("cookie", format!("session={trent}")).header("accept", "text/html").send().unwrap();
+    assert_eq!(r.status(), 200);
+    let trent_record = format!("{{sting}}:analytics:session:{}", sid_of(&trent));
+    wait_until("trent's record", Duration::from_secs(20), || cluster.conn().hget::<_, _, Option<String>>(&trent_record, "user_id").unwrap().is_some());
+    let _: () = cluster.conn().pexpire(format!("sting:session:{}", sid_of(&trent)), 1).unwrap();
+    wait_until("trent's session ended as expired", Duration::from_secs(20), || {
+        cluster.conn().hget::<_, _, Option<String>>(&trent_record, "end_reason").unwrap().as_deref() == Some("expired")
+    });
+
     // The API and the CLI (which scans every master) agree with Redis.
     let stats = api(&a, "/api/analytics/sessions/stats");
-    assert_eq!(stats["page_views_today"], 4000, "{stats}");
-    assert_eq!(stats["active_sessions"], 1, "eve's session is active, mallory's ended: {stats}");
+    assert_eq!(stats["page_views_today"], 4001, "eve's 4000 and trent's one: {stats}");
+    assert_eq!(stats["active_sessions"], 1, "eve's session is active, mallory's and trent's ended: {stats}");
+    assert_eq!(stats["sessions_ended_today"], 2, "{stats}");
     let devices = api(&b, "/api/analytics/devices");
     assert!(devices["device_types"].as_array().unwrap().iter().any(|d| d["name"] == "mobile" && d["count"] == 1000), "{devices}");
     assert!(devices["device_types"].as_array().unwrap().iter().any(|d| d["name"] == "desktop" && d["count"] == 3000), "{devices}");
@@ -119,7 +132,7 @@ fn counts_are_exact_on_a_cluster_with_two_instances() {
     assert_eq!(code, 0, "validate found problems on the cluster: {out} {err}");
     let (code, out, err) = a.cli(&["stats", "--json"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("4000"), "{out}");
+    assert!(out.contains("4001"), "{out}");
 }
 
 /// SIGKILL of the master holding the proxies' keys while clients browse public and protected
