@@ -47,10 +47,6 @@ fn api_csv(proxy: &Proxy, path: &str) -> (String, String) {
     (ct, r.text().unwrap())
 }
 
-fn today() -> String {
-    chrono::Utc::now().format("%Y-%m-%d").to_string()
-}
-
 /// `name` → (sessions, users) of one acquisition dimension.
 fn rows(v: &Value, dim: &str) -> Vec<(String, i64, i64)> {
     let mut out: Vec<(String, i64, i64)> = v[dim]

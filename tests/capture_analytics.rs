@@ -15,14 +15,6 @@ const SAFARI_IPHONE: &str =
 const FIREFOX_LINUX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0";
 const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 
-fn today() -> String {
-    chrono::Utc::now().format("%Y-%m-%d").to_string()
-}
-
-fn sid_of(cookie: &str) -> String {
-    cookie.rsplit_once('.').unwrap().0.to_owned()
-}
-
 fn session_record(redis: &RedisServer, sid: &str) -> HashMap<String, String> {
     redis.conn().hgetall(format!("sting:analytics:session:{sid}")).unwrap()
 }
@@ -249,22 +241,7 @@ fn counts_are_exact_across_two_instances() {
     b.wait_ready();
     let cookie = login(&a.url(""), "eve", "user");
     let sid = sid_of(&cookie);
-    let urls = [a.url("/"), b.url("/")];
-    let threads: Vec<_> = (0..16)
-        .map(|t| {
-            let (url, cookie) = (urls[t % 2].clone(), cookie.clone());
-            std::thread::spawn(move || {
-                let c = client();
-                for _ in 0..250 {
-                    let r = c.get(&url).header("cookie", format!("session={cookie}")).header("accept", "text/html").send().unwrap();
-                    assert_eq!(r.status(), 200);
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    browse_concurrently(&[a.url("/"), b.url("/")], &cookie, 16, 250, |_| "sting-proxy-tests");
     let key = format!("sting:analytics:session:{sid}");
     wait_field(&redis, &key, "page_views", "4000");
     let mut c = redis.conn();

@@ -75,10 +75,6 @@ fn browse(proxy: &Proxy, cookie: &str, ua: &str, ip: &str) {
     assert_eq!(r.status(), 200);
 }
 
-fn sid_of(cookie: &str) -> String {
-    cookie.rsplit_once('.').unwrap().0.to_owned()
-}
-
 fn anomalies(proxy: &Proxy, query: &str) -> serde_json::Value {
     let r = client().get(proxy.url(&format!("/api/analytics/sessions/anomalies?{query}"))).bearer_auth(TOKEN).send().unwrap();
     assert_eq!(r.status(), 200);

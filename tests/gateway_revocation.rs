@@ -41,10 +41,6 @@ fn user_seen(proxy: &Proxy, cookie: &str) -> Option<String> {
     seen(&echo(&proxy.url("/echo"), Some(cookie), &[]), "x-user-id").map(str::to_owned)
 }
 
-fn sid_of(cookie: &str) -> String {
-    cookie.rsplit_once('.').unwrap().0.to_owned()
-}
-
 fn wait_recorded(proxy: &Proxy, sid: &str) {
     wait_until("the session's record", Duration::from_secs(15), || api(proxy, reqwest::Method::GET, &format!("sessions/{sid}")).0 == 200);
 }

@@ -67,10 +67,6 @@ fn batches_leave_one_key_per_writer() {
     assert!(after - before <= 30 && others.len() <= 2, "{batches} batches added {} keys; not per period: {others:?}", after - before);
 }
 
-fn today() -> String {
-    chrono::Utc::now().format("%Y-%m-%d").to_string()
-}
-
 /// The sids of today's light records (one-request sessions without a user).
 fn light_records(redis: &RedisServer) -> Vec<String> {
     redis::cmd("HKEYS").arg(format!("sting:analytics:light:{}", today())).query(&mut redis.conn()).unwrap()

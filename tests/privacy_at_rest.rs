@@ -51,10 +51,6 @@ fn login_with_email(p: &Proxy, user: &str) -> String {
     login_from(&p.url(""), user, &format!("{user}@private.example"), UA, ADDRESS)
 }
 
-fn sid_of(cookie: &str) -> String {
-    cookie.rsplit_once('.').unwrap().0.to_owned()
-}
-
 fn record(redis: &RedisServer, sid: &str) -> HashMap<String, String> {
     redis::cmd("HGETALL").arg(format!("sting:analytics:session:{sid}")).query(&mut redis.conn()).unwrap()
 }

@@ -59,10 +59,6 @@ fn browse(p: &Proxy, cookie: &str, ua: &str, ip: &str, path: &str) {
     assert_eq!(r.status(), 200);
 }
 
-fn sid_of(cookie: &str) -> String {
-    cookie.rsplit_once('.').unwrap().0.to_owned()
-}
-
 fn hits(redis: &RedisServer, sid: &str) -> Option<i64> {
     redis::cmd("HGET").arg(format!("sting:analytics:session:{sid}")).arg("hits").query(&mut redis.conn()).unwrap()
 }

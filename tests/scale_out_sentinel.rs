@@ -11,10 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use redis::Commands;
 
-fn today() -> String {
-    chrono::Utc::now().format("%Y-%m-%d").to_string()
-}
-
 fn proxy_on(s: &RedisSentinels, app: &FlaskApp) -> Proxy {
     let mut opts = ProxyOpts::on(s.url(), app.url());
     opts.extra_toml = "[analytics]\nbatch_max_delay_ms = 5";
@@ -50,19 +46,8 @@ fn a_killed_sentinel_master_fails_over_under_load() {
     load.wait_recovered(killed_ms, Duration::from_secs(3), Duration::from_secs(60));
     let f = load.finish(killed_ms);
 
-    let answered = f.page_views_answered() as i64;
-    let recorded = settle_count(answered, || day(&s).get("page_views").copied().unwrap_or(0));
-    let lost = answered - recorded;
-    println!(
-        "sentinel failover: {f:?}; master {old} -> {new} after {:.1} s; page views answered {answered} recorded {recorded} lost {lost}",
-        promoted_after.as_secs_f64()
-    );
-    assert_eq!(f.public_failed, 0, "public pages fail open");
-    // The app's own Redis client fails too while its master is gone: Flask's 500 page comes
-    // through; the proxy itself answers 200 or 503, never another error.
-    assert!(f.other_answers.keys().all(|a| a.starts_with("500 <!doctype html>")), "answers not from the app: {:?}", f.other_answers);
-    assert!(recorded <= answered, "never counted twice: recorded {recorded} > answered {answered}");
-    assert!(lost * 20 <= answered, "lost {lost} of {answered}");
+    let recorded = settle_count(f.page_views_answered() as i64, || day(&s).get("page_views").copied().unwrap_or(0));
+    f.check(&format!("sentinel failover, master {old} -> {new} after {:.1} s", promoted_after.as_secs_f64()), recorded);
     assert_eq!(day(&s)["sessions_started"], 4, "the day's counters came over with the replica");
     for p in [&a, &b] {
         assert!(p.log().contains("connection moved"), "each instance followed the new master: {}", p.log());

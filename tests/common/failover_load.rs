@@ -46,6 +46,23 @@ pub struct Figures {
 }
 
 impl Figures {
+    /// The guarantees of a failover, checked and printed (`label`: which one, and how long
+    /// promotion took): no public failure, no error but the app's own 500 page or the proxy's
+    /// 503, nothing counted twice, and at most a fraction of a second's page views lost (async
+    /// replication: what the dead master acknowledged and had not yet sent to its replica).
+    /// `recorded` is the day's page views after the writers settled.
+    pub fn check(&self, label: &str, recorded: i64) {
+        let answered = self.page_views_answered() as i64;
+        let lost = answered - recorded;
+        println!("{label}: {self:?}; page views answered {answered} recorded {recorded} lost {lost}");
+        assert_eq!(self.public_failed, 0, "public pages fail open");
+        // The app's own Redis client fails too while its master is gone: Flask's 500 page comes
+        // through; the proxy itself answers 200 or 503, never another error.
+        assert!(self.other_answers.keys().all(|a| a.starts_with("500 <!doctype html>")), "answers not from the app: {:?}", self.other_answers);
+        assert!(recorded <= answered, "never counted twice: recorded {recorded} > answered {answered}");
+        assert!(lost * 20 <= answered, "lost {lost} of {answered}");
+    }
+
     /// Page views the clients were answered with 200 (each one is counted by the proxy).
     pub fn page_views_answered(&self) -> u64 {
         self.public_ok + self.protected_ok

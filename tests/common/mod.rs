@@ -718,6 +718,36 @@ impl Drop for Proxy {
 // ------------------------------------------------------------------------------------------
 
 /// A client that follows no redirects and keeps no cookies: tests say exactly what they send.
+/// `threads` clients at once, each GETting `per_thread` page views with `cookie` from
+/// `urls[thread % urls.len()]` and the User-Agent `ua(thread)`; every answer must be 200.
+pub fn browse_concurrently(urls: &[String], cookie: &str, threads: usize, per_thread: usize, ua: fn(usize) -> &'static str) {
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (url, cookie, ua) = (urls[t % urls.len()].clone(), cookie.to_owned(), ua(t));
+            std::thread::spawn(move || {
+                let c = client();
+                for _ in 0..per_thread {
+                    let r = c.get(&url).header("cookie", format!("session={cookie}")).header("accept", "text/html").header("user-agent", ua).send().unwrap();
+                    assert_eq!(r.status(), 200);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+/// Today's UTC date, `YYYY-MM-DD`, as the day keys name it.
+pub fn today() -> String {
+    chrono::Utc::now().format("%Y-%m-%d").to_string()
+}
+
+/// The sid of a signed cookie value (`{sid}.{signature}`).
+pub fn sid_of(cookie: &str) -> String {
+    cookie.rsplit_once('.').unwrap().0.to_owned()
+}
+
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(20)).build().unwrap()
 }

@@ -422,36 +422,15 @@ impl RedisCluster {
     }
 }
 
-/// The command line of one cluster node.
+/// The command line of one cluster node: a data node's, in cluster mode.
 fn cluster_node_args(port: u16, dir: &Path, node_timeout_ms: u64) -> Vec<String> {
     let conf = dir.join(format!("nodes-{port}.conf"));
-    [
-        "--port",
-        &port.to_string(),
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        &conf.display().to_string(),
-        "--cluster-node-timeout",
-        &node_timeout_ms.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        &dir.display().to_string(),
-        "--dbfilename",
-        &format!("dump-{port}.rdb"),
-        "--notify-keyspace-events",
-        "Egx",
-        // A master's first sync to a replica otherwise waits 5 s for more replicas to come.
-        "--repl-diskless-sync-delay",
-        "0",
-    ]
-    .map(str::to_owned)
-    .to_vec()
+    let mut args = data_node_args(port, dir, None);
+    args.extend(
+        ["--cluster-enabled", "yes", "--cluster-config-file", &conf.display().to_string(), "--cluster-node-timeout", &node_timeout_ms.to_string()]
+            .map(str::to_owned),
+    );
+    args
 }
 
 // ------------------------------------------------------------------------------------------
