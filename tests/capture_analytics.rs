@@ -229,6 +229,25 @@ fn sweep_ends_sessions_whose_app_key_is_gone() {
     wait_field(&s.redis, &key, "end_reason", "expired");
 }
 
+/// Instances sharing Redis take turns to sweep: each interval one walks the active set and the
+/// others skip it.
+#[test]
+fn instances_take_turns_to_sweep() {
+    let redis = RedisServer::start();
+    let app = FlaskApp::start(&redis, FlaskSession::V08);
+    let opts = || ProxyOpts { extra_toml: "[analytics]\nbatch_max_delay_ms = 5\nsweep_interval_seconds = 1", ..ProxyOpts::new(&redis, app.url()) };
+    let (a, b) = (Proxy::start(opts()), Proxy::start(opts()));
+    a.wait_ready();
+    b.wait_ready();
+    let count = |outcome: &str| {
+        let line = format!("sting_session_sweeps_total{{outcome=\"{outcome}\"}}");
+        a.metric(&line) + b.metric(&line)
+    };
+    wait_until("three skipped turns", Duration::from_secs(20), || count("other_instance") >= 3.0);
+    assert!(count("swept") >= 1.0, "someone swept");
+    assert_eq!(count("failed"), 0.0);
+}
+
 /// Two proxy instances sharing one Redis, 8 clients on each × 250 page views, all on one
 /// session: exactly 4000 page views, and the hourly and daily totals agree with the session's.
 #[test]

@@ -13,11 +13,6 @@ fn keys(redis: &RedisServer, pattern: &str) -> Vec<String> {
     redis::cmd("KEYS").arg(pattern).query(&mut redis.conn()).unwrap()
 }
 
-fn metric(proxy: &Proxy, line_start: &str) -> f64 {
-    let text = client().get(proxy.admin_url("/metrics")).send().unwrap().text().unwrap();
-    text.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-}
-
 /// Sends `n` GETs of `path(i)` from 8 threads; returns the statuses' sum of 2xx.
 fn flood(proxy: &Proxy, n: usize, headers: &'static [(&'static str, &'static str)], path: impl Fn(usize) -> String + Sync) -> usize {
     let ok = std::sync::atomic::AtomicUsize::new(0);
@@ -42,7 +37,7 @@ fn flood(proxy: &Proxy, n: usize, headers: &'static [(&'static str, &'static str
 }
 
 fn wait_written(proxy: &Proxy, at_least: f64) {
-    wait_until("the analytics writer", Duration::from_secs(60), || metric(proxy, "sting_analytics_events_written_total") >= at_least);
+    wait_until("the analytics writer", Duration::from_secs(60), || proxy.metric("sting_analytics_events_written_total") >= at_least);
 }
 
 /// 10,000 batches leave one writer key, not 10,000 markers.
@@ -55,7 +50,7 @@ fn batches_leave_one_key_per_writer() {
     let before = redis::cmd("DBSIZE").query::<i64>(&mut redis.conn()).unwrap();
     assert_eq!(flood(&proxy, 10_000, &[], |_| "/healthz".to_owned()), 10_000);
     wait_written(&proxy, 10_000.0);
-    let batches = metric(&proxy, "sting_analytics_batch_events_count");
+    let batches = proxy.metric("sting_analytics_batch_events_count");
     assert!(batches >= 9_000.0, "about one batch per request: {batches}");
     assert_eq!(keys(&redis, "sting:analytics:writer:*").len(), 1);
     assert!(keys(&redis, "sting:analytics:batch:*").is_empty());
@@ -92,7 +87,7 @@ fn a_cookie_dropping_client_cannot_grow_session_records() {
     // The burst (20), plus what refilled during the flood (20 a minute).
     assert!((20..=30).contains(&records), "{records} session records from one address");
     assert!(session_keys(&redis).is_empty(), "one-request sessions make no keys of their own: {:?}", session_keys(&redis));
-    let refused = metric(&proxy, "sting_analytics_sessions_refused_total");
+    let refused = proxy.metric("sting_analytics_sessions_refused_total");
     assert!(refused >= 570.0, "{refused}");
     let day: std::collections::HashMap<String, i64> = redis::cmd("HGETALL").arg(format!("sting:analytics:daily:{}", today())).query(&mut redis.conn()).unwrap();
     assert_eq!(day.get("hits"), Some(&600), "every request still counts: {day:?}");
@@ -186,7 +181,7 @@ fn requests_fail_fast_while_redis_is_down() {
         let r = client().get(proxy.url("/dashboard")).header("cookie", format!("session={cookie}")).send().unwrap();
         assert_eq!(r.status(), 503);
     }
-    let fast = metric(&proxy, r#"sting_redis_errors_total{op="fail_fast"}"#);
+    let fast = proxy.metric(r#"sting_redis_errors_total{op="fail_fast"}"#);
     assert!(fast >= 30.0, "{fast} of 40 failed fast");
     redis.restart();
     wait_until("recovery", Duration::from_secs(15), || {

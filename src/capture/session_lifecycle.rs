@@ -106,6 +106,8 @@ pub struct Sweeper {
     /// The app's session lifetime: which light buckets can hold a live record.
     pub anonymous_ttl_secs: u64,
     pub capture: CaptureHandle,
+    /// This instance, in [`keys::sweep_turn`].
+    pub instance: String,
 }
 
 /// Active sessions examined per round trip.
@@ -291,20 +293,49 @@ impl Sweeper {
         }
         Ok(ended)
     }
+
+    /// Takes this interval's sweep turn unless another instance holds it. The turn lasts a
+    /// little less than the interval, so the instance whose timer fires first next time takes
+    /// it again; one that dies hands it on when it expires.
+    async fn take_turn(&self) -> Result<bool, crate::store::StoreError> {
+        let ms = (self.interval.as_millis() as u64 * 9 / 10).max(1);
+        let taken: Option<String> = self.store.query(redis::cmd("SET").arg(keys::sweep_turn()).arg(&self.instance).arg("NX").arg("PX").arg(ms)).await?;
+        Ok(taken.is_some())
+    }
 }
 
 #[async_trait]
 impl BackgroundService for Sweeper {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let sweeps = &crate::observe::metrics::metrics().sweeps;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(self.interval) => {}
                 _ = shutdown.changed() => return,
             }
+            match self.take_turn().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    sweeps.with_label_values(&["other_instance"]).inc();
+                    continue;
+                }
+                Err(e) => {
+                    sweeps.with_label_values(&["failed"]).inc();
+                    tracing::warn!(error = %e, "session sweep failed; will retry");
+                    continue;
+                }
+            }
             match self.sweep_once().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(ended = n, "sweep ended sessions"),
-                Err(e) => tracing::warn!(error = %e, "session sweep failed; will retry"),
+                Ok(n) => {
+                    sweeps.with_label_values(&["swept"]).inc();
+                    if n > 0 {
+                        tracing::info!(ended = n, "sweep ended sessions");
+                    }
+                }
+                Err(e) => {
+                    sweeps.with_label_values(&["failed"]).inc();
+                    tracing::warn!(error = %e, "session sweep failed; will retry");
+                }
             }
         }
     }

@@ -121,6 +121,7 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
                 idle_timeout: Duration::from_secs(cfg.analytics.idle_timeout_seconds),
                 anonymous_ttl_secs: cfg.session.lifetime_secs(),
                 capture: handle.clone(),
+                instance: uuid::Uuid::new_v4().simple().to_string(),
             },
         ));
         Some(handle)

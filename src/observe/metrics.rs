@@ -61,6 +61,8 @@ pub struct Metrics {
     pub redis_errors: IntCounterVec,
     /// Sentinel named another master and the connection moved to it.
     pub redis_master_changes: IntCounter,
+    /// Session sweeps by `outcome`: `swept`, `other_instance` (its turn was taken), `failed`.
+    pub sweeps: IntCounterVec,
     pub analytics_queued: IntCounter,
     pub analytics_written: IntCounter,
     pub analytics_retried: IntCounter,
@@ -157,6 +159,11 @@ impl Metrics {
             )
             .expect("valid histogram"),
             redis_errors: counter_vec("redis_errors_total", "Redis round trips that failed or timed out.", &["op"]),
+            sweeps: counter_vec(
+                "session_sweeps_total",
+                "Session sweeps by outcome: swept, other_instance (another instance had the turn), failed.",
+                &["outcome"],
+            ),
             redis_master_changes: counter("redis_master_changes_total", "Times Sentinel named another Redis master and the proxy's connection moved to it."),
             analytics_queued: counter("analytics_events_queued_total", "Analytics events handed to the writer."),
             analytics_written: counter("analytics_events_written_total", "Analytics events written to Redis."),
@@ -202,6 +209,7 @@ impl Metrics {
             Box::new(m.redis_seconds.clone()),
             Box::new(m.redis_errors.clone()),
             Box::new(m.redis_master_changes.clone()),
+            Box::new(m.sweeps.clone()),
             Box::new(m.analytics_queued.clone()),
             Box::new(m.analytics_written.clone()),
             Box::new(m.analytics_retried.clone()),

@@ -230,6 +230,13 @@ owned_name! {
 }
 
 owned_name! {
+    /// Whose turn it is to sweep (string: an instance id, expiring after one sweep interval):
+    /// taken with `SET NX`, so however many proxies share Redis, the active sessions are walked
+    /// about once per interval, not once per instance.
+    sweep_turn, ":active:sweep_turn"
+}
+
+owned_name! {
     /// Prefix of a user's active sessions set; see [`active_user`].
     active_user_prefix, ":active:users:"
 }

@@ -563,6 +563,12 @@ pub fn proxy_binary() -> &'static str {
 }
 
 impl Proxy {
+    /// The value of the first `/metrics` line starting with `line_start` (0 when absent).
+    pub fn metric(&self, line_start: &str) -> f64 {
+        let text = client().get(self.admin_url("/metrics")).send().unwrap().text().unwrap();
+        text.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+    }
+
     pub fn start(opts: ProxyOpts) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
