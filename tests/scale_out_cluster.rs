@@ -19,7 +19,8 @@ const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) App
 /// A proxy on the cluster, in front of `app`, with the analytics API token.
 fn proxy_on(cluster: &RedisCluster, app: &FlaskApp) -> Proxy {
     let mut opts = ProxyOpts::on(cluster.url_list(), app.url());
-    opts.extra_toml = "[analytics]\nbatch_max_delay_ms = 5";
+    // No sweep during a test: sessions end by keyspace notifications only.
+    opts.extra_toml = "[analytics]\nbatch_max_delay_ms = 5\nsweep_interval_seconds = 3600";
     opts.env = vec![("REDIS_MODE", "cluster".into()), ("STING_ANALYTICS_TOKEN", TOKEN.into())];
     let p = Proxy::start(opts);
     p.wait_ready();
@@ -38,7 +39,8 @@ fn page_views_recorded(cluster: &RedisCluster) -> i64 {
 /// on one session, devices, a second session's lifecycle, and the API's and CLI's numbers.
 #[test]
 fn counts_are_exact_on_a_cluster_with_two_instances() {
-    let cluster = RedisCluster::start(2_000);
+    // A node timeout long enough that a loaded machine does not fail a node over by mistake.
+    let cluster = RedisCluster::start(5_000);
     let app = FlaskApp::start_on(&cluster.url_list(), "cluster", FlaskSession::V08, &[]);
     let (a, b) = (proxy_on(&cluster, &app), proxy_on(&cluster, &app));
 
@@ -141,4 +143,50 @@ fn a_killed_master_fails_over_under_load() {
         let r = client().get(p.url("/dashboard")).header("cookie", format!("session={c}")).send().unwrap();
         assert_eq!(r.status(), 200);
     }
+}
+
+/// A master that holds none of the proxy's own keys goes down: readiness stays (any master
+/// answers), and afterwards a user's erase walks every master and removes their Kratos answer
+/// wherever its slot put it.
+#[test]
+fn a_master_without_the_proxys_keys_leaves_it_ready_and_erase_finds_every_slot() {
+    let mut cluster = RedisCluster::start(1_000);
+    let app = FlaskApp::start_on(&cluster.url_list(), "cluster", FlaskSession::V08, &[]);
+    let kratos = KratosStub::start();
+    let mut opts = ProxyOpts::on(cluster.url_list(), app.url());
+    opts.kratos = Some(kratos.url());
+    opts.extra_toml = "[analytics]\nbatch_max_delay_ms = 5\nsweep_interval_seconds = 3600";
+    opts.env = vec![("REDIS_MODE", "cluster".into())];
+    let p = Proxy::start(opts);
+    p.wait_ready();
+    for i in 0..8 {
+        kratos.answer(&format!("tok-{i}"), StubAnswer::session(&format!("kid-{i}"), None, "aal1"));
+        let r = client().get(p.url("/")).header("cookie", format!("ory_kratos_session=tok-{i}")).header("accept", "text/html").send().unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    wait_until("eight cached Kratos answers", Duration::from_secs(15), || cluster.keys("sting:kratos:*").len() == 8);
+
+    let sting_master = cluster.master_port_for_key("{sting}");
+    let victim = cluster.masters().into_iter().find(|m| *m != sting_master).unwrap();
+    cluster.kill_port(victim);
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut unready = 0;
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        if client().get(p.admin_url("/readyz")).send().map(|r| r.status().as_u16()).unwrap_or(0) != 200 {
+            unready += 1;
+        }
+        if cluster.masters().len() == 3 && cluster.masters().iter().all(|m| *m != victim) {
+            break;
+        }
+        assert!(Instant::now() < until, "no failover within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(unready, 0, "unready {unready} times of {polls} while one master without the proxy's keys was down");
+    cluster.wait_healthy(Duration::from_secs(30));
+
+    let (code, out, err) = p.cli(&["erase", "--user", "kid-3", "--json"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert_eq!(cluster.keys("sting:kratos:*").len(), 7, "kid-3's cached answer erased, wherever it was: {out}");
 }

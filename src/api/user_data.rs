@@ -302,11 +302,9 @@ async fn scanned_keys(store: &RedisStore, user: &str, sids: &BTreeSet<String>) -
     let pattern = format!("{}*", keys::KRATOS_CACHE_PREFIX);
     let mut scan = store.scanner(Scan::Keys(&pattern), BATCH);
     while let Some(batch) = scan.next_batch().await? {
-        let mut pipe = redis::pipe();
-        for k in &batch {
-            pipe.get(k);
-        }
-        let values: Vec<Option<String>> = store.pipeline(&pipe).await?;
+        // Key by key: the cache spreads over a cluster's slots.
+        let gets: Vec<redis::Cmd> = batch.iter().map(|k| redis::cmd("GET").arg(k).clone()).collect();
+        let values: Vec<Option<String>> = store.query_each(&gets, store.command_timeout()).await?;
         for (k, v) in batch.into_iter().zip(values) {
             let answer = v.and_then(|v| field_cipher::shown(&v)).and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok());
             if answer.is_some_and(|a| a["identity"]["user_id"] == user) {

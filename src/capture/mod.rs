@@ -17,6 +17,7 @@ pub mod geo;
 pub mod journey;
 pub mod log_record;
 pub mod privacy;
+pub mod replay;
 pub mod request_event;
 pub mod retention;
 pub mod session_lifecycle;

@@ -45,7 +45,9 @@ impl ExpiryListener {
             let db = client.get_connection_info().redis.db;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&[format!("__keyevent@{db}__:expired"), format!("__keyevent@{db}__:del")]).await?;
-            streams.push(pubsub.into_on_message());
+            // Each stream ends with a `None` of its own: one server's subscription lost means
+            // subscribing again, not listening to the others only.
+            streams.push(pubsub.into_on_message().map(Some).chain(futures_util::stream::once(async { None })).boxed());
         }
         tracing::info!(servers = nodes.len(), "listening for session key expiry (keyspace notifications)");
         let mut messages = futures_util::stream::select_all(streams);
@@ -54,7 +56,10 @@ impl ExpiryListener {
         loop {
             tokio::select! {
                 msg = messages.next() => {
-                    let Some(msg) = msg else { return Ok(()) };
+                    let Some(Some(msg)) = msg else {
+                        tracing::info!("a keyspace notification subscription ended: subscribing again");
+                        return Ok(());
+                    };
                     let Ok(key) = msg.get_payload::<String>() else { continue };
                     let Some(sid) = key.strip_prefix(self.key_prefix.as_str()) else { continue };
                     // `del` is the app's `session.clear()`: a logout; `expired` is the lifetime running out.

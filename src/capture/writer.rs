@@ -27,14 +27,16 @@ use crate::capture::detect;
 use crate::capture::device::{self, Device};
 use crate::capture::geo::{AsnDb, GeoDb, Location};
 use crate::capture::privacy::Privacy;
+use crate::capture::replay::{ReplayLog, REPLAY_WINDOW};
 use crate::capture::request_event::{CaptureEvent, RequestEvent, SessionSignal};
+use crate::config::redis_target::RedisMode;
 use crate::config::route_template::{self, AssetRules};
 use crate::config::security::SecuritySection;
 use crate::config::{ActionRuleSection, AnalyticsSection};
 use crate::identity::client_limit::ClientLimiter;
 use crate::observe::metrics::OTHER_ROUTE;
 use crate::store::keys;
-use crate::store::RedisStore;
+use crate::store::{RedisStore, StoreError};
 
 /// Counters of the capture pipeline, logged when the writer stops (and for metrics to come).
 #[derive(Default, Debug)]
@@ -152,6 +154,11 @@ pub struct Writer {
     /// This process's writer key (`keys::analytics_writer`) and the number of its last batch.
     writer_key: String,
     seq: AtomicU64,
+    /// Batches Redis acknowledged in the last few seconds, to send again if a failover lost
+    /// them (kept only when Redis can fail over: Sentinel or Cluster).
+    replay: Mutex<ReplayLog>,
+    /// The store's connection generation when the writer last checked its batches landed.
+    checked_generation: AtomicU64,
     /// `server.analytics_cpu`: the CPU this writer's thread is pinned to.
     cpu: Option<usize>,
     /// `[[analytics.funnels]]`, written to Redis when the writer starts.
@@ -176,6 +183,8 @@ pub fn channel(
     let writer = Writer {
         writer_key: keys::analytics_writer(&uuid::Uuid::new_v4().simple().to_string()),
         seq: AtomicU64::new(0),
+        replay: Mutex::new(ReplayLog::new(if store.mode() == RedisMode::Standalone { Duration::ZERO } else { REPLAY_WINDOW })),
+        checked_generation: AtomicU64::new(store.generation()),
         cpu: None,
         funnels: cfg.funnels.clone(),
         max_acquisition_values: cfg.max_acquisition_values_per_day,
@@ -325,6 +334,14 @@ impl Writer {
     /// reads it back, because a reply lost after Redis committed would otherwise be counted
     /// twice. At shutdown, retries stop at the hard deadline (pingora cancels the runtime then).
     async fn write(&self, batch: &Batch, shutdown: &mut ShutdownWatch, phase: &mut Option<Phase>) {
+        // The connection moved to another master since the last batch: make sure it holds
+        // every batch the old one acknowledged.
+        let generation = self.store.generation();
+        if self.checked_generation.swap(generation, Ordering::Relaxed) != generation {
+            if let Err(e) = self.resend_missing(None).await {
+                tracing::warn!(error = %e, "could not check the analytics batches after a failover");
+            }
+        }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let mut pipe = batch.to_pipeline(&self.settings);
         pipe.set_ex(&self.writer_key, seq, keys::ANALYTICS_WRITER_TTL_SECS).ignore();
@@ -344,13 +361,19 @@ impl Writer {
             } else {
                 match self.store.query::<Option<u64>>(redis::cmd("GET").arg(&self.writer_key)).await {
                     Ok(Some(n)) if n >= seq => Ok(()),
-                    Ok(_) => self.store.pipeline_within::<()>(&pipe, timeout).await,
+                    // Earlier batches missing too: a failover lost what its master had
+                    // acknowledged. Those first, in order, then this one.
+                    Ok(n) => match self.resend_missing(Some(n.unwrap_or(0))).await {
+                        Ok(()) => self.store.pipeline_within::<()>(&pipe, timeout).await,
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 }
             };
             attempt += 1;
             let e = match result {
                 Ok(()) => {
+                    self.replay.lock().unwrap_or_else(|p| p.into_inner()).acknowledged(seq, pipe, Instant::now());
                     self.stats.written.fetch_add(batch.events as u64, Ordering::Relaxed);
                     self.stats.batches.fetch_add(1, Ordering::Relaxed);
                     self.stats.commands.fetch_add(commands, Ordering::Relaxed);
@@ -377,6 +400,27 @@ impl Writer {
             }
             delay = (delay * 2).min(Duration::from_secs(2));
         }
+    }
+
+    /// Sends again, in order, the kept batches the master lacks: those after `landed` (the
+    /// number its writer key holds; read here when `None`).
+    async fn resend_missing(&self, landed: Option<u64>) -> Result<(), StoreError> {
+        if self.replay.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            return Ok(());
+        }
+        let landed = match landed {
+            Some(n) => n,
+            None => self.store.query::<Option<u64>>(redis::cmd("GET").arg(&self.writer_key)).await?.unwrap_or(0),
+        };
+        let missing = self.replay.lock().unwrap_or_else(|p| p.into_inner()).after(landed);
+        for (_, pipe) in &missing {
+            self.store.pipeline_within::<()>(pipe, BATCH_TIMEOUT).await?;
+        }
+        if !missing.is_empty() {
+            crate::observe::metrics::metrics().analytics_batches_resent.inc_by(missing.len() as u64);
+            tracing::warn!(batches = missing.len(), after = landed, "a failover lost acknowledged analytics batches: sent them again");
+        }
+        Ok(())
     }
 
     /// Collects up to `max_events`, waiting at most `max_delay` after the first; stops early

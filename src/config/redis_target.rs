@@ -176,7 +176,10 @@ fn sentinel(rest: &str) -> Result<RedisTarget, (&'static str, String)> {
         Some(d) => d.parse::<i64>().map_err(|_| ("redis.url", format!("database {d:?} is not a number")))?,
         None => 0,
     };
-    let sentinels = hosts_to_urls(None, hosts)?;
+    // A sentinel named without a port listens on Sentinel's own, 26379.
+    let hosts: Vec<String> =
+        hosts.split(',').map(str::trim).filter(|h| !h.is_empty()).map(|h| if h.contains(':') { h.to_owned() } else { format!("{h}:26379") }).collect();
+    let sentinels = hosts_to_urls(None, &hosts.join(","))?;
     let (username, password) = match creds {
         None => (None, None),
         Some(c) => match c.split_once(':') {
@@ -218,6 +221,8 @@ mod tests {
         );
         assert!(!format!("{s:?}").contains("p@ss") && !format!("{c:?}{s:?}").contains("pw"));
         assert!(format!("{:?}", parse("", "redis+cluster://:pw@a:7000").unwrap()).contains("***@a:7000"));
+        let RedisTarget::Sentinel { sentinels, .. } = parse("", "redis+sentinel://s1,s2:5000/m").unwrap() else { panic!() };
+        assert_eq!(sentinels, ["redis://s1:26379", "redis://s2:5000"], "Sentinel's port unless given");
     }
 
     #[test]

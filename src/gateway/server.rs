@@ -85,7 +85,7 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
         // Its own connection: batches may take longer than a request-path command may, and the
         // writer drives it from its own runtime (see `writer::Writer::start`).
         let analytics_store =
-            RedisStore::new(&cfg.redis_target, Duration::from_millis(cfg.redis.connect_timeout_ms), writer::BATCH_TIMEOUT).context("redis.url")?;
+            RedisStore::new(&cfg.redis_target, Duration::from_millis(cfg.redis.connect_timeout_ms), writer::BATCH_TIMEOUT).context("redis.url")?.exactly_once();
         let (handle, writer) = writer::channel(&cfg.analytics, &cfg.security, cfg.session.lifetime_secs(), analytics_store.clone(), grace, privacy.clone())
             .context("analytics")?;
         server.add_service(background_service("analytics-writer", writer.pinned_to(cfg.server.analytics_cpu)));

@@ -66,6 +66,8 @@ pub struct Metrics {
     pub analytics_queued: IntCounter,
     pub analytics_written: IntCounter,
     pub analytics_retried: IntCounter,
+    /// Acknowledged batches sent again because a failover lost them.
+    pub analytics_batches_resent: IntCounter,
     pub analytics_dropped: IntCounter,
     /// Access log lines dropped because the log's queue was full.
     pub access_log_dropped: IntCounter,
@@ -167,6 +169,10 @@ impl Metrics {
             redis_master_changes: counter("redis_master_changes_total", "Times Sentinel named another Redis master and the proxy's connection moved to it."),
             analytics_queued: counter("analytics_events_queued_total", "Analytics events handed to the writer."),
             analytics_written: counter("analytics_events_written_total", "Analytics events written to Redis."),
+            analytics_batches_resent: counter(
+                "analytics_batches_resent_total",
+                "Acknowledged analytics batches sent again because a Redis failover lost them (async replication).",
+            ),
             analytics_retried: counter("analytics_batch_retries_total", "Analytics batch writes retried after a transient error."),
             analytics_dropped: counter("analytics_events_dropped_total", "Analytics events lost: queue full, or a batch that could not be written."),
             access_log_dropped: counter(
@@ -213,6 +219,7 @@ impl Metrics {
             Box::new(m.analytics_queued.clone()),
             Box::new(m.analytics_written.clone()),
             Box::new(m.analytics_retried.clone()),
+            Box::new(m.analytics_batches_resent.clone()),
             Box::new(m.analytics_dropped.clone()),
             Box::new(m.access_log_dropped.clone()),
             Box::new(m.analytics_sessions_refused.clone()),

@@ -57,14 +57,18 @@ pub async fn single(client: redis::Client, t: Timeouts) -> RedisResult<Connectio
     ConnectionManager::new_with_config(client, config).await
 }
 
-/// Connects to a Redis Cluster through any of its `seeds`.
-pub async fn cluster(seeds: &[String], t: Timeouts) -> RedisResult<ClusterConnection> {
+/// Connects to a Redis Cluster through any of its `seeds`. `resend` lets the client send a
+/// request again after a connection error (it also follows `MOVED`/`ASK` and refreshes its
+/// slot map either way); without it the caller sees the error and decides: a transaction whose
+/// reply was lost may have been applied, and only the caller can check (the analytics writer's
+/// batch numbers), so exactly-once writers must not let the client resend.
+pub async fn cluster(seeds: &[String], t: Timeouts, resend: bool) -> RedisResult<ClusterConnection> {
     // Few, short retries: the caller's own deadline bounds each call, and the circuit breaker
     // fails calls fast while a master is down and its replica not yet promoted.
     ClusterClientBuilder::new(seeds.iter().map(String::as_str).collect::<Vec<_>>())
         .connection_timeout(t.connect)
         .response_timeout(t.command)
-        .retries(3)
+        .retries(if resend { 3 } else { 0 })
         .min_retry_wait(20)
         .max_retry_wait(200)
         .build()?
@@ -93,8 +97,17 @@ pub fn address_of(client: &redis::Client) -> String {
     client.get_connection_info().addr.to_string()
 }
 
-/// The masters a cluster node lists in `CLUSTER NODES` (reachable, serving slots): `(host, port)`.
-pub fn parse_cluster_masters(nodes: &str) -> Vec<(String, u16)> {
+/// A master of a cluster: its address and one slot it serves (commands meant for that node are
+/// routed by the slot, which survives the node being known by a hostname).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ClusterMaster {
+    pub host: String,
+    pub port: u16,
+    pub slot: u16,
+}
+
+/// The masters a cluster node lists in `CLUSTER NODES` (reachable, serving slots).
+pub fn parse_cluster_masters(nodes: &str) -> Vec<ClusterMaster> {
     let mut out = Vec::new();
     for line in nodes.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -105,12 +118,13 @@ pub fn parse_cluster_masters(nodes: &str) -> Vec<(String, u16)> {
         if !flags.contains(&"master") || flags.iter().any(|x| matches!(*x, "fail" | "fail?" | "noaddr" | "handshake")) || f.len() < 9 {
             continue;
         }
-        // `ip:port@cport[,hostname]`
+        // `ip:port@cport[,hostname]`, then slots `a-b`, `n` or `[n->-id]` (migrating).
         let addr = f[1].split(['@', ',']).next().unwrap_or_default();
-        if let Some((host, port)) = addr.rsplit_once(':') {
+        let slot = f[8..].iter().find_map(|r| r.split('-').next().and_then(|n| n.parse::<u16>().ok()));
+        if let (Some((host, port)), Some(slot)) = (addr.rsplit_once(':'), slot) {
             if let Ok(port) = port.parse() {
                 if !host.is_empty() {
-                    out.push((host.to_owned(), port));
+                    out.push(ClusterMaster { host: host.to_owned(), port, slot });
                 }
             }
         }
@@ -141,7 +155,8 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@40001,host-a myself,mas
 a1 127.0.0.1:30009@40009 master,fail - 0 0 9 disconnected 0-10
 b2 127.0.0.1:30010@40010 master - 0 0 10 connected
 ";
-        assert_eq!(parse_cluster_masters(nodes), [("127.0.0.1".to_owned(), 30001), ("127.0.0.1".to_owned(), 30002), ("127.0.0.1".to_owned(), 30003)]);
+        let m = |port, slot| ClusterMaster { host: "127.0.0.1".into(), port, slot };
+        assert_eq!(parse_cluster_masters(nodes), [m(30001, 0), m(30002, 5461), m(30003, 10923)]);
     }
 
     #[test]

@@ -17,16 +17,16 @@
 //! back as a replica), makes the store ask the sentinels again, at most once per
 //! [`PROBE_INTERVAL`]; when they name another master, the connection moves to it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::FromRedisValue;
 
 use crate::config::redis_target::{RedisMode, RedisTarget};
 use crate::store::circuit_breaker::{CircuitBreaker, CircuitState};
-use crate::store::connection::{self, StoreConnection, Timeouts};
+use crate::store::connection::{self, ClusterMaster, StoreConnection, Timeouts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -65,20 +65,25 @@ pub enum Scan<'a> {
 
 #[derive(Clone)]
 pub struct RedisStore {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
-    target: RedisTarget,
-    timeouts: Timeouts,
+pub(super) struct Inner {
+    pub(super) target: RedisTarget,
+    pub(super) timeouts: Timeouts,
+    /// The cluster client may send a request again after a connection error (see
+    /// [`connection::cluster`]); off for exactly-once writers ([`RedisStore::exactly_once`]).
+    resend: bool,
     conn: RwLock<Option<StoreConnection>>,
     /// Open while Redis is unreachable: calls fail fast, one probe per [`PROBE_INTERVAL`].
     breaker: CircuitBreaker,
     /// Sentinel: the address of the master the connection goes to, a search for the master
-    /// under way, and when the sentinels were last asked.
-    master: Mutex<Option<String>>,
-    finding_master: AtomicBool,
-    last_asked: Mutex<Option<Instant>>,
+    /// under way, and when the sentinels were last asked (see `sentinel_watch`).
+    pub(super) master: Mutex<Option<String>>,
+    /// Counts the moves of the connection to another server (a Sentinel failover followed).
+    pub(super) generation: std::sync::atomic::AtomicU64,
+    pub(super) finding_master: AtomicBool,
+    pub(super) last_asked: Mutex<Option<Instant>>,
 }
 
 /// While Redis is down, one call per interval is let through to find out whether it is back.
@@ -95,6 +100,9 @@ impl Inner {
         let was = self.breaker.state();
         match r {
             Err(StoreError::Timeout(_)) => self.breaker.record_failure(),
+            // One cluster master down must not fail the calls bound for the others: there it
+            // takes failures in a row (no success in between) to open the breaker.
+            Err(e) if e.means_unreachable() && self.target.mode() == RedisMode::Cluster => self.breaker.record_failure(),
             Err(e) if e.means_unreachable() => self.breaker.trip(),
             _ => self.breaker.record_success(),
         }
@@ -113,7 +121,7 @@ impl Inner {
         self.conn.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn set_connection(&self, c: StoreConnection) {
+    pub(super) fn set_connection(&self, c: StoreConnection) {
         *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(c);
     }
 }
@@ -130,6 +138,7 @@ impl StoreError {
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
+                    || e.code() == Some("NOREPLICAS")
                     || matches!(
                         e.kind(),
                         redis::ErrorKind::BusyLoadingError
@@ -154,29 +163,55 @@ impl StoreError {
         }
     }
 
-    /// The server that answered is no master (any more): a Sentinel failover happened.
+    /// The server that answered is no master (any more), or a master cut off from its
+    /// replicas (`min-replicas-to-write`): a Sentinel failover is under way.
     fn means_master_moved(&self) -> bool {
-        matches!(self, StoreError::Redis(e) if e.kind() == redis::ErrorKind::ReadOnly)
+        matches!(self, StoreError::Redis(e) if e.kind() == redis::ErrorKind::ReadOnly || e.code() == Some("NOREPLICAS"))
     }
 }
 
 impl RedisStore {
     /// A handle for `target`; does no I/O until [`RedisStore::connect_forever`] runs.
     pub fn new(target: &RedisTarget, connect_timeout: Duration, command_timeout: Duration) -> redis::RedisResult<Self> {
-        if let RedisTarget::Standalone { url } = target {
-            redis::Client::open(url.as_str())?;
+        match target {
+            RedisTarget::Standalone { url } => {
+                redis::Client::open(url.as_str())?;
+            }
+            RedisTarget::Cluster { .. } => {
+                crate::store::keys::use_cluster_layout().map_err(|m| redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, m)))?
+            }
+            RedisTarget::Sentinel { .. } => {}
         }
         Ok(Self {
             inner: Arc::new(Inner {
                 target: target.clone(),
                 timeouts: Timeouts { connect: connect_timeout, command: command_timeout },
+                resend: true,
                 conn: RwLock::new(None),
                 breaker: CircuitBreaker::new(TIMEOUTS_TO_TRIP, PROBE_INTERVAL),
                 master: Mutex::new(None),
+                generation: std::sync::atomic::AtomicU64::new(0),
                 finding_master: AtomicBool::new(false),
                 last_asked: Mutex::new(None),
             }),
         })
+    }
+
+    /// This handle's writes must land once: no request is sent again after a connection error
+    /// behind the caller's back (the cluster client would, and a `MULTI`/`EXEC` whose reply was
+    /// lost would then be applied twice); the caller retries after checking. Call before
+    /// connecting.
+    pub fn exactly_once(mut self) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.resend = false;
+        }
+        self
+    }
+
+    /// How many times the connection moved to another server (a Sentinel failover followed):
+    /// writes acknowledged before a move may be missing after it.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn mode(&self) -> RedisMode {
@@ -205,6 +240,10 @@ impl RedisStore {
             *slot = Some(conn);
             *self.inner.master.lock().unwrap_or_else(|e| e.into_inner()) = master;
             tracing::info!(redis = %self.inner.target.describe(), "connected to Redis");
+            if self.mode() == RedisMode::Sentinel {
+                // On the runtime that drives the connection: it lives as long as it does.
+                tokio::spawn(self.clone().watch_sentinels());
+            }
         }
         Ok(())
     }
@@ -220,7 +259,7 @@ impl RedisStore {
         let t = self.inner.timeouts;
         Ok(match &self.inner.target {
             RedisTarget::Standalone { url } => (StoreConnection::Single(connection::single(redis::Client::open(url.as_str())?, t).await?), None),
-            RedisTarget::Cluster { seeds } => (StoreConnection::Cluster(connection::cluster(seeds, t).await?), None),
+            RedisTarget::Cluster { seeds } => (StoreConnection::Cluster(connection::cluster(seeds, t, self.inner.resend).await?), None),
             RedisTarget::Sentinel { .. } => {
                 let client = connection::sentinel_master(&self.inner.target, t).await?;
                 let address = connection::address_of(&client);
@@ -302,54 +341,18 @@ impl RedisStore {
         r
     }
 
-    /// Sentinel only: asks the sentinels for the master again (in the background, one search at
-    /// a time, at most once per [`PROBE_INTERVAL`]) and moves the connection if it changed.
-    fn find_master_if_sentinel(&self) {
-        if self.mode() != RedisMode::Sentinel {
-            return;
-        }
-        {
-            let mut last = self.inner.last_asked.lock().unwrap_or_else(|e| e.into_inner());
-            if last.is_some_and(|t| t.elapsed() < PROBE_INTERVAL) {
-                return;
-            }
-            if self.inner.finding_master.swap(true, Ordering::AcqRel) {
-                return;
-            }
-            *last = Some(Instant::now());
-        }
-        let store = self.clone();
-        tokio::spawn(async move {
-            let r = store.follow_master().await;
-            store.inner.finding_master.store(false, Ordering::Release);
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "sentinels did not name a reachable master yet");
-            }
-        });
-    }
-
-    async fn follow_master(&self) -> Result<(), StoreError> {
-        let t = self.inner.timeouts;
-        let client = connection::sentinel_master(&self.inner.target, t).await?;
-        let address = connection::address_of(&client);
-        if self.inner.master.lock().unwrap_or_else(|e| e.into_inner()).as_deref() == Some(address.as_str()) {
-            return Ok(());
-        }
-        let conn = connection::single(client, t).await?;
-        self.inner.set_connection(StoreConnection::Single(conn));
-        let old = self.inner.master.lock().unwrap_or_else(|e| e.into_inner()).replace(address.clone());
-        crate::observe::metrics::metrics().redis_master_changes.inc();
-        tracing::warn!(from = old.as_deref().unwrap_or("-"), to = %address, "Sentinel named a new Redis master; connection moved");
-        Ok(())
-    }
-
-    /// The masters of a cluster (`host`, `port`), read from `CLUSTER NODES`; empty for one server.
-    pub async fn cluster_masters(&self) -> Result<Vec<(String, u16)>, StoreError> {
+    /// The masters of a cluster, read from `CLUSTER NODES`; empty for one server. An answer
+    /// naming none is an error: a walk over "every master" must not silently walk nothing.
+    pub async fn cluster_masters(&self) -> Result<Vec<ClusterMaster>, StoreError> {
         if self.mode() != RedisMode::Cluster {
             return Ok(Vec::new());
         }
         let nodes: String = self.query(redis::cmd("CLUSTER").arg("NODES")).await?;
-        Ok(connection::parse_cluster_masters(&nodes))
+        let masters = connection::parse_cluster_masters(&nodes);
+        if masters.is_empty() {
+            return Err(StoreError::Redis((redis::ErrorKind::ClusterDown, "CLUSTER NODES names no master serving slots").into()));
+        }
+        Ok(masters)
     }
 
     /// A client for each server holding part of the keyspace, for subscriptions and checks:
@@ -361,7 +364,7 @@ impl RedisStore {
             RedisTarget::Cluster { seeds } => {
                 let seed = seeds.first().map(String::as_str).unwrap_or_default();
                 match self.cluster_masters().await {
-                    Ok(masters) => masters.iter().map(|(host, port)| connection::node_client(seed, host, *port)).collect::<Result<_, _>>()?,
+                    Ok(masters) => masters.iter().map(|m| connection::node_client(seed, &m.host, m.port)).collect::<Result<_, _>>()?,
                     // Before the first connection: the seeds are the cluster's nodes too.
                     Err(StoreError::NotConnected) => seeds.iter().map(|s| redis::Client::open(s.as_str())).collect::<Result<_, _>>()?,
                     Err(e) => return Err(e),
@@ -370,10 +373,11 @@ impl RedisStore {
         })
     }
 
-    /// Runs `cmd` on one cluster node (`SCAN` is per node); on one server, just runs it.
-    async fn query_on<T: FromRedisValue>(&self, cmd: &redis::Cmd, node: Option<&(String, u16)>) -> Result<T, StoreError> {
-        let Some((host, port)) = node else { return self.query(cmd).await };
-        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port });
+    /// Runs `cmd` on one cluster master (`SCAN` is per node), routed by a slot it serves; on
+    /// one server, just runs it.
+    async fn query_on<T: FromRedisValue>(&self, cmd: &redis::Cmd, node: Option<&ClusterMaster>) -> Result<T, StoreError> {
+        let Some(master) = node else { return self.query(cmd).await };
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(master.slot, SlotAddr::Master)));
         self.round_trip("query", self.inner.timeouts.command, |conn| async move {
             match conn {
                 StoreConnection::Cluster(mut c) => T::from_redis_value(&c.route_command(cmd, routing).await?),
@@ -390,9 +394,22 @@ impl RedisStore {
         Scanner { store: self, what, count, cursor: 0, done: false, nodes: None }
     }
 
-    /// `PING`, for readiness.
+    /// `PING`, for readiness: the one server, or on a cluster any master (a cluster client
+    /// would otherwise ask every master, and one master down would make every proxy unready).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let pong: String = self.query(&redis::cmd("PING")).await?;
+        let cmd = redis::cmd("PING");
+        let pong: String = if self.mode() == RedisMode::Cluster {
+            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary);
+            self.round_trip("query", self.inner.timeouts.command, |conn| async move {
+                match conn {
+                    StoreConnection::Cluster(mut c) => String::from_redis_value(&c.route_command(&cmd, routing).await?),
+                    StoreConnection::Single(mut c) => cmd.query_async(&mut c).await,
+                }
+            })
+            .await?
+        } else {
+            self.query(&cmd).await?
+        };
         if pong == "PONG" {
             Ok(())
         } else {
@@ -410,7 +427,7 @@ pub struct Scanner<'a> {
     cursor: u64,
     done: bool,
     /// A key scan on a cluster: the masters still to walk, the current one last.
-    nodes: Option<Vec<(String, u16)>>,
+    nodes: Option<Vec<ClusterMaster>>,
 }
 
 impl Scanner<'_> {
@@ -419,7 +436,6 @@ impl Scanner<'_> {
         if matches!(self.what, Scan::Keys(_)) && self.store.mode() == RedisMode::Cluster && self.nodes.is_none() {
             let mut masters = self.store.cluster_masters().await?;
             masters.reverse();
-            self.done = masters.is_empty();
             self.nodes = Some(masters);
         }
         while !self.done {

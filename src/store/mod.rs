@@ -10,5 +10,6 @@ pub mod connection;
 pub mod field_cipher;
 mod handle;
 pub mod keys;
+mod sentinel_watch;
 
 pub use handle::*;
