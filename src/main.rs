@@ -41,6 +41,17 @@ struct When {
     to: Option<String>,
 }
 
+/// A ranking of one period (day or hour) or range: the arguments `top` and `acquisition` share.
+#[derive(clap::Args)]
+struct Ranking {
+    #[arg(long, value_enum, default_value = "day")]
+    period: PeriodArg,
+    #[command(flatten)]
+    when: When,
+    #[arg(long, default_value_t = 10)]
+    limit: usize,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy (the default command).
@@ -62,12 +73,8 @@ enum Command {
     /// Where sessions came from (referrer domains, UTM source/medium/campaign), as `GET
     /// /api/analytics/acquisition` gives it.
     Acquisition {
-        #[arg(long, value_enum, default_value = "day")]
-        period: PeriodArg,
         #[command(flatten)]
-        when: When,
-        #[arg(long, default_value_t = 10)]
-        limit: usize,
+        ranking: Ranking,
     },
     /// The funnels (without NAME), or one funnel's steps with sessions, users and conversion.
     Funnels {
@@ -90,12 +97,8 @@ enum Command {
     Top {
         #[arg(value_enum)]
         what: TopWhat,
-        #[arg(long, value_enum, default_value = "day")]
-        period: PeriodArg,
         #[command(flatten)]
-        when: When,
-        #[arg(long, default_value_t = 10)]
-        limit: usize,
+        ranking: Ranking,
     },
     /// End the active sessions whose app session is gone or that went idle; print how many.
     /// Exits 1 when it held sessions back because their app keys all looked missing (a wrong
@@ -201,10 +204,14 @@ fn main() -> ExitCode {
         Command::Check => exit_on_problems(sting_proxy::ops::check::run(&cfg)),
         Command::Sessions(c) => ops(&cfg, Ops::Sessions(c), cli.json),
         Command::Stats { when: When { date, from, to } } => ops(&cfg, Ops::Stats { date, from, to }, cli.json),
-        Command::Acquisition { period, when: When { date, from, to }, limit } => ops(&cfg, Ops::Acquisition { period, date, from, to, limit }, cli.json),
+        Command::Acquisition { ranking: Ranking { period, when: When { date, from, to }, limit } } => {
+            ops(&cfg, Ops::Acquisition { period, date, from, to, limit }, cli.json)
+        }
         Command::Funnels { name, from, to } => ops(&cfg, Ops::Funnels { name, from, to }, cli.json),
         Command::Retention { granularity, from, to } => ops(&cfg, Ops::Retention { granularity, from, to }, cli.json),
-        Command::Top { what, period, when: When { date, from, to }, limit } => ops(&cfg, Ops::Top { what, period, date, from, to, limit }, cli.json),
+        Command::Top { what, ranking: Ranking { period, when: When { date, from, to }, limit } } => {
+            ops(&cfg, Ops::Top { what, period, date, from, to, limit }, cli.json)
+        }
         Command::Cleanup { dry_run } => ops(&cfg, Ops::Cleanup { dry_run }, cli.json),
         Command::Validate { fix } => ops(&cfg, Ops::Validate { fix }, cli.json),
         Command::Anomalies { date, severity, user, limit } => ops(&cfg, Ops::Anomalies { date, severity, user, limit }, cli.json),

@@ -318,25 +318,20 @@ impl BackgroundService for Sweeper {
                 _ = tokio::time::sleep(self.interval) => {}
                 _ = shutdown.changed() => return,
             }
-            match self.take_turn().await {
-                Ok(true) => {}
-                Ok(false) => {
-                    sweeps.with_label_values(&["other_instance"]).inc();
-                    continue;
-                }
-                Err(e) => {
-                    sweeps.with_label_values(&["failed"]).inc();
-                    tracing::warn!(error = %e, "session sweep failed; will retry");
-                    continue;
-                }
-            }
-            match self.sweep_once().await {
-                Ok(n) => {
+            // `None`: another instance has this interval's turn.
+            let swept = match self.take_turn().await {
+                Ok(true) => self.sweep_once().await.map(Some),
+                Ok(false) => Ok(None),
+                Err(e) => Err(e),
+            };
+            match swept {
+                Ok(Some(n)) => {
                     sweeps.with_label_values(&["swept"]).inc();
                     if n > 0 {
                         tracing::info!(ended = n, "sweep ended sessions");
                     }
                 }
+                Ok(None) => sweeps.with_label_values(&["other_instance"]).inc(),
                 Err(e) => {
                     sweeps.with_label_values(&["failed"]).inc();
                     tracing::warn!(error = %e, "session sweep failed; will retry");

@@ -79,7 +79,7 @@ pub(super) struct Inner {
     breaker: CircuitBreaker,
     /// Sentinel: the address of the master the connection goes to, a search for the master
     /// under way, and when the sentinels were last asked (see `sentinel_watch`).
-    pub(super) master: Mutex<Option<String>>,
+    pub(super) master: Mutex<Option<redis::Client>>,
     /// Counts the moves of the connection to another server (a Sentinel failover followed).
     pub(super) generation: std::sync::atomic::AtomicU64,
     pub(super) finding_master: AtomicBool,
@@ -254,16 +254,15 @@ impl RedisStore {
         Ok(self.open().await?.0)
     }
 
-    /// A new connection, and for Sentinel the master's address it goes to.
-    async fn open(&self) -> Result<(StoreConnection, Option<String>), StoreError> {
+    /// A new connection, and for Sentinel a client for the master it goes to.
+    async fn open(&self) -> Result<(StoreConnection, Option<redis::Client>), StoreError> {
         let t = self.inner.timeouts;
         Ok(match &self.inner.target {
             RedisTarget::Standalone { url } => (StoreConnection::Single(connection::single(redis::Client::open(url.as_str())?, t).await?), None),
             RedisTarget::Cluster { seeds } => (StoreConnection::Cluster(connection::cluster(seeds, t, self.inner.resend).await?), None),
             RedisTarget::Sentinel { .. } => {
                 let client = connection::sentinel_master(&self.inner.target, t).await?;
-                let address = connection::address_of(&client);
-                (StoreConnection::Single(connection::single(client, t).await?), Some(address))
+                (StoreConnection::Single(connection::single(client.clone(), t).await?), Some(client))
             }
         })
     }
@@ -356,11 +355,18 @@ impl RedisStore {
     }
 
     /// A client for each server holding part of the keyspace, for subscriptions and checks:
-    /// the one server, the Sentinel master of the moment, or every cluster master.
+    /// the one server, the Sentinel master the store follows (asked of the sentinels only
+    /// before it first connected), or every cluster master.
     pub async fn node_clients(&self) -> Result<Vec<redis::Client>, StoreError> {
         Ok(match &self.inner.target {
             RedisTarget::Standalone { url } => vec![redis::Client::open(url.as_str())?],
-            RedisTarget::Sentinel { .. } => vec![connection::sentinel_master(&self.inner.target, self.inner.timeouts).await?],
+            RedisTarget::Sentinel { .. } => {
+                let followed = self.inner.master.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                match followed {
+                    Some(client) => vec![client],
+                    None => vec![connection::sentinel_master(&self.inner.target, self.inner.timeouts).await?],
+                }
+            }
             RedisTarget::Cluster { seeds } => {
                 let seed = seeds.first().map(String::as_str).unwrap_or_default();
                 match self.cluster_masters().await {
@@ -377,7 +383,12 @@ impl RedisStore {
     /// one server, just runs it.
     async fn query_on<T: FromRedisValue>(&self, cmd: &redis::Cmd, node: Option<&ClusterMaster>) -> Result<T, StoreError> {
         let Some(master) = node else { return self.query(cmd).await };
-        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(master.slot, SlotAddr::Master)));
+        self.query_routed(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(master.slot, SlotAddr::Master)))).await
+    }
+
+    /// Runs `cmd` where `routing` says on a cluster (instead of where its key, or its name,
+    /// would send it); on one server, just runs it.
+    async fn query_routed<T: FromRedisValue>(&self, cmd: &redis::Cmd, routing: RoutingInfo) -> Result<T, StoreError> {
         self.round_trip("query", self.inner.timeouts.command, |conn| async move {
             match conn {
                 StoreConnection::Cluster(mut c) => T::from_redis_value(&c.route_command(cmd, routing).await?),
@@ -397,19 +408,7 @@ impl RedisStore {
     /// `PING`, for readiness: the one server, or on a cluster any master (a cluster client
     /// would otherwise ask every master, and one master down would make every proxy unready).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let cmd = redis::cmd("PING");
-        let pong: String = if self.mode() == RedisMode::Cluster {
-            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary);
-            self.round_trip("query", self.inner.timeouts.command, |conn| async move {
-                match conn {
-                    StoreConnection::Cluster(mut c) => String::from_redis_value(&c.route_command(&cmd, routing).await?),
-                    StoreConnection::Single(mut c) => cmd.query_async(&mut c).await,
-                }
-            })
-            .await?
-        } else {
-            self.query(&cmd).await?
-        };
+        let pong: String = self.query_routed(&redis::cmd("PING"), RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary)).await?;
         if pong == "PONG" {
             Ok(())
         } else {

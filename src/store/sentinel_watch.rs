@@ -60,13 +60,13 @@ impl RedisStore {
         let t = self.inner.timeouts;
         let client = connection::sentinel_master(&self.inner.target, t).await?;
         let address = connection::address_of(&client);
-        if self.inner.master.lock().unwrap_or_else(|e| e.into_inner()).as_deref() == Some(address.as_str()) {
+        if self.inner.master.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(connection::address_of).as_deref() == Some(address.as_str()) {
             return Ok(());
         }
-        let conn = connection::single(client, t).await?;
+        let conn = connection::single(client.clone(), t).await?;
         self.inner.set_connection(StoreConnection::Single(conn));
         self.inner.generation.fetch_add(1, Ordering::AcqRel);
-        let old = self.inner.master.lock().unwrap_or_else(|e| e.into_inner()).replace(address.clone());
+        let old = self.inner.master.lock().unwrap_or_else(|e| e.into_inner()).replace(client).map(|c| connection::address_of(&c));
         crate::observe::metrics::metrics().redis_master_changes.inc();
         tracing::warn!(from = old.as_deref().unwrap_or("-"), to = %address, "Sentinel named a new Redis master; connection moved");
         Ok(())
